@@ -1,0 +1,47 @@
+"""The plugin kinds ``infrakit plugin start`` knows, and how to build each.
+
+Factories import their implementation lazily so that listing kinds costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from infrakit.rpc.paths import infrakit_home
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A built-in plugin kind: a default name, a summary, and a factory of serve() kwargs."""
+
+    summary: str
+    build: Callable[[str], dict[str, Any]]
+
+
+def _file(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.file import FileInstancePlugin
+
+    return {"instance": FileInstancePlugin(infrakit_home() / "instance-file" / name)}
+
+
+def _vanilla(name: str) -> dict[str, Any]:
+    from infrakit.plugins.flavor.vanilla import VanillaFlavor
+
+    return {"flavor": VanillaFlavor()}
+
+
+KINDS: dict[str, Kind] = {
+    "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
+                          _file),
+    "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
+}
+
+
+def parse_kind(spec: str) -> tuple[str, str]:
+    """``KIND[:NAME]`` -> (kind, name); the name defaults to the kind."""
+    kind, _, name = spec.partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"unknown plugin kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    return kind, name or kind

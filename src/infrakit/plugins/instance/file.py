@@ -1,0 +1,137 @@
+"""The ``file`` instance plugin: one JSON file per instance, for development and tests.
+
+Each instance is ``<dir>/<ID>.json``, written atomically. IDs come from a counter kept in
+``<dir>/.next-id`` and are never reused, even across restarts. The plugin owns its directory:
+records are read once at start and then served from memory, and every change is written
+through to disk before the call returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from infrakit.atomicfile import fsync_dir, write_atomic
+from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.types import Attachment, Description, Spec
+
+_ID = re.compile(r"instance-[0-9]{1,20}")
+_COUNTER = ".next-id"
+
+
+class InstanceRecord(msgspec.Struct, rename="pascal", kw_only=True):
+    """What the file of one instance holds."""
+
+    id: str = msgspec.field(name="ID")
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    tags: dict[str, str] = {}
+    init: str = ""
+    properties: Any = None
+    attachments: list[Attachment] | None = None
+    created: float = 0.0
+
+    def describe(self, properties: bool) -> Description:
+        return Description(
+            id=self.id,
+            logical_id=self.logical_id,
+            tags=dict(self.tags),
+            properties=self.properties if properties else msgspec.UNSET,
+        )
+
+
+_decode_record = msgspec.json.Decoder(InstanceRecord).decode
+
+
+class FileInstancePlugin:
+    """Instance/0.5.0 over a directory of JSON files."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.directory / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise PluginError(
+                f"instance directory {str(self.directory)!r} is not writable: {exc.strerror}"
+            ) from None
+        self._lock = threading.Lock()
+        self._records = self._load()
+        self._next = self._load_counter()
+
+    def _load(self) -> dict[str, InstanceRecord]:
+        records = {}
+        for path in self.directory.glob("instance-*.json"):
+            with contextlib.suppress(OSError, msgspec.DecodeError):
+                record = _decode_record(path.read_bytes())
+                records[record.id] = record
+        return records
+
+    def _load_counter(self) -> int:
+        try:
+            stored = int((self.directory / _COUNTER).read_text())
+        except (OSError, ValueError):
+            stored = 1
+        seen = [int(i.removeprefix("instance-")) + 1 for i in self._records]
+        return max([stored, *seen])
+
+    def _path(self, instance: str) -> Path:
+        return self.directory / f"{instance}.json"
+
+    def _existing(self, instance: str) -> InstanceRecord:
+        record = self._records.get(instance) if _ID.fullmatch(instance) else None
+        if record is None:
+            raise NotFoundError(f"Instance: no instance {instance!r} in {self.directory}")
+        return record
+
+    def validate(self, properties: Any) -> None:
+        """Any JSON value is acceptable as properties of a file instance."""
+
+    def provision(self, spec: Spec) -> str:
+        with self._lock:
+            seq = self._next
+            self._next += 1
+            write_atomic(self.directory / _COUNTER, f"{self._next}\n".encode())
+            record = InstanceRecord(
+                id=f"instance-{seq}",
+                logical_id=spec.logical_id,
+                tags=dict(spec.tags or {}),
+                init=spec.init,
+                properties=spec.properties,
+                attachments=spec.attachments,
+                created=time.time(),
+            )
+            write_atomic(self._path(record.id), msgspec.json.encode(record))
+            self._records = {**self._records, record.id: record}
+        return record.id
+
+    def label(self, instance: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            record = self._existing(instance)
+            updated = msgspec.structs.replace(record, tags={**record.tags, **labels})
+            write_atomic(self._path(instance), msgspec.json.encode(updated))
+            self._records = {**self._records, instance: updated}
+
+    def destroy(self, instance: str) -> None:
+        with self._lock:
+            self._existing(instance)
+            os.unlink(self._path(instance))
+            fsync_dir(self.directory)
+            self._records = {k: v for k, v in self._records.items() if k != instance}
+
+    async def describe_instances(
+        self, tags: dict[str, str], properties: bool
+    ) -> list[Description]:
+        """Served from memory, so it runs on the event loop without a thread hop."""
+        wanted = tags.items()
+        return [r.describe(properties) for r in sorted(self._records.values(),
+                                                       key=lambda r: int(r.id[9:]))
+                if wanted <= r.tags.items()]

@@ -1,0 +1,161 @@
+"""Clients of a plugin socket: a sync one for the CLI and an async one for controllers.
+
+Both share the envelope codec in :mod:`infrakit.rpc.jsonrpc` and the method tables of
+:mod:`infrakit.spi`; the sync one uses only the standard library so the CLI starts fast.
+Every call has a timeout. Errors: :class:`~infrakit.rpc.jsonrpc.RPCError` for an error the
+plugin answered, :class:`PluginUnreachable` when no answer could be had.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, TypeVar
+
+from infrakit.rpc import jsonrpc
+from infrakit.spi.methods import Method
+
+log = logging.getLogger("infrakit.rpc.client")
+
+DEFAULT_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+class PluginUnreachable(ConnectionError):
+    """The plugin's socket did not answer: it is not running, stale, or timed out."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"plugin at {path} is not reachable: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("h", timeout=timeout)
+        self._path = os.fspath(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+_HEADERS = {"Content-Type": "application/json"}
+
+
+class RPCClient:
+    """A keep-alive JSON-RPC client on one UNIX socket, using only the standard library."""
+
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._conn: _UnixHTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> RPCClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def call_raw(self, method: str, params: Any, result_type: type[T]) -> T:
+        """Call ``method`` with ``params`` (a struct or a dict) and decode the result."""
+        _, body = jsonrpc.encode_request(method, params)
+        log.debug("-> %s %s", self.path.name, body)
+        answer = self._post(body)
+        log.debug("<- %s %s", self.path.name, answer)
+        return jsonrpc.decode_response(answer, result_type)
+
+    def call(self, method: Method[Any, Any], type_name: str | None, *args: Any) -> Any:
+        """Call a method of an interface table and return its unwrapped value."""
+        result = self.call_raw(method.wire, method.build(type_name, args), method.result)
+        return method.unwrap(result)
+
+    def _post(self, body: bytes) -> bytes:
+        reused = self._conn is not None
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = _UnixHTTPConnection(self.path, self.timeout)
+            try:
+                self._conn.request("POST", "/", body, _HEADERS)
+                resp = self._conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue  # the server closed an idle keep-alive connection; retry once
+                raise PluginUnreachable(self.path, str(exc) or type(exc).__name__) from None
+            except TimeoutError:
+                self.close()
+                raise PluginUnreachable(self.path, f"no answer within {self.timeout:g}s") from None
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                self.close()
+                raise PluginUnreachable(self.path, exc.strerror or str(exc)) from None
+            except OSError as exc:
+                self.close()
+                raise PluginUnreachable(self.path, str(exc)) from None
+            if resp.status != 200:
+                raise PluginUnreachable(
+                    self.path, f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
+                )
+            return data
+        raise AssertionError("unreachable")
+
+
+class AsyncRPCClient:
+    """The same client for asyncio code, over aiohttp; create it inside a running loop."""
+
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        import aiohttp
+
+        self.path = Path(path)
+        self.timeout = timeout
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=os.fspath(path)),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> AsyncRPCClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def call_raw(self, method: str, params: Any, result_type: type[T]) -> T:
+        """Call ``method`` with ``params`` (a struct or a dict) and decode the result."""
+        import aiohttp
+
+        _, body = jsonrpc.encode_request(method, params)
+        try:
+            async with self._session.post("http://h/", data=body, headers=_HEADERS) as resp:
+                data = await resp.read()
+                status = resp.status
+        except TimeoutError:
+            raise PluginUnreachable(self.path, f"no answer within {self.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise PluginUnreachable(self.path, str(exc)) from None
+        if status != 200:
+            raise PluginUnreachable(self.path,
+                                    f"HTTP {status}: {data[:200].decode(errors='replace')}")
+        return jsonrpc.decode_response(data, result_type)
+
+    async def call(self, method: Method[Any, Any], type_name: str | None, *args: Any) -> Any:
+        """Call a method of an interface table and return its unwrapped value."""
+        result = await self.call_raw(method.wire, method.build(type_name, args), method.result)
+        return method.unwrap(result)

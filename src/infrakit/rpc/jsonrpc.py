@@ -1,0 +1,165 @@
+"""The JSON-RPC 2.0 envelope, shared by the server and both clients.
+
+Requests are parsed in two steps: the envelope first, with ``params`` kept raw, then the
+params straight into the method's request struct. That keeps a bad envelope (-32600) apart
+from bad params (-32602) and decodes each byte once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, TypeVar
+
+import msgspec
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+APPLICATION_ERROR = -32000
+"""The code of every fault a plugin reports about its own domain."""
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_ids = itertools.count(1)
+
+
+class RPCError(Exception):
+    """A JSON-RPC error, raised by clients on an error response and by the server's parser."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _Envelope(msgspec.Struct):
+    """A request envelope; any field may be missing or of the wrong type until checked."""
+
+    jsonrpc: Any = msgspec.UNSET
+    method: Any = msgspec.UNSET
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+    id: Any = msgspec.UNSET
+
+
+class _ErrorObject(msgspec.Struct):
+    code: int
+    message: str
+    data: Any = None
+
+
+class _Response(msgspec.Struct):
+    jsonrpc: str = "2.0"
+    result: msgspec.Raw = msgspec.Raw(b"")
+    error: _ErrorObject | None = None
+    id: Any = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_response_decoder = msgspec.json.Decoder(_Response)
+_one_param = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class Request(msgspec.Struct):
+    """A parsed request envelope. ``id`` is ``UNSET`` for a notification."""
+
+    method: str
+    params: msgspec.Raw
+    id: Any
+
+
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes | msgspec.Raw) -> T:
+    """Decode, turning every way JSON can be bad into ``msgspec.DecodeError``."""
+    try:
+        return decoder.decode(body)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise msgspec.DecodeError("JSON text is not valid UTF-8") from None
+
+
+def parse_request(body: bytes) -> Request:
+    """Parse a request body. Raises :class:`RPCError` (-32700 or -32600) with ``data``
+    holding the id to answer with, when one could be read."""
+    try:
+        env = _decode(_envelope_decoder, body)
+    except msgspec.ValidationError as exc:
+        raise RPCError(INVALID_REQUEST, f"Invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RPCError(PARSE_ERROR, f"Parse error: {exc}") from None
+    rid = None if env.id is msgspec.UNSET else env.id
+    if (rid is not None and not isinstance(rid, (str, int))) or isinstance(rid, bool):
+        raise RPCError(INVALID_REQUEST, "id must be a string, a number or null")
+    if env.jsonrpc != "2.0":
+        raise RPCError(INVALID_REQUEST, "jsonrpc must be 2.0", rid)
+    if not isinstance(env.method, str) or not env.method:
+        raise RPCError(INVALID_REQUEST, "method must be a non-empty string", rid)
+    params = env.params
+    if bytes(params) == b"null":
+        params = msgspec.Raw(b"{}")
+    elif bytes(params).lstrip().startswith(b"["):
+        items = _decode(_one_param, params)
+        if len(items) != 1:
+            raise RPCError(INVALID_PARAMS, "params must be an object or an array of one object",
+                           rid)
+        params = items[0]
+    return Request(method=env.method, params=params, id=env.id)
+
+
+def decode_params(decoder: msgspec.json.Decoder[T], req: Request) -> T:
+    """Decode a request's params into its method's struct; -32602 names the bad field."""
+    try:
+        return _decode(decoder, req.params)
+    except msgspec.DecodeError as exc:
+        where = str(exc).replace("`$", "`params")
+        raise RPCError(INVALID_PARAMS, f"Invalid params: {where}", req.id) from None
+
+
+def encode_result(rid: Any, result: Any) -> bytes:
+    """Encode a successful response."""
+    return _encoder.encode({"jsonrpc": "2.0", "result": result, "id": rid})
+
+
+def encode_error(rid: Any, code: int, message: str, data: Any = None) -> bytes:
+    """Encode an error response."""
+    return _encoder.encode(
+        {"jsonrpc": "2.0", "error": {"code": code, "message": message, "data": data}, "id": rid}
+    )
+
+
+def encode_request(method: str, params: Any, rid: int | None = None) -> tuple[int, bytes]:
+    """Encode a request; returns the id used and the body."""
+    rid = next(_ids) if rid is None else rid
+    return rid, _encoder.encode({"jsonrpc": "2.0", "method": method, "params": params, "id": rid})
+
+
+_result_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _result_decoder(result_type: type[T]) -> msgspec.json.Decoder[T]:
+    decoder = _result_decoders.get(result_type)
+    if decoder is None:
+        decoder = _result_decoders[result_type] = msgspec.json.Decoder(result_type)
+    return decoder
+
+
+def decode_response(body: bytes, result_type: type[T]) -> T:
+    """Decode a response body into ``result_type``, or raise the :class:`RPCError` it carries."""
+    try:
+        resp = _decode(_response_decoder, body)
+    except msgspec.DecodeError as exc:
+        raise RPCError(PARSE_ERROR, f"malformed response from plugin: {exc}") from None
+    if resp.error is not None:
+        raise RPCError(resp.error.code, resp.error.message, resp.error.data)
+    if not resp.result:
+        raise RPCError(INVALID_REQUEST, "malformed response from plugin: no result and no error")
+    try:
+        return _result_decoder(result_type).decode(resp.result)
+    except msgspec.DecodeError as exc:
+        raise RPCError(INVALID_PARAMS, f"unexpected result from plugin: {exc}") from None

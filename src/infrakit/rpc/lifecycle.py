@@ -1,0 +1,165 @@
+"""Claiming, binding and releasing a plugin's socket and pid file.
+
+The pid file is also a lock: the server holds an exclusive ``flock`` on it for its whole
+life. The kernel drops the lock when the process dies, even by ``kill -9``, so a socket
+whose pid file is unlocked is stale and safe to remove, and one whose lock is held belongs
+to a live server, even a stopped one that cannot answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import stat
+from pathlib import Path
+
+from infrakit.rpc.paths import PluginPathError, pid_path, socket_path
+
+
+class PluginRunningError(RuntimeError):
+    """Another live server holds the name."""
+
+
+def ensure_plugin_dir(directory: Path) -> None:
+    """Create the plugin directory 0700, or refuse one that others may write to."""
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+        os.chmod(directory, 0o700)
+        return
+    except FileExistsError:
+        pass
+    st = directory.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise PluginPathError(f"plugin directory {str(directory)!r} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise PluginPathError(
+            f"plugin directory {str(directory)!r} is owned by uid {st.st_uid}, not by you "
+            f"(uid {os.geteuid()})"
+        )
+    if st.st_mode & 0o022:
+        raise PluginPathError(
+            f"plugin directory {str(directory)!r} is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):o}): run chmod 700 on it"
+        )
+
+
+def read_pid(sock: Path) -> int | None:
+    """The pid written beside a socket, if any."""
+    try:
+        return int(pid_path(sock).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_locked(sock: Path) -> bool:
+    """Whether a live process holds the lock on ``sock``'s pid file."""
+    try:
+        fd = os.open(pid_path(sock), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def answers(sock: Path, timeout: float = 0.5) -> bool:
+    """Whether anything accepts a connection on ``sock``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(os.fspath(sock))
+        except OSError:
+            return False
+    return True
+
+
+class SocketClaim:
+    """The exclusive right to serve under one name: the locked pid file and the socket."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        ensure_plugin_dir(directory)
+        self.path = socket_path(name, directory)
+        self.pid_file = pid_path(self.path)
+        self._fd = self._lock()
+        self._sock_ino: int | None = None
+        try:
+            self._clear_stale()
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            os.fsync(self._fd)
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock(self) -> int:
+        """Lock the pid file, retrying if it was replaced between open and lock."""
+        while True:
+            fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid = read_pid(self.path)
+                raise PluginRunningError(
+                    f"plugin {self.path.name!r} is already running"
+                    f" (pid {pid if pid is not None else 'unknown'}) at {self.path}"
+                ) from None
+            try:
+                same = os.stat(self.pid_file).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def _clear_stale(self) -> None:
+        """Remove a socket left by a dead server; refuse one that something still serves."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise PluginPathError(f"{self.path} exists and is not a socket; remove it first")
+        if answers(self.path):
+            raise PluginRunningError(
+                f"plugin {self.path.name!r} is already running: something answers on {self.path}"
+            )
+        os.unlink(self.path)
+
+    def bind(self) -> socket.socket:
+        """Bind and listen on the socket, readable and writable by the owner only."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(os.fspath(self.path))
+            os.chmod(self.path, 0o600)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock_ino = os.lstat(self.path).st_ino
+        return sock
+
+    def unlink_socket(self) -> None:
+        """Remove the socket file if it is still the one this claim bound."""
+        if self._sock_ino is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if os.lstat(self.path).st_ino == self._sock_ino:
+                os.unlink(self.path)
+        self._sock_ino = None
+
+    def release(self) -> None:
+        """Remove the socket and the pid file, then drop the lock."""
+        self.unlink_socket()
+        if self._fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.pid_file)
+        os.close(self._fd)
+        self._fd = -1

@@ -1,0 +1,264 @@
+"""Serve plugin objects as HTTP/1.1 JSON-RPC 2.0 on a UNIX socket.
+
+A plugin author writes the verbs and calls :func:`serve`. The runtime answers the
+handshake, routes typed sub-plugins by the ``Type`` field, runs blocking methods in a
+bounded thread pool so the event loop never blocks, turns exceptions into JSON-RPC errors,
+and owns the socket's life from claim to removal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from infrakit.rpc import jsonrpc
+from infrakit.rpc.http import HTTPServer, Limits
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.lifecycle import SocketClaim
+from infrakit.rpc.paths import plugin_dir
+from infrakit.spi.errors import PluginError
+from infrakit.spi.flavor import FLAVOR
+from infrakit.spi.group import GROUP
+from infrakit.spi.handshake import (
+    DEFAULT_TYPE,
+    ImplementsResult,
+    LegacyImplementsResult,
+    TypesResult,
+)
+from infrakit.spi.instance import INSTANCE
+from infrakit.spi.methods import Interface, Method
+
+log = logging.getLogger("infrakit.rpc")
+
+HANDSHAKE_METHODS = ("Handshake.Implements", "Handshake.Types", "Plugin.Implements")
+
+DEFAULT_GRACE = 10.0
+DEFAULT_WORKERS = 16
+
+#: One plugin object, or several keyed by type name (``"."`` or ``""`` is the default type).
+Plugins = object | Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """One RPC method bound to the plugin object that answers it."""
+
+    method: Method[Any, Any]
+    decoder: msgspec.json.Decoder[Any]
+    targets: dict[str, Callable[..., Any]]
+    """Plugin method per type name; ``""`` is the default type."""
+    is_async: dict[str, bool]
+
+
+def _by_type(plugins: Plugins) -> dict[str, object]:
+    if isinstance(plugins, Mapping):
+        return {("" if k in ("", DEFAULT_TYPE) else k): v for k, v in plugins.items()}
+    return {"": plugins}
+
+
+class Dispatcher:
+    """Turns a request body into a response body. Knows nothing of sockets or HTTP."""
+
+    def __init__(
+        self,
+        served: Mapping[Interface, Plugins],
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plugin")
+        self._methods: dict[str, _Bound] = {}
+        self.types: dict[str, list[str]] = {}
+        for iface, plugins in served.items():
+            objs = _by_type(plugins)
+            self.types[str(iface.spec)] = sorted(DEFAULT_TYPE if t == "" else t for t in objs)
+            for wire, method in iface.methods.items():
+                targets = {t: getattr(o, method.attr) for t, o in objs.items()
+                           if callable(getattr(o, method.attr, None))}
+                if targets:
+                    self._methods[wire] = _Bound(
+                        method, msgspec.json.Decoder(method.request), targets,
+                        {t: inspect.iscoroutinefunction(f) for t, f in targets.items()},
+                    )
+        self.apis = [iface.spec for iface in served]
+        self.methods = sorted(self._methods)
+        self._handshake: dict[str, Callable[[], msgspec.Struct]] = {
+            "Handshake.Implements": lambda: ImplementsResult(apis=self.apis),
+            "Handshake.Types": lambda: TypesResult(types=self.types),
+            "Plugin.Implements": lambda: LegacyImplementsResult(interfaces=self.apis),
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, body: bytes) -> bytes | None:
+        """Answer one request body; ``None`` for a notification, which gets no answer."""
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("request: %s", body[:4096].decode(errors="replace"))
+        try:
+            req = jsonrpc.parse_request(body)
+        except RPCError as exc:
+            out: bytes | None = jsonrpc.encode_error(exc.data, exc.code, exc.message)
+        else:
+            try:
+                result = await self._call(req)
+            except RPCError as exc:
+                out = jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data)
+            else:
+                out = jsonrpc.encode_result(req.id, result)
+            if req.id is msgspec.UNSET:
+                out = None
+        if debug:
+            log.debug("response: %s", (out or b"")[:4096].decode(errors="replace"))
+        return out
+
+    async def _call(self, req: jsonrpc.Request) -> Any:
+        hand = self._handshake.get(req.method)
+        if hand is not None:
+            return hand()
+        bound = self._methods.get(req.method)
+        if bound is None:
+            raise RPCError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {req.method!r}")
+        params = jsonrpc.decode_params(bound.decoder, req)
+        type_name = getattr(params, "type", "")
+        key = "" if type_name in ("", DEFAULT_TYPE) else type_name
+        target = bound.targets.get(key)
+        if target is None:
+            known = ", ".join(repr(t or DEFAULT_TYPE) for t in bound.targets)
+            raise RPCError(
+                jsonrpc.APPLICATION_ERROR,
+                f"Type: no {req.method.split('.')[0]} plugin of type {type_name!r} here"
+                f" (types served: {known})",
+            )
+        args = bound.method.args(params)
+        try:
+            if bound.is_async[key]:
+                value = await target(*args)
+            else:
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(self._pool, functools.partial(target, *args))
+            return bound.method.wrap(params, value)
+        except PluginError as exc:
+            raise RPCError(jsonrpc.APPLICATION_ERROR, str(exc)) from None
+        except Exception as exc:
+            log.exception("%s failed", req.method)
+            raise RPCError(
+                jsonrpc.APPLICATION_ERROR, f"{req.method} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def _served(instance: Plugins | None, flavor: Plugins | None,
+            group: Plugins | None) -> dict[Interface, Plugins]:
+    served = {iface: p for iface, p in ((INSTANCE, instance), (FLAVOR, flavor), (GROUP, group))
+              if p is not None}
+    if not served:
+        raise ValueError("serve() needs at least one of instance=, flavor= or group=")
+    return served
+
+
+class PluginServer:
+    """A running server: created by :meth:`start`, ended by :meth:`close`."""
+
+    def __init__(self, name: str, dispatcher: Dispatcher, claim: SocketClaim,
+                 http: HTTPServer, grace: float) -> None:
+        self.name = name
+        self.dispatcher = dispatcher
+        self.claim = claim
+        self._http = http
+        self._grace = grace
+
+    @property
+    def path(self) -> Path:
+        return self.claim.path
+
+    @classmethod
+    async def start(
+        cls,
+        name: str,
+        *,
+        instance: Plugins | None = None,
+        flavor: Plugins | None = None,
+        group: Plugins | None = None,
+        directory: Path | None = None,
+        limits: Limits | None = None,
+        workers: int = DEFAULT_WORKERS,
+        grace: float = DEFAULT_GRACE,
+    ) -> PluginServer:
+        """Claim the socket and start answering on it."""
+        dispatcher = Dispatcher(_served(instance, flavor, group), workers)
+        info = msgspec.json.encode(
+            {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
+             "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
+        http = HTTPServer(dispatcher.handle, lambda: info, limits)
+        claim = SocketClaim(name, directory or plugin_dir())
+        try:
+            await http.start(claim.bind())
+        except BaseException:
+            claim.release()
+            dispatcher.close()
+            raise
+        log.info("plugin %s listening on %s", name, claim.path)
+        return cls(name, dispatcher, claim, http, grace)
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight calls finish within the grace period, clean up."""
+        self.claim.unlink_socket()
+        try:
+            await self._http.close(self._grace)
+        finally:
+            self.dispatcher.close()
+            self.claim.release()
+            log.info("plugin %s stopped", self.name)
+
+
+async def serve_async(name: str, *, stop: asyncio.Event | None = None, **kwargs: Any) -> None:
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives, then shut down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await PluginServer.start(name, **kwargs)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.close()
+
+
+def serve(
+    name: str,
+    *,
+    instance: Plugins | None = None,
+    flavor: Plugins | None = None,
+    group: Plugins | None = None,
+    directory: Path | None = None,
+    limits: Limits | None = None,
+    workers: int = DEFAULT_WORKERS,
+    grace: float = DEFAULT_GRACE,
+) -> None:
+    """Serve plugin objects under ``name`` until SIGINT or SIGTERM.
+
+    Each of ``instance``, ``flavor`` and ``group`` is one plugin object or a mapping from type
+    name to plugin object (``"."`` is the default type; ``name/ec2`` reaches type ``ec2``).
+    Methods may be plain or ``async``; plain ones run in a pool of ``workers`` threads.
+    ``limits`` bounds body size, read deadlines and connections; ``grace`` is how long
+    in-flight calls may take to finish after SIGINT or SIGTERM.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        run = asyncio.run
+    else:
+        run = uvloop.run
+    run(serve_async(name, instance=instance, flavor=flavor, group=group, directory=directory,
+                    limits=limits, workers=workers, grace=grace))

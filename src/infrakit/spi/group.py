@@ -1,0 +1,91 @@
+"""Group/0.1.0: commit, describe, free and destroy declared groups of instances."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing
+from infrakit.spi.types import GROUP_API, Description, Wire
+
+
+class GroupSpec(Wire, kw_only=True):
+    """A declared group: its ID and the group plugin's own properties."""
+
+    id: str = msgspec.field(default="", name="ID")
+    properties: Any = None
+
+
+class GroupDescription(Wire, kw_only=True):
+    """The members of a group and whether they match the declared spec."""
+
+    instances: list[Description] | None = None
+    converged: bool = False
+
+
+class GroupPlugin(Protocol):
+    """What a group plugin implements; each method may also be ``async``."""
+
+    def commit_group(self, spec: GroupSpec, pretend: bool) -> MaybeAwaitable[str]: ...
+
+    def free_group(self, id: str) -> MaybeAwaitable[None]: ...
+
+    def describe_group(self, id: str) -> MaybeAwaitable[GroupDescription]: ...
+
+    def destroy_group(self, id: str) -> MaybeAwaitable[None]: ...
+
+    def inspect_groups(self) -> MaybeAwaitable[list[GroupSpec]]: ...
+
+
+class CommitRequest(Wire, kw_only=True):
+    spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
+    pretend: bool = False
+
+
+class IDRequest(Wire, kw_only=True):
+    id: str = msgspec.field(name="ID")
+
+
+class InspectRequest(Wire, kw_only=True):
+    pass
+
+
+class CommitResult(Wire, kw_only=True):
+    details: str
+
+
+class OKResult(Wire, kw_only=True):
+    ok: bool = msgspec.field(name="OK")
+
+
+class DescribeResult(Wire, kw_only=True):
+    description: GroupDescription
+
+
+class InspectResult(Wire, kw_only=True):
+    groups: list[GroupSpec] | None
+
+
+def _ok(_: Any, __: Any) -> OKResult:
+    return OKResult(ok=True)
+
+
+GROUP = interface(
+    GROUP_API,
+    False,
+    Method("Group.CommitGroup", CommitRequest, CommitResult, "commit_group",
+           lambda r: (r.spec, r.pretend), lambda r, v: CommitResult(details=v),
+           lambda res: res.details),
+    Method("Group.FreeGroup", IDRequest, OKResult, "free_group", lambda r: (r.id,), _ok,
+           nothing),
+    Method("Group.DescribeGroup", IDRequest, DescribeResult, "describe_group",
+           lambda r: (r.id,), lambda r, v: DescribeResult(description=v),
+           lambda res: res.description),
+    Method("Group.DestroyGroup", IDRequest, OKResult, "destroy_group", lambda r: (r.id,), _ok,
+           nothing),
+    # The reference answers an empty list as null.
+    Method("Group.InspectGroups", InspectRequest, InspectResult, "inspect_groups",
+           lambda r: (), lambda r, v: InspectResult(groups=list(v) or None),
+           lambda res: res.groups or []),
+)

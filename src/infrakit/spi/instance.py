@@ -1,0 +1,95 @@
+"""Instance/0.5.0: make, label, destroy and describe one resource per instance."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing
+from infrakit.spi.types import INSTANCE_API, Description, Spec, Wire
+
+
+class InstancePlugin(Protocol):
+    """What an instance plugin author implements; each method may also be ``async``.
+
+    Raise :class:`infrakit.spi.errors.PluginError` with a message that names the field and
+    the reason to refuse a call.
+    """
+
+    def validate(self, properties: Any) -> MaybeAwaitable[None]: ...
+
+    def provision(self, spec: Spec) -> MaybeAwaitable[str]: ...
+
+    def label(self, instance: str, labels: dict[str, str]) -> MaybeAwaitable[None]: ...
+
+    def destroy(self, instance: str) -> MaybeAwaitable[None]: ...
+
+    def describe_instances(
+        self, tags: dict[str, str], properties: bool
+    ) -> MaybeAwaitable[list[Description]]: ...
+
+
+class ValidateRequest(Wire, kw_only=True):
+    type: str = ""
+    properties: Any = None
+
+
+class ProvisionRequest(Wire, kw_only=True):
+    type: str = ""
+    spec: Spec = msgspec.field(default_factory=Spec)
+
+
+class LabelRequest(Wire, kw_only=True):
+    type: str = ""
+    instance: str
+    labels: dict[str, str] | None = None
+
+
+class DestroyRequest(Wire, kw_only=True):
+    type: str = ""
+    instance: str
+
+
+class DescribeRequest(Wire, kw_only=True):
+    type: str = ""
+    tags: dict[str, str] | None = None
+    properties: bool = False
+
+
+class OKResult(Wire, kw_only=True):
+    type: str = ""
+    ok: bool = msgspec.field(name="OK")
+
+
+class ProvisionResult(Wire, kw_only=True):
+    type: str = ""
+    id: str = msgspec.field(name="ID")
+
+
+class DescribeResult(Wire, kw_only=True):
+    type: str = ""
+    descriptions: list[Description] | None
+
+
+def _ok(req: Any, _: Any) -> OKResult:
+    return OKResult(type=req.type, ok=True)
+
+
+INSTANCE = interface(
+    INSTANCE_API,
+    True,
+    Method("Instance.Validate", ValidateRequest, OKResult, "validate",
+           lambda r: (r.properties,), _ok, nothing),
+    Method("Instance.Provision", ProvisionRequest, ProvisionResult, "provision",
+           lambda r: (r.spec,), lambda r, v: ProvisionResult(type=r.type, id=v),
+           lambda res: res.id),
+    Method("Instance.Label", LabelRequest, OKResult, "label",
+           lambda r: (r.instance, r.labels or {}), _ok, nothing),
+    Method("Instance.Destroy", DestroyRequest, OKResult, "destroy",
+           lambda r: (r.instance,), _ok, nothing),
+    Method("Instance.DescribeInstances", DescribeRequest, DescribeResult, "describe_instances",
+           lambda r: (r.tags or {}, r.properties),
+           lambda r, v: DescribeResult(type=r.type, descriptions=list(v)),
+           lambda res: res.descriptions or []),
+)

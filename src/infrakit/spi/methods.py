@@ -1,0 +1,74 @@
+"""The declarative table that ties a JSON-RPC method to a plugin method.
+
+One ``Method`` says everything both ends need: the wire name, the request and result
+structs, which Python method of the plugin object answers it, how the request becomes that
+method's arguments, and how its return value becomes the result. The server and the
+clients both read these tables, so the two ends can never disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeAlias, TypeVar
+
+import msgspec
+import msgspec.structs
+
+from infrakit.spi.types import InterfaceSpec
+
+Req = TypeVar("Req", bound=msgspec.Struct)
+Res = TypeVar("Res", bound=msgspec.Struct)
+T = TypeVar("T")
+
+#: A plugin method may be a plain function or a coroutine function.
+MaybeAwaitable: TypeAlias = T | Awaitable[T]
+
+
+@dataclass(frozen=True)
+class Method(Generic[Req, Res]):
+    """One RPC method of one interface."""
+
+    wire: str
+    request: type[Req]
+    result: type[Res]
+    attr: str
+    args: Callable[[Req], tuple[Any, ...]]
+    """The plugin method's arguments, taken from a decoded request (server side)."""
+    wrap: Callable[[Req, Any], Res]
+    """The result struct, from the request and what the plugin method returned."""
+    unwrap: Callable[[Res], Any]
+    """What a client returns to its caller, taken from the result struct."""
+
+    def build(self, type_name: str | None, args: tuple[Any, ...]) -> Req:
+        """The request for a client call: ``args`` fill the fields after ``Type``, in order."""
+        names = _field_names(self.request)
+        if type_name is not None:
+            return self.request(type=type_name, **dict(zip(names[1:], args, strict=True)))
+        return self.request(**dict(zip(names, args, strict=True)))
+
+
+@dataclass(frozen=True, eq=False)
+class Interface:
+    """An interface, its version and its methods, keyed by wire name."""
+
+    spec: InterfaceSpec
+    methods: dict[str, Method[Any, Any]]
+    typed: bool
+    """Whether requests carry a ``Type`` field that selects a typed sub-plugin."""
+
+
+@functools.cache
+def _field_names(struct: type[msgspec.Struct]) -> list[str]:
+    return [f.name for f in msgspec.structs.fields(struct)]
+
+
+def nothing(_: Any) -> None:
+    """``unwrap`` of a method whose result says only that it worked."""
+    return None
+
+
+def interface(spec: InterfaceSpec, typed: bool, *methods: Method[Any, Any]) -> Interface:
+    """Build an :class:`Interface` from its methods."""
+    return Interface(spec=spec, methods={m.wire: m for m in methods}, typed=typed)

@@ -1,0 +1,82 @@
+"""Wire types shared by every plugin interface.
+
+Field names are snake_case in Python and PascalCase on the wire, spelled exactly as the
+reference InfraKit v0.5 spells them (``ID``, ``LogicalID``, ``OK``, ``APIs``). Optional
+lists and maps default to ``None`` so that they encode as ``null``, as the reference sends
+them; ``Description.properties`` is ``UNSET`` unless a caller asked for it, so that it is
+left out of the JSON entirely.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+
+class Wire(msgspec.Struct, rename="pascal"):
+    """Base of every wire struct: PascalCase field names. Subclasses declare `kw_only`."""
+
+
+class InterfaceSpec(Wire):
+    """One interface a plugin implements, e.g. ``Instance/0.5.0``."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+class Attachment(Wire, kw_only=True):
+    """A resource attached to an instance (a volume, a network interface, ...)."""
+
+    id: str = msgspec.field(name="ID")
+    type: str = ""
+
+
+class Spec(Wire, kw_only=True):
+    """What an instance plugin is asked to provision."""
+
+    properties: Any = None
+    tags: dict[str, str] | None = None
+    init: str = ""
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    attachments: list[Attachment] | None = None
+
+
+class Description(Wire, kw_only=True):
+    """One existing instance as an instance plugin reports it."""
+
+    id: str = msgspec.field(name="ID")
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    tags: dict[str, str] | None = None
+    properties: Any = msgspec.UNSET
+
+
+class Allocation(Wire, kw_only=True):
+    """How many members a group has: a size (cattle) or named logical IDs (pets)."""
+
+    size: int = 0
+    logical_ids: list[str] | None = msgspec.field(default=None, name="LogicalIDs")
+
+
+class Index(Wire, kw_only=True):
+    """Where an instance stands in its group, given to ``Flavor.Prepare``."""
+
+    group: str = ""
+    sequence: int = 0
+
+
+class Health(enum.IntEnum):
+    """A flavor's verdict on one instance."""
+
+    UNKNOWN = 0
+    HEALTHY = 1
+    UNHEALTHY = 2
+
+
+INSTANCE_API = InterfaceSpec(name="Instance", version="0.5.0")
+FLAVOR_API = InterfaceSpec(name="Flavor", version="0.1.0")
+GROUP_API = InterfaceSpec(name="Group", version="0.1.0")
