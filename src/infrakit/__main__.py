@@ -1,0 +1,5 @@
+"""``python -m infrakit``: the same as the ``infrakit`` command."""
+
+from infrakit.cli.main import main
+
+main()

@@ -1,0 +1,110 @@
+"""``infrakit instance``: drive any Instance/0.5.0 plugin by hand."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from infrakit.cli.connect import plugin_client, timeout_option
+from infrakit.cli.output import emit, format_tags, output_option
+from infrakit.cli.specfile import parse_pairs, read_as, read_document
+from infrakit.rpc.typed import InstanceClient
+from infrakit.spi.types import Spec
+
+
+@click.group("instance", params=[timeout_option()])
+@click.option("--name", required=True, help="The instance plugin, as NAME or NAME/TYPE.")
+@click.pass_context
+def command(ctx: click.Context, name: str, timeout: float) -> None:
+    """Validate, provision, describe, label and destroy instances through a plugin."""
+    ctx.obj = (name, timeout)
+
+
+def _client(ctx: click.Context) -> tuple[str, float]:
+    name, timeout = ctx.obj
+    return name, timeout
+
+
+@command.command()
+@click.argument("file", metavar="FILE|-")
+@click.pass_context
+def validate(ctx: click.Context, file: str) -> None:
+    """Check instance properties (JSON or YAML) with the plugin."""
+    properties = read_document(file)
+    name, timeout = _client(ctx)
+    with plugin_client(name, timeout) as (rpc, type_name):
+        InstanceClient(rpc, type_name).validate(properties)
+    click.echo("valid")
+
+
+@command.command()
+@click.argument("file", metavar="FILE|-")
+@click.pass_context
+def provision(ctx: click.Context, file: str) -> None:
+    """Provision one instance from a Spec (Properties, Tags, Init, LogicalID,
+    Attachments) and print its ID."""
+    spec = read_as(file, Spec, "instance Spec")
+    name, timeout = _client(ctx)
+    with plugin_client(name, timeout) as (rpc, type_name):
+        click.echo(InstanceClient(rpc, type_name).provision(spec))
+
+
+@command.command()
+@click.option("--tags", "tags", multiple=True, metavar="K=V",
+              help="Only instances with this tag; repeat to require several.")
+@click.option("--properties", is_flag=True, help="Also show each instance's properties.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the IDs.")
+@output_option()
+@click.pass_context
+def describe(ctx: click.Context, tags: tuple[str, ...], properties: bool, quiet: bool,
+             output: str) -> None:
+    """List the instances that carry every given tag."""
+    wanted = parse_pairs(tags, "--tags")
+    name, timeout = _client(ctx)
+    with plugin_client(name, timeout) as (rpc, type_name):
+        found = InstanceClient(rpc, type_name).describe_instances(wanted, properties)
+    if quiet:
+        for d in found:
+            click.echo(d.id)
+        return
+    headers = ["ID", "LOGICAL", "TAGS", *(["PROPERTIES"] if properties else [])]
+    emit(found, output, headers, lambda: [
+        [d.id, d.logical_id or "-", format_tags(d.tags),
+         *([json.dumps(d.properties, separators=(",", ":"))] if properties else [])]
+        for d in found])
+
+
+@command.command()
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def destroy(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Destroy instances; goes on past one that fails and reports every failure."""
+    from infrakit.rpc.jsonrpc import RPCError
+
+    name, timeout = _client(ctx)
+    failed = []
+    with plugin_client(name, timeout) as (rpc, type_name):
+        client = InstanceClient(rpc, type_name)
+        for iid in ids:
+            try:
+                client.destroy(iid)
+            except RPCError as exc:
+                failed.append(f"{iid}: {exc.message}")
+            else:
+                click.echo(f"destroyed {iid}")
+    if failed:
+        raise click.ClickException("could not destroy:\n  " + "\n  ".join(failed))
+
+
+@command.command()
+@click.argument("instance", metavar="ID")
+@click.argument("labels", nargs=-1, required=True, metavar="K=V...")
+@click.pass_context
+def label(ctx: click.Context, instance: str, labels: tuple[str, ...]) -> None:
+    """Merge labels into an instance's tags."""
+    pairs = parse_pairs(labels, "K=V")
+    name, timeout = _client(ctx)
+    with plugin_client(name, timeout) as (rpc, type_name):
+        InstanceClient(rpc, type_name).label(instance, pairs)
+    click.echo(f"labelled {instance}")

@@ -1,0 +1,110 @@
+"""The ``infrakit`` command: the root group, logging, and turning errors into messages.
+
+Only what ``plugin ls`` and the instance verbs need is imported at start-up; everything
+heavier is imported by the command that uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import ClassVar
+
+import click
+
+from infrakit import __version__
+
+#: ``--log`` levels as the reference numbers them (logrus: panic .. debug).
+LOG_LEVELS = {0: logging.CRITICAL + 10, 1: logging.CRITICAL, 2: logging.ERROR,
+              3: logging.WARNING, 4: logging.INFO, 5: logging.DEBUG}
+
+_state = {"debug": False}
+
+
+def configure_logging(level: int) -> None:
+    logging.basicConfig(
+        level=LOG_LEVELS[level], stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+class _LazyGroup(click.Group):
+    """Loads each sub-command's module only when that sub-command runs."""
+
+    _modules: ClassVar[dict[str, str]] = {
+        "plugin": "infrakit.cli.plugin",
+        "instance": "infrakit.cli.instance",
+        "flavor": "infrakit.cli.flavor",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._modules])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = self._modules.get(cmd_name)
+        if module is None:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        cmd = importlib.import_module(module).command
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log", "log_level", type=click.IntRange(0, 5), default=4, show_default=True,
+              envvar="INFRAKIT_LOG", help="Log level: 0 is least verbose; 5 logs every "
+              "request and response.")
+@click.option("--debug", is_flag=True, envvar="INFRAKIT_DEBUG",
+              help="Show a traceback when a command fails.")
+def cli(log_level: int, debug: bool) -> None:
+    """Declarative, self-healing infrastructure over InfraKit plugins.
+
+    Plugins are processes serving JSON-RPC on UNIX sockets in $INFRAKIT_PLUGINS_DIR
+    (default: $INFRAKIT_HOME/plugins, and $INFRAKIT_HOME defaults to ~/.infrakit).
+    """
+    _state["debug"] = debug
+    configure_logging(log_level)
+
+
+@cli.command()
+def version() -> None:
+    """Print the version of infrakit-py and of the plugin APIs it speaks."""
+    from infrakit.spi.types import FLAVOR_API, GROUP_API, INSTANCE_API
+
+    click.echo(f"infrakit-py {__version__}")
+    click.echo(f"APIs: {INSTANCE_API}, {FLAVOR_API}, {GROUP_API}")
+
+
+def _message(exc: BaseException) -> str:
+    """What the user reads for an error: the reason, with no traceback."""
+    from infrakit.rpc.jsonrpc import RPCError
+
+    if isinstance(exc, RPCError):
+        return f"the plugin answered: {exc.message} (code {exc.code})"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors go to stderr with exit status 1, tracebacks only with --debug."""
+    try:
+        cli.main(args=argv, prog_name="infrakit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(1 if exc.exit_code == 0 else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if _state["debug"] or os.environ.get("INFRAKIT_DEBUG"):
+            raise
+        click.echo(f"Error: {_message(exc)}", err=True)
+        sys.exit(1)
