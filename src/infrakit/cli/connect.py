@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import click
 
+from infrakit.cli.main import trace_hook
 from infrakit.rpc.client import PluginUnreachable, RPCClient
 from infrakit.rpc.discovery import PluginNotRunning, locate, running_names
 from infrakit.rpc.paths import PluginPathError
@@ -19,7 +20,7 @@ def plugin_client(name: str, timeout: float) -> Iterator[tuple[RPCClient, str]]:
         path, type_name = locate(name)
     except (PluginNotRunning, PluginPathError) as exc:
         raise click.ClickException(str(exc)) from None
-    rpc = RPCClient(path, timeout)
+    rpc = RPCClient(path, timeout, trace_hook())
     try:
         yield rpc, type_name
     except PluginUnreachable as exc:

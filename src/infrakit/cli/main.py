@@ -6,27 +6,48 @@ heavier is imported by the command that uses it.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import ClassVar
 
 import click
 
 from infrakit import __version__
 
-#: ``--log`` levels as the reference numbers them (logrus: panic .. debug).
-LOG_LEVELS = {0: logging.CRITICAL + 10, 1: logging.CRITICAL, 2: logging.ERROR,
-              3: logging.WARNING, 4: logging.INFO, 5: logging.DEBUG}
+#: ``--log`` levels as the reference numbers them (logrus: panic .. debug), as
+#: :mod:`logging` levels.
+LOG_LEVELS = {0: 60, 1: 50, 2: 40, 3: 30, 4: 20, 5: 10}
+DEFAULT_LOG = 4
+TRACE_LOG = 5
 
-_state = {"debug": False}
+_state = {"debug": False, "log": DEFAULT_LOG}
 
 
 def configure_logging(level: int) -> None:
+    """Send log records at ``--log`` level and above to stderr.
+
+    Commands that only make a few calls leave :mod:`logging` unimported at the default
+    level, to keep the CLI's start-up short; plugin servers always configure it.
+    """
+    import logging
+
     logging.basicConfig(
         level=LOG_LEVELS[level], stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def log_level() -> int:
+    """The ``--log`` level given to this command."""
+    return _state["log"]
+
+
+def trace_hook() -> Callable[[str], None] | None:
+    """At ``--log 5``, a hook that prints every request and response to stderr."""
+    if _state["log"] < TRACE_LOG:
+        return None
+    return lambda line: click.echo(line, err=True)
 
 
 class _LazyGroup(click.Group):
@@ -53,7 +74,8 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log", "log_level", type=click.IntRange(0, 5), default=4, show_default=True,
+@click.option("--log", "log_level", type=click.IntRange(0, 5), default=DEFAULT_LOG,
+              show_default=True,
               envvar="INFRAKIT_LOG", help="Log level: 0 is least verbose; 5 logs every "
               "request and response.")
 @click.option("--debug", is_flag=True, envvar="INFRAKIT_DEBUG",
@@ -65,7 +87,9 @@ def cli(log_level: int, debug: bool) -> None:
     (default: $INFRAKIT_HOME/plugins, and $INFRAKIT_HOME defaults to ~/.infrakit).
     """
     _state["debug"] = debug
-    configure_logging(log_level)
+    _state["log"] = log_level
+    if log_level != DEFAULT_LOG:
+        configure_logging(log_level)
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from infrakit.cli.main import configure_logging, log_level
 from infrakit.cli.output import emit, output_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_locked, read_pid
@@ -73,8 +74,7 @@ def _log_path(name: str) -> Path:
 @click.argument("plugins", nargs=-1, required=True, metavar="KIND[:NAME]...")
 @click.option("--wait", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds to wait for each plugin to answer its handshake.")
-@click.pass_context
-def start(ctx: click.Context, plugins: tuple[str, ...], wait: float) -> None:
+def start(plugins: tuple[str, ...], wait: float) -> None:
     """Start built-in plugins in the background and wait until each answers.
 
     NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log.
@@ -85,7 +85,7 @@ def start(ctx: click.Context, plugins: tuple[str, ...], wait: float) -> None:
         wanted = [parse_kind(p) for p in plugins]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
-    log_level = ctx.find_root().params.get("log_level", 4)
+    level = log_level()
     ensure_plugin_dir(plugin_dir())
     failed = []
     for kind, name in wanted:
@@ -97,7 +97,7 @@ def start(ctx: click.Context, plugins: tuple[str, ...], wait: float) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "infrakit", "--log", str(log_level), "plugin", "run",
+                [sys.executable, "-m", "infrakit", "--log", str(level), "plugin", "run",
                  f"{kind}:{name}"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                 close_fds=True,
@@ -196,6 +196,7 @@ def run(plugin: str) -> None:
     from infrakit.plugins.builtin import KINDS, parse_kind
     from infrakit.rpc.server import serve
 
+    configure_logging(log_level())
     try:
         kind, name = parse_kind(plugin)
     except ValueError as exc:

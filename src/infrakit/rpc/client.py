@@ -9,16 +9,18 @@ plugin answered, :class:`PluginUnreachable` when no answer could be had.
 from __future__ import annotations
 
 import http.client
-import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from infrakit.rpc import jsonrpc
 from infrakit.spi.methods import Method
 
-log = logging.getLogger("infrakit.rpc.client")
+#: Called with each request and response body when set (``--log 5``). A hook rather than a
+#: logger, so that the CLI's start-up does not pay for importing :mod:`logging`.
+Trace = Callable[[str], None]
 
 DEFAULT_TIMEOUT = 30.0
 T = TypeVar("T")
@@ -55,9 +57,11 @@ _HEADERS = {"Content-Type": "application/json"}
 class RPCClient:
     """A keep-alive JSON-RPC client on one UNIX socket, using only the standard library."""
 
-    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT,
+                 trace: Trace | None = None) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.trace = trace
         self._conn: _UnixHTTPConnection | None = None
 
     def close(self) -> None:
@@ -74,9 +78,11 @@ class RPCClient:
     def call_raw(self, method: str, params: Any, result_type: type[T]) -> T:
         """Call ``method`` with ``params`` (a struct or a dict) and decode the result."""
         _, body = jsonrpc.encode_request(method, params)
-        log.debug("-> %s %s", self.path.name, body)
+        if self.trace:
+            self.trace(f"-> {self.path.name} {body.decode(errors='replace')}")
         answer = self._post(body)
-        log.debug("<- %s %s", self.path.name, answer)
+        if self.trace:
+            self.trace(f"<- {self.path.name} {answer.decode(errors='replace')}")
         return jsonrpc.decode_response(answer, result_type)
 
     def call(self, method: Method[Any, Any], type_name: str | None, *args: Any) -> Any:

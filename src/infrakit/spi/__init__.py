@@ -1,38 +1,50 @@
-"""The plugin SPI: wire types and the three plugin interfaces. Pure data, no I/O."""
+"""The plugin SPI: wire types and the three plugin interfaces. Pure data, no I/O.
 
-from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.flavor import FlavorPlugin
-from infrakit.spi.group import GroupDescription, GroupPlugin, GroupSpec
-from infrakit.spi.instance import InstancePlugin
-from infrakit.spi.types import (
-    FLAVOR_API,
-    GROUP_API,
-    INSTANCE_API,
-    Allocation,
-    Attachment,
-    Description,
-    Health,
-    Index,
-    InterfaceSpec,
-    Spec,
-)
+Names are loaded on first use (PEP 562), so that importing one submodule, as the CLI does,
+does not import them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOME = {
+    "PluginError": "errors", "NotFoundError": "errors",
+    "FlavorPlugin": "flavor", "InstancePlugin": "instance",
+    "GroupDescription": "group", "GroupPlugin": "group", "GroupSpec": "group",
+    "FLAVOR_API": "types", "GROUP_API": "types", "INSTANCE_API": "types",
+    "Allocation": "types", "Attachment": "types", "Description": "types", "Health": "types",
+    "Index": "types", "InterfaceSpec": "types", "Spec": "types",
+}
 
 __all__ = [
-    "FLAVOR_API",
-    "GROUP_API",
-    "INSTANCE_API",
-    "Allocation",
-    "Attachment",
-    "Description",
-    "FlavorPlugin",
-    "GroupDescription",
-    "GroupPlugin",
-    "GroupSpec",
-    "Health",
-    "Index",
-    "InstancePlugin",
-    "InterfaceSpec",
-    "NotFoundError",
-    "PluginError",
-    "Spec",
+    "FLAVOR_API", "GROUP_API", "INSTANCE_API", "Allocation", "Attachment", "Description",
+    "FlavorPlugin", "GroupDescription", "GroupPlugin", "GroupSpec", "Health", "Index",
+    "InstancePlugin", "InterfaceSpec", "NotFoundError", "PluginError", "Spec",
 ]
+
+if TYPE_CHECKING:
+    from infrakit.spi.errors import NotFoundError, PluginError
+    from infrakit.spi.flavor import FlavorPlugin
+    from infrakit.spi.group import GroupDescription, GroupPlugin, GroupSpec
+    from infrakit.spi.instance import InstancePlugin
+    from infrakit.spi.types import (
+        FLAVOR_API,
+        GROUP_API,
+        INSTANCE_API,
+        Allocation,
+        Attachment,
+        Description,
+        Health,
+        Index,
+        InterfaceSpec,
+        Spec,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infrakit.spi' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"infrakit.spi.{module}"), name)

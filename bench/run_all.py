@@ -1,0 +1,11 @@
+"""Run every benchmark in this directory, one after the other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+for script in ("cli_coldstart.py", "rpc_throughput.py", "idle_rss.py"):
+    print(f"## {script}", flush=True)
+    subprocess.run([sys.executable, str(Path(__file__).parent / script)], check=True)

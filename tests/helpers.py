@@ -1,0 +1,196 @@
+"""Helpers shared by the tests: polling, raw HTTP over AF_UNIX, and process control.
+
+Everything here talks to real processes over real UNIX sockets; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PY = sys.executable
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a UNIX socket, sending ``Host: h`` like the Go client."""
+
+    def __init__(self, path: Path | str, timeout: float = 10.0) -> None:
+        super().__init__("h", timeout=timeout)
+        self._path = os.fspath(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+@dataclass
+class HTTPAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_request(
+    sock: Path, body: bytes | None = None, *, method: str = "POST", path: str = "/",
+    headers: dict[str, str] | None = None, timeout: float = 10.0,
+) -> HTTPAnswer:
+    """One HTTP request on a fresh connection."""
+    conn = UnixHTTPConnection(sock, timeout)
+    try:
+        conn.request(method, path, body, JSON_HEADERS if headers is None else headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return HTTPAnswer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def post_json(sock: Path, payload: Any, timeout: float = 10.0) -> HTTPAnswer:
+    return http_request(sock, json.dumps(payload).encode(), timeout=timeout)
+
+
+def rpc(sock: Path, method: str, params: Any = None, rid: Any = 1, timeout: float = 10.0) -> Any:
+    """Send one JSON-RPC request; return the whole decoded response envelope."""
+    answer = post_json(
+        sock, {"jsonrpc": "2.0", "method": method, "params": {} if params is None else params,
+               "id": rid}, timeout)
+    assert answer.status == 200, (answer.status, answer.body)
+    return answer.json()
+
+
+def result_of(sock: Path, method: str, params: Any = None) -> Any:
+    """The ``result`` of a call that must succeed."""
+    resp = rpc(sock, method, params)
+    assert "error" not in resp, resp
+    return resp["result"]
+
+
+def error_of(sock: Path, method: str, params: Any = None, rid: Any = 1) -> dict[str, Any]:
+    """The ``error`` of a call that must fail (checking the id is echoed)."""
+    resp = rpc(sock, method, params, rid)
+    assert "result" not in resp, resp
+    assert resp["id"] == rid
+    err: dict[str, Any] = resp["error"]
+    return err
+
+
+def answers_handshake(sock: Path) -> bool:
+    """Whether a plugin answers ``Handshake.Implements`` on ``sock`` right now."""
+    try:
+        resp = rpc(sock, "Handshake.Implements", timeout=2.0)
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    return "result" in resp
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still "exists" until reaped; look at its state when we can
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> int:
+    """Signal a child, wait for it, SIGKILL it if it does not exit in time."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a process we started that is not our child (a ``plugin start`` daemon)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def shape(value: Any) -> Any:
+    """The shape of a JSON value: keys and nesting kept, scalars replaced by their kind,
+    ``null`` kept as ``None``; lists become the list of their elements' shapes."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
+def assert_same_shape(ours: Any, sample: Any, where: str = "$") -> None:
+    """Same keys at every level and nulls exactly where the sample has them. Lists may
+    differ in length; each of our elements must have the shape of the sample's first."""
+    if sample is None or ours is None:
+        assert ours is None and sample is None, f"{where}: ours {ours!r}, sample {sample!r}"
+        return
+    if isinstance(sample, dict):
+        assert isinstance(ours, dict), f"{where}: expected an object, got {ours!r}"
+        assert set(ours) == set(sample), (
+            f"{where}: keys differ: ours {sorted(ours)}, sample {sorted(sample)}")
+        for key in sample:
+            assert_same_shape(ours[key], sample[key], f"{where}.{key}")
+        return
+    if isinstance(sample, list):
+        assert isinstance(ours, list), f"{where}: expected an array, got {ours!r}"
+        if sample:
+            for i, item in enumerate(ours):
+                assert_same_shape(item, sample[0], f"{where}[{i}]")
+        return
+    assert shape(ours) == shape(sample), f"{where}: ours {ours!r}, sample {sample!r}"
