@@ -86,10 +86,10 @@ def start(plugins: tuple[str, ...], wait: float) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
     level = log_level()
+    paths = [socket_path(name) for _, name in wanted]  # refuse bad paths before any change
     ensure_plugin_dir(plugin_dir())
     failed = []
-    for kind, name in wanted:
-        path = socket_path(name)
+    for (kind, name), path in zip(wanted, paths, strict=True):
         if is_locked(path):
             failed.append(f"{name}: already running (pid {read_pid(path)}) at {path}")
             continue

@@ -83,8 +83,8 @@ class SocketClaim:
     """The exclusive right to serve under one name: the locked pid file and the socket."""
 
     def __init__(self, name: str, directory: Path) -> None:
-        ensure_plugin_dir(directory)
         self.path = socket_path(name, directory)
+        ensure_plugin_dir(directory)
         self.pid_file = pid_path(self.path)
         self._fd = self._lock()
         self._sock_ino: int | None = None
