@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +16,9 @@ from infrakit.cli.output import emit, output_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_locked, read_pid
 from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
+
+if TYPE_CHECKING:
+    import subprocess
 
 POLL = 0.02
 
@@ -93,6 +96,8 @@ def start(plugins: tuple[str, ...], wait: float) -> None:
         if is_locked(path):
             failed.append(f"{name}: already running (pid {read_pid(path)}) at {path}")
             continue
+        import subprocess
+
         log = _log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:

@@ -110,11 +110,13 @@ class Dispatcher:
             out: bytes | None = jsonrpc.encode_error(exc.data, exc.code, exc.message)
         else:
             try:
-                result = await self._call(req)
+                out = jsonrpc.encode_result(req.id, await self._call(req))
             except RPCError as exc:
                 out = jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data)
-            else:
-                out = jsonrpc.encode_result(req.id, result)
+            except Exception as exc:  # a result that cannot be encoded, or a bug of ours
+                log.exception("%s: cannot answer", req.method)
+                out = jsonrpc.encode_error(req.id, jsonrpc.INTERNAL_ERROR,
+                                           f"Internal error: {type(exc).__name__}: {exc}")
             if req.id is msgspec.UNSET:
                 out = None
         if debug:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import msgspec
-import msgspec.structs
 
 from infrakit.spi.types import InterfaceSpec
 
@@ -61,6 +60,8 @@ class Interface:
 
 @functools.cache
 def _field_names(struct: type[msgspec.Struct]) -> list[str]:
+    import msgspec.structs  # loaded on first use: `plugin ls` never needs it
+
     return [f.name for f in msgspec.structs.fields(struct)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import msgspec.structs
 
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Attachment, Description, Health, Index, Spec

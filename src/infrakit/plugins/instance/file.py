@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import msgspec.structs
 
 from infrakit.atomicfile import fsync_dir, write_atomic
 from infrakit.spi.errors import NotFoundError, PluginError
