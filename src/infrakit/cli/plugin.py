@@ -14,7 +14,7 @@ import click
 from infrakit.cli.main import configure_logging, log_level
 from infrakit.cli.output import emit, output_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
-from infrakit.rpc.lifecycle import ensure_plugin_dir, is_locked, read_pid
+from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
 from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def start(plugins: tuple[str, ...], wait: float) -> None:
     ensure_plugin_dir(plugin_dir())
     failed = []
     for (kind, name), path in zip(wanted, paths, strict=True):
-        if is_locked(path):
+        if is_live(path):
             failed.append(f"{name}: already running (pid {read_pid(path)}) at {path}")
             continue
         import subprocess
@@ -156,7 +156,7 @@ def stop(names: tuple[str, ...], timeout: float, force: bool) -> None:
 def _stop_one(name: str, timeout: float, force: bool) -> None:
     path = socket_path(name)
     pid = read_pid(path)
-    if not is_locked(path):
+    if not is_live(path):
         stale = [p for p in (path, pid_path(path)) if p.exists() or p.is_socket()]
         if not stale:
             from infrakit.rpc.discovery import running_names
@@ -188,7 +188,7 @@ def _stop_one(name: str, timeout: float, force: bool) -> None:
 def _await_exit(path: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_locked(path):
+        if not is_live(path):
             return True
         time.sleep(POLL)
     return False

@@ -79,6 +79,12 @@ def answers(sock: Path, timeout: float = 0.5) -> bool:
     return True
 
 
+def is_live(sock: Path) -> bool:
+    """Whether a live server holds ``sock``: ours hold the pid-file lock; others (such as
+    the reference's plugins) are live if they accept a connection."""
+    return is_locked(sock) or answers(sock)
+
+
 class SocketClaim:
     """The exclusive right to serve under one name: the locked pid file and the socket."""
 
