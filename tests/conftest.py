@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from infrakit.rpc.lifecycle import is_locked
 from tests.helpers import PY, answers_handshake, stop_pid, stop_process, wait_until
 
 #: Variables of the caller's environment that would change what the tests see.
@@ -38,6 +39,10 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         plugins = path / "plugins"
         if plugins.is_dir():
             for pid_file in plugins.glob("*.pid"):
+                # only a live server holds the lock on its pid file: never signal a pid
+                # left behind by a dead plugin (the number may belong to someone else now)
+                if not is_locked(pid_file.with_suffix("")):
+                    continue
                 try:
                     pid = int(pid_file.read_text().strip())
                 except (OSError, ValueError):

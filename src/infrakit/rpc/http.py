@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 _REASONS = {200: "OK", 100: "Continue", 400: "Bad Request", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-            415: "Unsupported Media Type", 503: "Service Unavailable"}
+            415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,12 @@ class _Connection(asyncio.Protocol):
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
-        answer = await _resume(coro, step)
+        try:
+            answer = await _resume(coro, step)
+        except Exception:  # the handler answers every error itself; this is a bug
+            log.exception("request handler failed")
+            self._fail(500, "internal error")
+            return
         self._pending = None
         self._arm(self._limits.idle_timeout, None)
         self._send(msg, _ok(answer))

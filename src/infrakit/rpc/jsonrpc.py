@@ -94,7 +94,7 @@ def parse_request(body: bytes) -> Request:
     except msgspec.DecodeError as exc:
         raise RPCError(PARSE_ERROR, f"Parse error: {exc}") from None
     rid = None if env.id is msgspec.UNSET else env.id
-    if (rid is not None and not isinstance(rid, (str, int))) or isinstance(rid, bool):
+    if isinstance(rid, bool) or (rid is not None and not isinstance(rid, (str, int, float))):
         raise RPCError(INVALID_REQUEST, "id must be a string, a number or null")
     if env.jsonrpc != "2.0":
         raise RPCError(INVALID_REQUEST, "jsonrpc must be 2.0", rid)
@@ -118,7 +118,7 @@ def decode_params(decoder: msgspec.json.Decoder[T], req: Request) -> T:
         return _decode(decoder, req.params)
     except msgspec.DecodeError as exc:
         where = str(exc).replace("`$", "`params")
-        raise RPCError(INVALID_PARAMS, f"Invalid params: {where}", req.id) from None
+        raise RPCError(INVALID_PARAMS, f"Invalid params: {where}") from None
 
 
 def encode_result(rid: Any, result: Any) -> bytes:

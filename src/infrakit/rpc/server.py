@@ -109,19 +109,26 @@ class Dispatcher:
         except RPCError as exc:
             out: bytes | None = jsonrpc.encode_error(exc.data, exc.code, exc.message)
         else:
-            try:
-                out = jsonrpc.encode_result(req.id, await self._call(req))
-            except RPCError as exc:
-                out = jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data)
-            except Exception as exc:  # a result that cannot be encoded, or a bug of ours
-                log.exception("%s: cannot answer", req.method)
-                out = jsonrpc.encode_error(req.id, jsonrpc.INTERNAL_ERROR,
-                                           f"Internal error: {type(exc).__name__}: {exc}")
-            if req.id is msgspec.UNSET:
-                out = None
+            out = await self._answer(req)
         if debug:
             log.debug("response: %s", (out or b"")[:4096].decode(errors="replace"))
         return out
+
+    async def _answer(self, req: jsonrpc.Request) -> bytes | None:
+        if req.id is msgspec.UNSET:  # a notification: run it, answer nothing
+            try:
+                await self._call(req)
+            except Exception as exc:
+                log.warning("notification %s failed: %s", req.method, exc)
+            return None
+        try:
+            return jsonrpc.encode_result(req.id, await self._call(req))
+        except RPCError as exc:
+            return jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data)
+        except Exception as exc:  # a result that cannot be encoded, or a bug of ours
+            log.exception("%s: cannot answer", req.method)
+            return jsonrpc.encode_error(req.id, jsonrpc.INTERNAL_ERROR,
+                                        f"Internal error: {type(exc).__name__}: {exc}")
 
     async def _call(self, req: jsonrpc.Request) -> Any:
         hand = self._handshake.get(req.method)
