@@ -48,12 +48,15 @@ def main() -> None:
             subprocess.run([infrakit, "instance", "--name", "instance-file", "provision", "-"],
                            input=f'{{"Tags": {{"n": "{i}"}}}}'.encode(), env=env, check=True,
                            stdout=subprocess.DEVNULL)
-        base = _time([sys.executable, "-c", "pass"], env, args.runs)
-        print(f"python -c pass (floor)             median {statistics.median(base)*1e3:6.1f} ms")
+        # What the start-up is made of: the interpreter, then each library on the CLI's path.
+        for code in ("pass", "import click", "import http.client", "import msgspec",
+                     "import click, http.client, msgspec"):
+            s = _time([sys.executable, "-c", code], env, args.runs)
+            print(f"python -c {code!r:38s} median {statistics.median(s)*1e3:6.1f} ms")
         for cmd in (["plugin", "ls"], ["instance", "--name", "instance-file", "describe"]):
             _time([infrakit, *cmd], env, 3)  # warm the page cache
             s = sorted(_time([infrakit, *cmd], env, args.runs))
-            print(f"infrakit {' '.join(cmd):36s} median {statistics.median(s)*1e3:6.1f} ms"
+            print(f"infrakit {' '.join(cmd):40s} median {statistics.median(s)*1e3:6.1f} ms"
                   f"  p90 {s[int(len(s)*0.9)]*1e3:6.1f} ms  min {s[0]*1e3:6.1f} ms"
                   f"  (n={len(s)})")
     finally:

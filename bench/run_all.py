@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-for script in ("cli_coldstart.py", "rpc_throughput.py", "idle_rss.py"):
+for script in ("cli_coldstart.py", "rpc_throughput.py", "server_baseline.py", "idle_rss.py"):
     print(f"## {script}", flush=True)
-    subprocess.run([sys.executable, str(Path(__file__).parent / script)], check=True)
+    subprocess.run([sys.executable, "-m", f"bench.{script[:-3]}"], check=True,
+                   cwd=Path(__file__).resolve().parent.parent)

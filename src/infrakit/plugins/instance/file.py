@@ -42,7 +42,7 @@ class InstanceRecord(msgspec.Struct, rename="pascal", kw_only=True):
         return Description(
             id=self.id,
             logical_id=self.logical_id,
-            tags=dict(self.tags),
+            tags=self.tags,  # records are replaced, never changed, so sharing is safe
             properties=self.properties if properties else msgspec.UNSET,
         )
 
@@ -69,12 +69,14 @@ class FileInstancePlugin:
         self._next = self._load_counter()
 
     def _load(self) -> dict[str, InstanceRecord]:
-        records = {}
+        records = []
         for path in self.directory.glob("instance-*.json"):
             with contextlib.suppress(OSError, msgspec.DecodeError):
                 record = _decode_record(path.read_bytes())
-                records[record.id] = record
-        return records
+                if _ID.fullmatch(record.id) and path.name == f"{record.id}.json":
+                    records.append(record)
+        # kept in ID order from here on: new IDs only grow
+        return {r.id: r for r in sorted(records, key=lambda r: int(r.id.removeprefix("instance-")))}
 
     def _load_counter(self) -> int:
         try:
@@ -133,6 +135,4 @@ class FileInstancePlugin:
     ) -> list[Description]:
         """Served from memory, so it runs on the event loop without a thread hop."""
         wanted = tags.items()
-        return [r.describe(properties) for r in sorted(self._records.values(),
-                                                       key=lambda r: int(r.id[9:]))
-                if wanted <= r.tags.items()]
+        return [r.describe(properties) for r in self._records.values() if wanted <= r.tags.items()]
