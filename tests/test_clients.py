@@ -159,3 +159,12 @@ def test_group_interface_through_typed_client(start_script: StartScript) -> None
         assert err.value.message == "Group 'nope' is not being watched"
         client.destroy_group("cattle")
         assert client.inspect_groups() == []
+
+
+def test_a_body_over_the_limit_is_an_rpc_error_naming_http_413(instance_file: Path) -> None:
+    with RPCClient(instance_file, timeout=10) as conn:
+        client = InstanceClient(conn)
+        with pytest.raises(RPCError) as err:
+            client.validate({"Blob": "x" * (5 * 1024 * 1024)})
+        assert "HTTP 413" in err.value.message
+        client.validate({"Blob": "small"})  # the plugin, and the client, still work

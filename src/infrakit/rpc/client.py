@@ -54,6 +54,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 _HEADERS = {"Content-Type": "application/json"}
 
 
+def _check_status(status: int, body: bytes) -> None:
+    """A JSON-RPC server answers 200 even for errors; anything else refused the request
+    at the HTTP level (413 for a body over the plugin's limit, for instance)."""
+    if status != 200:
+        text = body[:200].decode(errors="replace").strip()
+        raise jsonrpc.RPCError(jsonrpc.INVALID_REQUEST,
+                               f"the plugin refused the request: HTTP {status}: {text}")
+
+
 class RPCClient:
     """A keep-alive JSON-RPC client on one UNIX socket, using only the standard library."""
 
@@ -113,10 +122,7 @@ class RPCClient:
             except OSError as exc:
                 self.close()
                 raise PluginUnreachable(self.path, str(exc)) from None
-            if resp.status != 200:
-                raise PluginUnreachable(
-                    self.path, f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
-                )
+            _check_status(resp.status, data)
             return data
         raise AssertionError("unreachable")
 
@@ -156,9 +162,7 @@ class AsyncRPCClient:
             raise PluginUnreachable(self.path, f"no answer within {self.timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise PluginUnreachable(self.path, str(exc)) from None
-        if status != 200:
-            raise PluginUnreachable(self.path,
-                                    f"HTTP {status}: {data[:200].decode(errors='replace')}")
+        _check_status(status, data)
         return jsonrpc.decode_response(data, result_type)
 
     async def call(self, method: Method[Any, Any], type_name: str | None, *args: Any) -> Any:

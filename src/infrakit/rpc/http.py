@@ -58,8 +58,6 @@ def _plain(status: int, text: str, extra: str = "") -> bytes:
 @dataclass
 class _Message:
     method: bytes
-    url: bytes
-    content_type: bytes | None
     keep_alive: bool
     body: bytes
     early: bytes | None
@@ -79,6 +77,8 @@ class _Connection(asyncio.Protocol):
         self.deadline_status: int | None = None
         """What to answer when :attr:`deadline` passes: 408 mid-request, nothing when idle."""
         self._closing = False
+        self._discarding = False
+        self._discarded = 0
         self._reset()
 
     # -- request state -------------------------------------------------------------------
@@ -118,12 +118,17 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._discarding:
+            self._discarded += len(data)
+            if self._discarded > _MAX_DISCARD:
+                self._close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            if not self._closing:
+            if not self._closing and not self._discarding:
                 self._fail(400, f"malformed HTTP request: {exc}")
 
     # -- httptools callbacks -------------------------------------------------------------
@@ -168,9 +173,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._arm(self._limits.idle_timeout, None)
-        self._queue.append(_Message(self._parser.get_method(), self._url, self._ctype,
-                                    self._parser.should_keep_alive(), b"".join(self._body),
-                                    self._early))
+        self._queue.append(_Message(self._parser.get_method(), self._parser.should_keep_alive(),
+                                    b"".join(self._body), self._early))
         self._reset()
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
@@ -178,8 +182,16 @@ class _Connection(asyncio.Protocol):
 
     # -- answering -----------------------------------------------------------------------
     def _too_large(self) -> None:
-        self._fail(413, f"request body larger than {self._limits.body} bytes")
-        raise httptools.HttpParserError("body too large")
+        """Answer 413, then read and drop what the client is still sending, so that it can
+        finish writing and read the answer, instead of failing on a broken pipe."""
+        if self._transport is not None:
+            self._transport.write(_plain(413, f"request body larger than {self._limits.body} "
+                                              "bytes", "Connection: close\r\n"))
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+        self._discarding = True
+        self._arm(self._limits.read_timeout, None)
+        raise _Refused
 
     def _fail(self, status: int, text: str) -> None:
         if self._transport is not None and not self._closing:
@@ -215,6 +227,9 @@ class _Connection(asyncio.Protocol):
             except StopIteration as done:
                 self._send(msg, _ok(done.value))
                 continue
+            except Exception:
+                self._handler_failed()
+                return
             self.deadline = float("inf")
             self._pending = self._loop.create_task(self._finish(msg, coro, step))
 
@@ -222,14 +237,19 @@ class _Connection(asyncio.Protocol):
                       step: Any) -> None:
         try:
             answer = await _resume(coro, step)
-        except Exception:  # the handler answers every error itself; this is a bug
-            log.exception("request handler failed")
-            self._fail(500, "internal error")
+        except Exception:
+            self._handler_failed()
             return
         self._pending = None
         self._arm(self._limits.idle_timeout, None)
         self._send(msg, _ok(answer))
         self._answer_queued()
+
+    def _handler_failed(self) -> None:
+        """The handler answers every error itself, so an exception out of it is a bug: log
+        it and drop this connection rather than leave it waiting."""
+        log.exception("request handler failed")
+        self._fail(500, "internal error")
 
     def _send(self, msg: _Message, out: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -240,6 +260,12 @@ class _Connection(asyncio.Protocol):
 
 
 _MAX_PIPELINED = 16
+_MAX_DISCARD = 64 * 1024 * 1024
+"""After a 413, at most this much more is read and dropped before the connection closes."""
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that was answered early."""
 
 
 def _ok(answer: bytes | None) -> bytes:
