@@ -340,3 +340,11 @@ def test_decode_response_null_result_is_a_result() -> None:
     """``"result": null`` is a valid answer, not 'no result'."""
     assert decode_response(_body({"jsonrpc": "2.0", "result": None, "id": 1}),
                            type(None)) is None
+
+
+def test_decode_response_refuses_an_answer_to_another_request() -> None:
+    body = b'{"jsonrpc":"2.0","result":{"Type":"","OK":true},"id":41}'
+    with pytest.raises(jsonrpc.RPCError) as err:
+        jsonrpc.decode_response(body, dict, request_id=42)
+    assert "41" in err.value.message and "42" in err.value.message
+    assert jsonrpc.decode_response(body, dict, request_id=41) == {"Type": "", "OK": True}

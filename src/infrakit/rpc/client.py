@@ -86,13 +86,13 @@ class RPCClient:
 
     def call_raw(self, method: str, params: Any, result_type: type[T]) -> T:
         """Call ``method`` with ``params`` (a struct or a dict) and decode the result."""
-        _, body = jsonrpc.encode_request(method, params)
+        rid, body = jsonrpc.encode_request(method, params)
         if self.trace:
             self.trace(f"-> {self.path.name} {body.decode(errors='replace')}")
         answer = self._post(body)
         if self.trace:
             self.trace(f"<- {self.path.name} {answer.decode(errors='replace')}")
-        return jsonrpc.decode_response(answer, result_type)
+        return jsonrpc.decode_response(answer, result_type, rid)
 
     def call(self, method: Method[Any, Any], type_name: str | None, *args: Any) -> Any:
         """Call a method of an interface table and return its unwrapped value."""
@@ -153,7 +153,7 @@ class AsyncRPCClient:
         """Call ``method`` with ``params`` (a struct or a dict) and decode the result."""
         import aiohttp
 
-        _, body = jsonrpc.encode_request(method, params)
+        rid, body = jsonrpc.encode_request(method, params)
         try:
             async with self._session.post("http://h/", data=body, headers=_HEADERS) as resp:
                 data = await resp.read()
@@ -163,7 +163,7 @@ class AsyncRPCClient:
         except aiohttp.ClientError as exc:
             raise PluginUnreachable(self.path, str(exc)) from None
         _check_status(status, data)
-        return jsonrpc.decode_response(data, result_type)
+        return jsonrpc.decode_response(data, result_type, rid)
 
     async def call(self, method: Method[Any, Any], type_name: str | None, *args: Any) -> Any:
         """Call a method of an interface table and return its unwrapped value."""

@@ -149,12 +149,18 @@ def _result_decoder(result_type: type[T]) -> msgspec.json.Decoder[T]:
     return decoder
 
 
-def decode_response(body: bytes, result_type: type[T]) -> T:
-    """Decode a response body into ``result_type``, or raise the :class:`RPCError` it carries."""
+def decode_response(body: bytes, result_type: type[T], request_id: Any = None) -> T:
+    """Decode a response body into ``result_type``, or raise the :class:`RPCError` it carries.
+
+    With ``request_id``, a response that answers another request is refused.
+    """
     try:
         resp = _decode(_response_decoder, body)
     except msgspec.DecodeError as exc:
         raise RPCError(PARSE_ERROR, f"malformed response from plugin: {exc}") from None
+    if request_id is not None and resp.id is not None and resp.id != request_id:
+        raise RPCError(INTERNAL_ERROR, f"the plugin answered request {resp.id!r} to request "
+                                       f"{request_id!r}")
     if resp.error is not None:
         raise RPCError(resp.error.code, resp.error.message, resp.error.data)
     if not resp.result:

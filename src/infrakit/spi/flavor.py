@@ -61,7 +61,6 @@ def _ok(req: Any, _: Any) -> OKResult:
 
 FLAVOR = interface(
     FLAVOR_API,
-    True,
     Method("Flavor.Validate", ValidateRequest, OKResult, "validate",
            lambda r: (r.properties, r.allocation), _ok, nothing),
     Method("Flavor.Prepare", PrepareRequest, PrepareResult, "prepare",

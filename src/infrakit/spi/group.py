@@ -73,7 +73,6 @@ def _ok(_: Any, __: Any) -> OKResult:
 
 GROUP = interface(
     GROUP_API,
-    False,
     Method("Group.CommitGroup", CommitRequest, CommitResult, "commit_group",
            lambda r: (r.spec, r.pretend), lambda r, v: CommitResult(details=v),
            lambda res: res.details),

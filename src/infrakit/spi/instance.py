@@ -78,7 +78,6 @@ def _ok(req: Any, _: Any) -> OKResult:
 
 INSTANCE = interface(
     INSTANCE_API,
-    True,
     Method("Instance.Validate", ValidateRequest, OKResult, "validate",
            lambda r: (r.properties,), _ok, nothing),
     Method("Instance.Provision", ProvisionRequest, ProvisionResult, "provision",

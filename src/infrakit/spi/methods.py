@@ -54,8 +54,6 @@ class Interface:
 
     spec: InterfaceSpec
     methods: dict[str, Method[Any, Any]]
-    typed: bool
-    """Whether requests carry a ``Type`` field that selects a typed sub-plugin."""
 
 
 @functools.cache
@@ -70,6 +68,6 @@ def nothing(_: Any) -> None:
     return None
 
 
-def interface(spec: InterfaceSpec, typed: bool, *methods: Method[Any, Any]) -> Interface:
+def interface(spec: InterfaceSpec, *methods: Method[Any, Any]) -> Interface:
     """Build an :class:`Interface` from its methods."""
-    return Interface(spec=spec, methods={m.wire: m for m in methods}, typed=typed)
+    return Interface(spec=spec, methods={m.wire: m for m in methods})
