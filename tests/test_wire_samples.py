@@ -279,14 +279,20 @@ def test_legacy_plugin_implements_answers_interfaces(
             {"Name": api, "Version": "0.5.0" if api == "Instance" else "0.1.0"}]}
 
 
+def _replay_error(sock: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Replay a request the sample answered with an error; check the envelope's shape."""
+    resp = _replay(sock, entry["request"])
+    assert set(resp) == set(entry["response"])
+    assert set(resp["error"]) == set(entry["response"]["error"])
+    return resp
+
+
 @_entries(lambda e: e["request"].get("jsonrpc") != "2.0")
 def test_wrong_jsonrpc_version_is_invalid_request(
     entry: dict[str, Any], our_plugins: dict[str, Path]
 ) -> None:
     for sock in our_plugins.values():
-        resp = _replay(sock, entry["request"])
-        assert set(resp) == set(entry["response"])
-        assert set(resp["error"]) == set(entry["response"]["error"])
+        resp = _replay_error(sock, entry)
         assert resp["error"]["code"] == entry["response"]["error"]["code"] == -32600
         assert resp["error"]["message"] == entry["response"]["error"]["message"]
 
@@ -297,9 +303,7 @@ def test_unknown_method_is_method_not_found(
     entry: dict[str, Any], our_plugins: dict[str, Path]
 ) -> None:
     for sock in our_plugins.values():
-        resp = _replay(sock, entry["request"])
-        assert set(resp) == set(entry["response"])
-        assert set(resp["error"]) == set(entry["response"]["error"])
+        resp = _replay_error(sock, entry)
         assert resp["error"]["code"] == -32601
         assert entry["request"]["method"] in resp["error"]["message"]
 
