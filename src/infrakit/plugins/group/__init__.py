@@ -1,0 +1,1 @@
+"""The group plugin: converges declared groups with what instance plugins describe."""
