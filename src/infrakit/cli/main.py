@@ -57,6 +57,7 @@ class _LazyGroup(click.Group):
         "plugin": "infrakit.cli.plugin",
         "instance": "infrakit.cli.instance",
         "flavor": "infrakit.cli.flavor",
+        "group": "infrakit.cli.group",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -5,6 +5,7 @@ Factories import their implementation lazily so that listing kinds costs nothing
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,18 @@ def _vanilla(name: str) -> dict[str, Any]:
     return {"flavor": VanillaFlavor()}
 
 
+def _group(name: str) -> dict[str, Any]:
+    from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
+    from infrakit.store.sqlite import SQLiteStore
+
+    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    store = SQLiteStore(infrakit_home() / "group" / name / "groups.db")
+    return {"group": GroupPlugin(store, poll=poll)}
+
+
 KINDS: dict[str, Kind] = {
+    "group": Kind("the group controller: keeps committed groups converged; specs in "
+                  "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file),
     "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),

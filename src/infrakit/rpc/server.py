@@ -9,6 +9,7 @@ and owns the socket's life from claim to removal.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import inspect
 import logging
@@ -36,7 +37,7 @@ from infrakit.spi.handshake import (
     TypesResult,
 )
 from infrakit.spi.instance import INSTANCE
-from infrakit.spi.methods import Interface, Method
+from infrakit.spi.methods import Interface, Method, is_nonblocking
 
 log = logging.getLogger("infrakit.rpc")
 
@@ -57,7 +58,25 @@ class _Bound:
     decoder: msgspec.json.Decoder[Any]
     targets: dict[str, Callable[..., Any]]
     """Plugin method per type name; ``""`` is the default type."""
-    is_async: dict[str, bool]
+    modes: dict[str, Mode]
+    """How each target runs: see :class:`Mode`."""
+
+
+class Mode(enum.Enum):
+    """How a plugin method is run."""
+
+    INLINE = "inline"
+    """Marked :func:`~infrakit.spi.methods.nonblocking`: called on the event loop."""
+    TASK = "task"
+    """``async def``: awaited in a task of its own, so that it sees ``current_task()``."""
+    THREAD = "thread"
+    """Any other plain method: in the bounded thread pool, so that it cannot block."""
+
+
+def _mode(fn: Callable[..., Any]) -> Mode:
+    if inspect.iscoroutinefunction(fn):
+        return Mode.TASK
+    return Mode.INLINE if is_nonblocking(fn) else Mode.THREAD
 
 
 def _by_type(plugins: Plugins) -> dict[str, object]:
@@ -86,9 +105,12 @@ class Dispatcher:
                 if targets:
                     self._methods[wire] = _Bound(
                         method, msgspec.json.Decoder(method.request), targets,
-                        {t: inspect.iscoroutinefunction(f) for t, f in targets.items()},
+                        {t: _mode(f) for t, f in targets.items()},
                     )
         self.apis = [iface.spec for iface in served]
+        self.objects = list({id(o): o for p in served.values() for o in _by_type(p).values()}
+                            .values())
+        """Every plugin object served, once each: the targets of the lifecycle hooks."""
         self.methods = sorted(self._methods)
         self._handshake: dict[str, Callable[[], msgspec.Struct]] = {
             "Handshake.Implements": lambda: ImplementsResult(apis=self.apis),
@@ -150,8 +172,11 @@ class Dispatcher:
             )
         args = bound.method.args(params)
         try:
-            if bound.is_async[key]:
-                value = await target(*args)
+            mode = bound.modes[key]
+            if mode is Mode.INLINE:
+                value = target(*args)
+            elif mode is Mode.TASK:
+                value = await asyncio.get_running_loop().create_task(target(*args))
             else:
                 loop = asyncio.get_running_loop()
                 value = await loop.run_in_executor(self._pool, functools.partial(target, *args))
@@ -210,6 +235,7 @@ class PluginServer:
         http = HTTPServer(dispatcher.handle, lambda: info, limits)
         claim = SocketClaim(name, directory or plugin_dir())
         try:
+            await _hook(dispatcher.objects, "start")
             await http.start(claim.bind())
         except BaseException:
             claim.release()
@@ -223,10 +249,21 @@ class PluginServer:
         self.claim.unlink_socket()
         try:
             await self._http.close(self._grace)
+            await _hook(self.dispatcher.objects, "stop")
         finally:
             self.dispatcher.close()
             self.claim.release()
             log.info("plugin %s stopped", self.name)
+
+
+async def _hook(objects: list[object], name: str) -> None:
+    """Await ``start()`` or ``stop()`` of every plugin object that defines it as a coroutine:
+    ``start`` runs after the socket is claimed and before the first call is accepted (a
+    group plugin resumes its groups there); ``stop`` after the last call has finished."""
+    for obj in objects:
+        hook = getattr(obj, name, None)
+        if inspect.iscoroutinefunction(hook):
+            await hook()
 
 
 async def serve_async(name: str, *, stop: asyncio.Event | None = None, **kwargs: Any) -> None:

@@ -15,13 +15,13 @@ _HOME = {
     "GroupDescription": "group", "GroupPlugin": "group", "GroupSpec": "group",
     "FLAVOR_API": "types", "GROUP_API": "types", "INSTANCE_API": "types",
     "Allocation": "types", "Attachment": "types", "Description": "types", "Health": "types",
-    "Index": "types", "InterfaceSpec": "types", "Spec": "types",
+    "Index": "types", "InterfaceSpec": "types", "Spec": "types", "nonblocking": "methods",
 }
 
 __all__ = [
     "FLAVOR_API", "GROUP_API", "INSTANCE_API", "Allocation", "Attachment", "Description",
     "FlavorPlugin", "GroupDescription", "GroupPlugin", "GroupSpec", "Health", "Index",
-    "InstancePlugin", "InterfaceSpec", "NotFoundError", "PluginError", "Spec",
+    "InstancePlugin", "InterfaceSpec", "NotFoundError", "PluginError", "Spec", "nonblocking",
 ]
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from infrakit.spi.flavor import FlavorPlugin
     from infrakit.spi.group import GroupDescription, GroupPlugin, GroupSpec
     from infrakit.spi.instance import InstancePlugin
+    from infrakit.spi.methods import nonblocking
     from infrakit.spi.types import (
         FLAVOR_API,
         GROUP_API,

@@ -63,6 +63,20 @@ def _field_names(struct: type[msgspec.Struct]) -> list[str]:
     return [f.name for f in msgspec.structs.fields(struct)]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def nonblocking(fn: F) -> F:
+    """Mark a plain plugin method that never blocks (it only reads memory), so that the
+    runtime calls it on the event loop instead of handing it to a thread."""
+    fn.__infrakit_nonblocking__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_nonblocking(fn: Callable[..., Any]) -> bool:
+    return bool(getattr(fn, "__infrakit_nonblocking__", False))
+
+
 def nothing(_: Any) -> None:
     """``unwrap`` of a method whose result says only that it worked."""
     return None

@@ -21,6 +21,7 @@ import msgspec.structs
 
 from infrakit.atomicfile import fsync_dir, write_atomic
 from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Attachment, Description, Spec
 
 _ID = re.compile(r"instance-[0-9]{1,20}")
@@ -130,9 +131,8 @@ class FileInstancePlugin:
             fsync_dir(self.directory)
             self._records = {k: v for k, v in self._records.items() if k != instance}
 
-    async def describe_instances(
-        self, tags: dict[str, str], properties: bool
-    ) -> list[Description]:
+    @nonblocking
+    def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """Served from memory, so it runs on the event loop without a thread hop."""
         wanted = tags.items()
         return [r.describe(properties) for r in self._records.values() if wanted <= r.tags.items()]

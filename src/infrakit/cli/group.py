@@ -1,0 +1,122 @@
+"""``infrakit group``: commit, inspect, describe, resize, free and destroy groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from infrakit.cli.connect import plugin_client, timeout_option
+from infrakit.cli.output import dump, emit, format_tags, output_option
+from infrakit.cli.specfile import read_as
+from infrakit.rpc.typed import GroupClient
+from infrakit.spi.group import GroupSpec
+
+
+@click.group("group", params=[timeout_option()])
+@click.option("--name", default="group", show_default=True,
+              help="The group plugin (or manager) to talk to.")
+@click.pass_context
+def command(ctx: click.Context, name: str, timeout: float) -> None:
+    """Declare groups and watch them converge."""
+    ctx.obj = (name, timeout)
+
+
+@command.command()
+@click.argument("file", metavar="FILE|-")
+@click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
+@click.pass_context
+def commit(ctx: click.Context, file: str, pretend: bool) -> None:
+    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML)."""
+    spec = read_as(file, GroupSpec, "group spec")
+    with plugin_client(*ctx.obj) as (rpc, _):
+        click.echo(GroupClient(rpc).commit_group(spec, pretend))
+
+
+@command.command("ls")
+@output_option()
+@click.pass_context
+def ls(ctx: click.Context, output: str) -> None:
+    """List the groups being watched."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        groups = GroupClient(rpc).inspect_groups()
+    emit(groups, output, ["ID"], lambda: [[g.id] for g in groups])
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@output_option(default="yaml")
+@click.pass_context
+def inspect(ctx: click.Context, group_id: str, output: str) -> None:
+    """Show a group's spec as committed."""
+    spec = _find(ctx, group_id)
+    click.echo(dump(spec, "yaml" if output == "table" else output))
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the member IDs.")
+@output_option()
+@click.pass_context
+def describe(ctx: click.Context, group_id: str, quiet: bool, output: str) -> None:
+    """Show a group's members and whether it has converged."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        desc = GroupClient(rpc).describe_group(group_id)
+    members = desc.instances or []
+    if quiet:
+        for m in members:
+            click.echo(m.id)
+        return
+    emit(desc, output, ["ID", "LOGICAL", "TAGS"], lambda: [
+        [m.id, m.logical_id or "-", format_tags(m.tags)] for m in members])
+    if output == "table":
+        click.echo(f"converged: {'yes' if desc.converged else 'no'}, {len(members)} members")
+
+
+@command.command("set-size")
+@click.argument("group_id", metavar="ID")
+@click.argument("size", type=click.IntRange(min=1))
+@click.pass_context
+def set_size(ctx: click.Context, group_id: str, size: int) -> None:
+    """Change a size group's Allocation.Size and commit it."""
+    spec = _find(ctx, group_id)
+    props: dict[str, Any] = dict(spec.properties) if isinstance(spec.properties, dict) else {}
+    alloc = dict(props.get("Allocation") or {})
+    if alloc.get("LogicalIDs"):
+        raise click.ClickException(f"group {group_id!r} is allocated by LogicalIDs, not by "
+                                   "size: commit a spec with the IDs you want")
+    alloc["Size"] = size
+    props["Allocation"] = alloc
+    with plugin_client(*ctx.obj) as (rpc, _):
+        click.echo(GroupClient(rpc).commit_group(GroupSpec(id=group_id, properties=props),
+                                                 False))
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.pass_context
+def free(ctx: click.Context, group_id: str) -> None:
+    """Stop managing a group; its members are left as they are."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        GroupClient(rpc).free_group(group_id)
+    click.echo(f"freed {group_id}")
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.pass_context
+def destroy(ctx: click.Context, group_id: str) -> None:
+    """Stop managing a group and destroy every member."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        GroupClient(rpc).destroy_group(group_id)
+    click.echo(f"destroyed {group_id}")
+
+
+def _find(ctx: click.Context, group_id: str) -> GroupSpec:
+    with plugin_client(*ctx.obj) as (rpc, _):
+        groups = GroupClient(rpc).inspect_groups()
+    for spec in groups:
+        if spec.id == group_id:
+            return spec
+    known = ", ".join(g.id for g in groups) or "none"
+    raise click.ClickException(f"Group '{group_id}' is not being watched (groups: {known})")

@@ -1,0 +1,50 @@
+"""Connections from the group plugin to the instance and flavor plugins its groups name."""
+
+from __future__ import annotations
+
+from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable
+from infrakit.rpc.discovery import PluginNotRunning, locate
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.paths import PluginPathError
+from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
+from infrakit.spi.errors import PluginError
+
+CALL_TIMEOUT = 60.0
+
+
+class PluginClients:
+    """One keep-alive client per plugin socket, opened on first use."""
+
+    def __init__(self, timeout: float = CALL_TIMEOUT) -> None:
+        self._timeout = timeout
+        self._rpcs: dict[str, AsyncRPCClient] = {}
+
+    def _rpc(self, full_name: str) -> tuple[AsyncRPCClient, str]:
+        try:
+            path, type_name = locate(full_name)
+        except (PluginNotRunning, PluginPathError) as exc:
+            raise PluginError(str(exc)) from None
+        rpc = self._rpcs.get(str(path))
+        if rpc is None:
+            rpc = self._rpcs[str(path)] = AsyncRPCClient(path, self._timeout)
+        return rpc, type_name
+
+    def instance(self, name: str) -> AsyncInstanceClient:
+        return AsyncInstanceClient(*self._rpc(name))
+
+    def flavor(self, name: str) -> AsyncFlavorClient:
+        return AsyncFlavorClient(*self._rpc(name))
+
+    async def close(self) -> None:
+        for rpc in self._rpcs.values():
+            await rpc.close()
+        self._rpcs.clear()
+
+
+def explain(kind: str, name: str, exc: Exception) -> PluginError:
+    """A fault of a plugin the group calls, as a message that names that plugin."""
+    if isinstance(exc, RPCError):
+        return PluginError(f"{kind} plugin {name!r}: {exc.message}")
+    if isinstance(exc, PluginUnreachable):
+        return PluginError(f"{kind} plugin {name!r} is not reachable: {exc.reason}")
+    return PluginError(f"{kind} plugin {name!r}: {exc}")

@@ -1,0 +1,179 @@
+"""One group's control loop: observe, plan, act, and again, until stopped.
+
+Every provision and destroy is recorded in the store before it starts, so the next plan,
+in this process or after a restart, counts it; nothing is ever provisioned twice because a
+provider is slow to describe what it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from infrakit.plugins.group.clients import PluginClients, explain
+from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Desired, Plan, plan
+from infrakit.plugins.group.spec import GroupProperties, config_sha
+from infrakit.rpc.client import PluginUnreachable
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.types import Description, Index, Spec
+from infrakit.store.base import GroupStore, InFlight
+
+log = logging.getLogger("infrakit.group")
+
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class Status:
+    """What the last pass saw and did, for DescribeGroup."""
+
+    members: list[Description] = field(default_factory=list)
+    plan: Plan | None = None
+    errors: list[str] = field(default_factory=list)
+    failures: int = 0
+    """Passes in a row that met an error; the wait before the next one doubles with each."""
+
+
+class GroupController:
+    """Keeps one group converged."""
+
+    def __init__(self, group: str, props: GroupProperties, store: GroupStore,
+                 clients: PluginClients, poll: float) -> None:
+        self.group = group
+        self.store = store
+        self.clients = clients
+        self.poll = poll
+        self.status = Status()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.update(props)
+
+    def update(self, props: GroupProperties) -> None:
+        """Take a newly committed spec; the next pass starts at once."""
+        self.props = props
+        self.sha = config_sha(props)
+        self.desired = Desired(size=props.allocation.size,
+                               logical_ids=tuple(props.allocation.logical_ids or ()),
+                               config_sha=self.sha)
+        self._sem = asyncio.Semaphore(props.max_parallel)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except Exception as exc:  # a bug of ours: keep the loop, say so
+                log.exception("group %s: reconcile failed", self.group)
+                self.status.errors = [f"{type(exc).__name__}: {exc}"]
+                self.status.failures += 1
+            wait = self.poll * (2 ** min(self.status.failures, 10))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(wait, max(self.poll, MAX_BACKOFF)))
+
+    async def observe(self) -> tuple[list[Description], list[InFlight], Plan]:
+        """Describe the members and plan, without acting."""
+        inst = self.clients.instance(self.props.instance.plugin)
+        try:
+            observed = await inst.describe_instances({GROUP_TAG: self.group}, False)
+        except (RPCError, PluginUnreachable) as exc:
+            raise explain("Instance", self.props.instance.plugin, exc) from None
+        inflight = await asyncio.to_thread(self.store.inflight, self.group)
+        return observed, inflight, plan(self.desired, observed, inflight, time.time())
+
+    async def reconcile(self) -> Plan:
+        """One pass: observe, plan, act."""
+        errors: list[str] = []
+        try:
+            observed, _, decision = await self.observe()
+        except Exception as exc:
+            self.status.errors = [str(exc)]
+            self.status.failures += 1
+            raise
+        for key in decision.resolved:
+            await asyncio.to_thread(self.store.forget, key)
+        by_id = {d.id: d for d in observed}
+        jobs = [self._relabel(iid) for iid in decision.relabel]
+        jobs += [self._provision(lid) for lid in decision.provision]
+        jobs += [self._destroy(by_id[iid]) for iid in decision.destroy]
+        for result in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(result, BaseException):
+                errors.append(str(result))
+        if decision.provision or decision.destroy:
+            log.info("group %s: provisioned %d, destroyed %d%s", self.group,
+                     len(decision.provision), len(decision.destroy),
+                     f"; errors: {'; '.join(errors)}" if errors else "")
+        self.status = Status(members=observed, plan=decision, errors=errors,
+                             failures=self.status.failures + 1 if errors else 0)
+        return decision
+
+    async def _relabel(self, instance: str) -> None:
+        inst = self.clients.instance(self.props.instance.plugin)
+        try:
+            await inst.label(instance, {CONFIG_TAG: self.sha})
+        except (RPCError, PluginUnreachable) as exc:
+            raise explain("Instance", self.props.instance.plugin, exc) from None
+
+    async def _provision(self, logical_id: str | None) -> None:
+        props = self.props
+        async with self._sem:
+            now = time.time()
+            seq = await asyncio.to_thread(self.store.next_sequence, self.group)
+            op = InFlight(key=uuid.uuid4().hex, group=self.group, op="provision",
+                          logical_id=logical_id, started=now,
+                          deadline=now + props.provision_deadline)
+            await asyncio.to_thread(self.store.record, op)
+            spec = Spec(properties=props.instance.properties,
+                        tags={GROUP_TAG: self.group, CONFIG_TAG: self.sha},
+                        logical_id=logical_id)
+            try:
+                spec = await self.clients.flavor(props.flavor.plugin).prepare(
+                    props.flavor.properties, spec, props.allocation,
+                    Index(group=self.group, sequence=seq))
+            except (RPCError, PluginUnreachable) as exc:
+                await asyncio.to_thread(self.store.forget, op.key)
+                raise explain("Flavor", props.flavor.plugin, exc) from None
+            try:
+                op.instance = await self.clients.instance(props.instance.plugin).provision(spec)
+            except RPCError as exc:  # the plugin answered: nothing was made
+                await asyncio.to_thread(self.store.forget, op.key)
+                raise explain("Instance", props.instance.plugin, exc) from None
+            except PluginUnreachable as exc:
+                # it may have been made: keep counting it until its deadline
+                raise explain("Instance", props.instance.plugin, exc) from None
+            await asyncio.to_thread(self.store.record, op)
+
+    async def _destroy(self, member: Description) -> None:
+        props = self.props
+        async with self._sem:
+            now = time.time()
+            op = InFlight(key=f"destroy:{member.id}", group=self.group, op="destroy",
+                          instance=member.id, started=now,
+                          deadline=now + props.provision_deadline)
+            await asyncio.to_thread(self.store.record, op)
+            try:
+                try:
+                    await self.clients.flavor(props.flavor.plugin).drain(
+                        props.flavor.properties, member)
+                except (RPCError, PluginUnreachable) as exc:
+                    raise explain("Flavor", props.flavor.plugin, exc) from None
+                try:
+                    await self.clients.instance(props.instance.plugin).destroy(member.id)
+                except (RPCError, PluginUnreachable) as exc:
+                    raise explain("Instance", props.instance.plugin, exc) from None
+            finally:
+                await asyncio.to_thread(self.store.forget, op.key)

@@ -1,0 +1,140 @@
+"""The default group plugin: Group/0.1.0 over durable specs and one controller per group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+
+from infrakit.plugins.group.clients import PluginClients, explain
+from infrakit.plugins.group.controller import GroupController
+from infrakit.plugins.group.plan import GROUP_TAG
+from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group
+from infrakit.rpc.client import PluginUnreachable
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.group import GroupDescription, GroupSpec
+from infrakit.store.base import GroupStore
+
+log = logging.getLogger("infrakit.group")
+
+DEFAULT_POLL = 5.0
+
+_decode_spec = msgspec.json.Decoder(GroupSpec).decode
+
+
+class GroupPlugin:
+    """Group/0.1.0: commit, describe, free, destroy and inspect groups.
+
+    Committed specs live in ``store``, so a restart resumes every group; the server calls
+    :meth:`start` before it accepts calls and :meth:`stop` after the last one.
+    """
+
+    def __init__(self, store: GroupStore, poll: float = DEFAULT_POLL) -> None:
+        self.store = store
+        self.poll = poll
+        self.clients = PluginClients()
+        self._specs: dict[str, GroupSpec] = {}
+        self._controllers: dict[str, GroupController] = {}
+
+    async def start(self) -> None:
+        for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
+            spec = _decode_spec(raw)
+            try:
+                props = parse_group(spec)
+            except PluginError as exc:
+                log.error("group %s: stored spec no longer valid, not resumed: %s", gid, exc)
+                continue
+            self._watch(spec, props)
+            log.info("group %s: resumed", gid)
+
+    async def stop(self) -> None:
+        for controller in self._controllers.values():
+            await controller.stop()
+        await self.clients.close()
+
+    def _watch(self, spec: GroupSpec, props: GroupProperties) -> None:
+        self._specs[spec.id] = spec
+        controller = self._controllers.get(spec.id)
+        if controller is None:
+            controller = GroupController(spec.id, props, self.store, self.clients, self.poll)
+            self._controllers[spec.id] = controller
+            controller.start()
+        else:
+            controller.update(props)
+
+    def _controller(self, gid: str) -> GroupController:
+        controller = self._controllers.get(gid)
+        if controller is None:
+            raise NotFoundError(f"Group '{gid}' is not being watched")
+        return controller
+
+    async def _validate(self, props: GroupProperties) -> None:
+        """The flavor's and the instance plugin's own Validate, in the reference's order."""
+        try:
+            await self.clients.flavor(props.flavor.plugin).validate(props.flavor.properties,
+                                                                    props.allocation)
+        except (RPCError, PluginUnreachable) as exc:
+            raise explain("Flavor", props.flavor.plugin, exc) from None
+        try:
+            await self.clients.instance(props.instance.plugin).validate(
+                props.instance.properties)
+        except (RPCError, PluginUnreachable) as exc:
+            raise explain("Instance", props.instance.plugin, exc) from None
+
+    async def commit_group(self, spec: GroupSpec, pretend: bool) -> str:
+        props = parse_group(spec)
+        await self._validate(props)
+        details = await self._details(spec.id, props)
+        if not pretend:
+            await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
+            self._watch(spec, props)
+        return details
+
+    async def _details(self, gid: str, props: GroupProperties) -> str:
+        """What a commit will do, in the reference's words."""
+        alloc = props.allocation
+        target = len(alloc.logical_ids) if alloc.logical_ids else alloc.size
+        controller = self._controllers.get(gid)
+        if controller is None:
+            return f"Managing {target} instances"
+        members, _, _ = await controller.observe()
+        steps = []
+        if config_sha(props) != controller.sha:
+            steps.append(f"Performing a rolling update on {len(members)} instances")
+        current = len(controller.desired.logical_ids) or controller.desired.size
+        if target > current:
+            steps.append(f"Adding {target - current} instances to increase the group size "
+                         f"to {target}")
+        elif target < current:
+            steps.append(f"Terminating {current - target} instances to reduce the group size "
+                         f"to {target}")
+        return ", then ".join(steps) or "Noop"
+
+    async def describe_group(self, id: str) -> GroupDescription:
+        members, _, decision = await self._controller(id).observe()
+        return GroupDescription(instances=members, converged=decision.converged)
+
+    async def free_group(self, id: str) -> None:
+        controller = self._controller(id)
+        await controller.stop()
+        del self._controllers[id], self._specs[id]
+        await asyncio.to_thread(self.store.delete_group, id)
+
+    async def destroy_group(self, id: str) -> None:
+        controller = self._controller(id)
+        await controller.stop()
+        props = controller.props
+        inst = self.clients.instance(props.instance.plugin)
+        try:
+            members = await inst.describe_instances({GROUP_TAG: id}, False)
+            await asyncio.gather(*(inst.destroy(m.id) for m in members))
+        except (RPCError, PluginUnreachable) as exc:
+            controller.start()  # still managed: nothing is forgotten half-way
+            raise explain("Instance", props.instance.plugin, exc) from None
+        del self._controllers[id], self._specs[id]
+        await asyncio.to_thread(self.store.delete_group, id)
+
+    async def inspect_groups(self) -> list[GroupSpec]:
+        return [self._specs[gid] for gid in sorted(self._specs)]

@@ -1,0 +1,68 @@
+"""The default group plugin's ``Properties`` and their validation.
+
+The reference's fields, ``Allocation``, ``Instance`` and ``Flavor``, keep its meaning and its
+error messages. Our additions are optional and sit beside them; they are not part of the
+config hash, so changing them never triggers a rolling update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from infrakit.plugins.group.confighash import config_hash
+from infrakit.spi.errors import PluginError
+from infrakit.spi.group import GroupSpec
+from infrakit.spi.properties import decode_properties
+from infrakit.spi.types import Allocation, Wire
+
+DEFAULT_PROVISION_DEADLINE = 600.0
+DEFAULT_MAX_PARALLEL = 16
+
+
+class PluginSpec(Wire, kw_only=True):
+    """Which plugin to call (``name`` or ``name/type``) and the properties to give it."""
+
+    plugin: str = ""
+    properties: Any = None
+
+
+class GroupProperties(Wire, kw_only=True):
+    allocation: Allocation = msgspec.field(default_factory=Allocation)
+    instance: PluginSpec = msgspec.field(default_factory=PluginSpec)
+    flavor: PluginSpec = msgspec.field(default_factory=PluginSpec)
+    provision_deadline: float = DEFAULT_PROVISION_DEADLINE
+    """Seconds a provision counts toward the size before its instance must be described."""
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    """Provisions and destroys of this group that may run at once."""
+
+
+def parse_group(spec: GroupSpec) -> GroupProperties:
+    """Check a committed spec in the reference's order, with its messages; then ours."""
+    if not spec.id:
+        raise PluginError("Group ID must not be blank")
+    props = decode_properties(spec.properties, GroupProperties)
+    alloc = props.allocation
+    if alloc.size == 0 and not alloc.logical_ids:
+        raise PluginError("Allocation must not be blank")
+    if alloc.size and alloc.logical_ids:
+        raise PluginError("Only one Allocation method may be used")
+    if alloc.size < 0:
+        raise PluginError("Properties.Allocation.Size: must not be negative")
+    if alloc.logical_ids and len(set(alloc.logical_ids)) != len(alloc.logical_ids):
+        raise PluginError("Properties.Allocation.LogicalIDs: must not repeat an ID")
+    for block, name in ((props.instance, "Instance"), (props.flavor, "Flavor")):
+        if not block.plugin:
+            raise PluginError(f"Properties.{name}.Plugin: must name a plugin")
+    if props.provision_deadline <= 0:
+        raise PluginError("Properties.ProvisionDeadline: must be a positive number of seconds")
+    if props.max_parallel < 1:
+        raise PluginError("Properties.MaxParallel: must be at least 1")
+    return props
+
+
+def config_sha(props: GroupProperties) -> str:
+    """The ``infrakit.config_sha`` of these properties, as the reference computes it from
+    its decoded ``Instance`` and ``Flavor`` blocks."""
+    return config_hash(msgspec.to_builtins(props.instance), msgspec.to_builtins(props.flavor))

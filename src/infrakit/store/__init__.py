@@ -1,0 +1,1 @@
+"""Durable state: committed group specs and in-flight operations."""

@@ -1,0 +1,50 @@
+"""What the group controller needs to keep across restarts, whatever keeps it.
+
+SQLite on one machine (:mod:`infrakit.store.sqlite`); etcd across machines implements the
+same protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+
+class InFlight(msgspec.Struct, kw_only=True):
+    """An operation that was recorded before it was started, so that a crash or a restart
+    can never forget it: a provision counts toward the group's size until its instance is
+    described or its deadline passes; a destroy keeps its instance out of every count."""
+
+    key: str
+    group: str
+    op: Literal["provision", "destroy"]
+    instance: str | None = None
+    """The instance ID: known for a destroy; for a provision, once Provision has answered."""
+    logical_id: str | None = None
+    started: float
+    deadline: float
+
+
+class GroupStore(Protocol):
+    def load_groups(self) -> dict[str, bytes]:
+        """Every committed group: ID to the spec as committed (JSON)."""
+        ...
+
+    def save_group(self, group: str, spec: bytes) -> None: ...
+
+    def delete_group(self, group: str) -> None:
+        """Forget a group and its in-flight records."""
+        ...
+
+    def inflight(self, group: str) -> list[InFlight]: ...
+
+    def record(self, op: InFlight) -> None:
+        """Insert or replace an in-flight record (by key), durably, before acting on it."""
+        ...
+
+    def forget(self, key: str) -> None: ...
+
+    def next_sequence(self, group: str) -> int:
+        """A number for the next member of ``group``, never given out twice."""
+        ...
