@@ -1,0 +1,142 @@
+"""The planner is a pure function: every decision is checked here without a socket."""
+
+from __future__ import annotations
+
+from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, GROUP_TAG, Desired, plan
+from infrakit.spi.types import Description
+from infrakit.store.base import InFlight
+
+SHA = "newsha"
+NOW = 1000.0
+
+
+def member(iid: str, sha: str = SHA, logical_id: str | None = None) -> Description:
+    return Description(id=iid, logical_id=logical_id, tags={GROUP_TAG: "g", CONFIG_TAG: sha})
+
+
+def provision(key: str, instance: str | None = None, deadline: float = NOW + 60,
+              logical_id: str | None = None) -> InFlight:
+    return InFlight(key=key, group="g", op="provision", instance=instance,
+                    logical_id=logical_id, started=NOW - 1, deadline=deadline)
+
+
+def destroy(instance: str, deadline: float = NOW + 60) -> InFlight:
+    return InFlight(key=f"destroy:{instance}", group="g", op="destroy", instance=instance,
+                    started=NOW - 1, deadline=deadline)
+
+
+def size(n: int) -> Desired:
+    return Desired(size=n, logical_ids=(), config_sha=SHA)
+
+
+def test_empty_group_provisions_its_size_and_is_not_converged() -> None:
+    p = plan(size(3), [], [], NOW)
+    assert p.provision == [None, None, None]
+    assert not p.converged
+
+
+def test_exact_group_is_converged_and_idle() -> None:
+    p = plan(size(2), [member("i1"), member("i2")], [], NOW)
+    assert p.idle and p.converged
+
+
+def test_pending_provisions_count_toward_the_size() -> None:
+    """The slow-provider case: provisioned but not yet described."""
+    p = plan(size(4), [member("i1")], [provision("k1", "i2"), provision("k2")], NOW)
+    assert p.provision == [None]
+    assert not p.converged  # something is still in flight
+    assert p.resolved == []
+
+
+def test_a_described_provision_is_resolved_and_counts_once() -> None:
+    p = plan(size(2), [member("i1"), member("i2")], [provision("k1", "i2")], NOW)
+    assert p.resolved == ["k1"]
+    assert p.provision == [] and p.destroy == []
+
+
+def test_an_expired_provision_stops_counting() -> None:
+    p = plan(size(2), [member("i1")], [provision("k1", deadline=NOW)], NOW)
+    assert p.resolved == ["k1"]
+    assert p.provision == [None]
+
+
+def test_no_scale_in_while_provisions_are_pending() -> None:
+    p = plan(size(1), [member("i1"), member("i2")], [provision("k1")], NOW)
+    assert p.destroy == []
+
+
+def test_scale_in_removes_outdated_members_first() -> None:
+    p = plan(size(2), [member("i1"), member("i2", "old"), member("i3")], [], NOW)
+    assert p.destroy == ["i2"]
+
+
+def test_members_being_destroyed_do_not_count_and_are_not_destroyed_again() -> None:
+    p = plan(size(2), [member("i1"), member("i2")], [destroy("i2")], NOW)
+    assert p.provision == [None]
+    assert "i2" not in p.destroy
+    assert not p.converged
+
+
+def test_a_finished_or_expired_destroy_record_is_resolved() -> None:
+    gone = plan(size(1), [member("i1")], [destroy("i9")], NOW)
+    assert gone.resolved == ["destroy:i9"]
+    stuck = plan(size(2), [member("i1"), member("i2")], [destroy("i2", deadline=NOW)], NOW)
+    assert stuck.resolved == ["destroy:i2"]
+    assert stuck.provision == [] and stuck.destroy == []  # i2 counts again
+
+
+def test_rolling_update_surges_one_then_removes_an_outdated_member() -> None:
+    old = [member("i1", "old"), member("i2", "old")]
+    first = plan(size(2), old, [], NOW)
+    assert first.provision == [None] and first.destroy == [] and first.outdated == 2
+    surged = plan(size(2), [*old, member("i3")], [], NOW)
+    assert surged.provision == [] and surged.destroy == ["i1"]
+    done = plan(size(2), [member("i3"), member("i4")], [], NOW)
+    assert done.converged
+
+
+def test_rolling_update_never_goes_above_size_plus_surge() -> None:
+    members = [member("i1", "old"), member("i2", "old")]
+    inflight: list[InFlight] = []
+    for step in range(10):
+        p = plan(size(2), members, inflight, NOW)
+        assert len(members) + len([o for o in inflight if o.op == "provision"]) + \
+            len(p.provision) <= 3
+        members = [m for m in members if m.id not in p.destroy]
+        members += [member(f"n{step}{i}") for i, _ in enumerate(p.provision)]
+        if p.converged:
+            break
+    assert {(m.tags or {})[CONFIG_TAG] for m in members} == {SHA}
+    assert len(members) == 2
+
+
+def test_bootstrap_members_are_adopted_not_replaced() -> None:
+    p = plan(size(2), [member("i1"), member("i2", BOOTSTRAP)], [], NOW)
+    assert p.relabel == ["i2"]
+    assert p.provision == [] and p.destroy == []
+
+
+def quorum(*ids: str) -> Desired:
+    return Desired(size=0, logical_ids=ids, config_sha=SHA)
+
+
+def test_quorum_provisions_each_missing_logical_id() -> None:
+    p = plan(quorum("a", "b", "c"), [member("i1", logical_id="b")],
+             [provision("k", logical_id="c")], NOW)
+    assert p.provision == ["a"]
+
+
+def test_quorum_removes_duplicates_and_strangers() -> None:
+    p = plan(quorum("a", "b"), [member("i1", logical_id="a"), member("i2", logical_id="a"),
+                                member("i3", logical_id="b"), member("i4", logical_id="z")],
+             [], NOW)
+    assert sorted(p.destroy) == ["i2", "i4"]
+    assert p.provision == []
+
+
+def test_quorum_rolling_update_replaces_one_logical_id_at_a_time() -> None:
+    members = [member("i1", "old", "a"), member("i2", "old", "b")]
+    p = plan(quorum("a", "b"), members, [], NOW)
+    assert p.destroy == ["i1"] and p.provision == []
+    after = plan(quorum("a", "b"), [members[1]], [], NOW)
+    assert after.provision == ["a"] and after.destroy == []
