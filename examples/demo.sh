@@ -1,49 +1,59 @@
 #!/usr/bin/env bash
-# The walk-through `make demo` runs: start the file instance plugin and the vanilla flavor,
-# let the flavor prepare instance specs, provision three instances, inspect, label and
-# destroy them, and stop the plugins. Everything lives in a throw-away INFRAKIT_HOME.
+# The walk-through `make demo` runs: start the file instance plugin, the vanilla flavor and
+# the group controller; commit a group and watch it converge, heal, scale, roll a config
+# change through and survive a restart of the controller; then destroy it. Everything
+# lives in a throw-away INFRAKIT_HOME.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export INFRAKIT_HOME="$(mktemp -d /tmp/infrakit-demo.XXXXXX)"
+export INFRAKIT_GROUP_POLL="${INFRAKIT_GROUP_POLL:-0.5}"
 unset INFRAKIT_PLUGINS_DIR
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 cleanup() {
-    infrakit plugin stop instance-file flavor-vanilla >/dev/null 2>&1 || true
+    infrakit plugin stop group instance-file flavor-vanilla >/dev/null 2>&1 || true
     rm -rf "$INFRAKIT_HOME"
 }
 trap cleanup EXIT
 
+# Wait until the group reports Converged (members match the spec, nothing in flight).
+converged() {
+    local deadline=$((SECONDS + 30))
+    until infrakit group describe "$1" -o json | grep -q '"Converged": true'; do
+        if [ "$SECONDS" -ge "$deadline" ]; then echo "group $1 did not converge" >&2; exit 1; fi
+        sleep 0.2
+    done
+    run infrakit group describe "$1"
+}
+
 step "Start the plugins (each is its own process on a UNIX socket)"
-run infrakit plugin start instance-file flavor-vanilla
+run infrakit plugin start instance-file flavor-vanilla group
 run infrakit plugin ls
 
-step "Validate the flavor's properties for a group of 3"
-run infrakit flavor --name flavor-vanilla validate "$here/file/flavor.yml" --size 3
+step "Commit a group of 3: first --pretend, which changes nothing, then for real"
+run infrakit group commit --pretend "$here/file/group.yml"
+run infrakit group commit "$here/file/group.yml"
+converged cattle
 
-step "Let the flavor prepare an instance spec, then provision 3 instances from it"
-for seq in 0 1 2; do
-    infrakit flavor --name flavor-vanilla prepare "$here/file/flavor.yml" \
-        "$here/file/instance.json" --size 3 --group web --sequence "$seq" -o json \
-        | infrakit instance --name instance-file provision - | sed 's/^/provisioned /'
-done
+step "Destroy a member behind the group's back: the group replaces it"
+victim="$(infrakit group describe cattle -q | head -n 1)"
+run infrakit instance --name instance-file destroy "$victim"
+converged cattle
+
+step "Scale to 5 and roll new instance properties through, in one commit"
+run infrakit group commit "$here/file/group-v2.yml"
+converged cattle
+
+step "Restart the group controller: the committed group is resumed from its store"
+run infrakit plugin stop group
+run infrakit plugin start group
+run infrakit group ls
+run infrakit group set-size cattle 2
+converged cattle
+
+step "Destroy the group: every member goes, then the plugins stop"
+run infrakit group destroy cattle
 run infrakit instance --name instance-file describe
-
-step "Label one instance and select by tag"
-first="$(infrakit instance --name instance-file describe -q | head -n 1)"
-run infrakit instance --name instance-file label "$first" role=leader
-run infrakit instance --name instance-file describe --tags role=leader --properties
-
-step "Ask the flavor about its health"
-run infrakit flavor --name flavor-vanilla healthy "$here/file/flavor.yml" --id "$first"
-
-step "Destroy every instance"
-# shellcheck disable=SC2046
-run infrakit instance --name instance-file destroy $(infrakit instance --name instance-file describe -q)
-run infrakit instance --name instance-file describe
-
-step "Stop the plugins: sockets and pid files are removed"
-run infrakit plugin stop instance-file flavor-vanilla
-run infrakit plugin ls
+run infrakit plugin stop group instance-file flavor-vanilla
