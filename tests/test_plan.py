@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, GROUP_TAG, Desired, plan
+from infrakit.plugins.group.plan import (
+    BOOTSTRAP,
+    CONFIG_TAG,
+    GROUP_TAG,
+    Desired,
+    Member,
+    Verdict,
+    plan,
+)
 from infrakit.spi.types import Description
 from infrakit.store.base import InFlight
 
@@ -10,8 +18,10 @@ SHA = "newsha"
 NOW = 1000.0
 
 
-def member(iid: str, sha: str = SHA, logical_id: str | None = None) -> Description:
-    return Description(id=iid, logical_id=logical_id, tags={GROUP_TAG: "g", CONFIG_TAG: sha})
+def member(iid: str, sha: str = SHA, logical_id: str | None = None,
+           verdict: Verdict = Verdict.HEALTHY, since: float = 0.0) -> Member:
+    return Member(Description(id=iid, logical_id=logical_id,
+                              tags={GROUP_TAG: "g", CONFIG_TAG: sha}), verdict, since)
 
 
 def provision(key: str, instance: str | None = None, deadline: float = NOW + 60,
@@ -106,7 +116,7 @@ def test_rolling_update_never_goes_above_size_plus_surge() -> None:
         members += [member(f"n{step}{i}") for i, _ in enumerate(p.provision)]
         if p.converged:
             break
-    assert {(m.tags or {})[CONFIG_TAG] for m in members} == {SHA}
+    assert {(m.desc.tags or {})[CONFIG_TAG] for m in members} == {SHA}
     assert len(members) == 2
 
 
@@ -140,3 +150,62 @@ def test_quorum_rolling_update_replaces_one_logical_id_at_a_time() -> None:
     assert p.destroy == ["i1"] and p.provision == []
     after = plan(quorum("a", "b"), [members[1]], [], NOW)
     assert after.provision == ["a"] and after.destroy == []
+
+
+def test_a_failed_member_is_replaced_but_a_merely_unhealthy_one_is_not() -> None:
+    desired = Desired(size=3, logical_ids=(), config_sha=SHA, max_unhealthy=1)
+    waiting = plan(desired, [member("i1"), member("i2"), member("i3", verdict=Verdict.UNHEALTHY)],
+                   [], NOW)
+    assert waiting.destroy == [] and not waiting.converged and waiting.unhealthy == 1
+    failed = plan(desired, [member("i1"), member("i2"), member("i3", verdict=Verdict.FAILED)],
+                  [], NOW)
+    assert failed.destroy == failed.replace == ["i3"]
+
+
+def test_the_circuit_breaker_stops_replacing_when_too_many_are_unhealthy() -> None:
+    desired = Desired(size=3, logical_ids=(), config_sha=SHA, max_unhealthy=1)
+    sick = [member(f"i{n}", verdict=Verdict.FAILED) for n in range(3)]
+    p = plan(desired, sick, [], NOW)
+    assert p.breaker_open and p.destroy == [] and not p.converged
+
+
+def test_starting_members_are_not_judged_and_block_convergence() -> None:
+    p = plan(size(1), [member("i1", verdict=Verdict.STARTING)], [], NOW)
+    assert p.idle and not p.converged
+
+
+def test_rolling_update_waits_for_the_new_member_to_be_healthy() -> None:
+    old = [member("i1", "old"), member("i2", "old")]
+    starting = plan(size(2), [*old, member("i3", verdict=Verdict.STARTING)], [], NOW)
+    assert starting.destroy == [] and starting.provision == []
+    ready = plan(size(2), [*old, member("i3")], [], NOW)
+    assert len(ready.destroy) == 1 and ready.destroy[0] in {"i1", "i2"}
+
+
+def test_max_unavailable_lets_an_update_proceed_without_surge() -> None:
+    desired = Desired(size=2, logical_ids=(), config_sha=SHA, max_surge=0, max_unavailable=1)
+    p = plan(desired, [member("i1", "old"), member("i2", "old")], [], NOW)
+    assert len(p.destroy) == 1 and p.provision == []
+    refill = plan(desired, [member("i2", "old")], [], NOW)
+    assert refill.provision == [None]
+
+
+def test_scale_in_takes_unhealthy_then_outdated_then_newest() -> None:
+    desired = Desired(size=1, logical_ids=(), config_sha=SHA, max_unhealthy=5)
+    members = [member("old-young", "old", since=50), member("cur-young", since=90),
+               member("cur-old", since=10), member("sick", verdict=Verdict.UNHEALTHY,
+                                                    since=5)]
+    # outdated members are taken first when the rolling update is done with them;
+    # with a config change pending the rolling rules apply, so commit the same sha here
+    p = plan(desired, [m for m in members if m.id != "old-young"], [], NOW)
+    assert p.destroy == ["sick", "cur-young"]
+    oldest = Desired(size=1, logical_ids=(), config_sha=SHA, max_unhealthy=5,
+                     newest_first=False)
+    q = plan(oldest, [m for m in members if m.id not in ("old-young", "sick")], [], NOW)
+    assert q.destroy == ["cur-old"]
+
+
+def test_quorum_update_waits_until_every_member_is_healthy() -> None:
+    members = [member("i1", "old", "a"), member("i2", SHA, "b", verdict=Verdict.STARTING)]
+    p = plan(quorum("a", "b"), members, [], NOW)
+    assert p.destroy == []

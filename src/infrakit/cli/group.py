@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from infrakit.cli.connect import plugin_client, timeout_option
-from infrakit.cli.output import dump, emit, format_tags, output_option
+from infrakit.cli.output import dump, emit, format_tags, output_option, table
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.group import GroupSpec
@@ -56,10 +56,16 @@ def inspect(ctx: click.Context, group_id: str, output: str) -> None:
 @command.command()
 @click.argument("group_id", metavar="ID")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the member IDs.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show each member's health and age, "
+              "operations in flight, the rolling update, errors and the circuit breaker.")
 @output_option()
 @click.pass_context
-def describe(ctx: click.Context, group_id: str, quiet: bool, output: str) -> None:
+def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
+             output: str) -> None:
     """Show a group's members and whether it has converged."""
+    if verbose:
+        _describe_status(ctx, group_id, output)
+        return
     with plugin_client(*ctx.obj) as (rpc, _):
         desc = GroupClient(rpc).describe_group(group_id)
     members = desc.instances or []
@@ -71,6 +77,33 @@ def describe(ctx: click.Context, group_id: str, quiet: bool, output: str) -> Non
         [m.id, m.logical_id or "-", format_tags(m.tags)] for m in members])
     if output == "table":
         click.echo(f"converged: {'yes' if desc.converged else 'no'}, {len(members)} members")
+
+
+def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
+    with plugin_client(*ctx.obj) as (rpc, _):
+        st = GroupClient(rpc).describe_status(group_id)
+    if output != "table":
+        click.echo(dump(st, output))
+        return
+    click.echo(table(["ID", "LOGICAL", "HEALTH", "AGE", "CONFIG"], [
+        [m.id, m.logical_id or "-", m.health, f"{m.age:.0f}s",
+         "current" if m.current else "outdated"] for m in st.members]))
+    if st.in_flight:
+        click.echo("\nin flight:")
+        click.echo(table(["OP", "INSTANCE", "LOGICAL", "AGE", "EXPIRES IN"], [
+            [o.op, o.instance or "(pending)", o.logical_id or "-", f"{o.age:.0f}s",
+             f"{o.expires_in:.0f}s"] for o in st.in_flight]))
+    click.echo(f"\nconverged: {'yes' if st.converged else 'no'}; "
+               f"{len(st.members)} of {st.target} members")
+    if st.outdated:
+        click.echo(f"rolling update: {st.outdated} members still to replace")
+    breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
+    click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "
+               f"{breaker})")
+    for err in st.errors:
+        click.echo(f"error: {err}")
+    if st.failures:
+        click.echo(f"failing passes in a row: {st.failures} (backing off)")
 
 
 @command.command("set-size")

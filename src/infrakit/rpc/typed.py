@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from infrakit.rpc.client import AsyncRPCClient, RPCClient
 from infrakit.spi.flavor import FLAVOR
-from infrakit.spi.group import GROUP, GroupDescription, GroupSpec
+from infrakit.spi.group import GROUP, GroupDescription, GroupSpec, GroupStatus
 from infrakit.spi.instance import INSTANCE
 from infrakit.spi.types import Allocation, Description, Health, Index, Spec
 
@@ -82,6 +82,9 @@ class GroupClient:
     def inspect_groups(self) -> list[GroupSpec]:
         return cast(list[GroupSpec], self.rpc.call(_G["Group.InspectGroups"], None))
 
+    def describe_status(self, id: str) -> GroupStatus:
+        return cast(GroupStatus, self.rpc.call(_G["Group.DescribeStatus"], None, id))
+
 
 class AsyncInstanceClient:
     """A remote Instance/0.5.0 plugin, for asyncio code."""
@@ -149,3 +152,6 @@ class AsyncGroupClient:
 
     async def inspect_groups(self) -> list[GroupSpec]:
         return cast(list[GroupSpec], await self.rpc.call(_G["Group.InspectGroups"], None))
+
+    async def describe_status(self, id: str) -> GroupStatus:
+        return cast(GroupStatus, await self.rpc.call(_G["Group.DescribeStatus"], None, id))

@@ -24,6 +24,43 @@ class GroupDescription(Wire, kw_only=True):
     converged: bool = False
 
 
+class MemberStatus(Wire, kw_only=True):
+    id: str = msgspec.field(name="ID")
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    health: str
+    """``healthy``, ``starting``, ``unhealthy`` or ``failed`` (to be replaced)."""
+    age: float
+    """Seconds since the controller first saw the member."""
+    current: bool
+    """Whether the member carries the committed config hash."""
+
+
+class OperationStatus(Wire, kw_only=True):
+    op: str
+    instance: str | None = None
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    age: float
+    expires_in: float
+
+
+class GroupStatus(Wire, kw_only=True):
+    """``Group.DescribeStatus``, our extension: everything an operator asks about a group."""
+
+    id: str = msgspec.field(name="ID")
+    target: int
+    converged: bool
+    members: list[MemberStatus]
+    in_flight: list[OperationStatus]
+    outdated: int
+    """Members still to be replaced by the rolling update (0 when none is running)."""
+    unhealthy: int
+    max_unhealthy: int
+    breaker_open: bool
+    errors: list[str]
+    failures: int
+    """Passes in a row that met an error; the controller backs off exponentially."""
+
+
 class GroupPlugin(Protocol):
     """What a group plugin implements; each method may also be ``async``."""
 
@@ -36,6 +73,10 @@ class GroupPlugin(Protocol):
     def destroy_group(self, id: str) -> MaybeAwaitable[None]: ...
 
     def inspect_groups(self) -> MaybeAwaitable[list[GroupSpec]]: ...
+
+    def describe_status(self, id: str) -> MaybeAwaitable[GroupStatus]:
+        """Optional: served as ``Group.DescribeStatus`` when the plugin has it."""
+        ...
 
 
 class CommitRequest(Wire, kw_only=True):
@@ -63,6 +104,10 @@ class DescribeResult(Wire, kw_only=True):
     description: GroupDescription
 
 
+class StatusResult(Wire, kw_only=True):
+    status: GroupStatus
+
+
 class InspectResult(Wire, kw_only=True):
     groups: list[GroupSpec] | None
 
@@ -87,4 +132,6 @@ GROUP = interface(
     Method("Group.InspectGroups", InspectRequest, InspectResult, "inspect_groups",
            lambda r: (), lambda r, v: InspectResult(groups=list(v) or None),
            lambda res: res.groups or []),
+    Method("Group.DescribeStatus", IDRequest, StatusResult, "describe_status",
+           lambda r: (r.id,), lambda r, v: StatusResult(status=v), lambda res: res.status),
 )

@@ -15,11 +15,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from infrakit.plugins.group.clients import PluginClients, explain
-from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Desired, Plan, plan
+from infrakit.plugins.group.plan import (
+    CONFIG_TAG,
+    GROUP_TAG,
+    Desired,
+    Member,
+    Plan,
+    Verdict,
+    plan,
+)
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.rpc.client import PluginUnreachable
 from infrakit.rpc.jsonrpc import RPCError
-from infrakit.spi.types import Description, Index, Spec
+from infrakit.spi.types import Description, Health, Index, Spec
 from infrakit.store.base import GroupStore, InFlight
 
 log = logging.getLogger("infrakit.group")
@@ -31,11 +39,15 @@ MAX_BACKOFF = 60.0
 class Status:
     """What the last pass saw and did, for DescribeGroup."""
 
-    members: list[Description] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
     plan: Plan | None = None
     errors: list[str] = field(default_factory=list)
     failures: int = 0
     """Passes in a row that met an error; the wait before the next one doubles with each."""
+
+    @property
+    def plan_breaker_open(self) -> bool:
+        return self.plan is not None and self.plan.breaker_open
 
 
 class GroupController:
@@ -49,6 +61,8 @@ class GroupController:
         self.poll = poll
         self.status = Status()
         self._wake = asyncio.Event()
+        self._first_seen: dict[str, float] = {}
+        self._unhealthy_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.update(props)
 
@@ -58,7 +72,10 @@ class GroupController:
         self.sha = config_sha(props)
         self.desired = Desired(size=props.allocation.size,
                                logical_ids=tuple(props.allocation.logical_ids or ()),
-                               config_sha=self.sha)
+                               config_sha=self.sha, max_surge=props.max_surge,
+                               max_unavailable=props.max_unavailable,
+                               max_unhealthy=props.unhealthy_limit(),
+                               newest_first=props.scale_in_order == "newest")
         self._sem = asyncio.Semaphore(props.max_parallel)
         self._wake.set()
 
@@ -85,15 +102,56 @@ class GroupController:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(wait, max(self.poll, MAX_BACKOFF)))
 
-    async def observe(self) -> tuple[list[Description], list[InFlight], Plan]:
-        """Describe the members and plan, without acting."""
+    async def observe(self) -> tuple[list[Member], list[InFlight], Plan]:
+        """Describe the members, judge their health and plan, without acting."""
         inst = self.clients.instance(self.props.instance.plugin)
         try:
             observed = await inst.describe_instances({GROUP_TAG: self.group}, False)
         except (RPCError, PluginUnreachable) as exc:
             raise explain("Instance", self.props.instance.plugin, exc) from None
+        members = await self._judge(observed)
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
-        return observed, inflight, plan(self.desired, observed, inflight, time.time())
+        return members, inflight, plan(self.desired, members, inflight, time.time())
+
+    async def _judge(self, observed: list[Description]) -> list[Member]:
+        """Ask the flavor about every member and turn the answers into verdicts.
+
+        An error from the flavor counts as "unknown", never as "unhealthy", so a broken
+        health check cannot get members destroyed; and if it says "unhealthy" of too many
+        at once, the plan's circuit breaker stops the replacing.
+        """
+        props = self.props
+        flavor = self.clients.flavor(props.flavor.plugin)
+
+        async def health(member: Description) -> Health:
+            async with self._sem:
+                try:
+                    return await flavor.healthy(props.flavor.properties, member)
+                except (RPCError, PluginUnreachable) as exc:
+                    log.warning("group %s: health of %s unknown: %s", self.group, member.id,
+                                explain("Flavor", props.flavor.plugin, exc))
+                    return Health.UNKNOWN
+
+        answers = await asyncio.gather(*(health(m) for m in observed))
+        now = time.time()
+        ids = {m.id for m in observed}
+        for gone in set(self._first_seen) - ids:
+            del self._first_seen[gone]
+            self._unhealthy_since.pop(gone, None)
+        members = []
+        for desc, answer in zip(observed, answers, strict=True):
+            since = self._first_seen.setdefault(desc.id, now)
+            if answer is not Health.UNHEALTHY:
+                self._unhealthy_since.pop(desc.id, None)
+                verdict = Verdict.HEALTHY
+            elif now - since < props.startup_grace:
+                verdict = Verdict.STARTING
+            else:
+                bad = self._unhealthy_since.setdefault(desc.id, now)
+                verdict = Verdict.FAILED if now - bad >= props.health_grace else \
+                    Verdict.UNHEALTHY
+            members.append(Member(desc, verdict, since))
+        return members
 
     async def reconcile(self) -> Plan:
         """One pass: observe, plan, act."""
@@ -106,7 +164,7 @@ class GroupController:
             raise
         for key in decision.resolved:
             await asyncio.to_thread(self.store.forget, key)
-        by_id = {d.id: d for d in observed}
+        by_id = {m.id: m.desc for m in observed}
         jobs = [self._relabel(iid) for iid in decision.relabel]
         jobs += [self._provision(lid) for lid in decision.provision]
         jobs += [self._destroy(by_id[iid]) for iid in decision.destroy]
@@ -114,9 +172,13 @@ class GroupController:
             if isinstance(result, BaseException):
                 errors.append(str(result))
         if decision.provision or decision.destroy:
-            log.info("group %s: provisioned %d, destroyed %d%s", self.group,
-                     len(decision.provision), len(decision.destroy),
+            log.info("group %s: provisioned %d, destroyed %d (%d for health)%s", self.group,
+                     len(decision.provision), len(decision.destroy), len(decision.replace),
                      f"; errors: {'; '.join(errors)}" if errors else "")
+        if decision.breaker_open and not self.status.plan_breaker_open:
+            log.warning("group %s: circuit breaker open: %d members unhealthy, more than "
+                        "MaxUnhealthy (%d); not replacing any for health", self.group,
+                        decision.unhealthy, self.desired.max_unhealthy)
         self.status = Status(members=observed, plan=decision, errors=errors,
                              failures=self.status.failures + 1 if errors else 0)
         return decision

@@ -7,6 +7,7 @@ decision from the same facts.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,6 +19,32 @@ CONFIG_TAG = "infrakit.config_sha"
 BOOTSTRAP = "bootstrap"
 
 
+class Verdict(enum.Enum):
+    """What the controller concluded about one member's health."""
+
+    HEALTHY = "healthy"
+    """Healthy, or of unknown health: a flavor that cannot tell never gets members killed."""
+    STARTING = "starting"
+    """Within its startup grace: not judged yet."""
+    UNHEALTHY = "unhealthy"
+    """Unhealthy, for less than the grace period."""
+    FAILED = "failed"
+    """Unhealthy for longer than the grace period: to be replaced."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A described member with the controller's verdict and when it was first seen."""
+
+    desc: Description
+    verdict: Verdict = Verdict.HEALTHY
+    since: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.desc.id
+
+
 @dataclass(frozen=True)
 class Desired:
     """The declared group, reduced to what planning needs."""
@@ -26,6 +53,11 @@ class Desired:
     logical_ids: tuple[str, ...]
     config_sha: str
     max_surge: int = 1
+    max_unavailable: int = 0
+    max_unhealthy: int = 1
+    """More unhealthy members than this at once opens the circuit breaker."""
+    newest_first: bool = True
+    """Scale-in order among equally healthy, equally current members."""
 
 
 @dataclass
@@ -33,11 +65,16 @@ class Plan:
     provision: list[str | None] = field(default_factory=list)
     """One entry per instance to provision: its logical ID, or None in a size group."""
     destroy: list[str] = field(default_factory=list)
+    replace: list[str] = field(default_factory=list)
+    """The members of ``destroy`` that go because they failed their health checks."""
     relabel: list[str] = field(default_factory=list)
     """Members tagged ``bootstrap`` to adopt: give them the current config hash."""
     resolved: list[str] = field(default_factory=list)
-    """In-flight provision keys whose instance is now described, or whose deadline passed."""
+    """In-flight keys whose work is over: described, gone, or past the deadline."""
     outdated: int = 0
+    unhealthy: int = 0
+    breaker_open: bool = False
+    """Too many members are unhealthy at once: no member is replaced for its health."""
     converged: bool = False
 
     @property
@@ -45,11 +82,11 @@ class Plan:
         return not (self.provision or self.destroy or self.relabel or self.resolved)
 
 
-def plan(desired: Desired, observed: list[Description], inflight: list[InFlight],
+def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
          now: float) -> Plan:
     """What to do next to bring ``observed`` (plus what is in flight) to ``desired``."""
     out = Plan()
-    seen = {d.id for d in observed}
+    seen = {m.id for m in observed}
     destroying: set[str | None] = set()
     pending: list[InFlight] = []
     for op in inflight:
@@ -64,57 +101,86 @@ def plan(desired: Desired, observed: list[Description], inflight: list[InFlight]
             out.resolved.append(op.key)  # described: it counts as a member from now on
         else:
             pending.append(op)
-    live = [d for d in observed if d.id not in destroying]
-    for d in live:
-        if (d.tags or {}).get(CONFIG_TAG) == BOOTSTRAP:
-            out.relabel.append(d.id)
+    live = [m for m in observed if m.id not in destroying]
+    out.relabel = [m.id for m in live if (m.desc.tags or {}).get(CONFIG_TAG) == BOOTSTRAP]
     adopted = set(out.relabel)
-    outdated = [d for d in live
-                if d.id not in adopted and (d.tags or {}).get(CONFIG_TAG) != desired.config_sha]
+    outdated = [m for m in live if m.id not in adopted
+                and (m.desc.tags or {}).get(CONFIG_TAG) != desired.config_sha]
     out.outdated = len(outdated)
+    out.unhealthy = sum(m.verdict in (Verdict.UNHEALTHY, Verdict.FAILED) for m in live)
+    out.breaker_open = out.unhealthy > desired.max_unhealthy
     if desired.logical_ids:
         _plan_quorum(desired, live, pending, outdated, out)
     else:
         _plan_size(desired, live, pending, outdated, out)
-    out.converged = (out.idle and not pending and not destroying and not outdated)
+    out.converged = (out.idle and not pending and not destroying and not outdated
+                     and all(m.verdict is Verdict.HEALTHY for m in live))
     return out
 
 
-def _plan_size(desired: Desired, live: list[Description], pending: list[InFlight],
-               outdated: list[Description], out: Plan) -> None:
+def _removal_order(members: list[Member], outdated: list[Member],
+                   newest_first: bool) -> list[Member]:
+    """Unhealthy members first, then outdated ones, then newest (or oldest) first."""
+    old = {m.id for m in outdated}
+    sign = -1 if newest_first else 1
+    return sorted(members, key=lambda m: (m.verdict is Verdict.HEALTHY, m.id not in old,
+                                          sign * m.since))
+
+
+def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
+               outdated: list[Member], out: Plan) -> None:
     count = len(live) + len(pending)
     if count < desired.size:
         out.provision = [None] * (desired.size - count)
         return
     if pending:
         return  # let them show up (or expire) before deciding what is in excess
-    # Rolling update: surge new members while outdated ones remain; the scale-in below then
-    # removes outdated members first.
-    if outdated and count == desired.size:
-        out.provision = [None] * min(desired.max_surge, len(outdated))
+    failed = [m.id for m in live if m.verdict is Verdict.FAILED]
+    if failed and not out.breaker_open:
+        out.destroy = out.replace = failed  # replaced on the next pass, as missing members
         return
     excess = count - desired.size
+    if outdated and not out.breaker_open:
+        # Rolling update: keep at least size - MaxUnavailable healthy members and at most
+        # size + MaxSurge members; new members must be healthy before old ones go.
+        healthy = sum(m.verdict is Verdict.HEALTHY for m in live)
+        removable = healthy - (desired.size - desired.max_unavailable)
+        n = min(len(outdated), removable, max(excess, 0) + desired.max_unavailable)
+        if n > 0:
+            out.destroy = [m.id for m in _removal_order(outdated, outdated,
+                                                        desired.newest_first)[:n]]
+            return
+        surge = min(len(outdated), desired.size + desired.max_surge - count)
+        if surge > 0:
+            out.provision = [None] * surge
+        return
     if excess > 0:
-        old = {d.id for d in outdated}
-        order = sorted(live, key=lambda d: d.id not in old)  # outdated first, stable
-        out.destroy = [d.id for d in order[:excess]]
+        order = _removal_order(live, outdated, desired.newest_first)
+        out.destroy = [m.id for m in order[:excess]]
 
 
-def _plan_quorum(desired: Desired, live: list[Description], pending: list[InFlight],
-                 outdated: list[Description], out: Plan) -> None:
+def _plan_quorum(desired: Desired, live: list[Member], pending: list[InFlight],
+                 outdated: list[Member], out: Plan) -> None:
     wanted = set(desired.logical_ids)
-    have = Counter(d.logical_id for d in live)
+    have = Counter(m.desc.logical_id for m in live)
     have.update(op.logical_id for op in pending)
-    seen: set[str | None] = set()
-    for d in live:
-        if d.logical_id not in wanted or d.logical_id in seen:
-            out.destroy.append(d.id)  # a stranger, or a second instance of a logical ID
+    kept: set[str | None] = set()
+    for m in live:
+        if m.desc.logical_id not in wanted or m.desc.logical_id in kept:
+            out.destroy.append(m.id)  # a stranger, or a second instance of a logical ID
         else:
-            seen.add(d.logical_id)
+            kept.add(m.desc.logical_id)
     out.provision = [lid for lid in desired.logical_ids if have[lid] == 0]
-    # Rolling update: one logical ID at a time, keeping the ID.
-    if not out.provision and not out.destroy and not pending:
-        for d in outdated:
-            if d.logical_id in wanted:
-                out.destroy.append(d.id)
+    if out.provision or out.destroy or pending or out.breaker_open:
+        return
+    failed = [m.id for m in live if m.verdict is Verdict.FAILED]
+    if failed:
+        out.destroy = out.replace = failed  # each comes back under its logical ID
+        return
+    # Rolling update: one logical ID at a time, keeping the ID, and only while every
+    # member is healthy, so that a quorum never loses two members to the update.
+    if all(m.verdict is Verdict.HEALTHY for m in live):
+        for m in outdated:
+            if m.desc.logical_id in wanted:
+                out.destroy.append(m.id)
                 break

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import msgspec
 
 from infrakit.plugins.group.clients import PluginClients, explain
 from infrakit.plugins.group.controller import GroupController
-from infrakit.plugins.group.plan import GROUP_TAG
+from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group
 from infrakit.rpc.client import PluginUnreachable
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.group import GroupDescription, GroupSpec
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupSpec,
+    GroupStatus,
+    MemberStatus,
+    OperationStatus,
+)
 from infrakit.store.base import GroupStore
 
 log = logging.getLogger("infrakit.group")
@@ -114,7 +121,34 @@ class GroupPlugin:
 
     async def describe_group(self, id: str) -> GroupDescription:
         members, _, decision = await self._controller(id).observe()
-        return GroupDescription(instances=members, converged=decision.converged)
+        return GroupDescription(instances=[m.desc for m in members],
+                                converged=decision.converged)
+
+    async def describe_status(self, id: str) -> GroupStatus:
+        controller = self._controller(id)
+        members, inflight, decision = await controller.observe()
+        now = time.time()
+        alloc = controller.props.allocation
+        return GroupStatus(
+            id=id,
+            target=len(alloc.logical_ids or ()) or alloc.size,
+            converged=decision.converged,
+            members=[MemberStatus(id=m.id, logical_id=m.desc.logical_id,
+                                  health=m.verdict.value, age=round(now - m.since, 1),
+                                  current=(m.desc.tags or {}).get(CONFIG_TAG) == controller.sha)
+                     for m in members],
+            in_flight=[OperationStatus(op=op.op, instance=op.instance,
+                                       logical_id=op.logical_id,
+                                       age=round(now - op.started, 1),
+                                       expires_in=round(op.deadline - now, 1))
+                       for op in inflight],
+            outdated=decision.outdated,
+            unhealthy=decision.unhealthy,
+            max_unhealthy=controller.desired.max_unhealthy,
+            breaker_open=decision.breaker_open,
+            errors=controller.status.errors,
+            failures=controller.status.failures,
+        )
 
     async def free_group(self, id: str) -> None:
         controller = self._controller(id)

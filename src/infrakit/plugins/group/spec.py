@@ -7,7 +7,8 @@ config hash, so changing them never triggers a rolling update.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
 import msgspec
 
@@ -16,6 +17,8 @@ from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupSpec
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Wire
+
+_PERCENT = re.compile(r"(100|[0-9]{1,2})(\.[0-9]+)?%")
 
 DEFAULT_PROVISION_DEADLINE = 600.0
 DEFAULT_MAX_PARALLEL = 16
@@ -36,6 +39,27 @@ class GroupProperties(Wire, kw_only=True):
     """Seconds a provision counts toward the size before its instance must be described."""
     max_parallel: int = DEFAULT_MAX_PARALLEL
     """Provisions and destroys of this group that may run at once."""
+    max_surge: int = 1
+    """During a rolling update, members the group may have above its size."""
+    max_unavailable: int = 0
+    """During a rolling update, healthy members the group may have below its size."""
+    max_unhealthy: int | str = "50%"
+    """Unhealthy members at once (a count, or a percentage of the size) above which the
+    circuit breaker opens and no member is replaced for its health."""
+    health_grace: float = 60.0
+    """Seconds a member may stay unhealthy before it is drained, destroyed and replaced."""
+    startup_grace: float = 0.0
+    """Seconds a new member is left unjudged while it starts."""
+    scale_in_order: Literal["newest", "oldest"] = "newest"
+    """Which members go first when the group shrinks, after unhealthy and outdated ones."""
+
+    def unhealthy_limit(self) -> int:
+        """``MaxUnhealthy`` as a count of members."""
+        limit = self.max_unhealthy
+        if isinstance(limit, int):
+            return limit
+        target = len(self.allocation.logical_ids or ()) or self.allocation.size
+        return int(target * float(limit.rstrip("%")) / 100)
 
 
 def parse_group(spec: GroupSpec) -> GroupProperties:
@@ -59,6 +83,19 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         raise PluginError("Properties.ProvisionDeadline: must be a positive number of seconds")
     if props.max_parallel < 1:
         raise PluginError("Properties.MaxParallel: must be at least 1")
+    if props.max_surge < 0 or props.max_unavailable < 0:
+        raise PluginError("Properties.MaxSurge and MaxUnavailable: must not be negative")
+    if props.max_surge == 0 and props.max_unavailable == 0:
+        raise PluginError("Properties.MaxSurge and MaxUnavailable: may not both be 0, or a "
+                          "rolling update could never make progress")
+    limit = props.max_unhealthy
+    if isinstance(limit, str) and not _PERCENT.fullmatch(limit):
+        raise PluginError(f"Properties.MaxUnhealthy: {limit!r} is neither a count nor a "
+                          "percentage such as '50%'")
+    if isinstance(limit, int) and limit < 0:
+        raise PluginError("Properties.MaxUnhealthy: must not be negative")
+    if props.health_grace < 0 or props.startup_grace < 0:
+        raise PluginError("Properties.HealthGrace and StartupGrace: must not be negative")
     return props
 
 
