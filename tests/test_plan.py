@@ -209,3 +209,12 @@ def test_quorum_update_waits_until_every_member_is_healthy() -> None:
     members = [member("i1", "old", "a"), member("i2", SHA, "b", verdict=Verdict.STARTING)]
     p = plan(quorum("a", "b"), members, [], NOW)
     assert p.destroy == []
+
+
+def test_a_paused_update_leaves_outdated_members_but_still_heals_and_scales() -> None:
+    desired = Desired(size=3, logical_ids=(), config_sha=SHA, update_paused=True)
+    old = [member("i1", "old"), member("i2", "old")]
+    p = plan(desired, old, [], NOW)
+    assert p.provision == [None]  # a missing member is still replaced
+    q = plan(desired, [*old, member("i3")], [], NOW)
+    assert q.idle and not q.converged and q.outdated == 2

@@ -72,3 +72,15 @@ def test_a_writer_killed_mid_write_leaves_a_readable_store() -> None:
         assert groups, "nothing was written before the kill"
         for raw in groups.values():
             assert raw.startswith(b'{"n": ') and raw.endswith(b'"}') and len(raw) > 4000
+
+
+def test_previous_spec_and_pause_are_kept() -> None:
+    store = SQLiteStore(_db())
+    store.save_group("g", b"v1")
+    assert store.previous_spec("g") is None
+    store.save_group("g", b"v2")
+    store.save_group("g", b"v2")  # the same spec again keeps the previous one
+    assert store.previous_spec("g") == b"v1"
+    assert not store.paused("g")
+    store.set_paused("g", True)
+    assert store.paused("g")

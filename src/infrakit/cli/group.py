@@ -96,7 +96,8 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
     click.echo(f"\nconverged: {'yes' if st.converged else 'no'}; "
                f"{len(st.members)} of {st.target} members")
     if st.outdated:
-        click.echo(f"rolling update: {st.outdated} members still to replace")
+        state = " (paused: 'infrakit group resume' goes on)" if st.update_paused else ""
+        click.echo(f"rolling update: {st.outdated} members still to replace{state}")
     breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
     click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "
                f"{breaker})")
@@ -143,6 +144,47 @@ def destroy(ctx: click.Context, group_id: str) -> None:
     with plugin_client(*ctx.obj) as (rpc, _):
         GroupClient(rpc).destroy_group(group_id)
     click.echo(f"destroyed {group_id}")
+
+
+@command.command("destroy-instances")
+@click.argument("group_id", metavar="ID")
+@click.argument("instances", nargs=-1, required=True, metavar="INSTANCE...")
+@click.option("--shrink/--replace", default=False, show_default=True,
+              help="Lower the group's size by their number, or let the group replace them.")
+@click.pass_context
+def destroy_instances(ctx: click.Context, group_id: str, instances: tuple[str, ...],
+                      shrink: bool) -> None:
+    """Destroy chosen members of a group."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        click.echo(GroupClient(rpc).destroy_instances(group_id, list(instances), shrink))
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.pass_context
+def pause(ctx: click.Context, group_id: str) -> None:
+    """Pause a group's rolling update; healing and scaling go on. Survives restarts."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        click.echo(GroupClient(rpc).pause_update(group_id))
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.pass_context
+def resume(ctx: click.Context, group_id: str) -> None:
+    """Resume a paused rolling update."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        click.echo(GroupClient(rpc).resume_update(group_id))
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.pass_context
+def cancel(ctx: click.Context, group_id: str) -> None:
+    """Cancel a rolling update by committing the previous spec again (members already
+    updated are rolled back the same way)."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        click.echo(GroupClient(rpc).cancel_update(group_id))
 
 
 def _find(ctx: click.Context, group_id: str) -> GroupSpec:

@@ -85,6 +85,19 @@ class GroupClient:
     def describe_status(self, id: str) -> GroupStatus:
         return cast(GroupStatus, self.rpc.call(_G["Group.DescribeStatus"], None, id))
 
+    def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
+        return cast(str, self.rpc.call(_G["Group.DestroyInstances"], None, id, instances,
+                                       shrink))
+
+    def pause_update(self, id: str) -> str:
+        return cast(str, self.rpc.call(_G["Group.PauseUpdate"], None, id))
+
+    def resume_update(self, id: str) -> str:
+        return cast(str, self.rpc.call(_G["Group.ResumeUpdate"], None, id))
+
+    def cancel_update(self, id: str) -> str:
+        return cast(str, self.rpc.call(_G["Group.CancelUpdate"], None, id))
+
 
 class AsyncInstanceClient:
     """A remote Instance/0.5.0 plugin, for asyncio code."""

@@ -53,6 +53,7 @@ class GroupStatus(Wire, kw_only=True):
     in_flight: list[OperationStatus]
     outdated: int
     """Members still to be replaced by the rolling update (0 when none is running)."""
+    update_paused: bool
     unhealthy: int
     max_unhealthy: int
     breaker_open: bool
@@ -74,9 +75,19 @@ class GroupPlugin(Protocol):
 
     def inspect_groups(self) -> MaybeAwaitable[list[GroupSpec]]: ...
 
-    def describe_status(self, id: str) -> MaybeAwaitable[GroupStatus]:
-        """Optional: served as ``Group.DescribeStatus`` when the plugin has it."""
-        ...
+    # Our extensions, served when the plugin has them; the reference's clients never call
+    # them.
+
+    def describe_status(self, id: str) -> MaybeAwaitable[GroupStatus]: ...
+
+    def destroy_instances(self, id: str, instances: list[str],
+                          shrink: bool) -> MaybeAwaitable[str]: ...
+
+    def pause_update(self, id: str) -> MaybeAwaitable[str]: ...
+
+    def resume_update(self, id: str) -> MaybeAwaitable[str]: ...
+
+    def cancel_update(self, id: str) -> MaybeAwaitable[str]: ...
 
 
 class CommitRequest(Wire, kw_only=True):
@@ -86,6 +97,13 @@ class CommitRequest(Wire, kw_only=True):
 
 class IDRequest(Wire, kw_only=True):
     id: str = msgspec.field(name="ID")
+
+
+class DestroyInstancesRequest(Wire, kw_only=True):
+    id: str = msgspec.field(name="ID")
+    instances: list[str]
+    shrink: bool = False
+    """Lower the group's size by their number, instead of replacing them."""
 
 
 class InspectRequest(Wire, kw_only=True):
@@ -116,11 +134,18 @@ def _ok(_: Any, __: Any) -> OKResult:
     return OKResult(ok=True)
 
 
+def _details(_: Any, value: str) -> CommitResult:
+    return CommitResult(details=value)
+
+
+def _unwrap_details(res: CommitResult) -> str:
+    return res.details
+
+
 GROUP = interface(
     GROUP_API,
     Method("Group.CommitGroup", CommitRequest, CommitResult, "commit_group",
-           lambda r: (r.spec, r.pretend), lambda r, v: CommitResult(details=v),
-           lambda res: res.details),
+           lambda r: (r.spec, r.pretend), _details, _unwrap_details),
     Method("Group.FreeGroup", IDRequest, OKResult, "free_group", lambda r: (r.id,), _ok,
            nothing),
     Method("Group.DescribeGroup", IDRequest, DescribeResult, "describe_group",
@@ -134,4 +159,12 @@ GROUP = interface(
            lambda res: res.groups or []),
     Method("Group.DescribeStatus", IDRequest, StatusResult, "describe_status",
            lambda r: (r.id,), lambda r, v: StatusResult(status=v), lambda res: res.status),
+    Method("Group.DestroyInstances", DestroyInstancesRequest, CommitResult, "destroy_instances",
+           lambda r: (r.id, r.instances, r.shrink), _details, _unwrap_details),
+    Method("Group.PauseUpdate", IDRequest, CommitResult, "pause_update",
+           lambda r: (r.id,), _details, _unwrap_details),
+    Method("Group.ResumeUpdate", IDRequest, CommitResult, "resume_update",
+           lambda r: (r.id,), _details, _unwrap_details),
+    Method("Group.CancelUpdate", IDRequest, CommitResult, "cancel_update",
+           lambda r: (r.id,), _details, _unwrap_details),
 )

@@ -31,7 +31,19 @@ class GroupStore(Protocol):
         """Every committed group: ID to the spec as committed (JSON)."""
         ...
 
-    def save_group(self, group: str, spec: bytes) -> None: ...
+    def save_group(self, group: str, spec: bytes) -> None:
+        """Store a committed spec; a different spec stored before becomes the previous one."""
+        ...
+
+    def previous_spec(self, group: str) -> bytes | None:
+        """The spec committed before the current one, to roll back to."""
+        ...
+
+    def set_paused(self, group: str, paused: bool) -> None:
+        """Pause or resume the group's rolling update, durably."""
+        ...
+
+    def paused(self, group: str) -> bool: ...
 
     def delete_group(self, group: str) -> None:
         """Forget a group and its in-flight records."""

@@ -14,6 +14,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
     id TEXT PRIMARY KEY,
     spec BLOB NOT NULL,
+    previous BLOB,
+    paused INTEGER NOT NULL DEFAULT 0,
     sequence INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS inflight (
@@ -55,9 +57,25 @@ class SQLiteStore:
 
     def save_group(self, group: str, spec: bytes) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO groups (id, spec) VALUES (?, ?) "
-                             "ON CONFLICT (id) DO UPDATE SET spec = excluded.spec",
-                             (group, spec))
+            self._db.execute(
+                "INSERT INTO groups (id, spec) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "previous = CASE WHEN spec = excluded.spec THEN previous ELSE spec END, "
+                "spec = excluded.spec", (group, spec))
+
+    def previous_spec(self, group: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT previous FROM groups WHERE id = ?",
+                                   (group,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def set_paused(self, group: str, paused: bool) -> None:
+        with self._lock:
+            self._db.execute("UPDATE groups SET paused = ? WHERE id = ?", (int(paused), group))
+
+    def paused(self, group: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT paused FROM groups WHERE id = ?", (group,)).fetchone()
+        return bool(row and row[0])
 
     def delete_group(self, group: str) -> None:
         with self._lock, self._db:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -54,7 +55,7 @@ class GroupController:
     """Keeps one group converged."""
 
     def __init__(self, group: str, props: GroupProperties, store: GroupStore,
-                 clients: PluginClients, poll: float) -> None:
+                 clients: PluginClients, poll: float, paused: bool = False) -> None:
         self.group = group
         self.store = store
         self.clients = clients
@@ -64,6 +65,7 @@ class GroupController:
         self._first_seen: dict[str, float] = {}
         self._unhealthy_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self.paused = paused
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
@@ -75,9 +77,27 @@ class GroupController:
                                config_sha=self.sha, max_surge=props.max_surge,
                                max_unavailable=props.max_unavailable,
                                max_unhealthy=props.unhealthy_limit(),
-                               newest_first=props.scale_in_order == "newest")
+                               newest_first=props.scale_in_order == "newest",
+                               update_paused=self.paused)
         self._sem = asyncio.Semaphore(props.max_parallel)
         self._wake.set()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the rolling update (the caller has stored the choice)."""
+        self.paused = paused
+        self.desired = dataclasses.replace(self.desired, update_paused=paused)
+        self._wake.set()
+
+    async def destroy_members(self, members: list[Description],
+                              ops: list[InFlight]) -> list[str]:
+        """Destroy chosen members whose destroys :meth:`record_destroy` has recorded (before
+        anything else changed, so that no pass counts them or picks others instead);
+        returns the errors."""
+        results = await asyncio.gather(*(self._destroy(m, op) for m, op in
+                                         zip(members, ops, strict=True)),
+                                       return_exceptions=True)
+        self._wake.set()
+        return [str(r) for r in results if isinstance(r, BaseException)]
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
@@ -219,14 +239,19 @@ class GroupController:
                 raise explain("Instance", props.instance.plugin, exc) from None
             await asyncio.to_thread(self.store.record, op)
 
-    async def _destroy(self, member: Description) -> None:
+    async def record_destroy(self, member: Description) -> InFlight:
+        now = time.time()
+        op = InFlight(key=f"destroy:{member.id}", group=self.group, op="destroy",
+                      instance=member.id, started=now,
+                      deadline=now + self.props.provision_deadline)
+        await asyncio.to_thread(self.store.record, op)
+        return op
+
+    async def _destroy(self, member: Description, op: InFlight | None = None) -> None:
         props = self.props
         async with self._sem:
-            now = time.time()
-            op = InFlight(key=f"destroy:{member.id}", group=self.group, op="destroy",
-                          instance=member.id, started=now,
-                          deadline=now + props.provision_deadline)
-            await asyncio.to_thread(self.store.record, op)
+            if op is None:
+                op = await self.record_destroy(member)
             try:
                 try:
                     await self.clients.flavor(props.flavor.plugin).drain(

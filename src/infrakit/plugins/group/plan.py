@@ -58,6 +58,8 @@ class Desired:
     """More unhealthy members than this at once opens the circuit breaker."""
     newest_first: bool = True
     """Scale-in order among equally healthy, equally current members."""
+    update_paused: bool = False
+    """An operator paused the rolling update: outdated members are left as they are."""
 
 
 @dataclass
@@ -140,7 +142,7 @@ def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
         out.destroy = out.replace = failed  # replaced on the next pass, as missing members
         return
     excess = count - desired.size
-    if outdated and not out.breaker_open:
+    if outdated and not out.breaker_open and not desired.update_paused:
         # Rolling update: keep at least size - MaxUnavailable healthy members and at most
         # size + MaxSurge members; new members must be healthy before old ones go.
         healthy = sum(m.verdict is Verdict.HEALTHY for m in live)
@@ -179,7 +181,7 @@ def _plan_quorum(desired: Desired, live: list[Member], pending: list[InFlight],
         return
     # Rolling update: one logical ID at a time, keeping the ID, and only while every
     # member is healthy, so that a quorum never loses two members to the update.
-    if all(m.verdict is Verdict.HEALTHY for m in live):
+    if not desired.update_paused and all(m.verdict is Verdict.HEALTHY for m in live):
         for m in outdated:
             if m.desc.logical_id in wanted:
                 out.destroy.append(m.id)

@@ -65,7 +65,9 @@ class GroupPlugin:
         self._specs[spec.id] = spec
         controller = self._controllers.get(spec.id)
         if controller is None:
-            controller = GroupController(spec.id, props, self.store, self.clients, self.poll)
+            paused = self.store.paused(spec.id)
+            controller = GroupController(spec.id, props, self.store, self.clients, self.poll,
+                                         paused)
             self._controllers[spec.id] = controller
             controller.start()
         else:
@@ -143,12 +145,60 @@ class GroupPlugin:
                                        expires_in=round(op.deadline - now, 1))
                        for op in inflight],
             outdated=decision.outdated,
+            update_paused=controller.paused,
             unhealthy=decision.unhealthy,
             max_unhealthy=controller.desired.max_unhealthy,
             breaker_open=decision.breaker_open,
             errors=controller.status.errors,
             failures=controller.status.failures,
         )
+
+    async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
+        controller = self._controller(id)
+        members = {m.id: m.desc for m in (await controller.observe())[0]}
+        strangers = [i for i in instances if i not in members]
+        if not instances or strangers:
+            raise PluginError(f"Instances: {', '.join(map(repr, strangers)) or 'none given'}: "
+                              f"not members of group '{id}'")
+        chosen = [members[i] for i in dict.fromkeys(instances)]
+        alloc = controller.props.allocation
+        if shrink and alloc.logical_ids:
+            raise PluginError(f"Shrink: group '{id}' is allocated by LogicalIDs; commit a spec "
+                              "without the IDs to remove them")
+        ops = [await controller.record_destroy(m) for m in chosen]
+        if shrink:
+            spec = self._specs[id]
+            props = dict(spec.properties)
+            props["Allocation"] = {**props["Allocation"], "Size": alloc.size - len(chosen)}
+            await self.commit_group(GroupSpec(id=id, properties=props), False)
+        errors = await controller.destroy_members(chosen, ops)
+        if errors:
+            raise PluginError("; ".join(errors))
+        what = (f"reducing the group size to {alloc.size - len(chosen)}" if shrink
+                else "to be replaced")
+        return f"Destroyed {len(chosen)} instances, {what}"
+
+    async def pause_update(self, id: str) -> str:
+        controller = self._controller(id)
+        await asyncio.to_thread(self.store.set_paused, id, True)
+        controller.set_paused(True)
+        return f"Paused the rolling update of group '{id}'"
+
+    async def resume_update(self, id: str) -> str:
+        controller = self._controller(id)
+        await asyncio.to_thread(self.store.set_paused, id, False)
+        controller.set_paused(False)
+        return f"Resumed the rolling update of group '{id}'"
+
+    async def cancel_update(self, id: str) -> str:
+        """Roll back: commit again the spec that was committed before the current one."""
+        self._controller(id)
+        raw = await asyncio.to_thread(self.store.previous_spec, id)
+        if raw is None:
+            raise PluginError(f"Group '{id}' has no earlier spec to go back to")
+        details = await self.commit_group(_decode_spec(raw), False)
+        await self.resume_update(id)
+        return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
         controller = self._controller(id)
