@@ -96,7 +96,7 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
     click.echo(f"\nconverged: {'yes' if st.converged else 'no'}; "
                f"{len(st.members)} of {st.target} members")
     if st.outdated:
-        state = " (paused: 'infrakit group resume' goes on)" if st.update_paused else ""
+        state = " (paused: 'infrakit group resume-update' goes on)" if st.update_paused else ""
         click.echo(f"rolling update: {st.outdated} members still to replace{state}")
     breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
     click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "
@@ -159,7 +159,7 @@ def destroy_instances(ctx: click.Context, group_id: str, instances: tuple[str, .
         click.echo(GroupClient(rpc).destroy_instances(group_id, list(instances), shrink))
 
 
-@command.command()
+@command.command("pause-update")
 @click.argument("group_id", metavar="ID")
 @click.pass_context
 def pause(ctx: click.Context, group_id: str) -> None:
@@ -168,7 +168,7 @@ def pause(ctx: click.Context, group_id: str) -> None:
         click.echo(GroupClient(rpc).pause_update(group_id))
 
 
-@command.command()
+@command.command("resume-update")
 @click.argument("group_id", metavar="ID")
 @click.pass_context
 def resume(ctx: click.Context, group_id: str) -> None:
@@ -177,10 +177,10 @@ def resume(ctx: click.Context, group_id: str) -> None:
         click.echo(GroupClient(rpc).resume_update(group_id))
 
 
-@command.command()
+@command.command("cancel-update")
 @click.argument("group_id", metavar="ID")
 @click.pass_context
-def cancel(ctx: click.Context, group_id: str) -> None:
+def cancel_update(ctx: click.Context, group_id: str) -> None:
     """Cancel a rolling update by committing the previous spec again (members already
     updated are rolled back the same way)."""
     with plugin_client(*ctx.obj) as (rpc, _):

@@ -213,10 +213,14 @@ class GroupPlugin:
         inst = self.clients.instance(props.instance.plugin)
         try:
             members = await inst.describe_instances({GROUP_TAG: id}, False)
-            await asyncio.gather(*(inst.destroy(m.id) for m in members))
         except (RPCError, PluginUnreachable) as exc:
             controller.start()  # still managed: nothing is forgotten half-way
             raise explain("Instance", props.instance.plugin, exc) from None
+        ops = [await controller.record_destroy(m) for m in members]
+        errors = await controller.destroy_members(members, ops)  # each drained first
+        if errors:
+            controller.start()
+            raise PluginError("; ".join(errors))
         del self._controllers[id], self._specs[id]
         await asyncio.to_thread(self.store.delete_group, id)
 
