@@ -218,3 +218,14 @@ def test_a_paused_update_leaves_outdated_members_but_still_heals_and_scales() ->
     assert p.provision == [None]  # a missing member is still replaced
     q = plan(desired, [*old, member("i3")], [], NOW)
     assert q.idle and not q.converged and q.outdated == 2
+
+
+def test_a_pause_between_batches_delays_the_next_surge() -> None:
+    desired = Desired(size=2, logical_ids=(), config_sha=SHA, batch_pause=30)
+    old = [member("i1", "old"), member("i2", "old")]
+    first = plan(desired, old, [], NOW)
+    assert first.provision == [None] and first.batch
+    later = [member("i2", "old"), member("n1")]
+    too_soon = plan(desired, later, [], NOW + 10, last_batch=NOW)
+    assert too_soon.provision == [] and not too_soon.batch
+    assert plan(desired, later, [], NOW + 30, last_batch=NOW).provision == [None]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class GroupController:
         self._wake = asyncio.Event()
         self._first_seen: dict[str, float] = {}
         self._unhealthy_since: dict[str, float] = {}
+        self._last_batch = -math.inf
         self._task: asyncio.Task[None] | None = None
         self.paused = paused
         self.update(props)
@@ -78,7 +80,8 @@ class GroupController:
                                max_unavailable=props.max_unavailable,
                                max_unhealthy=props.unhealthy_limit(),
                                newest_first=props.scale_in_order == "newest",
-                               update_paused=self.paused)
+                               update_paused=self.paused,
+                               batch_pause=props.update_pause)
         self._sem = asyncio.Semaphore(props.max_parallel)
         self._wake.set()
 
@@ -131,7 +134,8 @@ class GroupController:
             raise explain("Instance", self.props.instance.plugin, exc) from None
         members = await self._judge(observed)
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
-        return members, inflight, plan(self.desired, members, inflight, time.time())
+        return members, inflight, plan(self.desired, members, inflight, time.time(),
+                                       self._last_batch)
 
     async def _judge(self, observed: list[Description]) -> list[Member]:
         """Ask the flavor about every member and turn the answers into verdicts.
@@ -182,6 +186,8 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             raise
+        if decision.batch:
+            self._last_batch = time.time()
         for key in decision.resolved:
             await asyncio.to_thread(self.store.forget, key)
         by_id = {m.id: m.desc for m in observed}

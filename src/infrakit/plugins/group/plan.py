@@ -8,6 +8,7 @@ decision from the same facts.
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -60,6 +61,8 @@ class Desired:
     """Scale-in order among equally healthy, equally current members."""
     update_paused: bool = False
     """An operator paused the rolling update: outdated members are left as they are."""
+    batch_pause: float = 0.0
+    """Seconds to wait after one batch of a rolling update starts before the next."""
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Plan:
     unhealthy: int = 0
     breaker_open: bool = False
     """Too many members are unhealthy at once: no member is replaced for its health."""
+    batch: bool = False
+    """This plan starts a new batch of the rolling update."""
     converged: bool = False
 
     @property
@@ -85,8 +90,9 @@ class Plan:
 
 
 def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
-         now: float) -> Plan:
-    """What to do next to bring ``observed`` (plus what is in flight) to ``desired``."""
+         now: float, last_batch: float = -math.inf) -> Plan:
+    """What to do next to bring ``observed`` (plus what is in flight) to ``desired``;
+    ``last_batch`` is when the rolling update's last batch started."""
     out = Plan()
     seen = {m.id for m in observed}
     destroying: set[str | None] = set()
@@ -111,10 +117,11 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
     out.outdated = len(outdated)
     out.unhealthy = sum(m.verdict in (Verdict.UNHEALTHY, Verdict.FAILED) for m in live)
     out.breaker_open = out.unhealthy > desired.max_unhealthy
+    may_start_batch = now - last_batch >= desired.batch_pause
     if desired.logical_ids:
-        _plan_quorum(desired, live, pending, outdated, out)
+        _plan_quorum(desired, live, pending, outdated, out, may_start_batch)
     else:
-        _plan_size(desired, live, pending, outdated, out)
+        _plan_size(desired, live, pending, outdated, out, may_start_batch)
     out.converged = (out.idle and not pending and not destroying and not outdated
                      and all(m.verdict is Verdict.HEALTHY for m in live))
     return out
@@ -130,7 +137,7 @@ def _removal_order(members: list[Member], outdated: list[Member],
 
 
 def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
-               outdated: list[Member], out: Plan) -> None:
+               outdated: list[Member], out: Plan, may_start_batch: bool) -> None:
     count = len(live) + len(pending)
     if count < desired.size:
         out.provision = [None] * (desired.size - count)
@@ -153,8 +160,9 @@ def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
                                                         desired.newest_first)[:n]]
             return
         surge = min(len(outdated), desired.size + desired.max_surge - count)
-        if surge > 0:
+        if surge > 0 and may_start_batch:
             out.provision = [None] * surge
+            out.batch = True
         return
     if excess > 0:
         order = _removal_order(live, outdated, desired.newest_first)
@@ -162,7 +170,7 @@ def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
 
 
 def _plan_quorum(desired: Desired, live: list[Member], pending: list[InFlight],
-                 outdated: list[Member], out: Plan) -> None:
+                 outdated: list[Member], out: Plan, may_start_batch: bool) -> None:
     wanted = set(desired.logical_ids)
     have = Counter(m.desc.logical_id for m in live)
     have.update(op.logical_id for op in pending)
@@ -181,8 +189,10 @@ def _plan_quorum(desired: Desired, live: list[Member], pending: list[InFlight],
         return
     # Rolling update: one logical ID at a time, keeping the ID, and only while every
     # member is healthy, so that a quorum never loses two members to the update.
-    if not desired.update_paused and all(m.verdict is Verdict.HEALTHY for m in live):
+    if not desired.update_paused and may_start_batch and \
+            all(m.verdict is Verdict.HEALTHY for m in live):
         for m in outdated:
             if m.desc.logical_id in wanted:
                 out.destroy.append(m.id)
+                out.batch = True
                 break

@@ -43,6 +43,8 @@ class GroupProperties(Wire, kw_only=True):
     """During a rolling update, members the group may have above its size."""
     max_unavailable: int = 0
     """During a rolling update, healthy members the group may have below its size."""
+    update_pause: float = 0.0
+    """During a rolling update, seconds between the start of one batch and the next."""
     max_unhealthy: int | str = "50%"
     """Unhealthy members at once (a count, or a percentage of the size) above which the
     circuit breaker opens and no member is replaced for its health."""
@@ -94,6 +96,8 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
                           "percentage such as '50%'")
     if isinstance(limit, int) and limit < 0:
         raise PluginError("Properties.MaxUnhealthy: must not be negative")
+    if props.update_pause < 0:
+        raise PluginError("Properties.UpdatePause: must not be negative")
     if props.health_grace < 0 or props.startup_grace < 0:
         raise PluginError("Properties.HealthGrace and StartupGrace: must not be negative")
     return props
