@@ -79,13 +79,21 @@ def running_names(directory: Path | None = None) -> list[str]:
     return [i.name for i in list_plugins(directory) if i.state == "running"]
 
 
-def locate(full_name: str, directory: Path | None = None) -> tuple[Path, str]:
-    """The socket and type of ``name[/type]``, or :class:`PluginNotRunning` if none listens."""
+def socket_of(full_name: str, directory: Path | None = None) -> tuple[Path, str] | None:
+    """The socket and type of ``name[/type]`` if a socket file is there; probes nothing, so
+    it is safe to call from a server's event loop."""
     name, type_name = split_name(full_name)
     path = socket_path(name, directory)
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            return path, type_name
+        return (path, type_name) if stat.S_ISSOCK(os.stat(path).st_mode) else None
     except FileNotFoundError:
-        pass
-    raise PluginNotRunning(full_name, running_names(directory))
+        return None
+
+
+def locate(full_name: str, directory: Path | None = None) -> tuple[Path, str]:
+    """The socket and type of ``name[/type]``, or :class:`PluginNotRunning` listing the
+    plugins that answer (which probes each one: for the CLI, not for servers)."""
+    found = socket_of(full_name, directory)
+    if found is None:
+        raise PluginNotRunning(full_name, running_names(directory))
+    return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable
-from infrakit.rpc.discovery import PluginNotRunning, locate
+from infrakit.rpc.discovery import socket_of
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.paths import PluginPathError
 from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
@@ -21,9 +21,12 @@ class PluginClients:
 
     def _rpc(self, full_name: str) -> tuple[AsyncRPCClient, str]:
         try:
-            path, type_name = locate(full_name)
-        except (PluginNotRunning, PluginPathError) as exc:
+            found = socket_of(full_name)
+        except PluginPathError as exc:
             raise PluginError(str(exc)) from None
+        if found is None:
+            raise PluginError(f"no plugin named {full_name!r} is running")
+        path, type_name = found
         rpc = self._rpcs.get(str(path))
         if rpc is None:
             rpc = self._rpcs[str(path)] = AsyncRPCClient(path, self._timeout)
