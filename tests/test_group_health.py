@@ -1,0 +1,132 @@
+"""Health-based healing end to end: a flavor that calls the members listed in a file
+unhealthy, a fast-polling group plugin, and the file instance plugin."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrakit.rpc.client import RPCClient
+from infrakit.rpc.typed import GroupClient, InstanceClient
+from infrakit.spi import GroupSpec
+from tests.conftest import Plugin, StartPlugin, StartScript
+from tests.helpers import wait_until
+
+JUDGE = """
+import json, sys
+from pathlib import Path
+from infrakit.rpc.server import serve
+from infrakit.spi import Health, PluginError
+from infrakit.plugins.flavor.vanilla import VanillaFlavor
+
+HOME = Path(sys.argv[1]).parent
+
+class Judge(VanillaFlavor):
+    def healthy(self, properties, instance):
+        verdicts = json.loads((HOME / "verdicts.json").read_text() or "{}")
+        answer = verdicts.get(instance.id, verdicts.get("*", "healthy"))
+        if answer == "error":
+            raise PluginError("the health check itself is broken")
+        return Health.UNHEALTHY if answer == "unhealthy" else Health.HEALTHY
+
+    def drain(self, properties, instance):
+        with open(HOME / "drained.log", "a") as log:
+            log.write(instance.id + "\\n")
+
+serve("flavor-judge", flavor=Judge(), directory=Path(sys.argv[1]))
+"""
+
+
+class Judged:
+    def __init__(self, home: Path, group: Plugin, instance: Plugin) -> None:
+        self.home, self.group, self.instance = home, group.path, instance.path
+        self.verdicts({})
+
+    def verdicts(self, verdicts: dict[str, str]) -> None:
+        (self.home / "verdicts.json").write_text(json.dumps(verdicts))
+
+    def drained(self) -> list[str]:
+        log = self.home / "drained.log"
+        return log.read_text().split() if log.exists() else []
+
+    def commit(self, size: int, **extra: Any) -> str:
+        props = {"Allocation": {"Size": size},
+                 "Instance": {"Plugin": "instance-file", "Properties": {}},
+                 "Flavor": {"Plugin": "flavor-judge", "Properties": {}},
+                 "HealthGrace": 0.5, **extra}
+        with RPCClient(self.group) as conn:
+            return GroupClient(conn).commit_group(GroupSpec(id="web", properties=props), False)
+
+    def members(self) -> set[str]:
+        with RPCClient(self.instance) as conn:
+            return {d.id for d in InstanceClient(conn).describe_instances(
+                {"infrakit.group": "web"}, False)}
+
+    def converged(self) -> bool:
+        with RPCClient(self.group) as conn:
+            return GroupClient(conn).describe_group("web").converged
+
+    def status(self) -> Any:
+        with RPCClient(self.group) as conn:
+            return GroupClient(conn).describe_status("web")
+
+
+@pytest.fixture
+def judged(monkeypatch: pytest.MonkeyPatch, home: Path, start_plugin: StartPlugin,
+           start_script: StartScript) -> Judged:
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", "0.1")
+    (home / "verdicts.json").write_text("{}")
+    instance = start_plugin("instance-file")
+    start_script(JUDGE, "flavor-judge")
+    group = start_plugin("group")
+    return Judged(home, group, instance)
+
+
+def test_a_member_unhealthy_past_its_grace_is_drained_destroyed_and_replaced(
+        judged: Judged) -> None:
+    judged.commit(3)
+    wait_until(judged.converged, 15, what="the group to converge")
+    first = judged.members()
+    sick = sorted(first)[0]
+    judged.verdicts({sick: "unhealthy"})
+    wait_until(lambda: sick not in judged.members() and len(judged.members()) == 3, 15,
+               what="the unhealthy member to be replaced")
+    assert judged.drained() == [sick]  # drained before it was destroyed, and alone
+    assert len(first & judged.members()) == 2
+    wait_until(judged.converged, 15, what="the group to converge again")
+
+
+def test_a_broken_health_check_never_destroys_members(judged: Judged) -> None:
+    judged.commit(3)
+    wait_until(judged.converged, 15, what="the group to converge")
+    before = judged.members()
+    judged.verdicts({"*": "error"})
+    deadline = time.monotonic() + 1.5  # 15 passes of the controller
+    while time.monotonic() < deadline:
+        assert judged.members() == before
+        time.sleep(0.05)
+    assert judged.drained() == []
+
+
+def test_the_circuit_breaker_stops_replacing_when_too_many_are_unhealthy(
+        judged: Judged) -> None:
+    judged.commit(3, MaxUnhealthy=1)
+    wait_until(judged.converged, 15, what="the group to converge")
+    before = judged.members()
+    judged.verdicts({"*": "unhealthy"})
+    wait_until(lambda: judged.status().breaker_open, 10, what="the breaker to open")
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert judged.members() == before
+        time.sleep(0.05)
+    status = judged.status()
+    assert status.unhealthy == 3 and status.max_unhealthy == 1
+    assert not status.converged
+    assert {m.health for m in status.members} == {"failed"}
+    judged.verdicts({})  # the check recovers: the breaker closes, nothing was lost
+    wait_until(judged.converged, 10, what="the group to converge again")
+    assert judged.members() == before
