@@ -27,15 +27,16 @@ def test_groups_and_inflight_survive_reopening() -> None:
     store.save_group("g", b'{"ID":"g","Properties":1}')
     op = InFlight(key="k", group="g", op="provision", started=1.0, deadline=2.0)
     store.record(op)
-    assert store.next_sequence("g") == 1
+    assert store.reserve_sequences("g", 1) == 1
     store.close()
     again = SQLiteStore(path)
     assert again.load_groups() == {"g": b'{"ID":"g","Properties":1}'}
     assert again.inflight("g") == [op]
-    assert again.next_sequence("g") == 2
+    assert again.reserve_sequences("g", 3) == 2  # 2, 3 and 4
+    assert again.reserve_sequences("g", 1) == 5
     again.delete_group("g")
     assert again.load_groups() == {} and again.inflight("g") == []
-    assert again.next_sequence("g") == 0  # no group, no sequence
+    assert again.reserve_sequences("g", 1) == 0  # no group, no sequence
 
 
 def test_wal_mode_and_busy_timeout() -> None:

@@ -51,12 +51,14 @@ class GroupStore(Protocol):
 
     def inflight(self, group: str) -> list[InFlight]: ...
 
-    def record(self, op: InFlight) -> None:
-        """Insert or replace an in-flight record (by key), durably, before acting on it."""
+    def record(self, *ops: InFlight) -> None:
+        """Insert or replace in-flight records (by key), durably and all at once, before
+        acting on them."""
         ...
 
-    def forget(self, key: str) -> None: ...
+    def forget(self, *keys: str) -> None: ...
 
-    def next_sequence(self, group: str) -> int:
-        """A number for the next member of ``group``, never given out twice."""
+    def reserve_sequences(self, group: str, count: int) -> int:
+        """The first of ``count`` numbers for the next members of ``group``, never given
+        out twice."""
         ...

@@ -88,17 +88,20 @@ class SQLiteStore:
             rows = self._db.execute("SELECT record FROM inflight WHERE grp = ?", (group,))
             return [_decode(r[0]) for r in rows]
 
-    def record(self, op: InFlight) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO inflight (key, grp, record) VALUES (?, ?, ?)",
-                             (op.key, op.group, msgspec.json.encode(op)))
+    def record(self, *ops: InFlight) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO inflight (key, grp, record) VALUES (?, ?, ?)",
+                [(op.key, op.group, msgspec.json.encode(op)) for op in ops])
 
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM inflight WHERE key = ?", (key,))
+    def forget(self, *keys: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM inflight WHERE key = ?", [(k,) for k in keys])
 
-    def next_sequence(self, group: str) -> int:
+    def reserve_sequences(self, group: str, count: int) -> int:
         with self._lock:
-            row = self._db.execute("UPDATE groups SET sequence = sequence + 1 WHERE id = ? "
-                                   "RETURNING sequence", (group,)).fetchone()
-        return int(row[0]) if row else 0
+            row = self._db.execute("UPDATE groups SET sequence = sequence + ? WHERE id = ? "
+                                   "RETURNING sequence", (count, group)).fetchone()
+        return int(row[0]) - count + 1 if row else 0

@@ -14,7 +14,9 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from infrakit.plugins.group.clients import PluginClients, explain
 from infrakit.plugins.group.plan import (
@@ -29,12 +31,19 @@ from infrakit.plugins.group.plan import (
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.rpc.client import PluginUnreachable
 from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.errors import PluginError
 from infrakit.spi.types import Description, Health, Index, Spec
 from infrakit.store.base import GroupStore, InFlight
 
 log = logging.getLogger("infrakit.group")
 
 MAX_BACKOFF = 60.0
+FOLLOW_UP = 0.05
+"""Seconds before the pass that follows one that acted."""
+
+
+class _NothingMade(PluginError):
+    """A provision that certainly made nothing: its in-flight record can go."""
 
 
 @dataclass
@@ -66,6 +75,7 @@ class GroupController:
         self._first_seen: dict[str, float] = {}
         self._unhealthy_since: dict[str, float] = {}
         self._last_batch = -math.inf
+        self._verdicts: dict[str, Verdict] = {}
         self._task: asyncio.Task[None] | None = None
         self.paused = paused
         self.update(props)
@@ -115,24 +125,38 @@ class GroupController:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            acted = False
             try:
-                await self.reconcile()
+                decision = await self.reconcile()
+                acted = decision is not None and not decision.idle
             except Exception as exc:  # a bug of ours: keep the loop, say so
                 log.exception("group %s: reconcile failed", self.group)
                 self.status.errors = [f"{type(exc).__name__}: {exc}"]
                 self.status.failures += 1
-            wait = self.poll * (2 ** min(self.status.failures, 10))
+            if self.status.failures:  # back off exponentially: never a hot loop
+                wait = min(self.poll * 2 ** min(self.status.failures, 10),
+                           max(self.poll, MAX_BACKOFF))
+            elif acted:  # look again soon: what was just done shows up quickly
+                wait = min(self.poll, FOLLOW_UP)
+            else:
+                wait = self.poll
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait, max(self.poll, MAX_BACKOFF)))
+                await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def observe(self) -> tuple[list[Member], list[InFlight], Plan]:
-        """Describe the members, judge their health and plan, without acting."""
+    async def observe(self, judge: bool = True) -> tuple[list[Member], list[InFlight], Plan]:
+        """Describe the members and plan, without acting. With ``judge``, ask the flavor
+        about each member's health; without, reuse the verdicts of the last pass (so that
+        DescribeGroup costs one call, not one per member)."""
         inst = self.clients.instance(self.props.instance.plugin)
         try:
             observed = await inst.describe_instances({GROUP_TAG: self.group}, False)
         except (RPCError, PluginUnreachable) as exc:
             raise explain("Instance", self.props.instance.plugin, exc) from None
-        members = await self._judge(observed)
+        if judge:
+            members = await self._judge(observed)
+        else:
+            members = [Member(d, self._verdicts.get(d.id, Verdict.STARTING),
+                              self._first_seen.get(d.id, time.time())) for d in observed]
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
         return members, inflight, plan(self.desired, members, inflight, time.time(),
                                        self._last_batch)
@@ -175,27 +199,33 @@ class GroupController:
                 verdict = Verdict.FAILED if now - bad >= props.health_grace else \
                     Verdict.UNHEALTHY
             members.append(Member(desc, verdict, since))
+        self._verdicts = {m.id: m.verdict for m in members}
         return members
 
-    async def reconcile(self) -> Plan:
+    async def reconcile(self) -> Plan | None:
         """One pass: observe, plan, act."""
         errors: list[str] = []
         try:
             observed, _, decision = await self.observe()
-        except Exception as exc:
+        except PluginError as exc:  # a plugin it needs is down or failing
+            log.warning("group %s: %s", self.group, exc)
             self.status.errors = [str(exc)]
             self.status.failures += 1
-            raise
+            return None
         if decision.batch:
             self._last_batch = time.time()
-        for key in decision.resolved:
-            await asyncio.to_thread(self.store.forget, key)
+        if decision.resolved:
+            await asyncio.to_thread(self.store.forget, *decision.resolved)
         by_id = {m.id: m.desc for m in observed}
-        jobs = [self._relabel(iid) for iid in decision.relabel]
-        jobs += [self._provision(lid) for lid in decision.provision]
+        jobs: list[Coroutine[Any, Any, list[str] | None]] = [
+            self._relabel(iid) for iid in decision.relabel]
         jobs += [self._destroy(by_id[iid]) for iid in decision.destroy]
+        if decision.provision:
+            jobs.append(self._provision_all(decision.provision))
         for result in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, list):
+                errors += result
+            elif isinstance(result, BaseException):
                 errors.append(str(result))
         if decision.provision or decision.destroy:
             log.info("group %s: provisioned %d, destroyed %d (%d for health)%s", self.group,
@@ -216,34 +246,51 @@ class GroupController:
         except (RPCError, PluginUnreachable) as exc:
             raise explain("Instance", self.props.instance.plugin, exc) from None
 
-    async def _provision(self, logical_id: str | None) -> None:
+    async def _provision_all(self, logical_ids: list[str | None]) -> list[str]:
+        """Provision one instance per entry; returns the errors.
+
+        The intents are recorded in one transaction before any call, and the IDs the
+        plugin answered in one more after: two writes to the store per pass, whatever the
+        number of instances."""
+        now = time.time()
+        first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
+                                        len(logical_ids))
+        ops = [InFlight(key=uuid.uuid4().hex, group=self.group, op="provision",
+                        logical_id=lid, started=now, deadline=now + self.props.provision_deadline)
+               for lid in logical_ids]
+        await asyncio.to_thread(self.store.record, *ops)
+        results = await asyncio.gather(*(self._provision(op, first + i)
+                                         for i, op in enumerate(ops)), return_exceptions=True)
+        made = [op for op in ops if op.instance is not None]
+        if made:
+            await asyncio.to_thread(self.store.record, *made)
+        failed = [op.key for op, r in zip(ops, results, strict=True)
+                  if isinstance(r, _NothingMade)]
+        if failed:
+            await asyncio.to_thread(self.store.forget, *failed)
+        return [str(r) for r in results if isinstance(r, BaseException)]
+
+    async def _provision(self, op: InFlight, seq: int) -> None:
+        """Prepare and provision one instance; sets ``op.instance``. Raises
+        :class:`_NothingMade` when the intent can be forgotten."""
         props = self.props
         async with self._sem:
-            now = time.time()
-            seq = await asyncio.to_thread(self.store.next_sequence, self.group)
-            op = InFlight(key=uuid.uuid4().hex, group=self.group, op="provision",
-                          logical_id=logical_id, started=now,
-                          deadline=now + props.provision_deadline)
-            await asyncio.to_thread(self.store.record, op)
             spec = Spec(properties=props.instance.properties,
                         tags={GROUP_TAG: self.group, CONFIG_TAG: self.sha},
-                        logical_id=logical_id)
+                        logical_id=op.logical_id)
             try:
                 spec = await self.clients.flavor(props.flavor.plugin).prepare(
                     props.flavor.properties, spec, props.allocation,
                     Index(group=self.group, sequence=seq))
             except (RPCError, PluginUnreachable) as exc:
-                await asyncio.to_thread(self.store.forget, op.key)
-                raise explain("Flavor", props.flavor.plugin, exc) from None
+                raise _NothingMade(explain("Flavor", props.flavor.plugin, exc)) from None
             try:
                 op.instance = await self.clients.instance(props.instance.plugin).provision(spec)
             except RPCError as exc:  # the plugin answered: nothing was made
-                await asyncio.to_thread(self.store.forget, op.key)
-                raise explain("Instance", props.instance.plugin, exc) from None
+                raise _NothingMade(explain("Instance", props.instance.plugin, exc)) from None
             except PluginUnreachable as exc:
                 # it may have been made: keep counting it until its deadline
                 raise explain("Instance", props.instance.plugin, exc) from None
-            await asyncio.to_thread(self.store.record, op)
 
     async def record_destroy(self, member: Description) -> InFlight:
         now = time.time()

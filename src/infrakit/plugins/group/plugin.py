@@ -108,7 +108,7 @@ class GroupPlugin:
         controller = self._controllers.get(gid)
         if controller is None:
             return f"Managing {target} instances"
-        members, _, _ = await controller.observe()
+        members, _, _ = await controller.observe(judge=False)
         steps = []
         if config_sha(props) != controller.sha:
             steps.append(f"Performing a rolling update on {len(members)} instances")
@@ -122,13 +122,13 @@ class GroupPlugin:
         return ", then ".join(steps) or "Noop"
 
     async def describe_group(self, id: str) -> GroupDescription:
-        members, _, decision = await self._controller(id).observe()
+        members, _, decision = await self._controller(id).observe(judge=False)
         return GroupDescription(instances=[m.desc for m in members],
                                 converged=decision.converged)
 
     async def describe_status(self, id: str) -> GroupStatus:
         controller = self._controller(id)
-        members, inflight, decision = await controller.observe()
+        members, inflight, decision = await controller.observe(judge=False)
         now = time.time()
         alloc = controller.props.allocation
         return GroupStatus(
@@ -155,7 +155,7 @@ class GroupPlugin:
 
     async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
         controller = self._controller(id)
-        members = {m.id: m.desc for m in (await controller.observe())[0]}
+        members = {m.id: m.desc for m in (await controller.observe(judge=False))[0]}
         strangers = [i for i in instances if i not in members]
         if not instances or strangers:
             raise PluginError(f"Instances: {', '.join(map(repr, strangers)) or 'none given'}: "

@@ -26,6 +26,7 @@ from infrakit.spi.types import Attachment, Description, Spec
 
 _ID = re.compile(r"instance-[0-9]{1,20}")
 _COUNTER = ".next-id"
+_ID_BLOCK = 64
 
 
 class InstanceRecord(msgspec.Struct, rename="pascal", kw_only=True):
@@ -67,7 +68,7 @@ class FileInstancePlugin:
             ) from None
         self._lock = threading.Lock()
         self._records = self._load()
-        self._next = self._load_counter()
+        self._next = self._reserved = self._load_counter()
 
     def _load(self) -> dict[str, InstanceRecord]:
         records = []
@@ -76,7 +77,7 @@ class FileInstancePlugin:
                 record = _decode_record(path.read_bytes())
                 if _ID.fullmatch(record.id) and path.name == f"{record.id}.json":
                     records.append(record)
-        # kept in ID order from here on: new IDs only grow
+        # by ID, then in the order provisions finish
         return {r.id: r for r in sorted(records, key=lambda r: int(r.id.removeprefix("instance-")))}
 
     def _load_counter(self) -> int:
@@ -99,22 +100,31 @@ class FileInstancePlugin:
     def validate(self, properties: Any) -> None:
         """Any JSON value is acceptable as properties of a file instance."""
 
-    def provision(self, spec: Spec) -> str:
+    def _take_id(self) -> str:
+        """The next ID. The counter on disk runs a block ahead of what is handed out, so
+        it is written once per block; after a restart the unused rest of a block is
+        skipped, never reused."""
         with self._lock:
+            if self._next >= self._reserved:
+                self._reserved = self._next + _ID_BLOCK
+                write_atomic(self.directory / _COUNTER, f"{self._reserved}\n".encode())
             seq = self._next
             self._next += 1
-            write_atomic(self.directory / _COUNTER, f"{self._next}\n".encode())
-            record = InstanceRecord(
-                id=f"instance-{seq}",
-                logical_id=spec.logical_id,
-                tags=dict(spec.tags or {}),
-                init=spec.init,
-                properties=spec.properties,
-                attachments=spec.attachments,
-                created=time.time(),
-            )
-            write_atomic(self._path(record.id), msgspec.json.encode(record))
-            self._records = {**self._records, record.id: record}
+        return f"instance-{seq}"
+
+    def provision(self, spec: Spec) -> str:
+        record = InstanceRecord(
+            id=self._take_id(),
+            logical_id=spec.logical_id,
+            tags=dict(spec.tags or {}),
+            init=spec.init,
+            properties=spec.properties,
+            attachments=spec.attachments,
+            created=time.time(),
+        )
+        write_atomic(self._path(record.id), msgspec.json.encode(record))  # its own file
+        with self._lock:
+            self._records[record.id] = record
         return record.id
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
@@ -122,17 +132,20 @@ class FileInstancePlugin:
             record = self._existing(instance)
             updated = msgspec.structs.replace(record, tags={**record.tags, **labels})
             write_atomic(self._path(instance), msgspec.json.encode(updated))
-            self._records = {**self._records, instance: updated}
+            self._records[instance] = updated
 
     def destroy(self, instance: str) -> None:
         with self._lock:
             self._existing(instance)
             os.unlink(self._path(instance))
             fsync_dir(self.directory)
-            self._records = {k: v for k, v in self._records.items() if k != instance}
+            del self._records[instance]
 
     @nonblocking
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """Served from memory, so it runs on the event loop without a thread hop."""
         wanted = tags.items()
-        return [r.describe(properties) for r in self._records.values() if wanted <= r.tags.items()]
+        # list() of a dict's values runs in C without releasing the GIL: a consistent
+        # snapshot even while a pool thread adds or removes a record
+        return [r.describe(properties) for r in list(self._records.values())
+                if wanted <= r.tags.items()]
