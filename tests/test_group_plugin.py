@@ -563,3 +563,52 @@ def test_destroy_removes_every_member_and_the_group(stack: Stack, cli: Cli) -> N
     # nothing comes back polls later, and the other group was not touched
     settle(stack, "other", 2)
     assert members(stack.instance) == []
+
+
+def _status(group: Path, gid: str = GID) -> Any:
+    with RPCClient(group) as conn:
+        return GroupClient(conn).describe_status(gid)
+
+
+def test_a_paused_update_stays_paused_across_a_restart_then_resumes(
+        stack: Stack, cli: Cli, start_plugin: StartPlugin) -> None:
+    commit(stack.group.path, GID, props(3))
+    before = ids(converge(stack, 3))
+    assert "Paused" in ok(cli("group", "pause-update", GID)).stdout
+    commit(stack.group.path, GID, props(3, note=NOTE_V2))
+    wait_until(lambda: _status(stack.group.path).outdated == 3, CONVERGE,
+               what="the paused update to be seen")
+    stop_process(stack.group.proc)
+    stack.group = start_plugin("group")
+    status = wait_until(lambda: (s := _status(stack.group.path)).update_paused and s, CONVERGE,
+                        what="the restarted plugin to report the pause")
+    assert status.outdated == 3 and not status.converged
+    assert ids(members(stack.instance)) == before  # nothing replaced while paused
+    assert "Resumed" in ok(cli("group", "resume-update", GID)).stdout
+    after = ids(converge(stack, 3, sha=sha_of(NOTE_V2)))
+    assert not after & before
+
+
+def test_cancel_update_rolls_back_to_the_previous_spec(stack: Stack, cli: Cli) -> None:
+    commit(stack.group.path, GID, props(3))
+    converge(stack, 3)
+    commit(stack.group.path, GID, props(3, note=NOTE_V2))
+    converge(stack, 3, sha=sha_of(NOTE_V2))
+    assert "Rolled back to the previous spec" in ok(cli("group", "cancel-update", GID)).stdout
+    converge(stack, 3, sha=SHA_V1)
+    assert [g.properties for g in inspect_groups(stack.group.path)] == [props(3)]
+
+
+def test_destroy_instances_shrinks_or_lets_the_group_replace_them(stack: Stack,
+                                                                   cli: Cli) -> None:
+    commit(stack.group.path, GID, props(4))
+    first = sorted(ids(converge(stack, 4)))
+    out = ok(cli("group", "destroy-instances", GID, first[0], "--shrink")).stdout
+    assert "reducing the group size to 3" in out
+    assert ids(converge(stack, 3)) == set(first[1:])
+    ok(cli("group", "destroy-instances", GID, first[1], "--replace"))
+    replaced = ids(converge(stack, 3, extra=lambda ms: first[1] not in ids(ms)))
+    assert set(first[2:]) < replaced
+    bad = cli("group", "destroy-instances", GID, "instance-999999")
+    assert bad.returncode == 1 and "not members of group" in bad.stderr
+    assert len(members(stack.instance)) == 3

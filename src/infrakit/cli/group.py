@@ -159,32 +159,27 @@ def destroy_instances(ctx: click.Context, group_id: str, instances: tuple[str, .
         click.echo(GroupClient(rpc).destroy_instances(group_id, list(instances), shrink))
 
 
-@command.command("pause-update")
-@click.argument("group_id", metavar="ID")
-@click.pass_context
-def pause(ctx: click.Context, group_id: str) -> None:
-    """Pause a group's rolling update; healing and scaling go on. Survives restarts."""
-    with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).pause_update(group_id))
+def _update_verb(name: str, method: str, summary: str) -> None:
+    """Define ``group NAME ID``, which calls ``GroupClient.METHOD(ID)`` and prints what it
+    answers."""
+
+    @command.command(name, help=summary)
+    @click.argument("group_id", metavar="ID")
+    @click.pass_context
+    def verb(ctx: click.Context, group_id: str) -> None:
+        with plugin_client(*ctx.obj) as (rpc, _):
+            click.echo(getattr(GroupClient(rpc), method)(group_id))
 
 
-@command.command("resume-update")
-@click.argument("group_id", metavar="ID")
-@click.pass_context
-def resume(ctx: click.Context, group_id: str) -> None:
-    """Resume a paused rolling update."""
-    with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).resume_update(group_id))
-
-
-@command.command("cancel-update")
-@click.argument("group_id", metavar="ID")
-@click.pass_context
-def cancel_update(ctx: click.Context, group_id: str) -> None:
-    """Cancel a rolling update by committing the previous spec again (members already
-    updated are rolled back the same way)."""
-    with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).cancel_update(group_id))
+for _name, _method, _summary in (
+    ("pause-update", "pause_update",
+     "Pause a group's rolling update; healing and scaling go on. Survives restarts."),
+    ("resume-update", "resume_update", "Resume a paused rolling update."),
+    ("cancel-update", "cancel_update",
+     "Cancel a rolling update by committing the previous spec again (members already "
+     "updated are rolled back the same way)."),
+):
+    _update_verb(_name, _method, _summary)
 
 
 def _find(ctx: click.Context, group_id: str) -> GroupSpec:

@@ -147,6 +147,11 @@ class GroupController:
         """Describe the members and plan, without acting. With ``judge``, ask the flavor
         about each member's health; without, reuse the verdicts of the last pass (so that
         DescribeGroup costs one call, not one per member)."""
+        # In-flight records first, then the description: an operation that ends in between
+        # then errs on the safe side (a finished destroy's instance is simply gone; a
+        # finished provision counts twice for a pass, which delays, never duplicates). The
+        # other order would count a just-destroyed instance as a live member.
+        inflight = await asyncio.to_thread(self.store.inflight, self.group)
         inst = self.clients.instance(self.props.instance.plugin)
         try:
             observed = await inst.describe_instances({GROUP_TAG: self.group}, False)
@@ -157,7 +162,6 @@ class GroupController:
         else:
             members = [Member(d, self._verdicts.get(d.id, Verdict.STARTING),
                               self._first_seen.get(d.id, time.time())) for d in observed]
-        inflight = await asyncio.to_thread(self.store.inflight, self.group)
         return members, inflight, plan(self.desired, members, inflight, time.time(),
                                        self._last_batch)
 
