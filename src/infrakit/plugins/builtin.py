@@ -33,6 +33,12 @@ def _vanilla(name: str) -> dict[str, Any]:
     return {"flavor": VanillaFlavor()}
 
 
+def _combo(name: str) -> dict[str, Any]:
+    from infrakit.plugins.flavor.combo import ComboFlavor
+
+    return {"flavor": ComboFlavor()}
+
+
 def _group(name: str) -> dict[str, Any]:
     from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
     from infrakit.store.sqlite import SQLiteStore
@@ -47,6 +53,7 @@ KINDS: dict[str, Kind] = {
                   "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file),
+    "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
 }
 

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from infrakit.plugins.group.clients import PluginClients, explain
+from infrakit.plugins.clients import PluginClients, explain
 from infrakit.plugins.group.plan import (
     CONFIG_TAG,
     GROUP_TAG,

@@ -8,7 +8,7 @@ import time
 
 import msgspec
 
-from infrakit.plugins.group.clients import PluginClients, explain
+from infrakit.plugins.clients import PluginClients, explain
 from infrakit.plugins.group.controller import GroupController
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group

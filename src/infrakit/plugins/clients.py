@@ -1,4 +1,5 @@
-"""Connections from the group plugin to the instance and flavor plugins its groups name."""
+"""Connections from a plugin to the other plugins it calls (the group plugin to instance
+and flavor plugins, the combo flavor to the flavors it composes)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,90 @@
+"""The ``combo`` flavor: composes several flavors into one.
+
+``Properties``: ``{"Flavors": [{"Plugin": name, "Properties": ...}, ...]}``. Each flavor
+prepares its own copy of the spec (so none sees another's changes); the results are merged:
+tags merged in order (a later flavor wins a clash), init scripts concatenated after the
+spec's own, attachments appended. An instance is healthy only when every flavor says so,
+unhealthy when any says so, and unknown otherwise; draining drains through every flavor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import msgspec.structs
+
+from infrakit.plugins.clients import PluginClients, explain
+from infrakit.rpc.client import PluginUnreachable
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.errors import PluginError
+from infrakit.spi.properties import decode_properties
+from infrakit.spi.types import Allocation, Description, Health, Index, Spec, Wire
+
+
+class FlavorRef(Wire, kw_only=True, forbid_unknown_fields=True):
+    plugin: str
+    properties: Any = None
+
+
+class ComboProperties(Wire, kw_only=True, forbid_unknown_fields=True):
+    flavors: list[FlavorRef]
+
+
+class ComboFlavor:
+    """Flavor/0.1.0 over other flavor plugins."""
+
+    def __init__(self) -> None:
+        self.clients = PluginClients()
+
+    async def stop(self) -> None:
+        await self.clients.close()
+
+    def _flavors(self, properties: Any) -> list[FlavorRef]:
+        props = decode_properties(properties, ComboProperties)
+        if not props.flavors:
+            raise PluginError("Properties.Flavors: must name at least one flavor")
+        return props.flavors
+
+    async def _each(self, properties: Any, call: str, *args: Any) -> list[Any]:
+        async def one(ref: FlavorRef) -> Any:
+            try:
+                method = getattr(self.clients.flavor(ref.plugin), call)
+                return await method(ref.properties, *args)
+            except (RPCError, PluginUnreachable) as exc:
+                raise explain("Flavor", ref.plugin, exc) from None
+
+        return list(await asyncio.gather(*(one(ref) for ref in self._flavors(properties))))
+
+    async def validate(self, properties: Any, allocation: Allocation) -> None:
+        await self._each(properties, "validate", allocation)
+
+    async def prepare(self, properties: Any, spec: Spec, allocation: Allocation,
+                      index: Index) -> Spec:
+        blank = msgspec.structs.replace(spec, init="", tags=dict(spec.tags or {}),
+                                        attachments=None)
+        outputs: list[Spec] = await self._each(properties, "prepare", blank, allocation, index)
+        tags = dict(spec.tags or {})
+        inits = [spec.init]
+        attachments = list(spec.attachments or [])
+        for out in outputs:
+            tags.update(out.tags or {})
+            inits.append(out.init)
+            attachments += [a for a in out.attachments or [] if a not in attachments]
+        return msgspec.structs.replace(spec, tags=tags or spec.tags,
+                                       init="\n".join(i for i in inits if i),
+                                       attachments=attachments or spec.attachments)
+
+    async def healthy(self, properties: Any, instance: Description) -> Health:
+        answers: list[Health] = await self._each(properties, "healthy", instance)
+        if Health.UNHEALTHY in answers:
+            return Health.UNHEALTHY
+        return Health.HEALTHY if all(a is Health.HEALTHY for a in answers) else Health.UNKNOWN
+
+    async def drain(self, properties: Any, instance: Description) -> None:
+        for ref in self._flavors(properties):  # in order: the first flavor drains first
+            try:
+                await self.clients.flavor(ref.plugin).drain(ref.properties, instance)
+            except (RPCError, PluginUnreachable) as exc:
+                raise explain("Flavor", ref.plugin, exc) from None
