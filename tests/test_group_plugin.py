@@ -612,3 +612,20 @@ def test_destroy_instances_shrinks_or_lets_the_group_replace_them(stack: Stack,
     bad = cli("group", "destroy-instances", GID, "instance-999999")
     assert bad.returncode == 1 and "not members of group" in bad.stderr
     assert len(members(stack.instance)) == 3
+
+
+def test_commit_wait_shows_progress_until_converged(stack: Stack, cli: Cli, home: Path) -> None:
+    spec_file = home / "group.json"
+    spec_file.write_text(json.dumps({"ID": GID, "Properties": props(4)}))
+    done = ok(cli("group", "commit", "--wait", str(spec_file)))
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Managing 4 instances"
+    assert lines[-1] == "converged: 4 members"
+    assert any(line.startswith("4/4 ready") for line in lines)
+    assert len(members(stack.instance)) == 4
+    ok(cli("group", "pause-update", GID))  # a config change can no longer converge
+    spec_file.write_text(json.dumps({"ID": GID, "Properties": props(4, note=NOTE_V2)}))
+    late = cli("group", "commit", "--wait", "--wait-timeout", "1", str(spec_file))
+    assert late.returncode == 1 and "Traceback" not in late.stderr
+    assert "did not converge within 1s" in late.stderr
+    assert "4 to update (update paused)" in late.stdout

@@ -25,12 +25,51 @@ def command(ctx: click.Context, name: str, timeout: float) -> None:
 @command.command()
 @click.argument("file", metavar="FILE|-")
 @click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
+@click.option("--wait", is_flag=True, help="Show progress until the group converges.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
+              show_default=True, help="With --wait: seconds to wait before giving up.")
 @click.pass_context
-def commit(ctx: click.Context, file: str, pretend: bool) -> None:
+def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
+           wait_timeout: float) -> None:
     """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML)."""
     spec = read_as(file, GroupSpec, "group spec")
     with plugin_client(*ctx.obj) as (rpc, _):
         click.echo(GroupClient(rpc).commit_group(spec, pretend))
+        if wait and not pretend:
+            _wait_converged(GroupClient(rpc), spec.id, wait_timeout)
+
+
+def _wait_converged(client: GroupClient, group_id: str, timeout: float) -> None:
+    """Poll the group's status and show ready/desired members, work in flight and errors,
+    on one line redrawn in place on a terminal, or a line per change otherwise."""
+    import sys
+    import time
+
+    tty = sys.stdout.isatty()
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        st = client.describe_status(group_id)
+        ready = sum(m.health == "healthy" and m.current for m in st.members)
+        line = (f"{ready}/{st.target} ready, {len(st.in_flight)} in flight"
+                + (f", {st.outdated} to update" if st.outdated else "")
+                + (" (update paused)" if st.update_paused and st.outdated else "")
+                + (", breaker OPEN" if st.breaker_open else "")
+                + (f", error: {st.errors[-1]}" if st.errors else ""))
+        if line != last:
+            click.echo(f"\r\033[K{line}" if tty else line, nl=not tty)
+            last = line
+        if st.converged:
+            if tty:
+                click.echo()
+            click.echo(f"converged: {len(st.members)} members")
+            return
+        if time.monotonic() >= deadline:
+            if tty:
+                click.echo()
+            raise click.ClickException(f"group {group_id!r} did not converge within "
+                                       f"{timeout:g}s: {line}")
+        time.sleep(0.25)
 
 
 @command.command("ls")
