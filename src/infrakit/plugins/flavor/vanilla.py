@@ -1,4 +1,5 @@
-"""The ``vanilla`` flavor: adds an init script, tags and attachments; every member healthy."""
+"""The ``vanilla`` flavor: adds an init script, tags and attachments. Members are healthy,
+unless a ``Health`` probe (a command, a TCP connect or an HTTP GET) says otherwise."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import msgspec
 import msgspec.structs
 
+from infrakit.plugins.flavor.probes import ProbeSpec, probe
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Attachment, Description, Health, Index, Spec
 
@@ -18,6 +20,8 @@ class VanillaProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=T
     init: str | list[str] = ""
     tags: dict[str, str] | None = None
     attachments: dict[str, list[Attachment]] | None = None
+    health: ProbeSpec | None = None
+    """How to tell whether a member is healthy; without it, every member is."""
 
     def init_lines(self) -> list[str]:
         return [self.init] if isinstance(self.init, str) else list(self.init)
@@ -27,7 +31,9 @@ class VanillaFlavor:
     """Flavor/0.1.0 with no knowledge of what runs on the instance."""
 
     def validate(self, properties: Any, allocation: Allocation) -> None:
-        decode_properties(properties, VanillaProperties)
+        props = decode_properties(properties, VanillaProperties)
+        if props.health is not None:
+            props.health.check()
 
     def prepare(self, properties: Any, spec: Spec, allocation: Allocation, index: Index) -> Spec:
         props = decode_properties(properties, VanillaProperties)
@@ -42,8 +48,12 @@ class VanillaFlavor:
             spec, init="\n".join(lines), tags=tags or spec.tags, attachments=attachments
         )
 
-    def healthy(self, properties: Any, instance: Description) -> Health:
-        return Health.HEALTHY
+    async def healthy(self, properties: Any, instance: Description) -> Health:
+        props = decode_properties(properties, VanillaProperties)
+        if props.health is None:
+            return Health.HEALTHY
+        props.health.check()
+        return await probe(props.health, instance)
 
     def drain(self, properties: Any, instance: Description) -> None:
         """Nothing runs that needs draining."""

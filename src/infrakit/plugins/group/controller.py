@@ -154,7 +154,8 @@ class GroupController:
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
         inst = self.clients.instance(self.props.instance.plugin)
         try:
-            observed = await inst.describe_instances({GROUP_TAG: self.group}, False)
+            # with properties: a flavor's health probe may be aimed by them
+            observed = await inst.describe_instances({GROUP_TAG: self.group}, True)
         except (RPCError, PluginUnreachable) as exc:
             raise explain("Instance", self.props.instance.plugin, exc) from None
         if judge:

