@@ -8,8 +8,10 @@ Every wait polls with a deadline. The group plugin polls every ``POLL`` seconds.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -629,3 +631,49 @@ def test_commit_wait_shows_progress_until_converged(stack: Stack, cli: Cli, home
     assert late.returncode == 1 and "Traceback" not in late.stderr
     assert "did not converge within 1s" in late.stderr
     assert "4 to update (update paused)" in late.stdout
+
+
+class Sampler:
+    """Counts the group's members in the instance plugin, in a thread, until stopped."""
+
+    def __init__(self, instance: Path) -> None:
+        self.instance = instance
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, len(members(self.instance)))
+            time.sleep(0.005)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def test_kill_9_at_random_points_never_over_provisions(stack: Stack,
+                                                        start_plugin: StartPlugin) -> None:
+    rng = random.Random(7)
+    spec = {**props(6), "ProvisionDeadline": 2, "MaxParallel": 2}
+    sampler = Sampler(stack.instance)
+    commit(stack.group.path, GID, spec)
+    for _ in range(3):  # during provisioning
+        time.sleep(rng.uniform(0, 0.15))
+        stack.group.proc.send_signal(signal.SIGKILL)
+        stack.group.proc.wait(10)
+        stack.group = start_plugin("group")
+    converge(stack, 6)
+    assert sampler.stop() <= 6, "more members than the size during provisioning"
+
+    sampler = Sampler(stack.instance)
+    commit(stack.group.path, GID, {**spec, **props(6, note=NOTE_V2)})
+    for _ in range(3):  # during the rolling update
+        time.sleep(rng.uniform(0, 0.3))
+        stack.group.proc.send_signal(signal.SIGKILL)
+        stack.group.proc.wait(10)
+        stack.group = start_plugin("group")
+    converge(stack, 6, sha=sha_of(NOTE_V2))
+    assert sampler.stop() <= 7, "more than Size + MaxSurge members during the update"
