@@ -99,7 +99,7 @@ class _Connection(asyncio.Protocol):
         if self.deadline_status is not None and self._transport is not None:
             self._transport.write(_plain(self.deadline_status, "request not received in time",
                                          "Connection: close\r\n"))
-        self._close()
+        self.close()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -121,7 +121,7 @@ class _Connection(asyncio.Protocol):
         if self._discarding:
             self._discarded += len(data)
             if self._discarded > _MAX_DISCARD:
-                self._close()
+                self.close()
             return
         try:
             self._parser.feed_data(data)
@@ -196,9 +196,10 @@ class _Connection(asyncio.Protocol):
     def _fail(self, status: int, text: str) -> None:
         if self._transport is not None and not self._closing:
             self._transport.write(_plain(status, text, "Connection: close\r\n"))
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the connection; the server calls this too, at deadlines and shutdown."""
         self._closing = True
         if self._transport is not None:
             self._transport.close()
@@ -256,7 +257,7 @@ class _Connection(asyncio.Protocol):
             return
         self._transport.write(out)
         if not msg.keep_alive or self._server.closing:
-            self._close()
+            self.close()
 
 
 _MAX_PIPELINED = 16
@@ -342,11 +343,11 @@ class HTTPServer:
         while True:
             for conn in list(self._conns):
                 if not conn.busy:
-                    conn._close()
+                    conn.close()
             if not self._conns or loop.time() >= deadline:
                 break
             await asyncio.sleep(0.01)
         for conn in list(self._conns):
-            conn._close()
+            conn.close()
         if self._server is not None:
             await self._server.wait_closed()
