@@ -48,17 +48,12 @@ class _NothingMade(PluginError):
 
 @dataclass
 class Status:
-    """What the last pass saw and did, for DescribeGroup."""
+    """What the last pass met, for DescribeStatus and the log."""
 
-    members: list[Member] = field(default_factory=list)
-    plan: Plan | None = None
     errors: list[str] = field(default_factory=list)
     failures: int = 0
     """Passes in a row that met an error; the wait before the next one doubles with each."""
-
-    @property
-    def plan_breaker_open(self) -> bool:
-        return self.plan is not None and self.plan.breaker_open
+    breaker_open: bool = False
 
 
 class GroupController:
@@ -236,12 +231,12 @@ class GroupController:
             log.info("group %s: provisioned %d, destroyed %d (%d for health)%s", self.group,
                      len(decision.provision), len(decision.destroy), len(decision.replace),
                      f"; errors: {'; '.join(errors)}" if errors else "")
-        if decision.breaker_open and not self.status.plan_breaker_open:
+        if decision.breaker_open and not self.status.breaker_open:
             log.warning("group %s: circuit breaker open: %d members unhealthy, more than "
                         "MaxUnhealthy (%d); not replacing any for health", self.group,
                         decision.unhealthy, self.desired.max_unhealthy)
-        self.status = Status(members=observed, plan=decision, errors=errors,
-                             failures=self.status.failures + 1 if errors else 0)
+        self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
+                             breaker_open=decision.breaker_open)
         return decision
 
     async def _relabel(self, instance: str) -> None:
