@@ -104,8 +104,7 @@ class GroupPlugin:
 
     async def _details(self, gid: str, props: GroupProperties) -> str:
         """What a commit will do, in the reference's words."""
-        alloc = props.allocation
-        target = len(alloc.logical_ids) if alloc.logical_ids else alloc.size
+        target = props.target()
         controller = self._controllers.get(gid)
         if controller is None:
             return f"Managing {target} instances"
@@ -113,7 +112,7 @@ class GroupPlugin:
         steps = []
         if config_sha(props) != controller.sha:
             steps.append(f"Performing a rolling update on {len(members)} instances")
-        current = len(controller.desired.logical_ids) or controller.desired.size
+        current = controller.props.target()
         if target > current:
             steps.append(f"Adding {target - current} instances to increase the group size "
                          f"to {target}")
@@ -134,10 +133,9 @@ class GroupPlugin:
         controller = self._controller(id)
         members, inflight, decision = await controller.observe(judge=False)
         now = time.time()
-        alloc = controller.props.allocation
         return GroupStatus(
             id=id,
-            target=len(alloc.logical_ids or ()) or alloc.size,
+            target=controller.props.target(),
             converged=decision.converged,
             members=[MemberStatus(id=m.id, logical_id=m.desc.logical_id,
                                   health=m.verdict.value, age=round(now - m.since, 1),

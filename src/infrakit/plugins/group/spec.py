@@ -55,13 +55,16 @@ class GroupProperties(Wire, kw_only=True):
     scale_in_order: Literal["newest", "oldest"] = "newest"
     """Which members go first when the group shrinks, after unhealthy and outdated ones."""
 
+    def target(self) -> int:
+        """How many members the group should have."""
+        return len(self.allocation.logical_ids or ()) or self.allocation.size
+
     def unhealthy_limit(self) -> int:
         """``MaxUnhealthy`` as a count of members."""
         limit = self.max_unhealthy
         if isinstance(limit, int):
             return limit
-        target = len(self.allocation.logical_ids or ()) or self.allocation.size
-        return int(target * float(limit.rstrip("%")) / 100)
+        return int(self.target() * float(limit.rstrip("%")) / 100)
 
 
 def parse_group(spec: GroupSpec) -> GroupProperties:
