@@ -44,7 +44,7 @@ def instance(method, p):
         want = (p.get("Tags") or {}).items()
         return {"Type": t, "Descriptions": [d for d in instances.values()
                                             if want <= d["Tags"].items()]}
-    raise LookupError(method)
+    raise UnknownMethod(f'rpc: can\'t find method "{method}"')
 
 
 def flavor(method, p):
@@ -59,7 +59,11 @@ def flavor(method, p):
         return {"Type": t, "Spec": spec}
     if method == "Flavor.Healthy":
         return {"Type": t, "Health": 1}
-    raise LookupError(method)
+    raise UnknownMethod(f'rpc: can\'t find method "{method}"')
+
+
+class UnknownMethod(Exception):
+    """What the reference's RPC server (gorilla/rpc json2) answers for a method it lacks."""
 
 
 KIND = sys.argv[2]

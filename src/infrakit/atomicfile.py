@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+PARALLEL_FSYNCS = 16
+
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
@@ -27,6 +29,36 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def write_atomic_many(directory: Path, files: dict[str, bytes], mode: int = 0o600) -> None:
+    """Replace several files of ``directory`` atomically and durably, each on its own.
+    The fsyncs run side by side, so that the file system commits them together, and the
+    directory is flushed once for all the renames. Either every file is replaced or, on
+    an error, none is."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    temps: list[tuple[int, str, str]] = []
+    try:
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+            temps.append((fd, tmp, name))
+            os.fchmod(fd, mode)
+            with open(fd, "wb", closefd=False) as f:
+                f.write(data)
+        with ThreadPoolExecutor(max(1, min(PARALLEL_FSYNCS, len(temps)))) as pool:
+            list(pool.map(os.fsync, [fd for fd, _, _ in temps]))
+    except BaseException:
+        for _, tmp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        for fd, _, _ in temps:
+            os.close(fd)
+    for _, tmp, name in temps:
+        os.replace(tmp, directory / name)
+    fsync_dir(directory)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from infrakit.rpc import jsonrpc
 from infrakit.spi.methods import Method
@@ -135,6 +135,8 @@ class AsyncRPCClient:
 
         self.path = Path(path)
         self.timeout = timeout
+        self.unbatched: set[str] = set()
+        """Batch methods the plugin answered "method not found" to."""
         self._session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=os.fspath(path)),
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -169,3 +171,22 @@ class AsyncRPCClient:
         """Call a method of an interface table and return its unwrapped value."""
         result = await self.call_raw(method.wire, method.build(type_name, args), method.result)
         return method.unwrap(result)
+
+    async def call_each(self, method: Method[Any, Any], type_name: str | None,
+                        *args: Any) -> list[Any]:
+        """Call a batch method: one value per item, or the exception that item met. A
+        plugin that does not serve the batch method (the reference's, say) gets one call of
+        the one-item method per item instead, all at once, and is remembered as such."""
+        assert method.single is not None and method.items is not None
+        if method.wire not in self.unbatched:
+            try:
+                return cast(list[Any], await self.call(method, type_name, *args))
+            except jsonrpc.RPCError as exc:
+                if not exc.method_not_found:
+                    raise
+                self.unbatched.add(method.wire)
+        import asyncio
+
+        calls = [self.call(method.single, type_name, *item)
+                 for item in method.items(method.build(type_name, args))]
+        return list(await asyncio.gather(*calls, return_exceptions=True))

@@ -38,6 +38,13 @@ class RPCError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def method_not_found(self) -> bool:
+        """The server lacks the method: our code, or the reference's RPC server's words
+        (it answers -32000 ``rpc: can't find method "X"`` or ``... find service ...``)."""
+        return self.code == METHOD_NOT_FOUND or (
+            self.code == APPLICATION_ERROR and self.message.startswith("rpc: can't find "))
+
 
 class _Envelope(msgspec.Struct):
     """A request envelope; any field may be missing or of the wrong type until checked."""

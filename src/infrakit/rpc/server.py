@@ -60,6 +60,8 @@ class _Bound:
     """Plugin method per type name; ``""`` is the default type."""
     modes: dict[str, Mode]
     """How each target runs: see :class:`Mode`."""
+    fanned: frozenset[str] = frozenset()
+    """Types whose target is the one-item method of a batch method: called once per item."""
 
 
 class Mode(enum.Enum):
@@ -100,12 +102,11 @@ class Dispatcher:
             objs = _by_type(plugins)
             self.types[str(iface.spec)] = sorted(DEFAULT_TYPE if t == "" else t for t in objs)
             for wire, method in iface.methods.items():
-                targets = {t: getattr(o, method.attr) for t, o in objs.items()
-                           if callable(getattr(o, method.attr, None))}
+                targets, fanned = _targets(method, objs)
                 if targets:
                     self._methods[wire] = _Bound(
                         method, msgspec.json.Decoder(method.request), targets,
-                        {t: _mode(f) for t, f in targets.items()},
+                        {t: _mode(f) for t, f in targets.items()}, fanned,
                     )
         self.apis = [iface.spec for iface in served]
         self.objects = list({id(o): o for p in served.values() for o in _by_type(p).values()}
@@ -170,6 +171,12 @@ class Dispatcher:
                 f"Type: no {req.method.split('.')[0]} plugin of type {type_name!r} here"
                 f" (types served: {known})",
             )
+        if key in bound.fanned:
+            assert bound.method.items is not None  # only batch methods fan out
+            items = bound.method.items(params)
+            values = await asyncio.gather(*(self._item(req.method, target, bound.modes[key], a)
+                                            for a in items))
+            return bound.method.wrap(params, values)
         args = bound.method.args(params)
         try:
             mode = bound.modes[key]
@@ -188,6 +195,51 @@ class Dispatcher:
             raise RPCError(
                 jsonrpc.APPLICATION_ERROR, f"{req.method} failed: {type(exc).__name__}: {exc}"
             ) from None
+
+    async def _item(self, batch: str, target: Callable[..., Any], mode: Mode,
+                    args: tuple[Any, ...]) -> Any:
+        """One item of a batch call made of one-item calls: its value, or its error as a
+        :class:`PluginError`, so that one item's failure does not fail the others."""
+        try:
+            if mode is Mode.INLINE:
+                return target(*args)
+            if mode is Mode.TASK:
+                return await target(*args)  # gather() gave this item a task of its own
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, functools.partial(target, *args))
+        except PluginError as exc:
+            return exc
+        except Exception as exc:
+            log.exception("%s: an item failed", batch)
+            return PluginError(f"{batch} failed: {type(exc).__name__}: {exc}")
+
+
+def _targets(method: Method[Any, Any],
+             objs: dict[str, object]) -> tuple[dict[str, Callable[..., Any]], frozenset[str]]:
+    """The plugin method answering ``method`` for each type, and the types where that is
+    the one-item method standing in for a batch method the object does not define."""
+    targets: dict[str, Callable[..., Any]] = {}
+    fanned = set()
+    for t, obj in objs.items():
+        fn = getattr(obj, method.attr, None)
+        single = method.single.attr if method.single else ""
+        one = getattr(obj, single, None) if single else None
+        if callable(fn) and not (callable(one) and _overrides(obj, single, method.attr)):
+            targets[t] = fn
+        elif callable(one):
+            targets[t] = one
+            fanned.add(t)
+    return targets, frozenset(fanned)
+
+
+def _overrides(obj: object, single: str, batch: str) -> bool:
+    """Whether ``obj``'s class redefines the one-item method below the class that defines
+    the batch method: a subclass that overrides ``healthy`` of a flavor whose base class
+    has ``healthy_each`` means its own ``healthy`` to answer every item."""
+    mro = type(obj).__mro__
+    where = {name: next((i for i, c in enumerate(mro) if name in vars(c)), len(mro))
+             for name in (single, batch)}
+    return where[single] < where[batch]
 
 
 def _served(instance: Plugins | None, flavor: Plugins | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from infrakit.rpc.client import AsyncRPCClient, RPCClient
-from infrakit.spi.flavor import FLAVOR
+from infrakit.spi.flavor import FLAVOR, PrepareItem
 from infrakit.spi.group import GROUP, GroupDescription, GroupSpec, GroupStatus
 from infrakit.spi.instance import INSTANCE
 from infrakit.spi.types import Allocation, Description, Health, Index, Spec
@@ -111,6 +111,11 @@ class AsyncInstanceClient:
     async def provision(self, spec: Spec) -> str:
         return cast(str, await self.rpc.call(_I["Instance.Provision"], self.type, spec))
 
+    async def provision_each(self, specs: list[Spec]) -> list[str | Exception]:
+        """``Instance.ProvisionEach``, or one ``Instance.Provision`` per spec where the plugin
+        does not serve it: per spec, the new ID or the error."""
+        return await self.rpc.call_each(_I["Instance.ProvisionEach"], self.type, specs)
+
     async def label(self, instance: str, labels: dict[str, str]) -> None:
         await self.rpc.call(_I["Instance.Label"], self.type, instance, labels)
 
@@ -137,9 +142,24 @@ class AsyncFlavorClient:
         return cast(Spec, await self.rpc.call(_F["Flavor.Prepare"], self.type, properties, spec,
                                               allocation, index))
 
+    async def prepare_each(self, properties: Any, allocation: Allocation,
+                           items: list[tuple[Spec, Index]]) -> list[Spec | Exception]:
+        """``Flavor.PrepareEach`` (or one ``Flavor.Prepare`` per item): per item, the
+        prepared spec or the error."""
+        return await self.rpc.call_each(_F["Flavor.PrepareEach"], self.type, properties,
+                                        allocation, [PrepareItem(spec=s, index=i)
+                                                     for s, i in items])
+
     async def healthy(self, properties: Any, instance: Description) -> Health:
         return cast(Health, await self.rpc.call(_F["Flavor.Healthy"], self.type, properties,
                                                 instance))
+
+    async def healthy_each(self, properties: Any,
+                           instances: list[Description]) -> list[Health | Exception]:
+        """``Flavor.HealthyEach`` (or one ``Flavor.Healthy`` per member): per member, its
+        health or the error."""
+        return await self.rpc.call_each(_F["Flavor.HealthyEach"], self.type, properties,
+                                        instances)
 
     async def drain(self, properties: Any, instance: Description) -> None:
         await self.rpc.call(_F["Flavor.Drain"], self.type, properties, instance)

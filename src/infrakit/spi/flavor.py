@@ -6,8 +6,9 @@ from typing import Any, Protocol
 
 import msgspec
 
+from infrakit.spi.errors import PluginError
 from infrakit.spi.instance import OKResult
-from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing
+from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing, outcomes
 from infrakit.spi.types import FLAVOR_API, Allocation, Description, Health, Index, Spec, Wire
 
 
@@ -23,6 +24,12 @@ class FlavorPlugin(Protocol):
     def healthy(self, properties: Any, instance: Description) -> MaybeAwaitable[Health]: ...
 
     def drain(self, properties: Any, instance: Description) -> MaybeAwaitable[None]: ...
+
+    # Optional batch forms (our extensions ``Flavor.PrepareEach`` and ``Flavor.HealthyEach``;
+    # without them the runtime calls the one-item method per item):
+    # ``prepare_each(properties, allocation, items: list[tuple[Spec, Index]])
+    # -> list[Spec | Exception]`` and
+    # ``healthy_each(properties, instances) -> list[Health | Exception]``.
 
 
 class ValidateRequest(Wire, kw_only=True):
@@ -45,6 +52,48 @@ class InstanceRequest(Wire, kw_only=True):
     instance: Description
 
 
+class PrepareItem(Wire, kw_only=True):
+    spec: Spec
+    index: Index = msgspec.field(default_factory=Index)
+
+
+class PrepareEachRequest(Wire, kw_only=True):
+    """``Flavor.PrepareEach``, our extension: several prepares of one group in one call."""
+
+    type: str = ""
+    properties: Any = None
+    allocation: Allocation = msgspec.field(default_factory=Allocation)
+    items: list[PrepareItem] = msgspec.field(default_factory=list)
+
+
+class HealthyEachRequest(Wire, kw_only=True):
+    """``Flavor.HealthyEach``, our extension: the health of several members in one call."""
+
+    type: str = ""
+    properties: Any = None
+    instances: list[Description] = msgspec.field(default_factory=list)
+
+
+class PrepareOutcome(Wire, kw_only=True, omit_defaults=True):
+    spec: Spec | None = None
+    error: str | None = None
+
+
+class HealthOutcome(Wire, kw_only=True, omit_defaults=True):
+    health: Health | None = None
+    error: str | None = None
+
+
+class PrepareEachResult(Wire, kw_only=True):
+    type: str = ""
+    results: list[PrepareOutcome]
+
+
+class HealthyEachResult(Wire, kw_only=True):
+    type: str = ""
+    results: list[HealthOutcome]
+
+
 class PrepareResult(Wire, kw_only=True):
     type: str = ""
     spec: Spec
@@ -59,16 +108,37 @@ def _ok(req: Any, _: Any) -> OKResult:
     return OKResult(type=req.type, ok=True)
 
 
+PREPARE = Method("Flavor.Prepare", PrepareRequest, PrepareResult, "prepare",
+                 lambda r: (r.properties, r.spec, r.allocation, r.index),
+                 lambda r, v: PrepareResult(type=r.type, spec=v), lambda res: res.spec)
+HEALTHY = Method("Flavor.Healthy", InstanceRequest, HealthResult, "healthy",
+                 lambda r: (r.properties, r.instance),
+                 lambda r, v: HealthResult(type=r.type, health=Health(v)),
+                 lambda res: res.health)
+
 FLAVOR = interface(
     FLAVOR_API,
     Method("Flavor.Validate", ValidateRequest, OKResult, "validate",
            lambda r: (r.properties, r.allocation), _ok, nothing),
-    Method("Flavor.Prepare", PrepareRequest, PrepareResult, "prepare",
-           lambda r: (r.properties, r.spec, r.allocation, r.index),
-           lambda r, v: PrepareResult(type=r.type, spec=v), lambda res: res.spec),
-    Method("Flavor.Healthy", InstanceRequest, HealthResult, "healthy",
-           lambda r: (r.properties, r.instance),
-           lambda r, v: HealthResult(type=r.type, health=Health(v)), lambda res: res.health),
+    PREPARE,
+    Method("Flavor.PrepareEach", PrepareEachRequest, PrepareEachResult, "prepare_each",
+           lambda r: (r.properties, r.allocation, [(i.spec, i.index) for i in r.items]),
+           lambda r, v: PrepareEachResult(
+               type=r.type, results=outcomes(v, PrepareOutcome, lambda s: {"spec": s})),
+           lambda res: [PluginError(o.error) if o.error is not None else o.spec
+                        for o in res.results],
+           single=PREPARE,
+           items=lambda r: [(r.properties, i.spec, r.allocation, i.index) for i in r.items]),
+    Method("Flavor.HealthyEach", HealthyEachRequest, HealthyEachResult, "healthy_each",
+           lambda r: (r.properties, r.instances),
+           lambda r, v: HealthyEachResult(
+               type=r.type, results=outcomes(v, HealthOutcome,
+                                             lambda h: {"health": Health(h)})),
+           lambda res: [PluginError(o.error) if o.error is not None else o.health
+                        for o in res.results],
+           single=HEALTHY,
+           items=lambda r: [(r.properties, i) for i in r.instances]),
+    HEALTHY,
     Method("Flavor.Drain", InstanceRequest, OKResult, "drain",
            lambda r: (r.properties, r.instance), _ok, nothing),
 )

@@ -39,6 +39,13 @@ class Method(Generic[Req, Res]):
     """The result struct, from the request and what the plugin method returned."""
     unwrap: Callable[[Res], Any]
     """What a client returns to its caller, taken from the result struct."""
+    single: Method[Any, Any] | None = None
+    """A batch method: the one-item method it stands for. A plugin object
+    without ``attr`` gets the batch method anyway: the runtime calls the one-item method
+    once per item, concurrently, and an item's error answers that item, not the call."""
+    items: Callable[[Req], list[tuple[Any, ...]]] | None = None
+    """A batch method: the one-item method's arguments, for each item of a request (in the
+    order of its request's fields, so that a client can also ``build`` them)."""
 
     def build(self, type_name: str | None, args: tuple[Any, ...]) -> Req:
         """The request for a client call: ``args`` fill the fields after ``Type``, in order."""
@@ -80,6 +87,24 @@ def is_nonblocking(fn: Callable[..., Any]) -> bool:
 def nothing(_: Any) -> None:
     """``unwrap`` of a method whose result says only that it worked."""
     return None
+
+
+def failure(value: object) -> str | None:
+    """The error message of one item of a batch, or None when the item succeeded."""
+    if isinstance(value, BaseException):
+        return getattr(value, "message", None) or str(value)
+    return None
+
+
+def outcomes(values: list[Any], make: Callable[..., T],
+             ok: Callable[[Any], dict[str, Any]]) -> list[T]:
+    """The per-item results of a batch: ``make(**ok(value))`` for a value, and
+    ``make(error=...)`` for an exception."""
+    out = []
+    for value in values:
+        error = failure(value)
+        out.append(make(error=error) if error is not None else make(**ok(value)))
+    return out
 
 
 def interface(spec: InterfaceSpec, *methods: Method[Any, Any]) -> Interface:

@@ -51,9 +51,13 @@ class ComboFlavor:
         async def one(ref: FlavorRef) -> Any:
             try:
                 method = getattr(self.clients.flavor(ref.plugin), call)
-                return await method(ref.properties, *args)
+                answer = await method(ref.properties, *args)
             except (RPCError, PluginUnreachable) as exc:
                 raise explain("Flavor", ref.plugin, exc) from None
+            if isinstance(answer, list):  # a batch: name the flavor in each item's error
+                return [explain("Flavor", ref.plugin, a) if isinstance(a, Exception) else a
+                        for a in answer]
+            return answer
 
         return list(await asyncio.gather(*(one(ref) for ref in self._flavors(properties))))
 
@@ -62,25 +66,47 @@ class ComboFlavor:
 
     async def prepare(self, properties: Any, spec: Spec, allocation: Allocation,
                       index: Index) -> Spec:
-        blank = msgspec.structs.replace(spec, init="", tags=dict(spec.tags or {}),
-                                        attachments=None)
-        outputs: list[Spec] = await self._each(properties, "prepare", blank, allocation, index)
-        tags = dict(spec.tags or {})
-        inits = [spec.init]
-        attachments = list(spec.attachments or [])
-        for out in outputs:
-            tags.update(out.tags or {})
-            inits.append(out.init)
-            attachments += [a for a in out.attachments or [] if a not in attachments]
-        return msgspec.structs.replace(spec, tags=tags or spec.tags,
-                                       init="\n".join(i for i in inits if i),
-                                       attachments=attachments or spec.attachments)
+        [prepared] = await self.prepare_each(properties, allocation, [(spec, index)])
+        if isinstance(prepared, Exception):
+            raise prepared
+        return prepared
+
+    async def prepare_each(self, properties: Any, allocation: Allocation,
+                           items: list[tuple[Spec, Index]]) -> list[Spec | Exception]:
+        """Each flavor prepares its own blank copy of every spec, in one batch call per
+        flavor; an item any flavor failed is that failure."""
+        blanks = [(msgspec.structs.replace(spec, init="", tags=dict(spec.tags or {}),
+                                           attachments=None), index) for spec, index in items]
+        outputs = await self._each(properties, "prepare_each", allocation, blanks)
+        results: list[Spec | Exception] = []
+        for k, (spec, _) in enumerate(items):
+            mine = [out[k] for out in outputs]
+            failed = next((o for o in mine if isinstance(o, Exception)), None)
+            results.append(failed if failed is not None else _merged(spec, mine))
+        return results
 
     async def healthy(self, properties: Any, instance: Description) -> Health:
-        answers: list[Health] = await self._each(properties, "healthy", instance)
-        if Health.UNHEALTHY in answers:
-            return Health.UNHEALTHY
-        return Health.HEALTHY if all(a is Health.HEALTHY for a in answers) else Health.UNKNOWN
+        [health] = await self.healthy_each(properties, [instance])
+        if isinstance(health, Exception):
+            raise health
+        return health
+
+    async def healthy_each(self, properties: Any,
+                           instances: list[Description]) -> list[Health | Exception]:
+        """Healthy when every flavor says so, unhealthy when any does, else unknown."""
+        outputs = await self._each(properties, "healthy_each", instances)
+        results: list[Health | Exception] = []
+        for k in range(len(instances)):
+            answers = [out[k] for out in outputs]
+            failed = next((a for a in answers if isinstance(a, Exception)), None)
+            if failed is not None:
+                results.append(failed)
+            elif Health.UNHEALTHY in answers:
+                results.append(Health.UNHEALTHY)
+            else:
+                results.append(Health.HEALTHY if all(a is Health.HEALTHY for a in answers)
+                               else Health.UNKNOWN)
+        return results
 
     async def drain(self, properties: Any, instance: Description) -> None:
         for ref in self._flavors(properties):  # in order: the first flavor drains first
@@ -88,3 +114,18 @@ class ComboFlavor:
                 await self.clients.flavor(ref.plugin).drain(ref.properties, instance)
             except (RPCError, PluginUnreachable) as exc:
                 raise explain("Flavor", ref.plugin, exc) from None
+
+
+def _merged(spec: Spec, outputs: list[Spec]) -> Spec:
+    """``spec`` with what every flavor added: tags merged in order, init scripts
+    concatenated after the spec's own, attachments appended."""
+    tags = dict(spec.tags or {})
+    inits = [spec.init]
+    attachments = list(spec.attachments or [])
+    for out in outputs:
+        tags.update(out.tags or {})
+        inits.append(out.init)
+        attachments += [a for a in out.attachments or [] if a not in attachments]
+    return msgspec.structs.replace(spec, tags=tags or spec.tags,
+                                   init="\n".join(i for i in inits if i),
+                                   attachments=attachments or spec.attachments)

@@ -38,6 +38,8 @@ from infrakit.store.base import GroupStore, InFlight
 log = logging.getLogger("infrakit.group")
 
 MAX_BACKOFF = 60.0
+BATCH = 500
+"""Most items in one batch call (provisions, health checks), to keep bodies small."""
 FOLLOW_UP = 0.05
 """Seconds before the pass that follows one that acted."""
 
@@ -171,16 +173,20 @@ class GroupController:
         props = self.props
         flavor = self.clients.flavor(props.flavor.plugin)
 
-        async def health(member: Description) -> Health:
-            async with self._sem:
-                try:
-                    return await flavor.healthy(props.flavor.properties, member)
-                except (RPCError, PluginUnreachable) as exc:
-                    log.warning("group %s: health of %s unknown: %s", self.group, member.id,
-                                explain("Flavor", props.flavor.plugin, exc))
-                    return Health.UNKNOWN
+        async def health(chunk: list[Description]) -> list[Health | Exception]:
+            try:
+                return await flavor.healthy_each(props.flavor.properties, chunk)
+            except (RPCError, PluginUnreachable) as exc:
+                return [exc] * len(chunk)
 
-        answers = await asyncio.gather(*(health(m) for m in observed))
+        chunks = await asyncio.gather(*(health(c) for c in _chunks(observed, BATCH)))
+        answers = [a for chunk in chunks for a in chunk]
+        failed = [(d.id, a) for d, a in zip(observed, answers, strict=True)
+                  if isinstance(a, Exception)]
+        if failed:
+            first_id, first = failed[0]
+            log.warning("group %s: health of %d members unknown; %s: %s", self.group,
+                        len(failed), first_id, explain("Flavor", props.flavor.plugin, first))
         now = time.time()
         ids = {m.id for m in observed}
         for gone in set(self._first_seen) - ids:
@@ -189,7 +195,7 @@ class GroupController:
         members = []
         for desc, answer in zip(observed, answers, strict=True):
             since = self._first_seen.setdefault(desc.id, now)
-            if answer is not Health.UNHEALTHY:
+            if answer is not Health.UNHEALTHY:  # an error counts as unknown
                 self._unhealthy_since.pop(desc.id, None)
                 verdict = Verdict.HEALTHY
             elif now - since < props.startup_grace:
@@ -251,7 +257,8 @@ class GroupController:
 
         The intents are recorded in one transaction before any call, and the IDs the
         plugin answered in one more after: two writes to the store per pass, whatever the
-        number of instances."""
+        number of instances. The calls go in batches of ``MaxParallel`` (a prepare and a
+        provision call per batch), one batch at a time."""
         now = time.time()
         first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
                                         len(logical_ids))
@@ -259,38 +266,60 @@ class GroupController:
                         logical_id=lid, started=now, deadline=now + self.props.provision_deadline)
                for lid in logical_ids]
         await asyncio.to_thread(self.store.record, *ops)
-        results = await asyncio.gather(*(self._provision(op, first + i)
-                                         for i, op in enumerate(ops)), return_exceptions=True)
+        errors: list[str] = []
+        nothing_made: list[str] = []
+        size = min(self.props.max_parallel, BATCH)
+        for start in range(0, len(ops), size):
+            batch = ops[start:start + size]
+            for op, outcome in zip(batch, await self._provision_batch(batch, first + start),
+                                   strict=True):
+                if isinstance(outcome, _NothingMade):
+                    nothing_made.append(op.key)
+                if isinstance(outcome, Exception):
+                    errors.append(str(outcome))
+                else:
+                    op.instance = outcome
         made = [op for op in ops if op.instance is not None]
         if made:
             await asyncio.to_thread(self.store.record, *made)
-        failed = [op.key for op, r in zip(ops, results, strict=True)
-                  if isinstance(r, _NothingMade)]
-        if failed:
-            await asyncio.to_thread(self.store.forget, *failed)
-        return [str(r) for r in results if isinstance(r, BaseException)]
+        if nothing_made:
+            await asyncio.to_thread(self.store.forget, *nothing_made)
+        return errors
 
-    async def _provision(self, op: InFlight, seq: int) -> None:
-        """Prepare and provision one instance; sets ``op.instance``. Raises
-        :class:`_NothingMade` when the intent can be forgotten."""
+    async def _provision_batch(self, ops: list[InFlight], seq: int) -> list[str | Exception]:
+        """Prepare and provision one instance per op: per op, the new ID or the error, a
+        :class:`_NothingMade` where the intent can be forgotten."""
         props = self.props
-        async with self._sem:
-            spec = Spec(properties=props.instance.properties,
-                        tags={GROUP_TAG: self.group, CONFIG_TAG: self.sha},
-                        logical_id=op.logical_id)
-            try:
-                spec = await self.clients.flavor(props.flavor.plugin).prepare(
-                    props.flavor.properties, spec, props.allocation,
-                    Index(group=self.group, sequence=seq))
-            except (RPCError, PluginUnreachable) as exc:
-                raise _NothingMade(explain("Flavor", props.flavor.plugin, exc)) from None
-            try:
-                op.instance = await self.clients.instance(props.instance.plugin).provision(spec)
-            except RPCError as exc:  # the plugin answered: nothing was made
-                raise _NothingMade(explain("Instance", props.instance.plugin, exc)) from None
-            except PluginUnreachable as exc:
+        flavor, instance = props.flavor.plugin, props.instance.plugin
+        tags = {GROUP_TAG: self.group, CONFIG_TAG: self.sha}
+        items = [(Spec(properties=props.instance.properties, tags=dict(tags),
+                       logical_id=op.logical_id), Index(group=self.group, sequence=seq + i))
+                 for i, op in enumerate(ops)]
+        try:
+            prepared = await self.clients.flavor(flavor).prepare_each(
+                props.flavor.properties, props.allocation, items)
+        except (RPCError, PluginUnreachable) as exc:
+            return [_NothingMade(explain("Flavor", flavor, exc))] * len(ops)
+        outcomes: list[str | Exception] = [
+            _NothingMade(explain("Flavor", flavor, p)) if isinstance(p, Exception) else ""
+            for p in prepared]
+        ready = [(k, p) for k, p in enumerate(prepared) if not isinstance(p, Exception)]
+        if not ready:
+            return outcomes
+        try:
+            made = await self.clients.instance(instance).provision_each([p for _, p in ready])
+        except RPCError as exc:  # the plugin answered: nothing was made
+            made = [_NothingMade(explain("Instance", instance, exc))] * len(ready)
+        except PluginUnreachable as exc:
+            made = [exc] * len(ready)
+        for (k, _), outcome in zip(ready, made, strict=True):
+            if isinstance(outcome, PluginUnreachable):
                 # it may have been made: keep counting it until its deadline
-                raise explain("Instance", props.instance.plugin, exc) from None
+                outcome = explain("Instance", instance, outcome)
+            elif isinstance(outcome, Exception):  # this item's answer: nothing was made
+                outcome = _NothingMade(explain("Instance", instance, outcome))
+            outcomes[k] = outcome
+        return outcomes
 
     async def record_destroy(self, member: Description) -> InFlight:
         now = time.time()
@@ -317,3 +346,7 @@ class GroupController:
                     raise explain("Instance", props.instance.plugin, exc) from None
             finally:
                 await asyncio.to_thread(self.store.forget, op.key)
+
+
+def _chunks(items: list[Description], size: int) -> list[list[Description]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
