@@ -85,3 +85,28 @@ def test_previous_spec_and_pause_are_kept() -> None:
     assert not store.paused("g")
     store.set_paused("g", True)
     assert store.paused("g")
+
+
+def test_inflight_reads_are_served_from_memory_but_see_other_writers() -> None:
+    path = _db()
+    mine, other = SQLiteStore(path), SQLiteStore(path)
+    try:
+        mine.save_group("g", b"{}")
+        assert mine.inflight("g") == []  # loads the group's records into memory
+        op = InFlight(key="a", group="g", op="provision", started=1.0, deadline=2.0)
+        mine.record(op)
+        op.instance = "changed after recording"  # the caller's object is not the stored one
+        assert [o.instance for o in mine.inflight("g")] == [None]
+        other.record(InFlight(key="b", group="g", op="destroy", instance="i-1", started=1.0,
+                              deadline=2.0))
+        assert sorted(o.key for o in mine.inflight("g")) == ["a", "b"]
+        other.forget("a")
+        assert [o.key for o in mine.inflight("g")] == ["b"]
+        mine.forget("b")
+        assert mine.inflight("g") == [] and other.inflight("g") == []
+        mine.record(op)
+        mine.delete_group("g")
+        assert mine.inflight("g") == [] and other.inflight("g") == []
+    finally:
+        mine.close()
+        other.close()

@@ -49,7 +49,10 @@ class GroupStore(Protocol):
         """Forget a group and its in-flight records."""
         ...
 
-    def inflight(self, group: str) -> list[InFlight]: ...
+    def inflight(self, group: str) -> list[InFlight]:
+        """The group's in-flight records; read on every pass, so it should be cheap. The
+        records may be shared with the store: the caller must not change them."""
+        ...
 
     def record(self, *ops: InFlight) -> None:
         """Insert or replace in-flight records (by key), durably and all at once, before

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import msgspec
+import msgspec.structs
 
 from infrakit.store.base import InFlight
 
@@ -45,6 +46,11 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+        self._mirror: dict[str, dict[str, InFlight]] = {}
+        """The in-flight table, read on every pass, kept in memory: what this connection
+        committed is applied to it; a commit by another connection (``data_version``
+        changes) drops it, and it is read again."""
+        self._version = -1
 
     def close(self) -> None:
         with self._lock:
@@ -78,27 +84,47 @@ class SQLiteStore:
         return bool(row and row[0])
 
     def delete_group(self, group: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM groups WHERE id = ?", (group,))
-            self._db.execute("DELETE FROM inflight WHERE grp = ?", (group,))
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM groups WHERE id = ?", (group,))
+                self._db.execute("DELETE FROM inflight WHERE grp = ?", (group,))
+            self._mirror.pop(group, None)
 
     def inflight(self, group: str) -> list[InFlight]:
         with self._lock:
-            rows = self._db.execute("SELECT record FROM inflight WHERE grp = ?", (group,))
-            return [_decode(r[0]) for r in rows]
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+            if version != self._version:
+                self._mirror.clear()
+                self._version = version
+            ops = self._mirror.get(group)
+            if ops is None:
+                rows = self._db.execute("SELECT record FROM inflight WHERE grp = ?", (group,))
+                ops = self._mirror[group] = {op.key: op for op in (_decode(r[0]) for r in rows)}
+            return list(ops.values())
 
     def record(self, *ops: InFlight) -> None:
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO inflight (key, grp, record) VALUES (?, ?, ?)",
-                [(op.key, op.group, msgspec.json.encode(op)) for op in ops])
+        copies = [msgspec.structs.replace(op) for op in ops]  # the caller's may change
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO inflight (key, grp, record) VALUES (?, ?, ?)",
+                    [(op.key, op.group, msgspec.json.encode(op)) for op in copies])
+            for op in copies:
+                mirrored = self._mirror.get(op.group)
+                if mirrored is not None:
+                    mirrored[op.key] = op
 
     def forget(self, *keys: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM inflight WHERE key = ?", [(k,) for k in keys])
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM inflight WHERE key = ?",
+                                     [(k,) for k in keys])
+            for mirrored in self._mirror.values():
+                for key in keys:
+                    mirrored.pop(key, None)
 
     def reserve_sequences(self, group: str, count: int) -> int:
         with self._lock:

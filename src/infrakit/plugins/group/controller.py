@@ -140,10 +140,13 @@ class GroupController:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def observe(self, judge: bool = True) -> tuple[list[Member], list[InFlight], Plan]:
+    async def observe(self, judge: bool = True, properties: bool | None = None,
+                      ) -> tuple[list[Member], list[InFlight], Plan]:
         """Describe the members and plan, without acting. With ``judge``, ask the flavor
         about each member's health; without, reuse the verdicts of the last pass (so that
-        DescribeGroup costs one call, not one per member)."""
+        DescribeGroup costs one call, not one per member). The members' properties are
+        described when asked for, and by default only to judge (a flavor's health probe
+        may be aimed by them)."""
         # In-flight records first, then the description: an operation that ends in between
         # then errs on the safe side (a finished destroy's instance is simply gone; a
         # finished provision counts twice for a pass, which delays, never duplicates). The
@@ -151,17 +154,18 @@ class GroupController:
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
         inst = self.clients.instance(self.props.instance.plugin)
         try:
-            # with properties: a flavor's health probe may be aimed by them
-            observed = await inst.describe_instances({GROUP_TAG: self.group}, True)
+            observed = await inst.describe_instances(
+                {GROUP_TAG: self.group}, judge if properties is None else properties)
         except (RPCError, PluginUnreachable) as exc:
             raise explain("Instance", self.props.instance.plugin, exc) from None
+        now = time.time()
         if judge:
             members = await self._judge(observed)
         else:
-            members = [Member(d, self._verdicts.get(d.id, Verdict.STARTING),
-                              self._first_seen.get(d.id, time.time())) for d in observed]
-        return members, inflight, plan(self.desired, members, inflight, time.time(),
-                                       self._last_batch)
+            verdicts, seen = self._verdicts, self._first_seen
+            members = [Member(d, verdicts.get(d.id, Verdict.STARTING), seen.get(d.id, now))
+                       for d in observed]
+        return members, inflight, plan(self.desired, members, inflight, now, self._last_batch)
 
     async def _judge(self, observed: list[Description]) -> list[Member]:
         """Ask the flavor about every member and turn the answers into verdicts.

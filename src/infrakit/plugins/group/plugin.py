@@ -7,7 +7,6 @@ import logging
 import time
 
 import msgspec
-import msgspec.structs
 
 from infrakit.plugins.clients import PluginClients, explain
 from infrakit.plugins.group.controller import GroupController
@@ -122,11 +121,9 @@ class GroupPlugin:
         return ", then ".join(steps) or "Noop"
 
     async def describe_group(self, id: str) -> GroupDescription:
-        members, _, decision = await self._controller(id).observe(judge=False)
         # as the reference answers: members without their properties
-        return GroupDescription(instances=[msgspec.structs.replace(m.desc,
-                                                                   properties=msgspec.UNSET)
-                                           for m in members],
+        members, _, decision = await self._controller(id).observe(judge=False)
+        return GroupDescription(instances=[m.desc for m in members],
                                 converged=decision.converged)
 
     async def describe_status(self, id: str) -> GroupStatus:
@@ -157,7 +154,9 @@ class GroupPlugin:
 
     async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
         controller = self._controller(id)
-        members = {m.id: m.desc for m in (await controller.observe(judge=False))[0]}
+        # with their properties: the flavor drains them
+        observed, _, _ = await controller.observe(judge=False, properties=True)
+        members = {m.id: m.desc for m in observed}
         strangers = [i for i in instances if i not in members]
         if not instances or strangers:
             raise PluginError(f"Instances: {', '.join(map(repr, strangers)) or 'none given'}: "
