@@ -133,7 +133,7 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
             [o.op, o.instance or "(pending)", o.logical_id or "-", f"{o.age:.0f}s",
              f"{o.expires_in:.0f}s"] for o in st.in_flight]))
     click.echo(f"\nconverged: {'yes' if st.converged else 'no'}; "
-               f"{len(st.members)} of {st.target} members")
+               f"{len(st.members)} of {st.target} members; {st.passes} passes")
     if st.outdated:
         state = " (paused: 'infrakit group resume-update' goes on)" if st.update_paused else ""
         click.echo(f"rolling update: {st.outdated} members still to replace{state}")

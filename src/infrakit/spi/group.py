@@ -60,6 +60,8 @@ class GroupStatus(Wire, kw_only=True):
     errors: list[str]
     failures: int
     """Passes in a row that met an error; the controller backs off exponentially."""
+    passes: int = 0
+    """Reconcile passes since the group plugin started watching the group."""
 
 
 class GroupPlugin(Protocol):

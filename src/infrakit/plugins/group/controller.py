@@ -68,11 +68,14 @@ class GroupController:
         self.clients = clients
         self.poll = poll
         self.status = Status()
+        self.passes = 0
+        """Reconcile passes so far: shows an operator that the loop is alive."""
         self._wake = asyncio.Event()
         self._first_seen: dict[str, float] = {}
         self._unhealthy_since: dict[str, float] = {}
         self._last_batch = -math.inf
         self._verdicts: dict[str, Verdict] = {}
+        """The last pass's verdicts other than healthy, by member."""
         self._task: asyncio.Task[None] | None = None
         self.paused = paused
         self.update(props)
@@ -162,10 +165,15 @@ class GroupController:
         if judge:
             members = await self._judge(observed)
         else:
-            verdicts, seen = self._verdicts, self._first_seen
-            members = [Member(d, verdicts.get(d.id, Verdict.STARTING), seen.get(d.id, now))
-                       for d in observed]
+            members = [self._last_verdict(d, now) for d in observed]
         return members, inflight, plan(self.desired, members, inflight, now, self._last_batch)
+
+    def _last_verdict(self, desc: Description, now: float) -> Member:
+        """A member as the last pass judged it; one it has not seen yet is starting."""
+        since = self._first_seen.get(desc.id)
+        if since is None:
+            return Member(desc, Verdict.STARTING, now)
+        return Member(desc, self._verdicts.get(desc.id, Verdict.HEALTHY), since)
 
     async def _judge(self, observed: list[Description]) -> list[Member]:
         """Ask the flavor about every member and turn the answers into verdicts.
@@ -192,28 +200,38 @@ class GroupController:
             log.warning("group %s: health of %d members unknown; %s: %s", self.group,
                         len(failed), first_id, explain("Flavor", props.flavor.plugin, first))
         now = time.time()
-        ids = {m.id for m in observed}
-        for gone in set(self._first_seen) - ids:
-            del self._first_seen[gone]
-            self._unhealthy_since.pop(gone, None)
-        members = []
+        first_seen, unhealthy_since = self._first_seen, self._unhealthy_since
+        verdicts: dict[str, Verdict] = {}
+        members: list[Member] = []
+        append = members.append
         for desc, answer in zip(observed, answers, strict=True):
-            since = self._first_seen.setdefault(desc.id, now)
+            iid = desc.id
+            since = first_seen.get(iid)
+            if since is None:
+                since = first_seen[iid] = now
             if answer is not Health.UNHEALTHY:  # an error counts as unknown
-                self._unhealthy_since.pop(desc.id, None)
-                verdict = Verdict.HEALTHY
-            elif now - since < props.startup_grace:
+                if unhealthy_since:
+                    unhealthy_since.pop(iid, None)
+                append(Member(desc, Verdict.HEALTHY, since))
+                continue
+            if now - since < props.startup_grace:
                 verdict = Verdict.STARTING
             else:
-                bad = self._unhealthy_since.setdefault(desc.id, now)
+                bad = unhealthy_since.setdefault(iid, now)
                 verdict = Verdict.FAILED if now - bad >= props.health_grace else \
                     Verdict.UNHEALTHY
-            members.append(Member(desc, verdict, since))
-        self._verdicts = {m.id: m.verdict for m in members}
+            verdicts[iid] = verdict
+            append(Member(desc, verdict, since))
+        if len(first_seen) > len(observed):  # some members are gone: forget them
+            for gone in set(first_seen).difference(d.id for d in observed):
+                del first_seen[gone]
+                unhealthy_since.pop(gone, None)
+        self._verdicts = verdicts
         return members
 
     async def reconcile(self) -> Plan | None:
         """One pass: observe, plan, act."""
+        self.passes += 1
         errors: list[str] = []
         try:
             observed, _, decision = await self.observe()
@@ -226,7 +244,7 @@ class GroupController:
             self._last_batch = time.time()
         if decision.resolved:
             await asyncio.to_thread(self.store.forget, *decision.resolved)
-        by_id = {m.id: m.desc for m in observed}
+        by_id = {m.id: m.desc for m in observed} if decision.destroy else {}
         jobs: list[Coroutine[Any, Any, list[str] | None]] = [
             self._relabel(iid) for iid in decision.relabel]
         jobs += [self._destroy(by_id[iid]) for iid in decision.destroy]

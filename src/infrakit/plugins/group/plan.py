@@ -12,6 +12,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import msgspec
+
 from infrakit.spi.types import Description
 from infrakit.store.base import InFlight
 
@@ -33,9 +35,9 @@ class Verdict(enum.Enum):
     """Unhealthy for longer than the grace period: to be replaced."""
 
 
-@dataclass(frozen=True)
-class Member:
-    """A described member with the controller's verdict and when it was first seen."""
+class Member(msgspec.Struct, frozen=True, gc=False):
+    """A described member with the controller's verdict and when it was first seen.
+    (A struct, not a dataclass: tens of thousands are made on every pass.)"""
 
     desc: Description
     verdict: Verdict = Verdict.HEALTHY
@@ -94,9 +96,9 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
     """What to do next to bring ``observed`` (plus what is in flight) to ``desired``;
     ``last_batch`` is when the rolling update's last batch started."""
     out = Plan()
-    seen = {m.id for m in observed}
     destroying: set[str | None] = set()
     pending: list[InFlight] = []
+    seen = {m.desc.id for m in observed} if inflight else set()
     for op in inflight:
         if now >= op.deadline:
             out.resolved.append(op.key)  # a lost provision, or a destroy to plan anew
@@ -109,22 +111,62 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
             out.resolved.append(op.key)  # described: it counts as a member from now on
         else:
             pending.append(op)
-    live = [m for m in observed if m.id not in destroying]
-    out.relabel = [m.id for m in live if (m.desc.tags or {}).get(CONFIG_TAG) == BOOTSTRAP]
-    adopted = set(out.relabel)
-    outdated = [m for m in live if m.id not in adopted
-                and (m.desc.tags or {}).get(CONFIG_TAG) != desired.config_sha]
-    out.outdated = len(outdated)
-    out.unhealthy = sum(m.verdict in (Verdict.UNHEALTHY, Verdict.FAILED) for m in live)
+    census = _Census.of(observed, destroying, desired.config_sha, out)
+    out.outdated = len(census.outdated)
+    out.unhealthy = census.unhealthy
     out.breaker_open = out.unhealthy > desired.max_unhealthy
     may_start_batch = now - last_batch >= desired.batch_pause
     if desired.logical_ids:
-        _plan_quorum(desired, live, pending, outdated, out, may_start_batch)
+        _plan_quorum(desired, census, pending, out, may_start_batch)
     else:
-        _plan_size(desired, live, pending, outdated, out, may_start_batch)
-    out.converged = (out.idle and not pending and not destroying and not outdated
-                     and all(m.verdict is Verdict.HEALTHY for m in live))
+        _plan_size(desired, census, pending, out, may_start_batch)
+    out.converged = (out.idle and not pending and not destroying and not census.outdated
+                     and census.healthy == len(census.live))
     return out
+
+
+@dataclass
+class _Census:
+    """The members that count, sorted out in one sweep (this runs on every pass, over
+    every member)."""
+
+    live: list[Member] = field(default_factory=list)
+    """Members not being destroyed."""
+    outdated: list[Member] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    healthy: int = 0
+    unhealthy: int = 0
+    """Unhealthy or failed members."""
+
+    @classmethod
+    def of(cls, observed: list[Member], destroying: set[str | None], sha: str,
+           out: Plan) -> _Census:
+        """Sort ``observed`` out; members tagged ``bootstrap`` go to ``out.relabel``, to be
+        adopted, not updated."""
+        census = cls()
+        live, outdated, failed = census.live, census.outdated, census.failed
+        healthy = unhealthy = 0
+        for m in observed:
+            desc = m.desc
+            if desc.id in destroying:
+                continue
+            live.append(m)
+            tag = desc.tags.get(CONFIG_TAG) if desc.tags else None
+            if tag != sha:
+                if tag == BOOTSTRAP:
+                    out.relabel.append(desc.id)
+                else:
+                    outdated.append(m)
+            verdict = m.verdict
+            if verdict is Verdict.HEALTHY:
+                healthy += 1
+            elif verdict is Verdict.FAILED:
+                failed.append(desc.id)
+                unhealthy += 1
+            elif verdict is Verdict.UNHEALTHY:
+                unhealthy += 1
+        census.healthy, census.unhealthy = healthy, unhealthy
+        return census
 
 
 def _removal_order(members: list[Member], outdated: list[Member],
@@ -136,24 +178,23 @@ def _removal_order(members: list[Member], outdated: list[Member],
                                           sign * m.since))
 
 
-def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
-               outdated: list[Member], out: Plan, may_start_batch: bool) -> None:
+def _plan_size(desired: Desired, census: _Census, pending: list[InFlight], out: Plan,
+               may_start_batch: bool) -> None:
+    live, outdated = census.live, census.outdated
     count = len(live) + len(pending)
     if count < desired.size:
         out.provision = [None] * (desired.size - count)
         return
     if pending:
         return  # let them show up (or expire) before deciding what is in excess
-    failed = [m.id for m in live if m.verdict is Verdict.FAILED]
-    if failed and not out.breaker_open:
-        out.destroy = out.replace = failed  # replaced on the next pass, as missing members
+    if census.failed and not out.breaker_open:
+        out.destroy = out.replace = census.failed  # replaced on the next pass, as missing members
         return
     excess = count - desired.size
     if outdated and not out.breaker_open and not desired.update_paused:
         # Rolling update: keep at least size - MaxUnavailable healthy members and at most
         # size + MaxSurge members; new members must be healthy before old ones go.
-        healthy = sum(m.verdict is Verdict.HEALTHY for m in live)
-        removable = healthy - (desired.size - desired.max_unavailable)
+        removable = census.healthy - (desired.size - desired.max_unavailable)
         n = min(len(outdated), removable, max(excess, 0) + desired.max_unavailable)
         if n > 0:
             out.destroy = [m.id for m in _removal_order(outdated, outdated,
@@ -169,8 +210,9 @@ def _plan_size(desired: Desired, live: list[Member], pending: list[InFlight],
         out.destroy = [m.id for m in order[:excess]]
 
 
-def _plan_quorum(desired: Desired, live: list[Member], pending: list[InFlight],
-                 outdated: list[Member], out: Plan, may_start_batch: bool) -> None:
+def _plan_quorum(desired: Desired, census: _Census, pending: list[InFlight], out: Plan,
+                 may_start_batch: bool) -> None:
+    live = census.live
     wanted = set(desired.logical_ids)
     have = Counter(m.desc.logical_id for m in live)
     have.update(op.logical_id for op in pending)
@@ -183,15 +225,13 @@ def _plan_quorum(desired: Desired, live: list[Member], pending: list[InFlight],
     out.provision = [lid for lid in desired.logical_ids if have[lid] == 0]
     if out.provision or out.destroy or pending or out.breaker_open:
         return
-    failed = [m.id for m in live if m.verdict is Verdict.FAILED]
-    if failed:
-        out.destroy = out.replace = failed  # each comes back under its logical ID
+    if census.failed:
+        out.destroy = out.replace = census.failed  # each comes back under its logical ID
         return
     # Rolling update: one logical ID at a time, keeping the ID, and only while every
     # member is healthy, so that a quorum never loses two members to the update.
-    if not desired.update_paused and may_start_batch and \
-            all(m.verdict is Verdict.HEALTHY for m in live):
-        for m in outdated:
+    if not desired.update_paused and may_start_batch and census.healthy == len(live):
+        for m in census.outdated:
             if m.desc.logical_id in wanted:
                 out.destroy.append(m.id)
                 out.batch = True

@@ -150,6 +150,7 @@ class GroupPlugin:
             breaker_open=decision.breaker_open,
             errors=controller.status.errors,
             failures=controller.status.failures,
+            passes=controller.passes,
         )
 
     async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
