@@ -18,21 +18,42 @@ from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupSpec
 
 
-def spec(gid: str, size: int) -> GroupSpec:
+def spec(gid: str, size: int, max_parallel: int = 64) -> GroupSpec:
     return GroupSpec(id=gid, properties={
         "Allocation": {"Size": size},
         "Instance": {"Plugin": "instance-file", "Properties": {"Note": "bench"}},
         "Flavor": {"Plugin": "flavor-vanilla", "Properties": {"Init": ["echo hello"]}},
-        "MaxParallel": 64,
+        "MaxParallel": max_parallel,
     })
+
+
+def creates_per_ms(parent: str, count: int = 1000) -> float:
+    """How many small files this file system creates per millisecond right now (it varies
+    several-fold on a shared virtual disk): the file plugin's floor."""
+    where = Path(tempfile.mkdtemp(prefix=".ikc", dir=parent))
+    try:
+        start = time.perf_counter()
+        for i in range(count):
+            (where / f"f{i}").write_bytes(b"x" * 180)
+        return count / ((time.perf_counter() - start) * 1e3)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--max-parallel", type=int, default=500,
+                        help="the group's MaxParallel: provisions per batch call")
+    parser.add_argument("--parent", default=str(Path.home()),
+                        help="where INFRAKIT_HOME is made (by default, as ~/.infrakit is, in "
+                             "the home directory): the file plugin's speed is that of this "
+                             "file system")
     args = parser.parse_args()
     infrakit = str(Path(sys.executable).parent / "infrakit")
-    home = tempfile.mkdtemp(prefix="ikb", dir="/tmp")
+    print(f"{args.parent}: {creates_per_ms(args.parent):.1f} file creates per ms; "
+          f"MaxParallel {args.max_parallel}")
+    home = tempfile.mkdtemp(prefix=".ikb", dir=args.parent)
     env = {**os.environ, "INFRAKIT_HOME": home, "INFRAKIT_GROUP_POLL": "5"}
     env.pop("INFRAKIT_PLUGINS_DIR", None)
     subprocess.run([infrakit, "plugin", "start", "instance-file", "flavor-vanilla", "group"],
@@ -44,7 +65,7 @@ def main() -> None:
             for n in (int(s) for s in args.sizes.split(",")):
                 gid = f"bench{n}"
                 start = time.perf_counter()
-                group.commit_group(spec(gid, n), False)
+                group.commit_group(spec(gid, n, args.max_parallel), False)
                 while not group.describe_group(gid).converged:
                     time.sleep(0.05)
                 converged = time.perf_counter() - start

@@ -37,9 +37,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10000)
     parser.add_argument("--poll", type=float, default=1.0, help="the group's poll interval")
     parser.add_argument("--window", type=float, default=15.0, help="seconds of passes")
+    parser.add_argument("--parent", default=str(Path.home()),
+                        help="where INFRAKIT_HOME is made (by default, as ~/.infrakit is, in "
+                             "the home directory): the file plugin's speed is that of this "
+                             "file system")
     args = parser.parse_args()
     infrakit = str(Path(sys.executable).parent / "infrakit")
-    home = tempfile.mkdtemp(prefix="ikb", dir="/tmp")
+    home = tempfile.mkdtemp(prefix=".ikb", dir=args.parent)
     env = {**os.environ, "INFRAKIT_HOME": home, "INFRAKIT_GROUP_POLL": str(args.poll)}
     env.pop("INFRAKIT_PLUGINS_DIR", None)
     subprocess.run([infrakit, "plugin", "start", "instance-file", "flavor-vanilla", "group"],
@@ -48,9 +52,7 @@ def main() -> None:
     try:
         with RPCClient(Path(home, "plugins", "group"), timeout=300) as conn:
             group = GroupClient(conn)
-            gs = spec("steady", args.size)
-            gs.properties["MaxParallel"] = 500
-            group.commit_group(gs, False)
+            group.commit_group(spec("steady", args.size, 500), False)
             while not group.describe_group("steady").converged:
                 time.sleep(1)
             time.sleep(2 * args.poll)  # let the passes that resolved the provisions end
