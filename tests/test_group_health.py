@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
+from infrakit.spi.properties import decode_properties
 from tests.conftest import Plugin, StartPlugin, StartScript
 from tests.helpers import wait_until
 
@@ -28,7 +30,8 @@ HOME = Path(sys.argv[1]).parent
 class Judge(VanillaFlavor):
     def healthy(self, properties, instance):
         verdicts = json.loads((HOME / "verdicts.json").read_text() or "{}")
-        answer = verdicts.get(instance.id, verdicts.get("*", "healthy"))
+        config = (instance.tags or {}).get("infrakit.config_sha")
+        answer = verdicts.get(instance.id, verdicts.get(config, verdicts.get("*", "healthy")))
         if answer == "error":
             raise PluginError("the health check itself is broken")
         return Health.UNHEALTHY if answer == "unhealthy" else Health.HEALTHY
@@ -53,11 +56,15 @@ class Judged:
         log = self.home / "drained.log"
         return log.read_text().split() if log.exists() else []
 
+    @staticmethod
+    def props(size: int, **extra: Any) -> dict[str, Any]:
+        return {"Allocation": {"Size": size},
+                "Instance": {"Plugin": "instance-file", "Properties": {}},
+                "Flavor": {"Plugin": "flavor-judge", "Properties": {}},
+                "HealthGrace": 0.5, **extra}
+
     def commit(self, size: int, **extra: Any) -> str:
-        props = {"Allocation": {"Size": size},
-                 "Instance": {"Plugin": "instance-file", "Properties": {}},
-                 "Flavor": {"Plugin": "flavor-judge", "Properties": {}},
-                 "HealthGrace": 0.5, **extra}
+        props = self.props(size, **extra)
         with RPCClient(self.group) as conn:
             return GroupClient(conn).commit_group(GroupSpec(id="web", properties=props), False)
 
@@ -130,3 +137,36 @@ def test_the_circuit_breaker_stops_replacing_when_too_many_are_unhealthy(
     judged.verdicts({})  # the check recovers: the breaker closes, nothing was lost
     wait_until(judged.converged, 10, what="the group to converge again")
     assert judged.members() == before
+
+
+def test_a_rolling_update_whose_new_members_keep_failing_halts(judged: Judged) -> None:
+    judged.commit(3)
+    wait_until(judged.converged, 15, what="the group to converge")
+    old = judged.members()
+    broken = {"Instance": {"Plugin": "instance-file", "Properties": {"Version": 2}}}
+    sha = config_sha(decode_properties(judged.props(3, **broken), GroupProperties))
+    judged.verdicts({sha: "unhealthy"})  # every member of the new config is unhealthy
+    judged.commit(3, UpdateFailureLimit=2, **broken)
+    peak = 0
+
+    def halted() -> bool:
+        nonlocal peak
+        peak = max(peak, len(judged.members()))
+        return bool(judged.status().update_halted)
+
+    wait_until(halted, 20, what="the update to halt")
+    status = judged.status()
+    assert status.update_halted == "2 members of the new config failed their health checks"
+    assert status.outdated == 3 and not status.converged
+    assert peak <= 4 and old <= judged.members()  # never beyond MaxSurge; the old ones kept
+    drained = len(judged.drained())
+    deadline = time.monotonic() + 2  # 20 passes: no third new member is tried
+    while time.monotonic() < deadline:
+        assert judged.members() == old
+        time.sleep(0.1)
+    assert len(judged.drained()) == drained == 2
+    judged.verdicts({})  # the config is fixed behind the group's back; an operator resumes
+    with RPCClient(judged.group) as conn:
+        GroupClient(conn).resume_update("web")
+    wait_until(lambda: judged.converged() and not judged.members() & old, 20,
+               what="the update to finish after the resume")

@@ -429,6 +429,7 @@ from infrakit.plugins.instance.file import FileInstancePlugin
 from infrakit.rpc.server import serve
 
 HIDE = {hide!r}
+DELAY = {delay!r}
 
 
 class Slow:
@@ -443,6 +444,7 @@ class Slow:
         self.inner.validate(properties)
 
     def provision(self, spec):
+        time.sleep(DELAY)
         iid = self.inner.provision(spec)
         with self.lock:
             self.born[iid] = time.monotonic()
@@ -473,7 +475,7 @@ def test_a_slow_provider_never_gets_more_instances_than_the_size(
         monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin,
         start_script: StartScript, home: Path) -> None:
     monkeypatch.setenv("INFRAKIT_GROUP_POLL", POLL)
-    slow = start_script(SLOW_INSTANCE.format(hide=1.5), "instance-slow").path
+    slow = start_script(SLOW_INSTANCE.format(hide=1.5, delay=0), "instance-slow").path
     start_plugin("flavor-vanilla")
     group_plugin = start_plugin("group")
     try:
@@ -511,6 +513,25 @@ def _slow_group_scenario(slow: Path, group: Path, home: Path) -> None:
         assert m.tags == {GROUP_TAG: GID, CONFIG_TAG: sha, **FLAVOR_TAGS}
     wait_until(lambda: describe(group, GID).converged and provisioned() == 4, CONVERGE)
     assert max(counts) <= 4, counts
+
+
+def test_destroy_group_while_provisions_are_in_flight_leaves_no_orphan(
+        monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin,
+        start_script: StartScript) -> None:
+    """Provisions still running, and instances made but not described yet: DestroyGroup
+    waits for the first to answer and destroys the second by their recorded IDs."""
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", POLL)
+    slow = start_script(SLOW_INSTANCE.format(hide=30, delay=0.4), "instance-slow").path
+    start_plugin("flavor-vanilla")
+    group = start_plugin("group").path
+    commit(group, GID, {**props(4, instance="instance-slow"), "MaxParallel": 2})
+    wait_until(lambda: members(slow, GID, "truth"), 10, interval=0.02,
+               what="the first instances to be made")
+    with RPCClient(group) as conn:
+        GroupClient(conn).destroy_group(GID)  # the second batch is in flight now
+    time.sleep(0.5)  # longer than one provision: a late one would show
+    assert members(slow, GID, "truth") == []
+    assert members(slow, GID) == []
 
 
 # -- 8. free and destroy ---------------------------------------------------------------------

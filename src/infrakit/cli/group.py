@@ -54,6 +54,7 @@ def _wait_converged(client: GroupClient, group_id: str, timeout: float) -> None:
         line = (f"{ready}/{st.target} ready, {len(st.in_flight)} in flight"
                 + (f", {st.outdated} to update" if st.outdated else "")
                 + (" (update paused)" if st.update_paused and st.outdated else "")
+                + (f" (update halted: {st.update_halted})" if st.update_halted else "")
                 + (", breaker OPEN" if st.breaker_open else "")
                 + (f", error: {st.errors[-1]}" if st.errors else ""))
         if line != last:
@@ -64,6 +65,11 @@ def _wait_converged(client: GroupClient, group_id: str, timeout: float) -> None:
                 click.echo()
             click.echo(f"converged: {len(st.members)} members")
             return
+        if st.update_halted:  # it will not converge without an operator
+            if tty:
+                click.echo()
+            raise click.ClickException(f"group {group_id!r}: the rolling update halted: "
+                                       f"{st.update_halted}")
         if time.monotonic() >= deadline:
             if tty:
                 click.echo()
@@ -135,7 +141,13 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
     click.echo(f"\nconverged: {'yes' if st.converged else 'no'}; "
                f"{len(st.members)} of {st.target} members; {st.passes} passes")
     if st.outdated:
-        state = " (paused: 'infrakit group resume-update' goes on)" if st.update_paused else ""
+        if st.update_halted:
+            state = (f" (halted: {st.update_halted}; commit a fixed spec, or "
+                     "'infrakit group resume-update' tries again)")
+        elif st.update_paused:
+            state = " (paused: 'infrakit group resume-update' goes on)"
+        else:
+            state = ""
         click.echo(f"rolling update: {st.outdated} members still to replace{state}")
     breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
     click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "

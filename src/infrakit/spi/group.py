@@ -54,6 +54,9 @@ class GroupStatus(Wire, kw_only=True):
     outdated: int
     """Members still to be replaced by the rolling update (0 when none is running)."""
     update_paused: bool
+    """An operator paused the rolling update."""
+    update_halted: str = ""
+    """Why the rolling update halted by itself (too many new members failed), if it did."""
     unhealthy: int
     max_unhealthy: int
     breaker_open: bool

@@ -42,6 +42,8 @@ BATCH = 500
 """Most items in one batch call (provisions, health checks), to keep bodies small."""
 FOLLOW_UP = 0.05
 """Seconds before the pass that follows one that acted."""
+STOP_WAIT = 30.0
+"""Seconds a stopping controller waits for the pass under way to end."""
 
 
 class _NothingMade(PluginError):
@@ -77,29 +79,62 @@ class GroupController:
         self._verdicts: dict[str, Verdict] = {}
         """The last pass's verdicts other than healthy, by member."""
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.paused = paused
+        self.halted = ""
+        """Why the rolling update to the current config halted by itself, if it did."""
+        self._halted_sha = ""
+        self._update_failures = 0
+        self.sha = ""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
-        """Take a newly committed spec; the next pass starts at once."""
+        """Take a newly committed spec; the next pass starts at once. A new config starts
+        a new rolling update, with its own count of failures."""
         self.props = props
-        self.sha = config_sha(props)
+        sha = config_sha(props)
+        if sha != self.sha:
+            self._update_failures = 0
+        self.sha = sha
+        self.halted = self.halted if self._halted_sha == sha else ""
         self.desired = Desired(size=props.allocation.size,
                                logical_ids=tuple(props.allocation.logical_ids or ()),
                                config_sha=self.sha, max_surge=props.max_surge,
                                max_unavailable=props.max_unavailable,
                                max_unhealthy=props.unhealthy_limit(),
                                newest_first=props.scale_in_order == "newest",
-                               update_paused=self.paused,
+                               update_paused=self.paused or bool(self.halted),
                                batch_pause=props.update_pause)
         self._sem = asyncio.Semaphore(props.max_parallel)
         self._wake.set()
 
     def set_paused(self, paused: bool) -> None:
-        """Pause or resume the rolling update (the caller has stored the choice)."""
+        """Pause or resume the rolling update (the caller has stored the choice). Resuming
+        also lifts a halt, with a fresh count of failures."""
         self.paused = paused
-        self.desired = dataclasses.replace(self.desired, update_paused=paused)
+        if not paused:
+            self.halted, self._update_failures = "", 0
+        self.desired = dataclasses.replace(self.desired,
+                                           update_paused=paused or bool(self.halted))
         self._wake.set()
+
+    def _count_update_failures(self, decision: Plan, observed: dict[str, Description]) -> None:
+        """Members of the new config replaced for their health during a rolling update
+        count against ``UpdateFailureLimit``; at the limit the update halts, where the
+        reference would replace the failing new member for ever."""
+        if not decision.outdated or not decision.replace:
+            return
+        self._update_failures += sum((observed[i].tags or {}).get(CONFIG_TAG) == self.sha
+                                     for i in decision.replace)
+        limit = self.props.update_failure_limit
+        if limit and self._update_failures >= limit and not self.halted:
+            self.halted = (f"{self._update_failures} members of the new config failed their "
+                           "health checks")
+            self._halted_sha = self.sha
+            self.desired = dataclasses.replace(self.desired, update_paused=True)
+            log.warning("group %s: rolling update halted: %s; commit a fixed spec, roll back "
+                        "with cancel-update, or try again with resume-update", self.group,
+                        self.halted)
 
     async def destroy_members(self, members: list[Description],
                               ops: list[InFlight]) -> list[str]:
@@ -115,15 +150,27 @@ class GroupController:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def stop(self, wait: float = STOP_WAIT) -> None:
+        """Stop once the pass under way is over, so that every provision it started has
+        answered and its ID is recorded; cancel the pass if it takes longer than ``wait``."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            log.warning("group %s: the pass under way did not end within %gs; cancelled",
+                        self.group, wait)
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        finally:
+            self._stopping = False
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             acted = False
             try:
@@ -245,6 +292,7 @@ class GroupController:
         if decision.resolved:
             await asyncio.to_thread(self.store.forget, *decision.resolved)
         by_id = {m.id: m.desc for m in observed} if decision.destroy else {}
+        self._count_update_failures(decision, by_id)
         jobs: list[Coroutine[Any, Any, list[str] | None]] = [
             self._relabel(iid) for iid in decision.relabel]
         jobs += [self._destroy(by_id[iid]) for iid in decision.destroy]
@@ -277,10 +325,10 @@ class GroupController:
     async def _provision_all(self, logical_ids: list[str | None]) -> list[str]:
         """Provision one instance per entry; returns the errors.
 
-        The intents are recorded in one transaction before any call, and the IDs the
-        plugin answered in one more after: two writes to the store per pass, whatever the
-        number of instances. The calls go in batches of ``MaxParallel`` (a prepare and a
-        provision call per batch), one batch at a time."""
+        The intents are recorded in one transaction before any call. The calls go in
+        batches of ``MaxParallel`` (a prepare and a provision call per batch), one batch at
+        a time, and the IDs each batch's call answered are recorded in one more transaction
+        before the next batch."""
         now = time.time()
         first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
                                         len(logical_ids))
@@ -289,10 +337,10 @@ class GroupController:
                for lid in logical_ids]
         await asyncio.to_thread(self.store.record, *ops)
         errors: list[str] = []
-        nothing_made: list[str] = []
         size = min(self.props.max_parallel, BATCH)
         for start in range(0, len(ops), size):
             batch = ops[start:start + size]
+            nothing_made: list[str] = []
             for op, outcome in zip(batch, await self._provision_batch(batch, first + start),
                                    strict=True):
                 if isinstance(outcome, _NothingMade):
@@ -301,11 +349,12 @@ class GroupController:
                     errors.append(str(outcome))
                 else:
                     op.instance = outcome
-        made = [op for op in ops if op.instance is not None]
-        if made:
-            await asyncio.to_thread(self.store.record, *made)
-        if nothing_made:
-            await asyncio.to_thread(self.store.forget, *nothing_made)
+            # each batch's IDs at once: a crash loses at most one batch's answers
+            made = [op for op in batch if op.instance is not None]
+            if made:
+                await asyncio.to_thread(self.store.record, *made)
+            if nothing_made:
+                await asyncio.to_thread(self.store.forget, *nothing_made)
         return errors
 
     async def _provision_batch(self, ops: list[InFlight], seq: int) -> list[str | Exception]:

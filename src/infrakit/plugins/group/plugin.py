@@ -22,6 +22,7 @@ from infrakit.spi.group import (
     MemberStatus,
     OperationStatus,
 )
+from infrakit.spi.types import Description
 from infrakit.store.base import GroupStore
 
 log = logging.getLogger("infrakit.group")
@@ -145,6 +146,7 @@ class GroupPlugin:
                        for op in inflight],
             outdated=decision.outdated,
             update_paused=controller.paused,
+            update_halted=controller.halted,
             unhealthy=decision.unhealthy,
             max_unhealthy=controller.desired.max_unhealthy,
             breaker_open=decision.breaker_open,
@@ -210,7 +212,7 @@ class GroupPlugin:
 
     async def destroy_group(self, id: str) -> None:
         controller = self._controller(id)
-        await controller.stop()
+        await controller.stop()  # after the pass under way: its provisions have answered
         props = controller.props
         inst = self.clients.instance(props.instance.plugin)
         try:
@@ -218,6 +220,16 @@ class GroupPlugin:
         except (RPCError, PluginUnreachable) as exc:
             controller.start()  # still managed: nothing is forgotten half-way
             raise explain("Instance", props.instance.plugin, exc) from None
+        # members made but not described yet (a slow provider) are destroyed by their ID
+        described = {m.id for m in members}
+        inflight = await asyncio.to_thread(self.store.inflight, id)
+        members += [Description(id=op.instance) for op in inflight
+                    if op.op == "provision" and op.instance and op.instance not in described]
+        unanswered = sum(op.op == "provision" and op.instance is None for op in inflight)
+        if unanswered:
+            log.warning("group %s: %d provisions never answered (the instance plugin was "
+                        "unreachable); if they made instances, those are not destroyed",
+                        id, unanswered)
         ops = [await controller.record_destroy(m) for m in members]
         errors = await controller.destroy_members(members, ops)  # each drained first
         if errors:

@@ -45,6 +45,9 @@ class GroupProperties(Wire, kw_only=True):
     """During a rolling update, healthy members the group may have below its size."""
     update_pause: float = 0.0
     """During a rolling update, seconds between the start of one batch and the next."""
+    update_failure_limit: int = 3
+    """Members of the new config that may be replaced for failing their health checks
+    during one rolling update before the update halts (0: never halt)."""
     max_unhealthy: int | str = "50%"
     """Unhealthy members at once (a count, or a percentage of the size) above which the
     circuit breaker opens and no member is replaced for its health."""
@@ -101,6 +104,8 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         raise PluginError("Properties.MaxUnhealthy: must not be negative")
     if props.update_pause < 0:
         raise PluginError("Properties.UpdatePause: must not be negative")
+    if props.update_failure_limit < 0:
+        raise PluginError("Properties.UpdateFailureLimit: must not be negative")
     if props.health_grace < 0 or props.startup_grace < 0:
         raise PluginError("Properties.HealthGrace and StartupGrace: must not be negative")
     return props
