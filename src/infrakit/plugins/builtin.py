@@ -27,6 +27,13 @@ def _file(name: str) -> dict[str, Any]:
     return {"instance": FileInstancePlugin(infrakit_home() / "instance-file" / name)}
 
 
+def _process(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.process import ProcessInstancePlugin
+
+    return {"instance": ProcessInstancePlugin(infrakit_home() / "instance-process" / name,
+                                              name)}
+
+
 def _vanilla(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.vanilla import VanillaFlavor
 
@@ -53,6 +60,8 @@ KINDS: dict[str, Kind] = {
                   "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file),
+    "instance-process": Kind("instances as local process groups that outlive the plugin; "
+                             "state under $INFRAKIT_HOME/instance-process/NAME", _process),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
 }

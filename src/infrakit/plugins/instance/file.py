@@ -8,9 +8,7 @@ through to disk before the call returns.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -20,13 +18,10 @@ import msgspec
 import msgspec.structs
 
 from infrakit.atomicfile import fsync_dir, write_atomic, write_atomic_many
+from infrakit.plugins.instance.state import load_records, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Attachment, Description, Spec
-
-_ID = re.compile(r"instance-[0-9]{1,20}")
-_COUNTER = ".next-id"
-_ID_BLOCK = 64
 
 
 class InstanceRecord(msgspec.Struct, rename="pascal", kw_only=True):
@@ -55,39 +50,11 @@ class FileInstancePlugin:
     """Instance/0.5.0 over a directory of JSON files."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            probe = self.directory / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise PluginError(
-                f"instance directory {str(self.directory)!r} is not writable: {exc.strerror}"
-            ) from None
+        self.directory = state_directory(Path(directory))
         self._lock = threading.Lock()
-        self._records = self._load()
+        self._records, self._ids = load_records(self.directory, "instance-", _decode_record)
         self._described = {i: r.descriptions() for i, r in self._records.items()}
         """Each record's descriptions, made once: describing is the hot path."""
-        self._next = self._reserved = self._load_counter()
-
-    def _load(self) -> dict[str, InstanceRecord]:
-        records = []
-        for path in self.directory.glob("instance-*.json"):
-            with contextlib.suppress(OSError, msgspec.DecodeError):
-                record = _decode_record(path.read_bytes())
-                if _ID.fullmatch(record.id) and path.name == f"{record.id}.json":
-                    records.append(record)
-        # by ID, then in the order provisions finish
-        return {r.id: r for r in sorted(records, key=lambda r: int(r.id.removeprefix("instance-")))}
-
-    def _load_counter(self) -> int:
-        try:
-            stored = int((self.directory / _COUNTER).read_text())
-        except (OSError, ValueError):
-            stored = 1
-        seen = [int(i.removeprefix("instance-")) + 1 for i in self._records]
-        return max([stored, *seen])
 
     def _put(self, record: InstanceRecord) -> None:
         """Add or replace a record (under the lock)."""
@@ -98,7 +65,8 @@ class FileInstancePlugin:
         return self.directory / f"{instance}.json"
 
     def _existing(self, instance: str) -> InstanceRecord:
-        record = self._records.get(instance) if _ID.fullmatch(instance) else None
+        record = (self._records.get(instance) if self._ids.pattern.fullmatch(instance)
+                  else None)
         if record is None:
             raise NotFoundError(f"Instance: no instance {instance!r} in {self.directory}")
         return record
@@ -106,24 +74,12 @@ class FileInstancePlugin:
     def validate(self, properties: Any) -> None:
         """Any JSON value is acceptable as properties of a file instance."""
 
-    def _take_ids(self, n: int) -> list[str]:
-        """The next ``n`` IDs. The counter on disk runs a block ahead of what is handed
-        out, so it is written once per block; after a restart the unused rest of a block
-        is skipped, never reused."""
-        with self._lock:
-            if self._next + n > self._reserved:
-                self._reserved = self._next + n + _ID_BLOCK
-                write_atomic(self.directory / _COUNTER, f"{self._reserved}\n".encode())
-            first = self._next
-            self._next += n
-        return [f"instance-{seq}" for seq in range(first, first + n)]
-
     def _records_for(self, specs: list[Spec]) -> list[InstanceRecord]:
         now = time.time()
         return [InstanceRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
                                init=spec.init, properties=spec.properties,
                                attachments=spec.attachments, created=now)
-                for iid, spec in zip(self._take_ids(len(specs)), specs, strict=True)]
+                for iid, spec in zip(self._ids.take(len(specs)), specs, strict=True)]
 
     def provision(self, spec: Spec) -> str:
         [record] = self._records_for([spec])

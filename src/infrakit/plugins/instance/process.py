@@ -1,0 +1,309 @@
+"""The ``process`` instance plugin: each instance is a supervised local process group.
+
+An instance runs ``/bin/sh`` on a script made of the spec's ``Init`` and, when
+``Properties.Command`` is given, ``exec`` of that command. It runs in its own session (so
+it outlives the plugin and gets none of its signals), in its own working directory
+``<state>/<ID>/``, with its output in a log file, and an environment holding
+``INFRAKIT_INSTANCE_ID``, ``INFRAKIT_LOGICAL_ID``, ``INFRAKIT_TAGS`` (the tags as JSON),
+``PORT_<NAME>`` for each declared port (a free loopback port chosen per instance) and
+``Properties.Env``. Optional memory, CPU and pids limits go through cgroups.
+
+An instance is known by its pid *and* the kernel's start time of that pid, so a pid that
+was reused by another process is never mistaken for the instance. Records live in
+``<state>/<ID>.json``; a restarted plugin reads them and reports the instances that still
+run. An instance whose process died is dropped from its records when it is next described
+(its working directory and log stay for a post-mortem); ``Destroy`` removes both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.structs
+
+from infrakit.atomicfile import write_atomic
+from infrakit.plugins.instance import cgroups
+from infrakit.plugins.instance.state import load_records, state_directory
+from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.properties import decode_properties
+from infrakit.spi.types import Description, Spec, Wire
+
+DEFAULT_STOP_GRACE = 10.0
+_PREFIX = "proc-"
+
+
+class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
+    """``Command``: argv (a list) or a shell command line (a string), run after ``Init``.
+    ``Env``: added to the environment. ``Ports``: names of ports to give the instance.
+    ``LogDir``: where the log goes (default: the working directory). ``Limits``:
+    ``MemoryMB``, ``CPUs``, ``Pids``. ``StopGrace``: seconds between SIGTERM and SIGKILL."""
+
+    command: str | list[str] | None = None
+    env: dict[str, str] | None = None
+    ports: list[str] | None = None
+    log_dir: str | None = None
+    limits: cgroups.Limits | None = None
+    stop_grace: float = DEFAULT_STOP_GRACE
+
+    def check(self) -> None:
+        """Everything that can be checked before running anything."""
+        argv = self.argv()
+        if argv is not None:
+            if not argv:
+                raise PluginError("Properties.Command: must not be empty")
+            program = argv[0]
+            found = (os.access(program, os.X_OK) if "/" in program
+                     else shutil.which(program) is not None)
+            if not found:
+                raise PluginError(f"Properties.Command: {program!r} is not an executable "
+                                  "program" + ("" if "/" in program else " on PATH"))
+        for name in self.ports or ():
+            if not name or not name.replace("_", "").isalnum():
+                raise PluginError(f"Properties.Ports: {name!r} is not a port name "
+                                  "(letters, digits and _)")
+        if self.log_dir is not None:
+            _writable_dir(Path(self.log_dir), "Properties.LogDir")
+        if self.stop_grace < 0:
+            raise PluginError("Properties.StopGrace: must not be negative")
+        if self.limits is not None:
+            self.limits.check()
+            cgroups.check_available(self.limits)
+
+    def argv(self) -> list[str] | None:
+        if isinstance(self.command, str):
+            try:
+                return shlex.split(self.command)
+            except ValueError as exc:
+                raise PluginError(f"Properties.Command: {exc}") from None
+        return self.command
+
+
+def _writable_dir(path: Path, field: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PluginError(f"{field}: cannot create {str(path)!r}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PluginError(f"{field}: {str(path)!r} is not writable")
+
+
+class ProcessRecord(msgspec.Struct, rename="pascal", kw_only=True):
+    id: str = msgspec.field(name="ID")
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    tags: dict[str, str] = {}
+    pid: int = msgspec.field(name="PID")
+    start_ticks: int
+    """The kernel's start time of ``pid`` (``/proc/PID/stat`` field 22): its identity."""
+    started: float
+    work_dir: str
+    log: str
+    ports: dict[str, int] = {}
+    stop_grace: float = DEFAULT_STOP_GRACE
+    cgroups: list[str] = []
+
+    def describe(self, properties: bool) -> Description:
+        facts = {"PID": self.pid, "Started": self.started, "Log": self.log,
+                 "WorkDir": self.work_dir, "Ports": self.ports}
+        return Description(id=self.id, logical_id=self.logical_id, tags=self.tags,
+                           properties=facts if properties else msgspec.UNSET)
+
+
+_decode_record = msgspec.json.Decoder(ProcessRecord).decode
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start ticks) of a process, or None when there is none."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session ``sid``."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                raw = Path(entry.path, "stat").read_bytes()
+            except OSError:
+                continue
+            if int(raw[raw.rindex(b")") + 2:].split()[3]) == sid:
+                out.append(int(entry.name))
+    return out
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on now (the instance binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProcessInstancePlugin:
+    """Instance/0.5.0 over local process groups."""
+
+    def __init__(self, directory: Path, name: str = "instance-process") -> None:
+        self.directory = state_directory(Path(directory))
+        # cgroups are machine-wide: named for this plugin's state, not only its name
+        digest = hashlib.sha1(str(self.directory.resolve()).encode()).hexdigest()[:8]
+        self.cgroup_name = f"{name}-{digest}"
+        self._lock = threading.Lock()
+        self._records, self._ids = load_records(self.directory, _PREFIX, _decode_record)
+
+    def validate(self, properties: Any) -> None:
+        decode_properties(properties, ProcessProperties).check()
+
+    def provision(self, spec: Spec) -> str:
+        props = decode_properties(spec.properties, ProcessProperties)
+        props.check()
+        if props.command is None and not spec.init.strip():
+            raise PluginError("Properties.Command: nothing to run: give a Command or an Init "
+                              "script")
+        [iid] = self._ids.take(1)
+        work = self.directory / iid
+        work.mkdir(mode=0o700)
+        log = Path(props.log_dir or work) / f"{iid}.log"
+        ports = {p: _free_port() for p in props.ports or ()}
+        groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
+        try:
+            pid = self._spawn(spec, props, iid, work, log, ports, groups)
+        except OSError as exc:
+            cgroups.remove(groups)
+            shutil.rmtree(work, ignore_errors=True)
+            raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
+        found = _stat(pid)
+        record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
+                               pid=pid, start_ticks=found[1] if found else 0,
+                               started=time.time(), work_dir=str(work), log=str(log),
+                               ports=ports, stop_grace=props.stop_grace, cgroups=groups)
+        write_atomic(self.directory / f"{iid}.json", msgspec.json.encode(record))
+        with self._lock:
+            self._records[iid] = record
+        return iid
+
+    def _spawn(self, spec: Spec, props: ProcessProperties, iid: str, work: Path, log: Path,
+               ports: dict[str, int], groups: list[str]) -> int:
+        """Start ``/bin/sh`` on the instance's script in a new session; returns its pid."""
+        lines = ["#!/bin/sh", f"cd {shlex.quote(str(work))} || exit 1"]
+        lines += [f"echo $$ > {shlex.quote(g + '/cgroup.procs')} || exit 1" for g in groups]
+        if spec.init.strip():
+            lines.append(spec.init)
+        argv = props.argv()
+        if argv is not None:
+            lines.append(f"exec {props.command}" if isinstance(props.command, str)
+                         else f"exec {shlex.join(argv)}")
+        script = work / "init.sh"
+        script.write_text("\n".join(lines) + "\n")
+        env = {**os.environ, **(props.env or {}), "INFRAKIT_INSTANCE_ID": iid,
+               "INFRAKIT_LOGICAL_ID": spec.logical_id or "",
+               "INFRAKIT_TAGS": json.dumps(spec.tags or {}, sort_keys=True),
+               **{f"PORT_{p.upper()}": str(n) for p, n in ports.items()}}
+        actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, str(log),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        return os.posix_spawn("/bin/sh", ["/bin/sh", str(script)], env,
+                              file_actions=actions, setsid=True)
+
+    def label(self, instance: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            record = self._existing(instance)
+            updated = msgspec.structs.replace(record, tags={**record.tags, **labels})
+            write_atomic(self.directory / f"{instance}.json", msgspec.json.encode(updated))
+            self._records[instance] = updated
+
+    def destroy(self, instance: str) -> None:
+        """SIGTERM to the whole process group, SIGKILL after the grace period."""
+        with self._lock:
+            record = self._existing(instance)
+        if self._alive(record):
+            self._signal(record, signal.SIGTERM)
+            deadline = time.monotonic() + record.stop_grace
+            while self._alive(record) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self._alive(record):
+                self._signal(record, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+                while self._alive(record) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        self._forget(record, keep_files=False)
+
+    def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
+        """The instances that run: one that died is dropped here, its leftovers killed."""
+        with self._lock:
+            records = list(self._records.values())
+        wanted = tags.items()
+        out = []
+        for record in records:
+            if self._alive(record):
+                if wanted <= record.tags.items():
+                    out.append(record.describe(properties))
+            else:
+                self._forget(record, keep_files=True)
+        return out
+
+    def _existing(self, instance: str) -> ProcessRecord:
+        record = (self._records.get(instance) if self._ids.pattern.fullmatch(instance)
+                  else None)
+        if record is None:
+            raise NotFoundError(f"Instance: no instance {instance!r} in {self.directory}")
+        return record
+
+    @staticmethod
+    def _alive(record: ProcessRecord) -> bool:
+        """Whether the instance's process runs: the same pid *and* start time, not a
+        zombie."""
+        found = _stat(record.pid)
+        return found is not None and found[1] == record.start_ticks and found[0] not in "ZX"
+
+    @staticmethod
+    def _kill_leftovers(record: ProcessRecord) -> None:
+        """Kill what the instance's process left running in its session, and reap it.
+
+        While the dead process is our unreaped child, its pid (the session's and group's
+        id) cannot be reused, so the group is killed whole. Once no process has that pid,
+        no new session can have that id either: the processes of session ``pid`` are ours.
+        A pid now held by another process means the session is gone: nothing to do."""
+        found = _stat(record.pid)
+        if found is not None and found[1] == record.start_ticks:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(record.pid, os.WNOHANG)
+        elif found is None:
+            for pid in _session(record.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, sig)
+
+    def _forget(self, record: ProcessRecord, keep_files: bool) -> None:
+        with self._lock:
+            if self._records.pop(record.id, None) is None:
+                return  # forgotten by another call meanwhile
+        self._kill_leftovers(record)
+        cgroups.remove(record.cgroups)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / f"{record.id}.json")
+        if not keep_files:
+            shutil.rmtree(record.work_dir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record.log)

@@ -1,0 +1,87 @@
+"""What the instance plugins that keep their own records share: a private state directory,
+one JSON record per instance in it, and instance IDs that are never reused."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import msgspec
+
+from infrakit.atomicfile import write_atomic
+from infrakit.spi.errors import PluginError
+
+_COUNTER = ".next-id"
+_ID_BLOCK = 64
+
+
+def state_directory(directory: Path) -> Path:
+    """Create the plugin's directory (0700) if needed and check that it can be written."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PluginError(
+            f"instance directory {str(directory)!r} is not writable: {exc.strerror}"
+        ) from None
+    return directory
+
+
+class IdCounter:
+    """IDs ``<prefix><n>`` from a counter kept in the directory. The counter on disk runs a
+    block ahead of what is handed out, so it is written once per block; after a restart the
+    unused rest of a block is skipped: an ID is never handed out twice."""
+
+    def __init__(self, directory: Path, prefix: str, taken: list[str]) -> None:
+        self.prefix = prefix
+        self.pattern = re.compile(re.escape(prefix) + r"[0-9]{1,20}")
+        self._path = directory / _COUNTER
+        self._lock = threading.Lock()
+        try:
+            stored = int(self._path.read_text())
+        except (OSError, ValueError):
+            stored = 1
+        self._next = self._reserved = max([stored, *(self.number(i) + 1 for i in taken)])
+
+    def number(self, instance: str) -> int:
+        return int(instance.removeprefix(self.prefix))
+
+    def take(self, n: int) -> list[str]:
+        """The next ``n`` IDs."""
+        with self._lock:
+            if self._next + n > self._reserved:
+                self._reserved = self._next + n + _ID_BLOCK
+                write_atomic(self._path, f"{self._reserved}\n".encode())
+            first = self._next
+            self._next += n
+        return [f"{self.prefix}{seq}" for seq in range(first, first + n)]
+
+
+class Record(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+def load_records(directory: Path, prefix: str,
+                 decode: Callable[[bytes], R]) -> tuple[dict[str, R], IdCounter]:
+    """The records ``<prefix><n>.json`` of the directory, by ID in the order they were made
+    (unreadable or misnamed files are skipped), and the directory's ID counter."""
+    pattern = re.compile(re.escape(prefix) + r"[0-9]{1,20}")
+    records = []
+    for path in directory.glob(f"{prefix}*.json"):
+        with contextlib.suppress(OSError, msgspec.DecodeError, msgspec.ValidationError):
+            record = decode(path.read_bytes())
+            if pattern.fullmatch(record.id) and path.name == f"{record.id}.json":
+                records.append(record)
+    counter = IdCounter(directory, prefix, [r.id for r in records])
+    records.sort(key=lambda r: counter.number(r.id))
+    return {r.id: r for r in records}, counter

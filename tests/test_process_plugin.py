@@ -1,0 +1,272 @@
+"""The instance-process plugin on its real socket: real process groups that outlive the
+plugin, known by pid and start time, stopped with SIGTERM then SIGKILL; and a group of
+them healed by the group plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrakit.plugins.instance import cgroups
+from infrakit.rpc.client import RPCClient
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.typed import GroupClient, InstanceClient
+from infrakit.spi import GroupSpec
+from infrakit.spi.types import Description, Spec
+from tests.conftest import Plugin, StartPlugin
+from tests.helpers import stop_process, wait_until
+
+NAME = "instance-process"
+HTTP = f"{sys.executable} -m http.server --bind 127.0.0.1 $PORT_HTTP"
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def running(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def in_session(sid: int) -> list[int]:
+    """Living processes of a session (an instance and everything it started)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                out.append(int(entry))
+    return out
+
+
+class Proc:
+    """A running instance-process plugin, its client, and its state directory."""
+
+    def __init__(self, start_plugin: StartPlugin, home: Path) -> None:
+        self._start = start_plugin
+        self.state = home / "instance-process" / NAME
+        self.plugin: Plugin = start_plugin(NAME)
+        self.rpc = RPCClient(self.plugin.path, timeout=30)
+        self.client = InstanceClient(self.rpc)
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        self.rpc.close()
+        self.plugin.proc.send_signal(sig)
+        self.plugin.proc.wait(10)
+        self.plugin = self._start(NAME)
+        self.rpc = RPCClient(self.plugin.path, timeout=30)
+        self.client = InstanceClient(self.rpc)
+
+    def provision(self, init: str = "", **props: Any) -> str:
+        return self.client.provision(Spec(properties=props, init=init, tags={"t": "1"}))
+
+    def describe(self, properties: bool = True) -> dict[str, Description]:
+        return {d.id: d for d in self.client.describe_instances({}, properties)}
+
+    def pid(self, iid: str) -> int:
+        return int(self.describe()[iid].properties["PID"])
+
+
+@pytest.fixture
+def proc(start_plugin: StartPlugin, home: Path) -> Iterator[Proc]:
+    p = Proc(start_plugin, home)
+    try:
+        yield p
+    finally:
+        p.rpc.close()
+        # the instances outlive the plugin by design: end them with the test
+        for record in p.state.glob("proc-*.json"):
+            data = json.loads(record.read_text())
+            for member in in_session(data["PID"]):
+                os.kill(member, signal.SIGKILL)
+            cgroups.remove(data.get("Cgroups", []))
+
+
+def test_an_instance_runs_init_then_command_in_its_own_dir_and_environment(
+        proc: Proc) -> None:
+    init = 'echo "$INFRAKIT_INSTANCE_ID|$INFRAKIT_LOGICAL_ID|$INFRAKIT_TAGS|$GREETING" > env'
+    iid = proc.client.provision(Spec(
+        properties={"Command": ["sleep", "600"], "Env": {"GREETING": "hi"},
+                    "Ports": ["http"]},
+        init=init, logical_id="db-1", tags={"role": "db"}))
+    desc = proc.describe()[iid]
+    assert desc.logical_id == "db-1" and desc.tags == {"role": "db"}
+    facts = desc.properties
+    assert set(facts) == {"PID", "Started", "Log", "WorkDir", "Ports"}
+    assert facts["WorkDir"] == str(proc.state / iid) and facts["Log"].endswith(f"{iid}.log")
+    assert 1024 <= facts["Ports"]["http"] < 65536
+    wait_until(lambda: (proc.state / iid / "env").exists(), 5, what="the init script")
+    assert (proc.state / iid / "env").read_text().strip() == f'{iid}|db-1|{{"role": "db"}}|hi'
+    assert Path(f"/proc/{facts['PID']}/cmdline").read_bytes().split(b"\0")[:2] == \
+        [b"sleep", b"600"]  # the command replaced the shell: its pid is the instance's
+    assert proc.client.describe_instances({"role": "db"}, False)[0].properties is not None
+
+
+def test_instances_outlive_the_plugin_and_are_reported_again(proc: Proc) -> None:
+    iid = proc.provision(Command="sleep 600")
+    pid = proc.pid(iid)
+    proc.restart(signal.SIGKILL)
+    assert running(pid)
+    assert proc.pid(iid) == pid
+    proc.restart(signal.SIGTERM)  # a clean stop leaves them running too
+    assert proc.pid(iid) == pid
+
+
+def test_a_reused_pid_is_not_taken_for_the_instance(proc: Proc) -> None:
+    iid = proc.provision(Command="sleep 600")
+    record = proc.state / f"{iid}.json"
+    proc.rpc.close()
+    stop_process(proc.plugin.proc)
+    data = json.loads(record.read_text())
+    data["StartTicks"] += 1  # as if another process now had this pid
+    record.write_text(json.dumps(data))
+    proc.restart()
+    assert iid not in proc.describe()
+
+
+def test_a_killed_instance_is_no_longer_described_and_its_leftovers_die(proc: Proc) -> None:
+    iid = proc.provision("sleep 600 &\nsleep 601")  # a child in the background, then the shell
+    pid = proc.pid(iid)
+    wait_until(lambda: len(in_session(pid)) >= 2, 5, what="the shell and its children")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: iid not in proc.describe(), 5, what="the dead instance to go")
+    wait_until(lambda: not in_session(pid), 5, what="the orphaned child to be killed")
+    assert not (proc.state / f"{iid}.json").exists()
+    assert (proc.state / iid / f"{iid}.log").exists()  # kept for a post-mortem
+
+
+def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) -> None:
+    polite = proc.provision("sleep 600 &\nsleep 601")
+    stubborn = proc.provision("trap '' TERM\nsleep 602 &\nexec sleep 603", StopGrace=0.5)
+    pids = {iid: proc.pid(iid) for iid in (polite, stubborn)}
+    wait_until(lambda: all(len(in_session(p)) >= 2 for p in pids.values()), 5,
+               what="every process to start")
+    start = time.monotonic()
+    proc.client.destroy(polite)
+    assert time.monotonic() - start < 0.5 and not in_session(pids[polite])
+    start = time.monotonic()
+    proc.client.destroy(stubborn)
+    assert 0.5 <= time.monotonic() - start < 3 and not in_session(pids[stubborn])
+    assert proc.describe() == {}
+    assert not (proc.state / polite).exists()
+
+
+@pytest.mark.parametrize(("props", "message"), [
+    ({"Command": ["no-such-program-here"]}, "Properties.Command: 'no-such-program-here' is not "
+                                            "an executable program on PATH"),
+    ({"Command": "/nonexistent/run --x"}, "Properties.Command: '/nonexistent/run' is not an "
+                                          "executable program"),
+    ({"Command": "sleep 1", "LogDir": "/etc/passwd/logs"},
+     "Properties.LogDir: cannot create '/etc/passwd/logs': Not a directory"),
+    ({"Command": "sleep 1", "Ports": ["a b"]}, "Properties.Ports: 'a b' is not a port name"),
+    ({"Comand": "sleep 1"}, "Comand"),
+    ({}, "nothing to run"),
+])
+def test_bad_properties_are_refused_and_nothing_runs(proc: Proc, props: dict[str, Any],
+                                                    message: str) -> None:
+    if props:
+        with pytest.raises(RPCError) as validated:
+            proc.client.validate(props)
+        assert message in validated.value.message
+    with pytest.raises(RPCError) as provisioned:
+        proc.client.provision(Spec(properties=props))
+    assert message in provisioned.value.message
+    assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
+
+
+def test_destroy_of_an_unknown_id_names_it(proc: Proc) -> None:
+    for bad in ("proc-999", "../proc-1", "instance-1"):
+        with pytest.raises(RPCError) as err:
+            proc.client.destroy(bad)
+        assert f"no instance {bad!r}" in err.value.message
+
+
+def test_a_limit_where_cgroups_are_missing_is_refused(
+        monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin, home: Path) -> None:
+    monkeypatch.setenv("INFRAKIT_CGROUP_ROOT", str(home / "no-cgroups"))
+    p = Proc(start_plugin, home)
+    try:
+        with pytest.raises(RPCError) as err:
+            p.client.provision(Spec(properties={"Command": "sleep 1",
+                                                "Limits": {"MemoryMB": 64}}))
+        assert "Properties.Limits: cgroups are not available here" in err.value.message
+        assert "memory limit cannot be enforced" in err.value.message
+        assert p.describe() == {}
+    finally:
+        p.rpc.close()
+
+
+def _cgroups_usable() -> bool:
+    root = Path("/sys/fs/cgroup")
+    v1 = all(os.access(root / c, os.W_OK) for c in ("memory", "pids", "cpu"))
+    v2 = (root / "cgroup.controllers").exists() and os.access(root, os.W_OK)
+    return v1 or v2
+
+
+def test_limits_put_the_instance_in_its_cgroups(proc: Proc) -> None:
+    if not _cgroups_usable():
+        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
+            pytest.fail("writable cgroups are required (INFRAKIT_REQUIRE_ENGINES=1)")
+        pytest.skip("no writable cgroups here")
+    iid = proc.provision(Command="sleep 600", Limits={"MemoryMB": 64, "Pids": 20, "CPUs": 0.5})
+    pid = proc.pid(iid)
+
+    def joined() -> list[str]:  # the instance's first act, before anything of its own runs
+        return [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if f"/{NAME}-" in line and line.endswith(f"/{iid}")]
+
+    groups = wait_until(joined, 5, what="the instance to join its cgroups")
+    v1 = {line.split(":")[1]: line.split(":")[2] for line in groups}
+    if "memory" in v1:
+        limit = Path("/sys/fs/cgroup/memory", v1["memory"].lstrip("/"), "memory.limit_in_bytes")
+        assert limit.read_text().strip() == str(64 * 1024 * 1024)
+        assert {"memory", "pids", "cpu"} <= set(v1)
+    proc.client.destroy(iid)
+    for controller, path in v1.items():
+        assert not Path("/sys/fs/cgroup", controller or "", path.lstrip("/")).exists()
+
+
+def test_a_group_of_processes_heals_a_killed_member_and_leaves_nothing_behind(
+        monkeypatch: pytest.MonkeyPatch, proc: Proc, start_plugin: StartPlugin) -> None:
+    poll = 0.2
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", str(poll))
+    start_plugin("flavor-vanilla")
+    group = start_plugin("group")
+    spec = GroupSpec(id="web", properties={
+        "Allocation": {"Size": 3},
+        "Instance": {"Plugin": NAME, "Properties": {"Command": HTTP, "Ports": ["http"],
+                                                    "StopGrace": 2}},
+        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {
+            "Health": {"TCP": "127.0.0.1:{{ .Properties.Ports.http }}", "Timeout": 1}}},
+        "StartupGrace": 5, "HealthGrace": 1})
+    with RPCClient(group.path, timeout=30) as conn:
+        client = GroupClient(conn)
+        client.commit_group(spec, False)
+        wait_until(lambda: client.describe_group("web").converged, 20, what="3 healthy members")
+        before = proc.describe()
+        victim = sorted(before)[0]
+        victim_pid = int(before[victim].properties["PID"])
+        os.kill(victim_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: victim not in proc.describe() and len(proc.describe()) == 3, 10,
+                   interval=0.02, what="a replacement")
+        # the next pass after the kill sees it gone and provisions at once
+        assert time.monotonic() - killed <= 2 * poll + 0.5
+        wait_until(lambda: client.describe_group("web").converged, 20, what="healthy again")
+        pids = [int(d.properties["PID"]) for d in proc.describe().values()]
+        client.destroy_group("web")
+    assert proc.describe() == {}
+    assert not any(in_session(pid) for pid in pids)
