@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The walk-through `make demo` runs: start the file instance plugin, the vanilla flavor and
-# the group controller; commit a group and watch it converge, heal, scale, roll a config
-# change through and survive a restart of the controller; then destroy it. Everything
-# lives in a throw-away INFRAKIT_HOME.
+# The walk-through `make demo` runs, on this machine alone (no Docker, no etcd): start the
+# process instance plugin, the vanilla flavor and the group controller; commit a group of 3
+# local web servers with an HTTP health check; kill one with SIGKILL and watch it replaced;
+# scale to 5; roll a config change through; destroy the group and stop the plugins.
+# Everything lives in a throw-away INFRAKIT_HOME.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export INFRAKIT_HOME="$(mktemp -d /tmp/infrakit-demo.XXXXXX)"
@@ -13,47 +14,70 @@ if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 cleanup() {
-    infrakit plugin stop group instance-file flavor-vanilla >/dev/null 2>&1 || true
+    infrakit group destroy web >/dev/null 2>&1 || true
+    infrakit plugin stop group instance-process flavor-vanilla >/dev/null 2>&1 || true
     rm -rf "$INFRAKIT_HOME"
 }
 trap cleanup EXIT
 
-# Wait until the group reports Converged (members match the spec, nothing in flight).
+# A fact about a member, from the instance plugin's description of it.
+fact() {
+    infrakit instance --name instance-process describe --properties -o json |
+        python3 -c 'import json, sys
+print(next(d["Properties"][sys.argv[2]] for d in json.load(sys.stdin) if d["ID"] == sys.argv[1]))' "$1" "$2"
+}
+# What a member serves on its port.
+page() {
+    python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())' "$1"
+}
+show() { run infrakit group describe web -v; }
+# Wait until the group has converged with this many members.
 converged() {
-    local deadline=$((SECONDS + 30))
-    until infrakit group describe "$1" -o json | grep -q '"Converged": true'; do
-        if [ "$SECONDS" -ge "$deadline" ]; then echo "group $1 did not converge" >&2; exit 1; fi
-        sleep 0.2
+    local deadline=$((SECONDS + 60))
+    until [ "$(infrakit group describe web -q | wc -l)" -eq "$1" ] &&
+          infrakit group describe web -o json | grep -q '"Converged": true'; do
+        [ "$SECONDS" -lt "$deadline" ] || { echo "group web did not converge" >&2; exit 1; }
+        sleep 0.1
     done
-    run infrakit group describe "$1"
 }
 
 step "Start the plugins (each is its own process on a UNIX socket)"
-run infrakit plugin start instance-file flavor-vanilla group
+run infrakit plugin start instance-process flavor-vanilla group
 run infrakit plugin ls
 
-step "Commit a group of 3: first --pretend, which changes nothing, then for real"
-run infrakit group commit --pretend "$here/file/group.yml"
-run infrakit group commit "$here/file/group.yml"
-converged cattle
+step "Commit a group of 3 web servers; --wait shows progress until all are healthy"
+run infrakit group commit --pretend "$here/process/group.yml"
+run infrakit group commit --wait --wait-timeout 60 "$here/process/group.yml"
+show
+first="$(infrakit group describe web -q | head -n 1)"
+port="$(fact "$first" Ports | python3 -c 'import ast, sys; print(ast.literal_eval(sys.stdin.read())["http"])')"
+printf '$ GET http://127.0.0.1:%s/\n' "$port"
+page "http://127.0.0.1:$port/"
 
-step "Destroy a member behind the group's back: the group replaces it"
-victim="$(infrakit group describe cattle -q | head -n 1)"
-run infrakit instance --name instance-file destroy "$victim"
-converged cattle
+step "Kill a member with SIGKILL behind the group's back: the group replaces it"
+pid="$(fact "$first" PID)"
+run kill -9 "$pid"
+started="$(date +%s.%N)"
+until ! infrakit group describe web -q | grep -qx "$first"; do sleep 0.05; done
+converged 3
+printf '%s (pid %s) is gone; its replacement was healthy %s s after the kill\n' \
+    "$first" "$pid" "$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")"
+show
 
-step "Scale to 5 and roll new instance properties through, in one commit"
-run infrakit group commit "$here/file/group-v2.yml"
-converged cattle
+step "Scale to 5"
+run infrakit group set-size web 5
+converged 5
+show
 
-step "Restart the group controller: the committed group is resumed from its store"
-run infrakit plugin stop group
-run infrakit plugin start group
-run infrakit group ls
-run infrakit group set-size cattle 2
-converged cattle
+step "Roll a config change through (version 2 of the page), one surge member at a time"
+run infrakit group commit --wait --wait-timeout 120 "$here/process/group-v2.yml"
+newest="$(infrakit group describe web -q | tail -n 1)"
+port="$(fact "$newest" Ports | python3 -c 'import ast, sys; print(ast.literal_eval(sys.stdin.read())["http"])')"
+printf '$ GET http://127.0.0.1:%s/\n' "$port"
+page "http://127.0.0.1:$port/"
 
-step "Destroy the group: every member goes, then the plugins stop"
-run infrakit group destroy cattle
-run infrakit instance --name instance-file describe
-run infrakit plugin stop group instance-file flavor-vanilla
+step "Destroy the group: every member is stopped, then the plugins stop"
+run infrakit group destroy web
+run infrakit instance --name instance-process describe
+run infrakit plugin stop group instance-process flavor-vanilla
