@@ -5,14 +5,12 @@ reference's own figures."""
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.stack import PARENT_HELP, plugin_stack
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupSpec
@@ -45,51 +43,38 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--max-parallel", type=int, default=500,
                         help="the group's MaxParallel: provisions per batch call")
-    parser.add_argument("--parent", default=str(Path.home()),
-                        help="where INFRAKIT_HOME is made (by default, as ~/.infrakit is, in "
-                             "the home directory): the file plugin's speed is that of this "
-                             "file system")
+    parser.add_argument("--parent", default=str(Path.home()), help=PARENT_HELP)
     args = parser.parse_args()
-    infrakit = str(Path(sys.executable).parent / "infrakit")
     print(f"{args.parent}: {creates_per_ms(args.parent):.1f} file creates per ms; "
           f"MaxParallel {args.max_parallel}")
-    home = tempfile.mkdtemp(prefix=".ikb", dir=args.parent)
-    env = {**os.environ, "INFRAKIT_HOME": home, "INFRAKIT_GROUP_POLL": "5"}
-    env.pop("INFRAKIT_PLUGINS_DIR", None)
-    subprocess.run([infrakit, "plugin", "start", "instance-file", "flavor-vanilla", "group"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    sock = Path(home, "plugins", "group")
-    try:
-        with RPCClient(sock, timeout=120) as conn:
-            group = GroupClient(conn)
-            for n in (int(s) for s in args.sizes.split(",")):
-                gid = f"bench{n}"
-                start = time.perf_counter()
-                group.commit_group(spec(gid, n, args.max_parallel), False)
-                while not group.describe_group(gid).converged:
-                    time.sleep(0.05)
-                converged = time.perf_counter() - start
-                t0 = time.perf_counter()
-                members = group.describe_group(gid).instances or []
-                describe = time.perf_counter() - t0
-                print(f"size {n:6d}: converged in {converged:6.2f} s; DescribeGroup of "
-                      f"{len(members)} members {describe * 1e3:7.1f} ms")
-                group.destroy_group(gid)
-            # scaling 3 to 5 (the reference: 16.4 s at its default 10 s poll)
-            group.commit_group(spec("scale", 3), False)
-            while not group.describe_group("scale").converged:
-                time.sleep(0.01)
+    with plugin_stack("instance-file", "flavor-vanilla", "group", poll=5,
+                      parent=args.parent) as stack, \
+            RPCClient(stack.socket("group"), timeout=120) as conn:
+        group = GroupClient(conn)
+        for n in (int(s) for s in args.sizes.split(",")):
+            gid = f"bench{n}"
             start = time.perf_counter()
-            group.commit_group(spec("scale", 5), False)
-            while not group.describe_group("scale").converged:
-                time.sleep(0.01)
-            print(f"scale 3 -> 5: converged {time.perf_counter() - start:.2f} s after the "
-                  f"commit (poll {env['INFRAKIT_GROUP_POLL']} s)")
-            group.destroy_group("scale")
-    finally:
-        subprocess.run([infrakit, "plugin", "stop", "group", "instance-file",
-                        "flavor-vanilla"], env=env, stdout=subprocess.DEVNULL)
-        shutil.rmtree(home, ignore_errors=True)
+            group.commit_group(spec(gid, n, args.max_parallel), False)
+            while not group.describe_group(gid).converged:
+                time.sleep(0.05)
+            converged = time.perf_counter() - start
+            t0 = time.perf_counter()
+            members = group.describe_group(gid).instances or []
+            describe = time.perf_counter() - t0
+            print(f"size {n:6d}: converged in {converged:6.2f} s; DescribeGroup of "
+                  f"{len(members)} members {describe * 1e3:7.1f} ms")
+            group.destroy_group(gid)
+        # scaling 3 to 5 (the reference: 16.4 s at its default 10 s poll)
+        group.commit_group(spec("scale", 3), False)
+        while not group.describe_group("scale").converged:
+            time.sleep(0.01)
+        start = time.perf_counter()
+        group.commit_group(spec("scale", 5), False)
+        while not group.describe_group("scale").converged:
+            time.sleep(0.01)
+        print(f"scale 3 -> 5: converged {time.perf_counter() - start:.2f} s after the "
+              f"commit (poll {stack.env['INFRAKIT_GROUP_POLL']} s)")
+        group.destroy_group("scale")
 
 
 if __name__ == "__main__":

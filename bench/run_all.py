@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 for script in ("cli_coldstart.py", "rpc_throughput.py", "server_baseline.py", "idle_rss.py",
-               "group_converge.py", "group_steady.py"):
+               "group_converge.py", "group_steady.py", "process_group.py"):
     print(f"## {script}", flush=True)
     subprocess.run([sys.executable, "-m", f"bench.{script[:-3]}"], check=True,
                    cwd=Path(__file__).resolve().parent.parent)
