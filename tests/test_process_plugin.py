@@ -137,6 +137,22 @@ def test_a_reused_pid_is_not_taken_for_the_instance(proc: Proc) -> None:
     assert iid not in proc.describe()
 
 
+def test_a_process_started_but_never_recorded_is_killed_at_the_next_start(
+        proc: Proc) -> None:
+    """As if the plugin died between starting an instance and recording its pid: the
+    record (written first) has no pid, and Provision never answered."""
+    iid = proc.provision(Command="sleep 600")
+    record = proc.state / f"{iid}.json"
+    proc.rpc.close()
+    stop_process(proc.plugin.proc)
+    data = json.loads(record.read_text())
+    pid, data["PID"], data["StartTicks"] = data["PID"], 0, 0
+    record.write_text(json.dumps(data))
+    proc.restart()
+    assert proc.describe() == {} and not record.exists()
+    wait_until(lambda: not in_session(pid), 5, what="the unrecorded process to be killed")
+
+
 def test_a_killed_instance_is_no_longer_described_and_its_leftovers_die(proc: Proc) -> None:
     iid = proc.provision("sleep 600 &\nsleep 601")  # a child in the background, then the shell
     pid = proc.pid(iid)

@@ -164,6 +164,28 @@ class ProcessInstancePlugin:
         self.cgroup_name = f"{name}-{digest}"
         self._lock = threading.Lock()
         self._records, self._ids = load_records(self.directory, _PREFIX, _decode_record)
+        for record in [r for r in self._records.values() if r.pid == 0]:
+            self._recover(record)
+
+    def _recover(self, record: ProcessRecord) -> None:
+        """A record without a pid: the plugin stopped between recording an instance and
+        recording its pid, so Provision never answered and nobody knows the instance. Its
+        process, if it started, is found by its environment and killed."""
+        marker = f"INFRAKIT_INSTANCE_ID={record.id}".encode()
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    environ = Path(entry.path, "environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if marker in environ:
+                    for pid in _session(int(entry.name)):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, signal.SIGKILL)
+        del self._records[record.id]
+        cgroups.remove(record.cgroups)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / f"{record.id}.json")
 
     def validate(self, properties: Any) -> None:
         decode_properties(properties, ProcessProperties).check()
@@ -180,18 +202,25 @@ class ProcessInstancePlugin:
         log = Path(props.log_dir or work) / f"{iid}.log"
         ports = {p: _free_port() for p in props.ports or ()}
         groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
+        record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
+                               pid=0, start_ticks=0, started=time.time(), work_dir=str(work),
+                               log=str(log), ports=ports, stop_grace=props.stop_grace,
+                               cgroups=groups)
+        # recorded before it starts (pid 0): a crash before the pid is recorded must not
+        # leave a process nobody knows of (see _recover)
+        path = self.directory / f"{iid}.json"
+        write_atomic(path, msgspec.json.encode(record))
         try:
             pid = self._spawn(spec, props, iid, work, log, ports, groups)
         except OSError as exc:
             cgroups.remove(groups)
             shutil.rmtree(work, ignore_errors=True)
+            os.unlink(path)
             raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
         found = _stat(pid)
-        record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
-                               pid=pid, start_ticks=found[1] if found else 0,
-                               started=time.time(), work_dir=str(work), log=str(log),
-                               ports=ports, stop_grace=props.stop_grace, cgroups=groups)
-        write_atomic(self.directory / f"{iid}.json", msgspec.json.encode(record))
+        record = msgspec.structs.replace(record, pid=pid,
+                                         start_ticks=found[1] if found else -1)
+        write_atomic(path, msgspec.json.encode(record))
         with self._lock:
             self._records[iid] = record
         return iid
@@ -279,6 +308,8 @@ class ProcessInstancePlugin:
         id) cannot be reused, so the group is killed whole. Once no process has that pid,
         no new session can have that id either: the processes of session ``pid`` are ours.
         A pid now held by another process means the session is gone: nothing to do."""
+        if record.pid <= 1:
+            return
         found = _stat(record.pid)
         if found is not None and found[1] == record.start_ticks:
             with contextlib.suppress(ProcessLookupError, PermissionError):
