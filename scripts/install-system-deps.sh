@@ -4,10 +4,20 @@
 # INFRAKIT_REQUIRE_ENGINES=1).
 set -euo pipefail
 
-packages=(curl)
+# each package, and what shows that it is installed: a command, or a file (an absolute path)
+packages=(
+    "curl curl"
+    "docker.io dockerd"           # the Docker engine, run privately by the docker tests
+    "busybox-static /bin/busybox" # the one binary of the docker tests' image
+)
 missing=()
-for pkg in "${packages[@]}"; do
-    command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+for entry in "${packages[@]}"; do
+    read -r pkg check <<<"$entry"
+    if [[ $check == /* ]]; then
+        [ -e "$check" ] || missing+=("$pkg")
+    else
+        command -v "$check" >/dev/null 2>&1 || missing+=("$pkg")
+    fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

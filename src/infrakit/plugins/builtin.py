@@ -34,6 +34,12 @@ def _process(name: str) -> dict[str, Any]:
                                               name)}
 
 
+def _docker(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.docker import DockerInstancePlugin
+
+    return {"instance": DockerInstancePlugin(name, infrakit_home() / "instance-docker" / name)}
+
+
 def _vanilla(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.vanilla import VanillaFlavor
 
@@ -62,6 +68,9 @@ KINDS: dict[str, Kind] = {
                           _file),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "
                              "state under $INFRAKIT_HOME/instance-process/NAME", _process),
+    "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
+                            "by Instance.Label in $INFRAKIT_HOME/instance-docker/NAME",
+                            _docker),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
 }

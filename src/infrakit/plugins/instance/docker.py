@@ -1,0 +1,446 @@
+"""The ``docker`` instance plugin: one Docker container per instance.
+
+The engine is the one ``DOCKER_HOST`` names (``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``
+are honoured too), else the default socket, reached through the Docker SDK for Python.
+
+Instances
+    An instance is a container named ``<plugin>-<12 hex digits>``; that name is its ID.
+    Every container the plugin makes carries the label ``infrakit.plugin=<plugin>``: a
+    container without it is never described, labelled or destroyed, whatever its name.
+
+Tags
+    A spec's tags become the container's labels (beside the two the plugin keeps for
+    itself, ``infrakit.plugin`` and ``infrakit.logical_id``, which tags may not use), so
+    DescribeInstances filters by label on the engine's side. Docker cannot change the
+    labels of an existing container, so Instance.Label keeps the labels it is given in a
+    small state file, ``$INFRAKIT_HOME/instance-docker/<plugin>/labels.json``, rewritten
+    atomically; what it holds is merged over the container's own labels in every
+    description, and a filter on a key that some such label uses is applied by the plugin
+    instead of the engine. A container's entry goes when the plugin removes the container.
+
+Liveness
+    Only a container that is running (or paused, or being restarted by its own
+    ``RestartPolicy``) is described: the group replaces a member that is killed or exits
+    at its next pass. A container of the plugin found exited, dead, or created and never
+    started is removed by the describe that finds it (without force, so a container that
+    came back to life in the meantime stays), so none is left behind as an orphan.
+
+Images
+    ``Properties.Image`` must be pinned, to a tag other than ``latest`` or to a digest
+    (``name@sha256:...`` or an image ID ``sha256:...``), and must already be on the engine:
+    the plugin never pulls. Validate and Provision refuse anything else, listing the tags
+    the engine holds.
+
+Init and Command
+    Without an ``Init`` script the container runs as its image says, with ``Command`` (if
+    given) in place of the image's ``CMD``. With one, the entrypoint is
+    ``/bin/sh -c INIT``, which runs the script and then ``exec``\\ s ``Command``: the script
+    prepares, the command is the container's main process (and gets its signals). The
+    image's own ``ENTRYPOINT`` is not run then, and without a ``Command`` the script is the
+    whole program: the container lives as long as the script runs. ``Init`` needs
+    ``/bin/sh`` in the image.
+
+Destroy
+    Stops the container with the grace period of ``Properties.StopTimeout`` (SIGTERM, then
+    SIGKILL once it has passed), then removes it with its anonymous volumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import docker
+import docker.errors
+import docker.types
+import msgspec
+
+from infrakit.atomicfile import write_atomic
+from infrakit.plugins.instance.state import state_directory
+from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.properties import decode_properties
+from infrakit.spi.types import Description, Spec
+
+OWNER = "infrakit.plugin"
+"""The label that marks a container as made by the plugin named in its value."""
+LOGICAL_ID = "infrakit.logical_id"
+RESERVED = frozenset({OWNER, LOGICAL_ID})
+
+LIVE = frozenset({"running", "paused", "restarting"})
+"""Container states that count as an instance."""
+OVER = frozenset({"exited", "dead"})
+"""Container states whose container the plugin removes when it sees them."""
+
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+WORKERS = 16
+"""Connections kept to the engine: as many as the plugin runtime's worker threads."""
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_DIGEST = re.compile(r"(.+@)?sha256:[0-9a-f]{64}")
+_MEMORY = re.compile(r"[0-9]+[bkmg]?", re.IGNORECASE)
+
+
+class Mount(msgspec.Struct, rename="pascal", forbid_unknown_fields=True, kw_only=True):
+    """A bind mount of a host path, a named volume, or a tmpfs, at ``Target``."""
+
+    target: str
+    source: str = ""
+    type: Literal["bind", "volume", "tmpfs"] = "bind"
+    read_only: bool = False
+
+
+class RestartPolicy(msgspec.Struct, rename="pascal", forbid_unknown_fields=True,
+                    kw_only=True):
+    """Docker's own restart policy; the group replaces a container that Docker gives up on."""
+
+    name: Literal["no", "on-failure", "always", "unless-stopped"] = "no"
+    maximum_retry_count: int = 0
+
+
+class DockerProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=True,
+                       kw_only=True):
+    """An instance's ``Properties``: what container to run and how."""
+
+    image: str
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    mounts: list[Mount] | None = None
+    network_mode: str = ""
+    """``none``, ``host``, ``bridge``, ``container:<name>`` or a network's name; empty:
+    the engine's default."""
+    memory: int | str | None = None
+    """A limit in bytes, or a number with a unit: ``64m``, ``1g``."""
+    cpus: float | None = msgspec.field(default=None, name="CPUs")
+    pids_limit: int | None = None
+    restart_policy: RestartPolicy | None = None
+    stop_timeout: int = 10
+    """Seconds Destroy waits after SIGTERM before it kills the container."""
+
+    def check(self) -> None:
+        """What the types alone do not say."""
+        if not self.image:
+            raise PluginError("Properties.Image: must name an image")
+        if self.command is not None and not self.command:
+            raise PluginError("Properties.Command: must not be an empty list")
+        for key in self.env or {}:
+            if not key or "=" in key:
+                raise PluginError(f"Properties.Env: {key!r} is not a variable name")
+        for i, mount in enumerate(self.mounts or []):
+            if mount.type != "tmpfs" and not mount.source:
+                raise PluginError(f"Properties.Mounts[{i}].Source: a {mount.type} mount "
+                                  "needs a source")
+        if isinstance(self.memory, str) and not _MEMORY.fullmatch(self.memory):
+            raise PluginError(f"Properties.Memory: {self.memory!r} is neither a number of "
+                              "bytes nor a size such as '64m' or '1g'")
+        if isinstance(self.memory, int) and self.memory <= 0:
+            raise PluginError("Properties.Memory: must be positive")
+        if self.cpus is not None and self.cpus <= 0:
+            raise PluginError("Properties.CPUs: must be positive")
+        if self.pids_limit is not None and self.pids_limit <= 0:
+            raise PluginError("Properties.PidsLimit: must be positive")
+        policy = self.restart_policy
+        if policy is not None and policy.maximum_retry_count and policy.name != "on-failure":
+            raise PluginError("Properties.RestartPolicy.MaximumRetryCount: only allowed with "
+                              "Name 'on-failure'")
+        if self.stop_timeout < 0:
+            raise PluginError("Properties.StopTimeout: must not be negative")
+
+
+class LabelState(msgspec.Struct, rename="pascal", kw_only=True):
+    """The state file: the labels Instance.Label gave each container, by instance ID."""
+
+    labels: dict[str, dict[str, str]] = {}
+
+
+def pinned(image: str) -> bool:
+    """Whether ``image`` names a tag other than ``latest``, or a digest."""
+    if _DIGEST.fullmatch(image):
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag != "latest"
+
+
+def _check_tags(tags: dict[str, str], where: str) -> None:
+    for key in tags:
+        if key in RESERVED:
+            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        if not key or "=" in key:
+            raise PluginError(f"{where}: {key!r} is not a label key (empty, or has '=')")
+
+
+class DockerInstancePlugin:
+    """Instance/0.5.0 over the containers of one Docker engine."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        if not _NAME.fullmatch(name):
+            raise PluginError(f"plugin name {name!r} cannot start a container name "
+                              "(letters, digits, '_', '.', '-')")
+        self.name = name
+        self.engine = os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+        self._id = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
+        self._state_path = state_directory(directory) / "labels.json"
+        self._lock = threading.Lock()
+        self._labels = self._load_labels()
+        self._starting: set[str] = set()
+        """Instances between create and start: a describe must not take them for debris."""
+        self._facts: dict[str, dict[str, Any]] = {}
+        """What an inspect says of each running container, by container ID: the list of
+        containers lacks it, and a describe with properties runs on every group pass."""
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    # -- the engine --------------------------------------------------------------------------
+
+    def _api(self) -> Any:
+        """The SDK's low-level client, made on first use, so that the plugin starts (and
+        answers with a clear error) while the engine is down."""
+        with self._client_lock:
+            if self._client is None:
+                with self._engine("connecting"):
+                    self._client = docker.from_env(version="auto",
+                                                   max_pool_size=WORKERS).api
+            return self._client
+
+    @contextlib.contextmanager
+    def _engine(self, doing: str) -> Iterator[None]:
+        """Turn the SDK's errors into a :class:`PluginError` that says what failed."""
+        try:
+            yield
+        except docker.errors.APIError as exc:
+            raise PluginError(f"Docker engine at {self.engine}: {doing}: "
+                              f"{exc.explanation or exc}") from None
+        except (docker.errors.DockerException, OSError) as exc:  # requests' errors too
+            raise PluginError(f"Docker engine at {self.engine} is unreachable ({doing}): "
+                              f"{exc}") from None
+
+    def _local_tags(self) -> str:
+        with self._engine("listing images"):
+            images = self._api().images()
+        tags = sorted(t for i in images for t in i.get("RepoTags") or []
+                      if t != "<none>:<none>")
+        return ", ".join(tags) if tags else "none"
+
+    def _missing_image(self, image: str) -> PluginError:
+        return PluginError(
+            f"Properties.Image: {image!r} is not on the Docker engine at {self.engine}, and "
+            f"images are never pulled: build, import or load it first; tags present "
+            f"locally: {self._local_tags()}")
+
+    def _properties(self, properties: Any) -> DockerProperties:
+        props = decode_properties(properties, DockerProperties)
+        props.check()
+        if not pinned(props.image):
+            raise PluginError(
+                f"Properties.Image: {props.image!r} is not pinned: name a tag other than "
+                f"'latest', or a digest (images are never pulled); tags present locally: "
+                f"{self._local_tags()}")
+        return props
+
+    # -- the state file ----------------------------------------------------------------------
+
+    def _load_labels(self) -> dict[str, dict[str, str]]:
+        try:
+            data = self._state_path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            return msgspec.json.decode(data, type=LabelState).labels
+        except msgspec.DecodeError as exc:
+            raise PluginError(f"state file {str(self._state_path)!r} is unreadable: {exc}")\
+                from None
+
+    def _save_labels(self) -> None:
+        """Write the state file (under the lock)."""
+        write_atomic(self._state_path, msgspec.json.encode(LabelState(labels=self._labels)))
+
+    def _forget(self, instance: str, container_id: str) -> None:
+        """Drop what the plugin kept about a container it removed."""
+        with self._lock:
+            self._facts.pop(container_id, None)
+            if self._labels.pop(instance, None) is not None:
+                self._save_labels()
+
+    # -- Instance/0.5.0 ----------------------------------------------------------------------
+
+    def validate(self, properties: Any) -> None:
+        props = self._properties(properties)
+        with self._engine(f"inspecting image {props.image!r}"):
+            try:
+                self._api().inspect_image(props.image)
+            except docker.errors.NotFound:
+                raise self._missing_image(props.image) from None
+
+    def provision(self, spec: Spec) -> str:
+        props = self._properties(spec.properties)
+        tags = dict(spec.tags or {})
+        _check_tags(tags, "Spec.Tags")
+        if spec.attachments:
+            raise PluginError("Spec.Attachments: the docker plugin attaches nothing; use "
+                              "Properties.Mounts")
+        labels = {**tags, OWNER: self.name}
+        if spec.logical_id is not None:
+            labels[LOGICAL_ID] = spec.logical_id
+        api = self._api()
+        with self._engine("preparing the container's settings"):
+            host_config = api.create_host_config(
+                network_mode=props.network_mode or None,
+                mounts=[docker.types.Mount(m.target, m.source or None, type=m.type,
+                                           read_only=m.read_only) for m in props.mounts or []],
+                mem_limit=props.memory,
+                nano_cpus=round(props.cpus * 1e9) if props.cpus is not None else None,
+                pids_limit=props.pids_limit,
+                restart_policy=(msgspec.to_builtins(props.restart_policy)
+                                if props.restart_policy is not None else None),
+            )
+        entrypoint = (["/bin/sh", "-c", f'{spec.init}\nexec "$@"', "infrakit-init"]
+                      if spec.init else None)
+        instance = f"{self.name}-{secrets.token_hex(6)}"
+        with self._lock:
+            self._starting.add(instance)
+        try:
+            with self._engine(f"creating container {instance}"):
+                try:
+                    made = api.create_container(
+                        props.image, command=props.command, entrypoint=entrypoint,
+                        environment=props.env, labels=labels, name=instance,
+                        host_config=host_config, stop_timeout=props.stop_timeout)
+                except docker.errors.ImageNotFound:
+                    raise self._missing_image(props.image) from None
+            try:
+                with self._engine(f"starting container {instance}"):
+                    api.start(made["Id"])
+            except PluginError:
+                with contextlib.suppress(docker.errors.DockerException, OSError):
+                    api.remove_container(made["Id"], force=True, v=True)
+                raise
+        finally:
+            with self._lock:
+                self._starting.discard(instance)
+        return instance
+
+    def _owned(self, instance: str) -> dict[str, Any]:
+        """The inspection of one of the plugin's containers, or a NotFoundError."""
+        if not self._id.fullmatch(instance):
+            raise NotFoundError(f"Instance: {instance!r} is not an instance of plugin "
+                                f"{self.name} (its IDs are {self.name}-<12 hex digits>)")
+        with self._engine(f"inspecting container {instance}"):
+            try:
+                info: dict[str, Any] = self._api().inspect_container(instance)
+            except docker.errors.NotFound:
+                raise NotFoundError(f"Instance: no container {instance!r} on the Docker "
+                                    f"engine at {self.engine}") from None
+        if (info["Config"].get("Labels") or {}).get(OWNER) != self.name:
+            raise NotFoundError(f"Instance: container {instance!r} was not made by plugin "
+                                f"{self.name} (it lacks the label {OWNER}={self.name})")
+        return info
+
+    def label(self, instance: str, labels: dict[str, str]) -> None:
+        _check_tags(labels, "Labels")
+        self._owned(instance)
+        with self._engine("listing containers"):
+            present = {self._instance_of(c) for c in self._api().containers(
+                all=True, filters={"label": f"{OWNER}={self.name}"})}
+        with self._lock:
+            kept = {i: ls for i, ls in self._labels.items() if i in present}
+            kept[instance] = {**kept.get(instance, {}), **labels}
+            self._labels = kept  # entries of containers removed behind our back go too
+            self._save_labels()
+
+    def destroy(self, instance: str) -> None:
+        info = self._owned(instance)
+        cid = info["Id"]
+        grace = info["Config"].get("StopTimeout")
+        with self._engine(f"stopping container {instance}"), \
+                contextlib.suppress(docker.errors.NotFound):
+            self._api().stop(cid, timeout=10 if grace is None else grace)
+        with self._engine(f"removing container {instance}"), \
+                contextlib.suppress(docker.errors.NotFound):
+            self._api().remove_container(cid, force=True, v=True)
+        self._forget(instance, cid)
+
+    def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
+        """The plugin's live containers that carry every tag. The engine filters on the
+        tags that no Instance.Label has set, the plugin on the others; containers found
+        stopped are removed on the way."""
+        with self._lock:
+            overrides = {i: dict(ls) for i, ls in self._labels.items()}
+        relabelled = {k for ls in overrides.values() for k in ls}
+        on_engine = [f"{OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
+                                                if k not in relabelled and "=" not in k]
+        with self._engine("listing containers"):
+            listed = self._api().containers(all=True, filters={"label": on_engine})
+        with self._lock:  # after the listing: a container listed as created was either
+            starting = set(self._starting)  # still starting then, or is running now
+        wanted = tags.items()
+        found: list[Description] = []
+        for c in listed:
+            instance = self._instance_of(c)
+            if instance is None:
+                continue
+            state = c["State"]
+            if state in OVER or (state == "created" and instance not in starting):
+                self._reap(instance, c["Id"])
+                continue
+            if state not in LIVE:
+                continue
+            labels = c.get("Labels") or {}
+            merged = {k: v for k, v in labels.items() if k not in RESERVED}
+            merged.update(overrides.get(instance, {}))
+            if not wanted <= merged.items():
+                continue
+            desc = Description(id=instance, logical_id=labels.get(LOGICAL_ID), tags=merged)
+            if properties:
+                desc.properties = {"ContainerID": c["Id"], "Image": c["Image"],
+                                   "ImageID": c["ImageID"], "State": state,
+                                   "Status": c["Status"], **self._facts_of(c)}
+            found.append(desc)
+        return found
+
+    def _instance_of(self, container: dict[str, Any]) -> str | None:
+        """The instance ID of a listed container, if it is one of the plugin's."""
+        for name in container.get("Names") or []:
+            instance: str = name[1:]  # "/name"; a linked name has a second "/"
+            if self._id.fullmatch(instance):
+                return instance
+        return None
+
+    def _facts_of(self, container: dict[str, Any]) -> dict[str, Any]:
+        """When a container was created and last started, and how often Docker restarted
+        it: inspected once per run of the container."""
+        cid = container["Id"]
+        running = container["State"] == "running"
+        with self._lock:
+            if running:
+                facts = self._facts.get(cid)
+            else:  # it will start anew: inspect it again then
+                facts = None
+                self._facts.pop(cid, None)
+        if facts is not None:
+            return facts
+        with self._engine(f"inspecting container {cid[:12]}"):
+            try:
+                info = self._api().inspect_container(cid)
+            except docker.errors.NotFound:  # removed since it was listed
+                return {}
+        state = info["State"]
+        facts = {"Created": info["Created"], "StartedAt": state["StartedAt"],
+                 "RestartCount": info["RestartCount"]}
+        if running:
+            with self._lock:
+                self._facts[cid] = facts
+        return facts
+
+    def _reap(self, instance: str, container_id: str) -> None:
+        """Remove a container of the plugin that no longer runs. Not forced: one that was
+        started again meanwhile is refused by the engine, and stays."""
+        try:
+            self._api().remove_container(container_id, v=True)
+        except (docker.errors.DockerException, OSError):  # gone already, being removed,
+            return  # running again, or the engine went away: the next describe tries again
+        self._forget(instance, container_id)

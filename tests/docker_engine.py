@@ -1,0 +1,119 @@
+"""A private Docker engine for the tests and the benchmark of the docker plugin.
+
+The daemon runs in a short temporary directory of its own (data, exec state, pid file and
+socket), with no bridge and no firewall changes, so it touches nothing of the machine's and
+containers get loopback only (``network_mode="none"``) or the host's network. There is no
+registry: the one image is imported from a tar holding Debian's static busybox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUSYBOX = Path("/bin/busybox")
+IMAGE = "infrakit-test/busybox:1"
+APPLETS = ("sh", "sleep", "httpd", "nc", "echo", "cat", "ls", "true", "kill", "wget")
+START_TIMEOUT = 30.0
+
+
+def engine_problem() -> str | None:
+    """Why a private engine cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "a private dockerd needs root"
+    if shutil.which("dockerd") is None:
+        return "dockerd is not installed (Debian package docker.io)"
+    if not BUSYBOX.is_file():
+        return f"{BUSYBOX} is missing (Debian package busybox-static)"
+    return None
+
+
+@dataclass
+class Engine:
+    """A running private dockerd."""
+
+    root: Path
+    proc: subprocess.Popen[bytes]
+    api: Any
+    """The Docker SDK's low-level client of this engine."""
+
+    @property
+    def host(self) -> str:
+        """Its ``DOCKER_HOST``."""
+        return f"unix://{self.root / 's'}"
+
+    def log(self) -> str:
+        return (self.root / "dockerd.log").read_text(errors="replace")
+
+    def remove_all_containers(self) -> None:
+        for c in self.api.containers(all=True):
+            with contextlib.suppress(Exception):
+                self.api.remove_container(c["Id"], force=True, v=True)
+
+
+def busybox_tar() -> bytes:
+    """A root file system: ``/bin/busybox``, its applets as symlinks, and ``/tmp``."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        tmp = tarfile.TarInfo("tmp")
+        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+        tar.addfile(tmp)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def private_engine() -> Iterator[Engine]:
+    """Start a dockerd, import :data:`IMAGE` into it, and stop it and remove every trace of
+    it at the end."""
+    import docker
+
+    root = Path(tempfile.mkdtemp(prefix="dk", dir="/tmp"))  # socket paths are short
+    with open(root / "dockerd.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{root / 's'}",
+             "--bridge=none", "--iptables=false"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    api = None
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while api is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited with {proc.returncode}:\n"
+                                   f"{(root / 'dockerd.log').read_text(errors='replace')}")
+            with contextlib.suppress(docker.errors.DockerException):
+                api = docker.DockerClient(base_url=f"unix://{root / 's'}",
+                                          version="auto").api
+            if api is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dockerd did not answer in {START_TIMEOUT:g} s")
+                time.sleep(0.1)
+        repository, tag = IMAGE.split(":")
+        api.import_image_from_data(busybox_tar(), repository=repository, tag=tag)
+        yield Engine(root, proc, api)
+    finally:
+        if api is not None:  # dockerd would wait for each container to stop
+            with contextlib.suppress(Exception):
+                Engine(root, proc, api).remove_all_containers()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)

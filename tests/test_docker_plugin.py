@@ -1,0 +1,300 @@
+"""The instance-docker plugin against a real, private Docker engine: the plugin runs as its
+own process and is driven over its socket; containers are checked through the engine's API.
+
+Every wait polls with a deadline. The engine starts once per session; every test leaves it
+without a container.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrakit.rpc.client import RPCClient
+from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
+from infrakit.rpc.typed import GroupClient, InstanceClient
+from infrakit.spi import Description, GroupSpec, Spec
+from tests.conftest import Plugin, StartPlugin
+from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
+from tests.helpers import stop_process, wait_until
+
+NAME = "instance-docker"
+OWNER = "infrakit.plugin"
+GROUP_TAG = "infrakit.group"
+CONFIG_TAG = "infrakit.config_sha"
+POLL = 0.2
+DEADLINE = 20.0  # seconds: a deadline, never a sleep
+
+#: A container that stops at once on SIGTERM, on loopback only.
+CONTAINER: dict[str, Any] = {
+    "Image": IMAGE,
+    "Command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+    "NetworkMode": "none",
+    "Memory": "64m",
+    "CPUs": 0.5,
+    "PidsLimit": 32,
+    "StopTimeout": 5,
+}
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    problem = engine_problem()
+    if problem is not None:
+        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
+            pytest.fail(f"a Docker engine is required (INFRAKIT_REQUIRE_ENGINES=1): {problem}")
+        pytest.skip(problem)
+    with private_engine() as e:
+        yield e
+
+
+@pytest.fixture
+def docker_engine(engine: Engine, home: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[Engine]:
+    """The private engine, named by ``DOCKER_HOST`` for the plugins this test starts."""
+    monkeypatch.setenv("DOCKER_HOST", engine.host)
+    for var in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(var, raising=False)
+    yield engine
+    engine.remove_all_containers()
+
+
+@pytest.fixture
+def plugin(docker_engine: Engine, start_plugin: StartPlugin) -> Plugin:
+    return start_plugin(NAME)
+
+
+def client(plugin: Plugin) -> InstanceClient:
+    return InstanceClient(RPCClient(plugin.path, timeout=30))
+
+
+def ids(descs: list[Description]) -> set[str]:
+    return {d.id for d in descs}
+
+
+def containers(engine: Engine) -> list[dict[str, Any]]:
+    """Every container on the engine, running or not."""
+    return list(engine.api.containers(all=True))
+
+
+def error(call: Any, *args: Any) -> str:
+    with pytest.raises(RPCError) as info:
+        call(*args)
+    assert info.value.code == APPLICATION_ERROR
+    return info.value.message
+
+
+def kill(engine: Engine, instance: str) -> None:
+    """``docker kill``, and wait until the engine says the container no longer runs (the
+    engine answers the kill before the container has exited)."""
+    engine.api.kill(instance)
+    wait_until(lambda: not engine.api.inspect_container(instance)["State"]["Running"], 5.0,
+               what=f"{instance} to exit")
+
+
+def in_container(engine: Engine, instance: str, *cmd: str) -> str:
+    run = engine.api.exec_create(instance, list(cmd))
+    return str(engine.api.exec_start(run["Id"]).decode())
+
+
+# -- one instance at a time ------------------------------------------------------------------
+
+
+def test_provision_describe_destroy(plugin: Plugin, docker_engine: Engine) -> None:
+    inst = client(plugin)
+    inst.validate(CONTAINER)
+    web_props = {**CONTAINER, "Env": {"GREETING": "hello"},
+                 "Mounts": [{"Type": "tmpfs", "Target": "/scratch"}]}
+    web = inst.provision(Spec(properties=web_props, tags={"tier": "web", "n": "1"},
+                              init="echo prepared > /tmp/init", logical_id="web-1"))
+    db = inst.provision(Spec(properties=CONTAINER, tags={"tier": "db"}))
+    assert web != db and web.startswith(f"{NAME}-")
+
+    # tags are labels, and the plugin's own label marks the container
+    [made] = docker_engine.api.containers(filters={"name": web})
+    assert made["Labels"] == {"tier": "web", "n": "1", OWNER: NAME,
+                              "infrakit.logical_id": "web-1"}
+    assert made["HostConfig"]["NetworkMode"] == "none"
+    limits = docker_engine.api.inspect_container(web)["HostConfig"]
+    assert (limits["Memory"], limits["NanoCpus"], limits["PidsLimit"]) == (64 << 20, 5e8, 32)
+    # Init ran first, then handed over to Command, which is the main process
+    assert in_container(docker_engine, web, "cat", "/tmp/init") == "prepared\n"
+    main = in_container(docker_engine, web, "cat", "/proc/1/cmdline").split("\0")
+    assert main[:2] == ["sh", "-c"], main  # not the entry script's "/bin/sh"
+    assert in_container(docker_engine, web, "sh", "-c", "echo $GREETING") == "hello\n"
+    assert "/scratch" in in_container(docker_engine, web, "cat", "/proc/mounts")
+
+    [desc] = inst.describe_instances({"tier": "web"}, False)
+    assert (desc.id, desc.logical_id, desc.tags) == (web, "web-1", {"tier": "web", "n": "1"})
+    assert ids(inst.describe_instances({}, False)) == {web, db}
+    assert inst.describe_instances({"tier": "web", "n": "2"}, False) == []
+    [full] = inst.describe_instances({"tier": "db"}, True)
+    facts = full.properties
+    assert facts["ContainerID"] == docker_engine.api.inspect_container(db)["Id"]
+    assert (facts["Image"], facts["State"]) == (IMAGE, "running")
+    assert facts["StartedAt"].startswith(time.strftime("%Y-", time.gmtime()))
+
+    inst.destroy(web)
+    assert ids(inst.describe_instances({}, False)) == {db}
+    assert [c["Names"] for c in containers(docker_engine)] == [[f"/{db}"]]
+    inst.destroy(db)
+    assert containers(docker_engine) == []
+
+
+def test_label_is_kept_by_the_plugin_and_survives_a_restart(
+        plugin: Plugin, docker_engine: Engine, start_plugin: StartPlugin, home: Path) -> None:
+    inst = client(plugin)
+    a = inst.provision(Spec(properties=CONTAINER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
+    b = inst.provision(Spec(properties=CONTAINER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
+    inst.label(a, {CONFIG_TAG: "v2", "extra": "yes"})
+
+    def check(inst: InstanceClient) -> None:
+        got = {d.id: d.tags for d in inst.describe_instances({GROUP_TAG: "g"}, False)}
+        assert got == {a: {GROUP_TAG: "g", CONFIG_TAG: "v2", "extra": "yes"},
+                       b: {GROUP_TAG: "g", CONFIG_TAG: "v1"}}
+        # a filter on a relabelled key sees the new value, not the container's own label
+        assert ids(inst.describe_instances({CONFIG_TAG: "v2"}, False)) == {a}
+        assert ids(inst.describe_instances({CONFIG_TAG: "v1"}, False)) == {b}
+
+    check(inst)
+    # the engine's labels are unchanged: the new ones live in the plugin's state file
+    assert docker_engine.api.inspect_container(a)["Config"]["Labels"][CONFIG_TAG] == "v1"
+    assert (home / NAME / NAME / "labels.json").is_file()
+    inst.rpc.close()
+    assert stop_process(plugin.proc) == 0
+    inst = client(start_plugin(NAME))
+    check(inst)
+
+    assert "reserved" in error(inst.label, a, {OWNER: "someone-else"})
+    assert f"{NAME}-000000000000" in error(inst.label, f"{NAME}-000000000000", {"x": "y"})
+
+
+def test_a_container_that_stops_is_not_described_and_is_removed(
+        plugin: Plugin, docker_engine: Engine) -> None:
+    inst = client(plugin)
+    doomed = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+    kept = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+    kill(docker_engine, doomed)
+    # as a plugin that died between creating a container and starting it leaves one
+    api = docker_engine.api
+    api.create_container(IMAGE, ["sleep", "3600"], name=f"{NAME}-00000000000c",
+                         labels={"t": "x", OWNER: NAME})
+    assert ids(inst.describe_instances({"t": "x"}, False)) == {kept}  # at once
+    # that describe removed both: no container that is not running is left behind
+    assert [c["Names"] for c in containers(docker_engine)] == [[f"/{kept}"]]
+
+
+def test_containers_it_did_not_make_are_never_touched(plugin: Plugin,
+                                                      docker_engine: Engine) -> None:
+    inst = client(plugin)
+    api = docker_engine.api
+    # one with a name the plugin might have given, one with another plugin's label
+    lookalike = f"{NAME}-0123456789ab"
+    for name, labels in ((lookalike, {"t": "x"}), ("other-0123456789ab", {OWNER: "other"})):
+        made = api.create_container(IMAGE, ["sleep", "3600"], name=name, labels=labels,
+                                    host_config=api.create_host_config(network_mode="none"))
+        api.start(made["Id"])
+    assert inst.describe_instances({}, False) == []
+    for name in (lookalike, "other-0123456789ab"):
+        message = error(inst.destroy, name)
+        assert name in message
+    assert "not made by plugin" in error(inst.destroy, lookalike)
+    assert len(api.containers()) == 2  # both still running
+
+
+def test_bad_input_is_refused_and_makes_nothing(plugin: Plugin, docker_engine: Engine) -> None:
+    inst = client(plugin)
+    for image in ("busybox", "x:latest", "infrakit-test/busybox"):
+        for call, arg in ((inst.validate, {**CONTAINER, "Image": image}),
+                          (inst.provision, Spec(properties={**CONTAINER, "Image": image}))):
+            message = error(call, arg)
+            assert "Properties.Image" in message and repr(image) in message, message
+            assert "not pinned" in message and IMAGE in message, message
+    message = error(inst.validate, {**CONTAINER, "Image": "infrakit-test/nginx:1.25"})
+    assert "'infrakit-test/nginx:1.25' is not on the Docker engine" in message
+    assert f"tags present locally: {IMAGE}" in message
+    message = error(inst.provision, Spec(properties={**CONTAINER, "Image": "x:2"}))
+    assert "'x:2'" in message and IMAGE in message, message
+
+    assert "unknown field `Comand`" in error(inst.validate, {"Image": IMAGE, "Comand": ["true"]})
+    assert "Properties.CPUs" in error(inst.validate, {**CONTAINER, "CPUs": 0})
+    assert "Properties.Memory" in error(inst.validate, {**CONTAINER, "Memory": "lots"})
+    assert "`Properties.Mounts[0].Type`" in error(
+        inst.validate, {**CONTAINER, "Mounts": [{"Target": "/m", "Type": "nfs"}]})
+    assert "reserved" in error(inst.provision, Spec(properties=CONTAINER,
+                                                    tags={OWNER: "x"}))
+
+    nobody = f"{NAME}-fedcba987654"
+    message = error(inst.destroy, nobody)
+    assert repr(nobody) in message and "no container" in message
+    assert "'../../etc'" in error(inst.destroy, "../../etc")
+    assert containers(docker_engine) == []
+
+
+# -- through the group plugin ----------------------------------------------------------------
+
+
+def group_spec(size: int) -> GroupSpec:
+    return GroupSpec(id="web", properties={
+        "Allocation": {"Size": size},
+        "Instance": {"Plugin": NAME, "Properties": CONTAINER},
+        "Flavor": {"Plugin": "flavor-vanilla",
+                   "Properties": {"Init": ["echo ready > /tmp/ready"], "Tags": {"tier": "web"}}},
+    })
+
+
+def members(plugin: Plugin) -> set[str]:
+    with RPCClient(plugin.path) as conn:
+        return ids(InstanceClient(conn).describe_instances({GROUP_TAG: "web"}, False))
+
+
+def converged(group: Plugin, plugin: Plugin, size: int) -> set[str]:
+    """The group's members, once it says it has converged to ``size`` members that the
+    instance plugin describes (else nothing)."""
+    with RPCClient(group.path) as conn:
+        desc = GroupClient(conn).describe_group("web")
+    got = ids(desc.instances or [])
+    return got if desc.converged and len(got) == size and got == members(plugin) else set()
+
+
+def test_group_heals_a_killed_container_and_leaves_nothing_behind(
+        docker_engine: Engine, start_plugin: StartPlugin, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", str(POLL))
+    plugin = start_plugin(NAME)
+    start_plugin("flavor-vanilla")
+    group = start_plugin("group")
+    with RPCClient(group.path, timeout=30) as conn:
+        groups = GroupClient(conn)
+        assert groups.commit_group(group_spec(3), False) == "Managing 3 instances"
+        first = wait_until(lambda: converged(group, plugin, 3), DEADLINE,
+                           what="3 running members")
+        victim = sorted(first)[0]
+        assert in_container(docker_engine, victim, "cat", "/tmp/ready") == "ready\n"
+
+        start = time.monotonic()
+        kill(docker_engine, victim)
+        # what makes the group act at its next pass: the killed member is not counted
+        assert victim not in members(plugin)
+        healed = wait_until(lambda: converged(group, plugin, 3), DEADLINE,
+                            what="the killed member to be replaced")
+        took = time.monotonic() - start
+        assert victim not in healed and len(healed & first) == 2
+        # noticed at the next pass, replaced at once: two polls and a container start
+        assert took < 2 * POLL + 5.0, took
+        running = {c["Names"][0][1:] for c in docker_engine.api.containers(all=True)}
+        assert running == healed  # the killed container is gone too
+
+        # a new instance plugin finds the same containers; the group changes nothing
+        assert stop_process(plugin.proc) == 0
+        plugin = start_plugin(NAME)
+        assert members(plugin) == healed
+        assert wait_until(lambda: converged(group, plugin, 3), DEADLINE) == healed
+
+        groups.destroy_group("web")
+    assert containers(docker_engine) == []
