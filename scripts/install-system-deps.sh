@@ -9,6 +9,7 @@ packages=(
     "curl curl"
     "docker.io dockerd"           # the Docker engine, run privately by the docker tests
     "busybox-static /bin/busybox" # the one binary of the docker tests' image
+    "etcd-server etcd"            # the etcd the store tests start privately
 )
 missing=()
 for entry in "${packages[@]}"; do

@@ -1,4 +1,4 @@
-"""The SQLite group store: durable, WAL, and safe to reopen after a kill."""
+"""The group stores held to one contract: SQLite (WAL, safe after a kill) and etcd."""
 
 from __future__ import annotations
 
@@ -10,26 +10,65 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from infrakit.store.base import InFlight
+import pytest
+
+from infrakit.store.base import GroupStore, InFlight
+from infrakit.store.etcd import EtcdStore
 from infrakit.store.sqlite import SQLiteStore
+from tests.etcd_engine import etcd_problem, private_etcd
 
 
 def _db() -> Path:
     return Path(tempfile.mkdtemp(prefix="ik", dir="/tmp")) / "groups.db"
 
 
-def test_groups_and_inflight_survive_reopening() -> None:
-    path = _db()
-    store = SQLiteStore(path)
+@pytest.fixture(scope="module")
+def etcd_url() -> Iterator[str]:
+    problem = etcd_problem()
+    if problem is not None:
+        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
+            pytest.fail(f"{problem} (INFRAKIT_REQUIRE_ENGINES=1)")
+        pytest.skip(problem)
+    with private_etcd() as url:
+        yield url
+
+
+Opener = Callable[[], GroupStore]
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def opener(request: pytest.FixtureRequest) -> Iterator[Opener]:
+    """Opens stores on one and the same data: a SQLite file, or a prefix of one etcd."""
+    opened: list[SQLiteStore | EtcdStore] = []
+    if request.param == "sqlite":
+        path = _db()
+
+        def open_store() -> GroupStore:
+            opened.append(SQLiteStore(path))
+            return opened[-1]
+    else:
+        url = request.getfixturevalue("etcd_url")
+        prefix = f"/test/{time.monotonic_ns()}/"
+
+        def open_store() -> GroupStore:
+            opened.append(EtcdStore([url], prefix=prefix))
+            return opened[-1]
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def test_groups_and_inflight_survive_reopening(opener: Opener) -> None:
+    store = opener()
     store.save_group("g", b'{"ID":"g"}')
     store.save_group("g", b'{"ID":"g","Properties":1}')
     op = InFlight(key="k", group="g", op="provision", started=1.0, deadline=2.0)
     store.record(op)
     assert store.reserve_sequences("g", 1) == 1
-    store.close()
-    again = SQLiteStore(path)
+    again = opener()
     assert again.load_groups() == {"g": b'{"ID":"g","Properties":1}'}
     assert again.inflight("g") == [op]
     assert again.reserve_sequences("g", 3) == 2  # 2, 3 and 4
@@ -37,6 +76,21 @@ def test_groups_and_inflight_survive_reopening() -> None:
     again.delete_group("g")
     assert again.load_groups() == {} and again.inflight("g") == []
     assert again.reserve_sequences("g", 1) == 0  # no group, no sequence
+
+
+def test_many_records_at_once_and_by_group(opener: Opener) -> None:
+    store = opener()
+    for gid in ("a", "b"):
+        store.save_group(gid, b"{}")
+    ops = [InFlight(key=f"{gid}{n}", group=gid, op="provision", started=1.0, deadline=2.0)
+           for gid in ("a", "b") for n in range(150)]  # more than one etcd transaction
+    store.record(*ops)
+    assert sorted(o.key for o in store.inflight("a")) == sorted(f"a{n}" for n in range(150))
+    store.forget(*(f"a{n}" for n in range(0, 150, 2)))
+    assert len(store.inflight("a")) == 75 and len(store.inflight("b")) == 150
+    store.delete_group("b")
+    assert store.inflight("b") == [] and len(opener().inflight("a")) == 75
+    assert store.load_groups() == {"a": b"{}"}
 
 
 def test_wal_mode_and_busy_timeout() -> None:
@@ -75,8 +129,8 @@ def test_a_writer_killed_mid_write_leaves_a_readable_store() -> None:
             assert raw.startswith(b'{"n": ') and raw.endswith(b'"}') and len(raw) > 4000
 
 
-def test_previous_spec_and_pause_are_kept() -> None:
-    store = SQLiteStore(_db())
+def test_previous_spec_and_pause_are_kept(opener: Opener) -> None:
+    store = opener()
     store.save_group("g", b"v1")
     assert store.previous_spec("g") is None
     store.save_group("g", b"v2")
@@ -84,29 +138,27 @@ def test_previous_spec_and_pause_are_kept() -> None:
     assert store.previous_spec("g") == b"v1"
     assert not store.paused("g")
     store.set_paused("g", True)
-    assert store.paused("g")
+    assert store.paused("g") and opener().paused("g")
+    store.set_paused("g", False)
+    assert not opener().paused("g")
 
 
-def test_inflight_reads_are_served_from_memory_but_see_other_writers() -> None:
-    path = _db()
-    mine, other = SQLiteStore(path), SQLiteStore(path)
-    try:
-        mine.save_group("g", b"{}")
-        assert mine.inflight("g") == []  # loads the group's records into memory
-        op = InFlight(key="a", group="g", op="provision", started=1.0, deadline=2.0)
-        mine.record(op)
-        op.instance = "changed after recording"  # the caller's object is not the stored one
-        assert [o.instance for o in mine.inflight("g")] == [None]
-        other.record(InFlight(key="b", group="g", op="destroy", instance="i-1", started=1.0,
-                              deadline=2.0))
-        assert sorted(o.key for o in mine.inflight("g")) == ["a", "b"]
-        other.forget("a")
-        assert [o.key for o in mine.inflight("g")] == ["b"]
-        mine.forget("b")
-        assert mine.inflight("g") == [] and other.inflight("g") == []
-        mine.record(op)
-        mine.delete_group("g")
-        assert mine.inflight("g") == [] and other.inflight("g") == []
-    finally:
-        mine.close()
-        other.close()
+def test_inflight_records_are_seen_by_every_store_on_the_same_data(opener: Opener) -> None:
+    """SQLite serves them from memory, and must still see what another connection wrote."""
+    mine, other = opener(), opener()
+    mine.save_group("g", b"{}")
+    assert mine.inflight("g") == []  # loads the group's records into memory
+    op = InFlight(key="a", group="g", op="provision", started=1.0, deadline=2.0)
+    mine.record(op)
+    op.instance = "changed after recording"  # the caller's object is not the stored one
+    assert [o.instance for o in mine.inflight("g")] == [None]
+    other.record(InFlight(key="b", group="g", op="destroy", instance="i-1", started=1.0,
+                          deadline=2.0))
+    assert sorted(o.key for o in mine.inflight("g")) == ["a", "b"]
+    other.forget("a")
+    assert [o.key for o in mine.inflight("g")] == ["b"]
+    mine.forget("b")
+    assert mine.inflight("g") == [] and other.inflight("g") == []
+    mine.record(op)
+    mine.delete_group("g")
+    assert mine.inflight("g") == [] and other.inflight("g") == []

@@ -394,7 +394,8 @@ class GroupController:
 
     async def record_destroy(self, member: Description) -> InFlight:
         now = time.time()
-        op = InFlight(key=f"destroy:{member.id}", group=self.group, op="destroy",
+        # keyed by group too: two groups' instance plugins may both have an "instance-1"
+        op = InFlight(key=f"destroy:{self.group}:{member.id}", group=self.group, op="destroy",
                       instance=member.id, started=now,
                       deadline=now + self.props.provision_deadline)
         await asyncio.to_thread(self.store.record, op)

@@ -1,0 +1,176 @@
+"""The group store across machines: etcd (v3, through its JSON gateway, with ``etcd3gw``).
+
+Keys, under a prefix (default ``/infrakit/``)::
+
+    spec/<group>        the committed spec (JSON, as committed)
+    previous/<group>    the spec committed before it
+    paused/<group>      "1" while an operator has paused the rolling update
+    sequence/<group>    the last member sequence number handed out
+    inflight/<key>      an in-flight record (JSON)
+
+Every change that must be atomic is one etcd transaction; a read-modify-write (the previous
+spec, the sequence) compares the revision it read and retries if another writer came in
+between. etcd caps the operations of one transaction (128 by default), so recording many
+in-flight records takes one transaction per 100: each is durable before the controller
+acts, and a crash between two leaves records that only delay, never duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from infrakit.spi.errors import PluginError
+from infrakit.store.base import InFlight
+
+_decode = msgspec.json.Decoder(InFlight).decode
+TXN_OPS = 100
+"""Operations per transaction, under etcd's default cap of 128."""
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _put(key: str, value: str | bytes) -> dict[str, Any]:
+    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
+
+
+def _delete(key: str, prefix: bool = False) -> dict[str, Any]:
+    request: dict[str, Any] = {"key": _b64(key)}
+    if prefix:
+        request["range_end"] = _b64(_prefix_end(key))
+    return {"request_delete_range": request}
+
+
+def _prefix_end(prefix: str) -> bytes:
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return bytes(raw)
+
+
+class EtcdStore:
+    """A :class:`~infrakit.store.base.GroupStore` in etcd, shared by every manager."""
+
+    def __init__(self, endpoints: list[str], prefix: str = "/infrakit/",
+                 timeout: float = 5.0) -> None:
+        import etcd3gw
+
+        if not endpoints:
+            raise PluginError("etcd: no endpoint given")
+        url = urlsplit(endpoints[0] if "://" in endpoints[0] else f"http://{endpoints[0]}")
+        if url.hostname is None:
+            raise PluginError(f"etcd: {endpoints[0]!r} is not an endpoint URL")
+        self._client = etcd3gw.client(host=url.hostname, port=url.port or 2379,
+                                      protocol=url.scheme, timeout=timeout)
+        self.prefix = prefix
+
+    def close(self) -> None:
+        self._client.session.close()
+
+    # -- raw access -----------------------------------------------------------------------
+
+    def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One call of the gateway; its faults become a :class:`PluginError` naming etcd."""
+        from etcd3gw.exceptions import Etcd3Exception
+
+        try:
+            answer: dict[str, Any] = self._client.post(self._client.get_url(path),
+                                                       json=request)
+        except Etcd3Exception as exc:
+            raise PluginError(f"etcd at {self._client.base_url}: {exc.detail_text or exc}"
+                              ) from None
+        return answer
+
+    def _range(self, key: str, prefix: bool = False) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {"key": _b64(key)}
+        if prefix:
+            request["range_end"] = _b64(_prefix_end(key))
+        kvs: list[dict[str, Any]] = self._post("/kv/range", request).get("kvs", [])
+        return kvs
+
+    def _value(self, key: str) -> tuple[bytes | None, int]:
+        """A key's value and its mod revision (0 when it does not exist)."""
+        kvs = self._range(key)
+        if not kvs:
+            return None, 0
+        return base64.b64decode(kvs[0].get("value", "")), int(kvs[0]["mod_revision"])
+
+    def _txn(self, success: list[dict[str, Any]],
+             compare: Iterable[dict[str, Any]] = ()) -> bool:
+        answer = self._post("/kv/txn", {"compare": list(compare), "success": success,
+                                        "failure": []})
+        return bool(answer.get("succeeded", False))
+
+    def _unchanged(self, key: str, revision: int) -> dict[str, Any]:
+        """Compare: ``key`` is as it was read at ``revision`` (0: it still does not exist)."""
+        return {"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                "mod_revision": str(revision)}
+
+    # -- GroupStore ------------------------------------------------------------------------
+
+    def load_groups(self) -> dict[str, bytes]:
+        head = f"{self.prefix}spec/"
+        return {base64.b64decode(kv["key"]).decode()[len(head):]:
+                base64.b64decode(kv.get("value", "")) for kv in self._range(head, prefix=True)}
+
+    def save_group(self, group: str, spec: bytes) -> None:
+        key = f"{self.prefix}spec/{group}"
+        while True:
+            current, revision = self._value(key)
+            success = [_put(key, spec)]
+            if current is not None and current != spec:
+                success.append(_put(f"{self.prefix}previous/{group}", current))
+            if self._txn(success, [self._unchanged(key, revision)]):
+                return
+
+    def previous_spec(self, group: str) -> bytes | None:
+        return self._value(f"{self.prefix}previous/{group}")[0]
+
+    def set_paused(self, group: str, paused: bool) -> None:
+        self._txn([_put(f"{self.prefix}paused/{group}", "1" if paused else "0")])
+
+    def paused(self, group: str) -> bool:
+        return self._value(f"{self.prefix}paused/{group}")[0] == b"1"
+
+    def delete_group(self, group: str) -> None:
+        ops = [_delete(f"{self.prefix}{part}/{group}")
+               for part in ("spec", "previous", "paused", "sequence")]
+        keys = [op.key for op in self.inflight(group)]
+        self._txn(ops + [_delete(self._inflight_key(k)) for k in keys[:TXN_OPS - len(ops)]])
+        self.forget(*keys[TXN_OPS - len(ops):])
+
+    def _inflight_key(self, key: str) -> str:
+        return f"{self.prefix}inflight/{key}"
+
+    def inflight(self, group: str) -> list[InFlight]:
+        ops = (_decode(base64.b64decode(kv.get("value", "")))
+               for kv in self._range(f"{self.prefix}inflight/", prefix=True))
+        return [op for op in ops if op.group == group]
+
+    def record(self, *ops: InFlight) -> None:
+        for start in range(0, len(ops), TXN_OPS):
+            self._txn([_put(self._inflight_key(op.key), msgspec.json.encode(op))
+                       for op in ops[start:start + TXN_OPS]])
+
+    def forget(self, *keys: str) -> None:
+        for start in range(0, len(keys), TXN_OPS):
+            self._txn([_delete(self._inflight_key(k)) for k in keys[start:start + TXN_OPS]])
+
+    def reserve_sequences(self, group: str, count: int) -> int:
+        spec = f"{self.prefix}spec/{group}"
+        key = f"{self.prefix}sequence/{group}"
+        while True:
+            if self._value(spec)[0] is None:
+                return 0  # no group, no sequence
+            current, revision = self._value(key)
+            last = int(current or b"0")
+            exists = {"key": _b64(spec), "result": "GREATER", "target": "VERSION",
+                      "version": "0"}
+            if self._txn([_put(key, str(last + count))],
+                         [self._unchanged(key, revision), exists]):
+                return last + 1
