@@ -58,6 +58,7 @@ class _LazyGroup(click.Group):
         "instance": "infrakit.cli.instance",
         "flavor": "infrakit.cli.flavor",
         "group": "infrakit.cli.group",
+        "manager": "infrakit.cli.manager",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,0 +1,105 @@
+"""``infrakit manager``: every group at once: commit a whole configuration, inspect it,
+export it (for backup, or to move it to another manager)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from infrakit.cli.connect import plugin_client, timeout_option
+from infrakit.cli.output import emit
+from infrakit.cli.specfile import SpecFileError, read_document
+from infrakit.manager.config import export_document, parse_configuration
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.typed import GroupClient
+from infrakit.spi.errors import PluginError
+from infrakit.spi.group import GroupSpec
+
+
+@click.group("manager", params=[timeout_option()])
+@click.option("--name", default="group", show_default=True,
+              help="The manager (or group plugin) to talk to.")
+@click.pass_context
+def command(ctx: click.Context, name: str, timeout: float) -> None:
+    """Commit, inspect and export the whole configuration: every group at once."""
+    ctx.obj = (name, timeout)
+
+
+@command.command()
+@click.argument("file", metavar="FILE|-")
+@click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
+@click.option("--prune", is_flag=True,
+              help="Destroy the groups that FILE does not name (with their members).")
+@click.pass_context
+def commit(ctx: click.Context, file: str, pretend: bool, prune: bool) -> None:
+    """Commit every group of FILE (JSON or YAML): {"Groups": {ID: spec, ...}}, as `export`
+    writes and the reference InfraKit's manager keeps, or a list of group specs. Every group
+    is validated before any is committed; groups missing from FILE are left alone unless
+    --prune is given."""
+    try:
+        specs = parse_configuration(read_document(file))
+    except PluginError as exc:
+        raise SpecFileError(f"{file}: {exc}") from None
+    with plugin_client(*ctx.obj) as (rpc, _):
+        client = GroupClient(rpc)
+        plans = {}
+        for gid, spec in specs.items():  # every group validated before any is committed
+            try:
+                plans[gid] = client.commit_group(spec, True)
+            except RPCError as exc:
+                raise click.ClickException(f"{gid}: {exc.message}; nothing was committed"
+                                           ) from None
+        missing = [s.id for s in client.inspect_groups() if s.id not in specs]
+        for gid, spec in specs.items():
+            click.echo(f"{gid}: {plans[gid] if pretend else client.commit_group(spec, False)}")
+        for gid in missing:
+            if not prune:
+                click.echo(f"{gid}: left alone (not in {file}; --prune destroys it)")
+            elif pretend:
+                click.echo(f"{gid}: would be destroyed with its members (not in {file})")
+            else:
+                client.destroy_group(gid)
+                click.echo(f"{gid}: destroyed with its members (not in {file})")
+
+
+@command.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
+              show_default=True, help="How to print the result.")
+@click.pass_context
+def inspect(ctx: click.Context, output: str) -> None:
+    """Show every committed group: its size, its plugins."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        specs = GroupClient(rpc).inspect_groups()
+    emit(export_document(specs), output, ["ID", "ALLOCATION", "INSTANCE", "FLAVOR"],
+         lambda: [_row(s) for s in specs])
+
+
+def _row(spec: GroupSpec) -> list[str]:
+    props: dict[str, Any] = spec.properties if isinstance(spec.properties, dict) else {}
+    alloc = props.get("Allocation") or {}
+    ids = alloc.get("LogicalIDs")
+    size = f"LogicalIDs: {', '.join(ids)}" if ids else f"Size: {alloc.get('Size', 0)}"
+    plugins = [str((props.get(block) or {}).get("Plugin", "-")) for block in ("Instance", "Flavor")]
+    return [spec.id, size, *plugins]
+
+
+@command.command()
+@click.argument("file", metavar="[FILE]", required=False)
+@click.pass_context
+def export(ctx: click.Context, file: str | None) -> None:
+    """Write every committed group as one JSON document (to FILE, else standard output),
+    which `infrakit manager commit` takes back."""
+    with plugin_client(*ctx.obj) as (rpc, _):
+        document = export_document(GroupClient(rpc).inspect_groups())
+    text = json.dumps(document, indent=2) + "\n"
+    if file is None:
+        click.echo(text, nl=False)
+        return
+    from pathlib import Path
+
+    from infrakit.atomicfile import write_atomic
+
+    write_atomic(Path(file), text.encode(), mode=0o644)
+    click.echo(f"exported {len(document['Groups'])} groups to {file}")

@@ -1,0 +1,1 @@
+"""The manager: the control plane above the group controller."""
