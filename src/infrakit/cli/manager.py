@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from infrakit.cli.connect import plugin_client, timeout_option
-from infrakit.cli.output import emit
+from infrakit.cli.output import dump, emit
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.rpc.jsonrpc import RPCError
@@ -18,13 +18,44 @@ from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupSpec
 
 
-@click.group("manager", params=[timeout_option()])
+@click.group("manager", params=[timeout_option()], invoke_without_command=True)
 @click.option("--name", default="group", show_default=True,
-              help="The manager (or group plugin) to talk to.")
+              help="The name the manager serves under (or the one to talk to).")
 @click.pass_context
 def command(ctx: click.Context, name: str, timeout: float) -> None:
-    """Commit, inspect and export the whole configuration: every group at once."""
+    """Without a command: run the manager in the foreground, the group controller behind a
+    leader lock, served as plugin NAME. A second manager started on the machine waits,
+    and takes over (resuming every group from the store) when the leader dies. With a
+    command: commit, inspect and export the whole configuration, every group at once."""
     ctx.obj = (name, timeout)
+    if ctx.invoked_subcommand is None:
+        from infrakit.cli.main import configure_logging, log_level
+        from infrakit.plugins.builtin import KINDS
+        from infrakit.rpc.paths import plugin_dir
+        from infrakit.rpc.server import serve
+
+        configure_logging(log_level())
+        serve(name, directory=plugin_dir(), **KINDS["manager"].build(name))
+
+
+@command.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
+              show_default=True, help="How to print the result.")
+def status(output: str) -> None:
+    """Who leads, since when, and which store it uses."""
+    import time
+
+    from infrakit.manager.leader import LockLeadership
+    from infrakit.rpc.paths import infrakit_home
+
+    leader = LockLeadership(infrakit_home() / "manager").leader()
+    if leader is None:
+        click.echo("no manager leads (none is running on this machine)" if output == "table"
+                   else dump(None, output))
+        return
+    emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE"], lambda: [[
+        str(leader.pid), leader.host,
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store]])
 
 
 @command.command()

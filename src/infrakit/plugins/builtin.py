@@ -15,10 +15,12 @@ from infrakit.rpc.paths import infrakit_home
 
 @dataclass(frozen=True)
 class Kind:
-    """A built-in plugin kind: a default name, a summary, and a factory of serve() kwargs."""
+    """A built-in plugin kind: a summary, a factory of serve() kwargs, and the name it is
+    served under unless told (the kind's own name, by default)."""
 
     summary: str
     build: Callable[[str], dict[str, Any]]
+    default_name: str = ""
 
 
 def _file(name: str) -> dict[str, Any]:
@@ -61,9 +63,33 @@ def _group(name: str) -> dict[str, Any]:
     return {"group": GroupPlugin(store, poll=poll)}
 
 
+def _manager(name: str) -> dict[str, Any]:
+    import logging
+
+    from infrakit.manager.leader import LockLeadership
+    from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
+    from infrakit.store.sqlite import SQLiteStore
+
+    home = infrakit_home() / "manager"
+    store = home / "groups.db"
+    leadership = LockLeadership(home)
+    leader = leadership.leader()
+    if leader is not None:
+        logging.getLogger("infrakit.manager").info(
+            "waiting to lead: pid %d on %s leads", leader.pid, leader.host)
+    # the lock is held by an open descriptor until this process ends, however it ends
+    leadership.acquire(f"sqlite:{store}")
+    logging.getLogger("infrakit.manager").info("leading; store sqlite:%s", store)
+    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    return {"group": GroupPlugin(SQLiteStore(store), poll=poll)}
+
+
 KINDS: dict[str, Kind] = {
     "group": Kind("the group controller: keeps committed groups converged; specs in "
                   "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
+    "manager": Kind("the group controller under a leader lock, served as 'group': a second "
+                    "manager on the machine waits and takes over when the first dies; "
+                    "specs in $INFRAKIT_HOME/manager", _manager, default_name="group"),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "
@@ -81,4 +107,4 @@ def parse_kind(spec: str) -> tuple[str, str]:
     kind, _, name = spec.partition(":")
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
-    return kind, name or kind
+    return kind, name or KINDS[kind].default_name or kind
