@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from infrakit.spi.errors import PluginError
 from infrakit.store.base import GroupStore, InFlight
-from infrakit.store.etcd import EtcdStore
+from infrakit.store.etcd import EtcdStore, b64
 from infrakit.store.sqlite import SQLiteStore
 from tests.etcd_engine import etcd_problem, private_etcd
 
@@ -162,3 +163,22 @@ def test_inflight_records_are_seen_by_every_store_on_the_same_data(opener: Opene
     mine.record(op)
     mine.delete_group("g")
     assert mine.inflight("g") == [] and other.inflight("g") == []
+
+
+def test_a_fenced_etcd_store_writes_nothing_once_its_term_is_over(etcd_url: str) -> None:
+    prefix = f"/fence/{time.monotonic_ns()}/"
+    store = EtcdStore([etcd_url], prefix=prefix)
+    try:
+        store.call("/kv/put", {"key": b64(f"{prefix}leader"), "value": b64("me")})
+        term = int(store.get_range(f"{prefix}leader")[0]["create_revision"])
+        store.fence_on(f"{prefix}leader", term)
+        store.save_group("g", b"{}")  # while the term lasts
+        store.call("/kv/deleterange", {"key": b64(f"{prefix}leader")})  # another leads
+        op = InFlight(key="k", group="g", op="provision", started=1.0, deadline=2.0)
+        for write in (lambda: store.record(op), lambda: store.save_group("g", b"[]"),
+                      lambda: store.reserve_sequences("g", 1)):
+            with pytest.raises(PluginError, match="no longer leads"):
+                write()
+        assert store.inflight("g") == [] and store.load_groups() == {"g": b"{}"}
+    finally:
+        store.close()

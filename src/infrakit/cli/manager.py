@@ -12,6 +12,7 @@ from infrakit.cli.connect import plugin_client, timeout_option
 from infrakit.cli.output import dump, emit
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
+from infrakit.manager.run import DEFAULT_LEASE_TTL, Settings, build_manager, current_leader
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.errors import PluginError
@@ -21,36 +22,51 @@ from infrakit.spi.group import GroupSpec
 @click.group("manager", params=[timeout_option()], invoke_without_command=True)
 @click.option("--name", default="group", show_default=True,
               help="The name the manager serves under (or the one to talk to).")
+@click.option("--store", type=click.Choice(["sqlite", "etcd"]), default="sqlite",
+              show_default=True, envvar="INFRAKIT_MANAGER_STORE",
+              help="sqlite: one machine, specs in $INFRAKIT_HOME/manager, a lock file "
+                   "elects the leader. etcd: specs in etcd, a lease elects the leader.")
+@click.option("--etcd-endpoints", default="", envvar="INFRAKIT_ETCD_ENDPOINTS",
+              metavar="URL,...", help="The etcd cluster, with --store etcd.")
+@click.option("--etcd-prefix", default="/infrakit/", show_default=True,
+              envvar="INFRAKIT_ETCD_PREFIX", help="Where in etcd these managers keep "
+              "their state: one prefix per set of managers sharing a cluster.")
+@click.option("--lease-ttl", type=click.IntRange(min=2), default=DEFAULT_LEASE_TTL,
+              show_default=True, envvar="INFRAKIT_LEASE_TTL",
+              help="Seconds a leader's etcd lease lives without renewal: a dead leader's "
+                   "successor starts within this time.")
 @click.pass_context
-def command(ctx: click.Context, name: str, timeout: float) -> None:
-    """Without a command: run the manager in the foreground, the group controller behind a
-    leader lock, served as plugin NAME. A second manager started on the machine waits,
-    and takes over (resuming every group from the store) when the leader dies. With a
-    command: commit, inspect and export the whole configuration, every group at once."""
+def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endpoints: str,
+            etcd_prefix: str, lease_ttl: int) -> None:
+    """Without a command: run the manager in the foreground, the group controller served as
+    plugin NAME while this manager leads. Another manager (on this machine with sqlite, on
+    any with etcd) waits, and takes over, resuming every group from the store, when the
+    leader dies. With a command: see who leads; commit, inspect and export the whole
+    configuration, every group at once."""
     ctx.obj = (name, timeout)
+    settings = Settings(store=store, lease_ttl=lease_ttl, prefix=etcd_prefix,
+                        endpoints=tuple(e for e in etcd_endpoints.split(",") if e))
+    ctx.meta["manager"] = settings
     if ctx.invoked_subcommand is None:
         from infrakit.cli.main import configure_logging, log_level
-        from infrakit.plugins.builtin import KINDS
         from infrakit.rpc.paths import plugin_dir
         from infrakit.rpc.server import serve
 
         configure_logging(log_level())
-        serve(name, directory=plugin_dir(), **KINDS["manager"].build(name))
+        serve(name, directory=plugin_dir(), **build_manager(settings))
 
 
 @command.command()
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
               show_default=True, help="How to print the result.")
-def status(output: str) -> None:
+@click.pass_context
+def status(ctx: click.Context, output: str) -> None:
     """Who leads, since when, and which store it uses."""
     import time
 
-    from infrakit.manager.leader import LockLeadership
-    from infrakit.rpc.paths import infrakit_home
-
-    leader = LockLeadership(infrakit_home() / "manager").leader()
+    leader = current_leader(ctx.meta["manager"])
     if leader is None:
-        click.echo("no manager leads (none is running on this machine)" if output == "table"
+        click.echo("no manager leads (none is running)" if output == "table"
                    else dump(None, output))
         return
     emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE"], lambda: [[

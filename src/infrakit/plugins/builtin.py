@@ -64,32 +64,18 @@ def _group(name: str) -> dict[str, Any]:
 
 
 def _manager(name: str) -> dict[str, Any]:
-    import logging
+    from infrakit.manager.run import Settings, build_manager
 
-    from infrakit.manager.leader import LockLeadership
-    from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
-    from infrakit.store.sqlite import SQLiteStore
-
-    home = infrakit_home() / "manager"
-    store = home / "groups.db"
-    leadership = LockLeadership(home)
-    leader = leadership.leader()
-    if leader is not None:
-        logging.getLogger("infrakit.manager").info(
-            "waiting to lead: pid %d on %s leads", leader.pid, leader.host)
-    # the lock is held by an open descriptor until this process ends, however it ends
-    leadership.acquire(f"sqlite:{store}")
-    logging.getLogger("infrakit.manager").info("leading; store sqlite:%s", store)
-    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
-    return {"group": GroupPlugin(SQLiteStore(store), poll=poll)}
+    return build_manager(Settings.from_env())
 
 
 KINDS: dict[str, Kind] = {
     "group": Kind("the group controller: keeps committed groups converged; specs in "
                   "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
-    "manager": Kind("the group controller under a leader lock, served as 'group': a second "
-                    "manager on the machine waits and takes over when the first dies; "
-                    "specs in $INFRAKIT_HOME/manager", _manager, default_name="group"),
+    "manager": Kind("the group controller, served as 'group' while it leads; a second "
+                    "manager waits and takes over when the leader dies ("
+                    "$INFRAKIT_MANAGER_STORE sqlite or etcd, $INFRAKIT_ETCD_ENDPOINTS, "
+                    "$INFRAKIT_LEASE_TTL)", _manager, default_name="group"),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "

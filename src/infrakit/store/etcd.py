@@ -32,18 +32,18 @@ TXN_OPS = 100
 """Operations per transaction, under etcd's default cap of 128."""
 
 
-def _b64(data: str | bytes) -> str:
+def b64(data: str | bytes) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 def _put(key: str, value: str | bytes) -> dict[str, Any]:
-    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
+    return {"request_put": {"key": b64(key), "value": b64(value)}}
 
 
 def _delete(key: str, prefix: bool = False) -> dict[str, Any]:
-    request: dict[str, Any] = {"key": _b64(key)}
+    request: dict[str, Any] = {"key": b64(key)}
     if prefix:
-        request["range_end"] = _b64(_prefix_end(key))
+        request["range_end"] = b64(_prefix_end(key))
     return {"request_delete_range": request}
 
 
@@ -68,13 +68,21 @@ class EtcdStore:
         self._client = etcd3gw.client(host=url.hostname, port=url.port or 2379,
                                       protocol=url.scheme, timeout=timeout)
         self.prefix = prefix
+        self._fence: list[dict[str, Any]] = []
+
+    def fence_on(self, key: str, revision: int) -> None:
+        """From now on, write only while ``key`` is the one created at ``revision`` (the
+        leader key of this manager's term): a manager that lost its term writes nothing,
+        so it cannot leave in-flight records that a new leader would wait for."""
+        self._fence = [{"key": b64(key), "result": "EQUAL", "target": "CREATE",
+                        "create_revision": str(revision)}]
 
     def close(self) -> None:
         self._client.session.close()
 
     # -- raw access -----------------------------------------------------------------------
 
-    def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
+    def call(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
         """One call of the gateway; its faults become a :class:`PluginError` naming etcd."""
         from etcd3gw.exceptions import Etcd3Exception
 
@@ -86,29 +94,37 @@ class EtcdStore:
                               ) from None
         return answer
 
-    def _range(self, key: str, prefix: bool = False) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {"key": _b64(key)}
+    def get_range(self, key: str, prefix: bool = False) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {"key": b64(key)}
         if prefix:
-            request["range_end"] = _b64(_prefix_end(key))
-        kvs: list[dict[str, Any]] = self._post("/kv/range", request).get("kvs", [])
+            request["range_end"] = b64(_prefix_end(key))
+        kvs: list[dict[str, Any]] = self.call("/kv/range", request).get("kvs", [])
         return kvs
 
-    def _value(self, key: str) -> tuple[bytes | None, int]:
+    def get_value(self, key: str) -> tuple[bytes | None, int]:
         """A key's value and its mod revision (0 when it does not exist)."""
-        kvs = self._range(key)
+        kvs = self.get_range(key)
         if not kvs:
             return None, 0
         return base64.b64decode(kvs[0].get("value", "")), int(kvs[0]["mod_revision"])
 
     def _txn(self, success: list[dict[str, Any]],
              compare: Iterable[dict[str, Any]] = ()) -> bool:
-        answer = self._post("/kv/txn", {"compare": list(compare), "success": success,
-                                        "failure": []})
-        return bool(answer.get("succeeded", False))
+        """Apply ``success`` if every ``compare`` (and the fence) holds; False when a
+        compare failed, an error when the fence did."""
+        answer = self.call("/kv/txn", {"compare": [*compare, *self._fence],
+                                       "success": success, "failure": []})
+        if answer.get("succeeded", False):
+            return True
+        if self._fence:
+            kvs = self.get_range(base64.b64decode(self._fence[0]["key"]).decode())
+            if not kvs or kvs[0]["create_revision"] != self._fence[0]["create_revision"]:
+                raise PluginError("etcd: this manager no longer leads; nothing was written")
+        return False
 
     def _unchanged(self, key: str, revision: int) -> dict[str, Any]:
         """Compare: ``key`` is as it was read at ``revision`` (0: it still does not exist)."""
-        return {"key": _b64(key), "result": "EQUAL", "target": "MOD",
+        return {"key": b64(key), "result": "EQUAL", "target": "MOD",
                 "mod_revision": str(revision)}
 
     # -- GroupStore ------------------------------------------------------------------------
@@ -116,12 +132,12 @@ class EtcdStore:
     def load_groups(self) -> dict[str, bytes]:
         head = f"{self.prefix}spec/"
         return {base64.b64decode(kv["key"]).decode()[len(head):]:
-                base64.b64decode(kv.get("value", "")) for kv in self._range(head, prefix=True)}
+                base64.b64decode(kv.get("value", "")) for kv in self.get_range(head, prefix=True)}
 
     def save_group(self, group: str, spec: bytes) -> None:
         key = f"{self.prefix}spec/{group}"
         while True:
-            current, revision = self._value(key)
+            current, revision = self.get_value(key)
             success = [_put(key, spec)]
             if current is not None and current != spec:
                 success.append(_put(f"{self.prefix}previous/{group}", current))
@@ -129,13 +145,13 @@ class EtcdStore:
                 return
 
     def previous_spec(self, group: str) -> bytes | None:
-        return self._value(f"{self.prefix}previous/{group}")[0]
+        return self.get_value(f"{self.prefix}previous/{group}")[0]
 
     def set_paused(self, group: str, paused: bool) -> None:
         self._txn([_put(f"{self.prefix}paused/{group}", "1" if paused else "0")])
 
     def paused(self, group: str) -> bool:
-        return self._value(f"{self.prefix}paused/{group}")[0] == b"1"
+        return self.get_value(f"{self.prefix}paused/{group}")[0] == b"1"
 
     def delete_group(self, group: str) -> None:
         ops = [_delete(f"{self.prefix}{part}/{group}")
@@ -149,7 +165,7 @@ class EtcdStore:
 
     def inflight(self, group: str) -> list[InFlight]:
         ops = (_decode(base64.b64decode(kv.get("value", "")))
-               for kv in self._range(f"{self.prefix}inflight/", prefix=True))
+               for kv in self.get_range(f"{self.prefix}inflight/", prefix=True))
         return [op for op in ops if op.group == group]
 
     def record(self, *ops: InFlight) -> None:
@@ -165,11 +181,11 @@ class EtcdStore:
         spec = f"{self.prefix}spec/{group}"
         key = f"{self.prefix}sequence/{group}"
         while True:
-            if self._value(spec)[0] is None:
+            if self.get_value(spec)[0] is None:
                 return 0  # no group, no sequence
-            current, revision = self._value(key)
+            current, revision = self.get_value(key)
             last = int(current or b"0")
-            exists = {"key": _b64(spec), "result": "GREATER", "target": "VERSION",
+            exists = {"key": b64(spec), "result": "GREATER", "target": "VERSION",
                       "version": "0"}
             if self._txn([_put(key, str(last + count))],
                          [self._unchanged(key, revision), exists]):

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,12 +60,18 @@ class Status:
     breaker_open: bool = False
 
 
+Fence = Callable[[], None]
+"""Raises :class:`PluginError` unless this process may still act on providers; blocking."""
+
+
 class GroupController:
     """Keeps one group converged."""
 
     def __init__(self, group: str, props: GroupProperties, store: GroupStore,
-                 clients: PluginClients, poll: float, paused: bool = False) -> None:
+                 clients: PluginClients, poll: float, paused: bool = False,
+                 fence: Fence | None = None) -> None:
         self.group = group
+        self.fence = fence
         self.store = store
         self.clients = clients
         self.poll = poll
@@ -315,7 +321,13 @@ class GroupController:
                              breaker_open=decision.breaker_open)
         return decision
 
+    async def _fenced(self) -> None:
+        """Before anything that changes a provider: raise unless this process may act."""
+        if self.fence is not None:
+            await asyncio.to_thread(self.fence)
+
     async def _relabel(self, instance: str) -> None:
+        await self._fenced()
         inst = self.clients.instance(self.props.instance.plugin)
         try:
             await inst.label(instance, {CONFIG_TAG: self.sha})
@@ -378,6 +390,10 @@ class GroupController:
         if not ready:
             return outcomes
         try:
+            await self._fenced()
+        except PluginError as exc:
+            return [_NothingMade(str(exc))] * len(ops)
+        try:
             made = await self.clients.instance(instance).provision_each([p for _, p in ready])
         except RPCError as exc:  # the plugin answered: nothing was made
             made = [_NothingMade(explain("Instance", instance, exc))] * len(ready)
@@ -407,6 +423,7 @@ class GroupController:
             if op is None:
                 op = await self.record_destroy(member)
             try:
+                await self._fenced()
                 try:
                     await self.clients.flavor(props.flavor.plugin).drain(
                         props.flavor.properties, member)

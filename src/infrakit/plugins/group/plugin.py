@@ -9,7 +9,7 @@ import time
 import msgspec
 
 from infrakit.plugins.clients import PluginClients, explain
-from infrakit.plugins.group.controller import GroupController
+from infrakit.plugins.group.controller import Fence, GroupController
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group
 from infrakit.rpc.client import PluginUnreachable
@@ -39,9 +39,12 @@ class GroupPlugin:
     :meth:`start` before it accepts calls and :meth:`stop` after the last one.
     """
 
-    def __init__(self, store: GroupStore, poll: float = DEFAULT_POLL) -> None:
+    def __init__(self, store: GroupStore, poll: float = DEFAULT_POLL,
+                 fence: Fence | None = None) -> None:
         self.store = store
         self.poll = poll
+        self.fence = fence
+        """Raises unless this process may act on providers (a manager's leadership)."""
         self.clients = PluginClients()
         self._specs: dict[str, GroupSpec] = {}
         self._controllers: dict[str, GroupController] = {}
@@ -68,7 +71,7 @@ class GroupPlugin:
         if controller is None:
             paused = self.store.paused(spec.id)
             controller = GroupController(spec.id, props, self.store, self.clients, self.poll,
-                                         paused)
+                                         paused, self.fence)
             self._controllers[spec.id] = controller
             controller.start()
         else:

@@ -1,0 +1,106 @@
+"""Managers on etcd: a lease elects the leader; when it dies another takes over within the
+lease's TTL, with every group; a leader frozen past its TTL stops at once when it runs
+again, and never acts on a provider after it lost its term."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infrakit.rpc.client import RPCClient
+from infrakit.rpc.typed import GroupClient, InstanceClient
+from infrakit.spi import GroupSpec
+from tests.conftest import Cli, Processes, StartPlugin
+from tests.etcd_engine import etcd_problem, private_etcd
+from tests.helpers import PY, answers_handshake, wait_until
+
+TTL = 2
+
+
+@pytest.fixture(scope="module")
+def etcd_url() -> Iterator[str]:
+    problem = etcd_problem()
+    if problem is not None:
+        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
+            pytest.fail(f"{problem} (INFRAKIT_REQUIRE_ENGINES=1)")
+        pytest.skip(problem)
+    with private_etcd() as url:
+        yield url
+
+
+def test_leader_killed_then_frozen_successors_take_over_without_over_provisioning(
+        procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path,
+        etcd_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRAKIT_ETCD_PREFIX", f"/t{time.monotonic_ns()}/")
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", "0.2")
+    instance = start_plugin("instance-file").path
+    start_plugin("flavor-vanilla")
+    plugins = home / "plugins"
+    opts = ["--store", "etcd", "--etcd-endpoints", etcd_url, "--lease-ttl", str(TTL)]
+
+    def manager(name: str) -> subprocess.Popen[bytes]:
+        return procs.spawn([PY, "-m", "infrakit", "manager", "--name", name, *opts],
+                           home / "test-logs" / f"{name}.log")
+
+    def leader_pid() -> int:
+        out = cli("manager", *opts, "status", "-o", "json").stdout
+        return int(json.loads(out)["PID"])
+
+    peak = 0
+
+    def members() -> int:
+        nonlocal peak
+        with RPCClient(instance) as conn:
+            count = len(InstanceClient(conn).describe_instances(
+                {"infrakit.group": "web"}, False))
+        peak = max(peak, count)
+        return count
+
+    a = manager("group-a")
+    wait_until(lambda: answers_handshake(plugins / "group-a"), 15, what="a to lead")
+    b = manager("group-b")
+    wait_until(lambda: "waiting to lead" in (home / "test-logs" / "group-b.log").read_text(),
+               15, what="b to wait")
+    assert leader_pid() == a.pid
+    props = {"Allocation": {"Size": 3},
+             "Instance": {"Plugin": "instance-file", "Properties": {}},
+             "Flavor": {"Plugin": "flavor-vanilla", "Properties": {}}}
+    with RPCClient(plugins / "group-a") as conn:
+        GroupClient(conn).commit_group(GroupSpec(id="web", properties=props), False)
+    wait_until(lambda: members() == 3, 15, what="3 members")
+
+    a.send_signal(signal.SIGKILL)  # killed: b leads within the TTL
+    killed = time.monotonic()
+    wait_until(lambda: answers_handshake(plugins / "group-b"), 15, what="b to lead")
+    assert time.monotonic() - killed < TTL + 2.5
+    assert leader_pid() == b.pid
+    with RPCClient(plugins / "group-b") as conn:
+        assert [g.id for g in GroupClient(conn).inspect_groups()] == ["web"]
+
+    c = manager("group-c")
+    wait_until(lambda: "waiting to lead" in (home / "test-logs" / "group-c.log").read_text(),
+               15, what="c to wait")
+    b.send_signal(signal.SIGSTOP)  # frozen past its TTL: c leads
+    wait_until(lambda: answers_handshake(plugins / "group-c"), 15, what="c to lead")
+    with RPCClient(plugins / "group-c") as conn:  # c changes the group while b sleeps
+        GroupClient(conn).commit_group(GroupSpec(id="web", properties={
+            **props, "Allocation": {"Size": 2}}), False)
+    wait_until(lambda: members() == 2, 15, what="c to scale the group to 2")
+    b.send_signal(signal.SIGCONT)  # b wakes up believing it leads a group of 3
+    assert b.wait(10) == 3  # it ends itself, lease lost
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # and it never added the member it thought missing
+        assert members() == 2
+        time.sleep(0.05)
+    assert peak <= 3
+    assert leader_pid() == c.pid
+    with RPCClient(plugins / "group-c") as conn:  # b left no record that c would wait on
+        wait_until(lambda: GroupClient(conn).describe_group("web").converged, 5,
+                   what="c to converge")
