@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.lifecycle import is_locked
-from tests.helpers import PY, answers_handshake, stop_pid, stop_process, wait_until
+from tests.etcd_engine import etcd_problem, private_etcd
+from tests.helpers import (
+    PY,
+    answers_handshake,
+    require_engine,
+    stop_pid,
+    stop_process,
+    wait_until,
+)
 
 #: Variables of the caller's environment that would change what the tests see.
 _CLEARED = ("INFRAKIT_PLUGINS_DIR", "INFRAKIT_LOG", "INFRAKIT_DEBUG", "INFRAKIT_TIMEOUT")
@@ -181,3 +189,11 @@ def cli(home: Path) -> Cli:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def etcd_url() -> Iterator[str]:
+    """The client URL of a private etcd member, started once for the session."""
+    require_engine(etcd_problem())
+    with private_etcd() as url:
+        yield url

@@ -233,3 +233,15 @@ def assert_same_shape(ours: Any, sample: Any, where: str = "$") -> None:
                 assert_same_shape(item, sample[0], f"{where}[{i}]")
         return
     assert shape(ours) == shape(sample), f"{where}: ours {ours!r}, sample {sample!r}"
+
+
+def require_engine(problem: str | None) -> None:
+    """Skip the test when a real engine it needs is missing (``problem`` says why), or
+    fail it when the environment requires every engine (CI: ``INFRAKIT_REQUIRE_ENGINES=1``)."""
+    if problem is None:
+        return
+    import pytest
+
+    if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
+        pytest.fail(f"{problem} (INFRAKIT_REQUIRE_ENGINES=1)")
+    pytest.skip(problem)

@@ -7,7 +7,6 @@ without a container.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import Description, GroupSpec, Spec
 from tests.conftest import Plugin, StartPlugin
 from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
-from tests.helpers import stop_process, wait_until
+from tests.helpers import require_engine, stop_process, wait_until
 
 NAME = "instance-docker"
 OWNER = "infrakit.plugin"
@@ -44,11 +43,7 @@ CONTAINER: dict[str, Any] = {
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
-    problem = engine_problem()
-    if problem is not None:
-        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
-            pytest.fail(f"a Docker engine is required (INFRAKIT_REQUIRE_ENGINES=1): {problem}")
-        pytest.skip(problem)
+    require_engine(engine_problem())
     with private_engine() as e:
         yield e
 

@@ -5,11 +5,9 @@ again, and never acts on a provider after it lost its term."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +16,9 @@ from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
 from tests.conftest import Cli, Processes, StartPlugin
-from tests.etcd_engine import etcd_problem, private_etcd
 from tests.helpers import PY, answers_handshake, wait_until
 
 TTL = 2
-
-
-@pytest.fixture(scope="module")
-def etcd_url() -> Iterator[str]:
-    problem = etcd_problem()
-    if problem is not None:
-        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
-            pytest.fail(f"{problem} (INFRAKIT_REQUIRE_ENGINES=1)")
-        pytest.skip(problem)
-    with private_etcd() as url:
-        yield url
 
 
 def test_leader_killed_then_frozen_successors_take_over_without_over_provisioning(

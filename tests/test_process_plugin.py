@@ -22,7 +22,7 @@ from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
 from infrakit.spi.types import Description, Spec
 from tests.conftest import Plugin, StartPlugin
-from tests.helpers import stop_process, wait_until
+from tests.helpers import require_engine, stop_process, wait_until
 
 NAME = "instance-process"
 HTTP = f"{sys.executable} -m http.server --bind 127.0.0.1 $PORT_HTTP"
@@ -233,10 +233,7 @@ def _cgroups_usable() -> bool:
 
 
 def test_limits_put_the_instance_in_its_cgroups(proc: Proc) -> None:
-    if not _cgroups_usable():
-        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
-            pytest.fail("writable cgroups are required (INFRAKIT_REQUIRE_ENGINES=1)")
-        pytest.skip("no writable cgroups here")
+    require_engine(None if _cgroups_usable() else "no writable cgroups here")
     iid = proc.provision(Command="sleep 600", Limits={"MemoryMB": 64, "Pids": 20, "CPUs": 0.5})
     pid = proc.pid(iid)
 

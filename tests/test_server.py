@@ -25,6 +25,7 @@ from tests.helpers import (
     error_of,
     http_request,
     post_json,
+    require_engine,
     result_of,
     rpc,
     stop_process,
@@ -544,10 +545,8 @@ def test_client_hanging_up_mid_call_does_not_hurt_the_plugin(multi: Plugin, home
 
 def _need_curl() -> str:
     path = shutil.which("curl")
-    if path is None:
-        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
-            pytest.fail("curl is required (INFRAKIT_REQUIRE_ENGINES=1) but not installed")
-        pytest.skip("curl is not installed")
+    require_engine(None if path else "curl is not installed")
+    assert path is not None
     return path
 
 

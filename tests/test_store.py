@@ -19,22 +19,10 @@ from infrakit.spi.errors import PluginError
 from infrakit.store.base import GroupStore, InFlight
 from infrakit.store.etcd import EtcdStore, b64
 from infrakit.store.sqlite import SQLiteStore
-from tests.etcd_engine import etcd_problem, private_etcd
 
 
 def _db() -> Path:
     return Path(tempfile.mkdtemp(prefix="ik", dir="/tmp")) / "groups.db"
-
-
-@pytest.fixture(scope="module")
-def etcd_url() -> Iterator[str]:
-    problem = etcd_problem()
-    if problem is not None:
-        if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
-            pytest.fail(f"{problem} (INFRAKIT_REQUIRE_ENGINES=1)")
-        pytest.skip(problem)
-    with private_etcd() as url:
-        yield url
 
 
 Opener = Callable[[], GroupStore]
