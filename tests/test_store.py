@@ -19,6 +19,8 @@ from infrakit.spi.errors import PluginError
 from infrakit.store.base import GroupStore, InFlight
 from infrakit.store.etcd import EtcdStore, b64
 from infrakit.store.sqlite import SQLiteStore
+from tests.etcd_engine import etcd_problem, private_etcd_cluster
+from tests.helpers import require_engine
 
 
 def _db() -> Path:
@@ -170,3 +172,31 @@ def test_a_fenced_etcd_store_writes_nothing_once_its_term_is_over(etcd_url: str)
         assert store.inflight("g") == [] and store.load_groups() == {"g": b"{}"}
     finally:
         store.close()
+
+
+def test_the_etcd_store_survives_a_member_and_recovers_its_quorum() -> None:
+    require_engine(etcd_problem())
+    with private_etcd_cluster(3) as cluster:
+        store = EtcdStore(cluster.urls, timeout=2)
+        try:
+            store.save_group("g", b"{}")
+            cluster.stop(0)  # the member the store talks to: it moves to the next one
+            op = InFlight(key="k", group="g", op="provision", started=1.0, deadline=2.0)
+            store.record(op)
+            assert store.inflight("g") == [op]
+            cluster.stop(1)  # no quorum: nothing can be written, and it says so
+            with pytest.raises(PluginError, match="etcd"):
+                store.save_group("h", b"{}")
+            cluster.start(1, state="existing")  # quorum is back: so are writes
+            cluster.wait_healthy(1)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    store.save_group("h", b"{}")
+                    break
+                except PluginError:
+                    assert time.monotonic() < deadline, "no write after quorum came back"
+                    time.sleep(0.2)
+            assert set(store.load_groups()) == {"g", "h"}
+        finally:
+            store.close()

@@ -62,11 +62,15 @@ class EtcdStore:
 
         if not endpoints:
             raise PluginError("etcd: no endpoint given")
-        url = urlsplit(endpoints[0] if "://" in endpoints[0] else f"http://{endpoints[0]}")
-        if url.hostname is None:
-            raise PluginError(f"etcd: {endpoints[0]!r} is not an endpoint URL")
-        self._client = etcd3gw.client(host=url.hostname, port=url.port or 2379,
-                                      protocol=url.scheme, timeout=timeout)
+        self._clients = []
+        for endpoint in endpoints:
+            url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+            if url.hostname is None:
+                raise PluginError(f"etcd: {endpoint!r} is not an endpoint URL")
+            self._clients.append(etcd3gw.client(host=url.hostname, port=url.port or 2379,
+                                                protocol=url.scheme, timeout=timeout))
+        self._current = 0
+        """The member calls go to, until it cannot be reached; then the next one."""
         self.prefix = prefix
         self._fence: list[dict[str, Any]] = []
 
@@ -78,21 +82,33 @@ class EtcdStore:
                         "create_revision": str(revision)}]
 
     def close(self) -> None:
-        self._client.session.close()
+        for client in self._clients:
+            client.session.close()
 
     # -- raw access -----------------------------------------------------------------------
 
     def call(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
-        """One call of the gateway; its faults become a :class:`PluginError` naming etcd."""
-        from etcd3gw.exceptions import Etcd3Exception
+        """One call of the gateway, to the first member that answers; its faults become a
+        :class:`PluginError` naming etcd. (A call cut off by a member's death may have been
+        applied: every write here is idempotent or compares a revision, so a retry is safe.)"""
+        from etcd3gw.exceptions import (
+            ConnectionFailedError,
+            ConnectionTimeoutError,
+            Etcd3Exception,
+        )
 
-        try:
-            answer: dict[str, Any] = self._client.post(self._client.get_url(path),
-                                                       json=request)
-        except Etcd3Exception as exc:
-            raise PluginError(f"etcd at {self._client.base_url}: {exc.detail_text or exc}"
-                              ) from None
-        return answer
+        for _ in self._clients:  # a member that cannot be reached: try the next one
+            client = self._clients[self._current]
+            try:
+                answer: dict[str, Any] = client.post(client.get_url(path), json=request)
+                return answer
+            except (ConnectionFailedError, ConnectionTimeoutError) as exc:
+                failed = f"etcd at {client.base_url}: {exc.detail_text or exc}"
+                self._current = (self._current + 1) % len(self._clients)
+            except Etcd3Exception as exc:
+                raise PluginError(f"etcd at {client.base_url}: {exc.detail_text or exc}"
+                                  ) from None
+        raise PluginError(f"no etcd member answers; the last: {failed}")
 
     def get_range(self, key: str, prefix: bool = False) -> list[dict[str, Any]]:
         request: dict[str, Any] = {"key": b64(key)}
