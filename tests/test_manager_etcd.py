@@ -16,7 +16,8 @@ from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
 from tests.conftest import Cli, Processes, StartPlugin
-from tests.helpers import PY, answers_handshake, wait_until
+from tests.etcd_engine import etcd_problem, private_etcd_cluster
+from tests.helpers import PY, answers_handshake, require_engine, wait_until
 
 TTL = 2
 
@@ -90,3 +91,72 @@ def test_leader_killed_then_frozen_successors_take_over_without_over_provisionin
     with RPCClient(plugins / "group-c") as conn:  # b left no record that c would wait on
         wait_until(lambda: GroupClient(conn).describe_group("web").converged, 5,
                    what="c to converge")
+
+
+def test_on_a_3_member_cluster_the_leader_killed_mid_update_loses_nothing(
+        procs: Processes, start_plugin: StartPlugin, home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader is killed during a rolling update of 10 members: the next one finishes it,
+    never beyond Size + MaxSurge and never destroying a member twice; then an etcd member
+    is killed and the managers go on."""
+    require_engine(etcd_problem())
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", "0.1")
+    instance = start_plugin("instance-file").path
+    start_plugin("flavor-vanilla")
+    plugins = home / "plugins"
+    with private_etcd_cluster(3) as cluster:
+        opts = ["--store", "etcd", "--etcd-endpoints", ",".join(cluster.urls),
+                "--lease-ttl", str(TTL)]
+
+        def manager(name: str) -> subprocess.Popen[bytes]:
+            return procs.spawn([PY, "-m", "infrakit", "manager", "--name", name, *opts],
+                               home / "test-logs" / f"{name}.log")
+
+        seen: dict[str, str] = {}  # every member ever seen, and its config
+        limit = [11]  # Size + MaxSurge
+
+        def members() -> dict[str, str]:
+            with RPCClient(instance) as conn:
+                now = {d.id: (d.tags or {}).get("infrakit.config_sha", "")
+                       for d in InstanceClient(conn).describe_instances(
+                           {"infrakit.group": "web"}, False)}
+            assert len(now) <= limit[0], f"{len(now)} members: beyond Size + MaxSurge"
+            seen.update(now)
+            return now
+
+        def spec(note: str, size: int = 10) -> GroupSpec:
+            return GroupSpec(id="web", properties={
+                "Allocation": {"Size": size},
+                "Instance": {"Plugin": "instance-file", "Properties": {"Note": note}},
+                "Flavor": {"Plugin": "flavor-vanilla", "Properties": {}},
+                "UpdatePause": 0.3})  # slow enough to be killed in the middle
+
+        a = manager("group-a")
+        wait_until(lambda: answers_handshake(plugins / "group-a"), 15, what="a to lead")
+        b = manager("group-b")
+        with RPCClient(plugins / "group-a") as conn:
+            GroupClient(conn).commit_group(spec("v1"), False)
+        wait_until(lambda: len(members()) == 10, 20, what="10 members")
+        old = set(members())
+        with RPCClient(plugins / "group-a") as conn:
+            GroupClient(conn).commit_group(spec("v2"), False)
+        wait_until(lambda: 3 <= len(old - set(members())) < 10, 20, what="the update under way")
+        a.send_signal(signal.SIGKILL)
+        wait_until(lambda: answers_handshake(plugins / "group-b"), 15, interval=0.02,
+                   what="b to lead")
+
+        def done() -> bool:
+            now = members()
+            return len(now) == 10 and not set(now) & old
+        wait_until(done, 60, interval=0.02, what="b to finish the update")
+        assert len(set(members().values())) == 1  # every member has the new config
+        cluster.stop(0)  # an etcd member dies: the managers go on
+        limit[0] = 12
+        with RPCClient(plugins / "group-b") as conn:
+            GroupClient(conn).commit_group(spec("v2", size=12), False)
+        wait_until(lambda: len(members()) == 12, 20, what="the group to grow to 12")
+        for log in ("group-a", "group-b"):  # a member destroyed twice would be refused
+            text = (home / "test-logs" / f"{log}.log").read_text()
+            assert "no instance" not in text, text[-2000:]
+        b.send_signal(signal.SIGTERM)
+        b.wait(15)
