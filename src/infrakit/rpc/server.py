@@ -171,47 +171,46 @@ class Dispatcher:
                 f"Type: no {req.method.split('.')[0]} plugin of type {type_name!r} here"
                 f" (types served: {known})",
             )
+        mode = bound.modes[key]
         if key in bound.fanned:
             assert bound.method.items is not None  # only batch methods fan out
             items = bound.method.items(params)
-            values = await asyncio.gather(*(self._item(req.method, target, bound.modes[key], a)
+            values = await asyncio.gather(*(self._item(req.method, target, mode, a)
                                             for a in items))
             return bound.method.wrap(params, values)
-        args = bound.method.args(params)
         try:
-            mode = bound.modes[key]
-            if mode is Mode.INLINE:
-                value = target(*args)
-            elif mode is Mode.TASK:
-                value = await asyncio.get_running_loop().create_task(target(*args))
-            else:
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._pool, functools.partial(target, *args))
+            value = await self._invoke(target, mode, bound.method.args(params))
             return bound.method.wrap(params, value)
-        except PluginError as exc:
-            raise RPCError(jsonrpc.APPLICATION_ERROR, str(exc)) from None
         except Exception as exc:
-            log.exception("%s failed", req.method)
-            raise RPCError(
-                jsonrpc.APPLICATION_ERROR, f"{req.method} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            raise RPCError(jsonrpc.APPLICATION_ERROR, str(_failure(req.method, exc))) from None
+
+    async def _invoke(self, target: Callable[..., Any], mode: Mode,
+                      args: tuple[Any, ...]) -> Any:
+        """Call a plugin method the way its mode says."""
+        if mode is Mode.INLINE:
+            return target(*args)
+        loop = asyncio.get_running_loop()
+        if mode is Mode.TASK:
+            return await loop.create_task(target(*args))
+        return await loop.run_in_executor(self._pool, functools.partial(target, *args))
 
     async def _item(self, batch: str, target: Callable[..., Any], mode: Mode,
                     args: tuple[Any, ...]) -> Any:
         """One item of a batch call made of one-item calls: its value, or its error as a
         :class:`PluginError`, so that one item's failure does not fail the others."""
         try:
-            if mode is Mode.INLINE:
-                return target(*args)
-            if mode is Mode.TASK:
-                return await target(*args)  # gather() gave this item a task of its own
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, functools.partial(target, *args))
-        except PluginError as exc:
-            return exc
+            return await self._invoke(target, mode, args)
         except Exception as exc:
-            log.exception("%s: an item failed", batch)
-            return PluginError(f"{batch} failed: {type(exc).__name__}: {exc}")
+            return _failure(batch, exc)
+
+
+def _failure(method: str, exc: Exception) -> PluginError:
+    """A plugin method's exception as the error its caller gets: a :class:`PluginError`
+    as it is (its message is for the user), anything else logged and named."""
+    if isinstance(exc, PluginError):
+        return exc
+    log.exception("%s failed", method)
+    return PluginError(f"{method} failed: {type(exc).__name__}: {exc}")
 
 
 def _targets(method: Method[Any, Any],
