@@ -19,11 +19,10 @@ import time
 from typing import Any
 
 import msgspec
-import msgspec.structs
 
 from infrakit.manager.leader import LeaderInfo
 from infrakit.spi.errors import PluginError
-from infrakit.store.etcd import EtcdStore, b64
+from infrakit.store.etcd import EtcdStore, b64, created_at
 
 log = logging.getLogger("infrakit.manager")
 
@@ -48,15 +47,13 @@ class EtcdLeadership:
 
     def acquire(self, store: str) -> LeaderInfo:
         """Campaign until this manager leads; then keep its lease alive in a thread."""
-        info = LeaderInfo(pid=os.getpid(), host=os.uname().nodename, since=0.0, store=store)
         waiting_said = False
         while True:
             if self.store.get_value(self.key)[0] is None:
                 lease = self.store.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
-                info = msgspec.structs.replace(info, since=time.time())
+                info = LeaderInfo.me(store)
                 answer = self.store.call("/kv/txn", {
-                    "compare": [{"key": b64(self.key), "result": "EQUAL",
-                                 "target": "CREATE", "create_revision": "0"}],
+                    "compare": [created_at(self.key, 0)],
                     "success": [{"request_put": {"key": b64(self.key),
                                                  "value": b64(msgspec.json.encode(info)),
                                                  "lease": lease}}],
@@ -98,6 +95,5 @@ class EtcdLeadership:
         the leader key is still the one it created."""
         if time.monotonic() - self._renewed > self.ttl * 2 / 3:
             raise PluginError("not acting: this manager's lease may have expired")
-        kvs = self.store.get_range(self.key)
-        if not kvs or int(kvs[0]["create_revision"]) != self.term:
+        if self.store.created_revision(self.key) != self.term:
             raise PluginError("not acting: another manager leads now")

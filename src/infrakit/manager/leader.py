@@ -8,6 +8,7 @@ The leader writes who it is beside the lock, for ``infrakit manager status``.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 import time
@@ -18,12 +19,19 @@ import msgspec
 from infrakit.atomicfile import write_atomic
 from infrakit.spi.types import Wire
 
+log = logging.getLogger("infrakit.manager")
+
 
 class LeaderInfo(Wire, kw_only=True):
     pid: int = msgspec.field(name="PID")
     host: str
     since: float
     store: str
+
+    @classmethod
+    def me(cls, store: str) -> LeaderInfo:
+        """This process, leading from now on."""
+        return cls(pid=os.getpid(), host=socket.gethostname(), since=time.time(), store=store)
 
 
 class LockLeadership:
@@ -36,8 +44,12 @@ class LockLeadership:
         self._fd: int | None = None
 
     def acquire(self, store: str, poll: float = 0.1) -> LeaderInfo:
-        """Wait until this process leads; returns what it recorded about itself."""
+        """Wait until this process leads; returns what it recorded about itself. The lock
+        is held by an open descriptor until the process ends, however it ends."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        leader = self.leader()
+        if leader is not None:
+            log.info("waiting to lead: pid %d on %s leads", leader.pid, leader.host)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         while True:
             try:
@@ -46,8 +58,7 @@ class LockLeadership:
             except BlockingIOError:
                 time.sleep(poll)  # polled, not blocking: signals still stop the wait
         self._fd = fd
-        info = LeaderInfo(pid=os.getpid(), host=socket.gethostname(), since=time.time(),
-                          store=store)
+        info = LeaderInfo.me(store)
         write_atomic(self.info_path, msgspec.json.encode(info))
         return info
 

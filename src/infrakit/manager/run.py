@@ -70,12 +70,7 @@ def build_manager(settings: Settings) -> dict[str, Any]:
 
         home = infrakit_home() / "manager"
         path = home / "groups.db"
-        leadership = LockLeadership(home)
-        leader = leadership.leader()
-        if leader is not None:
-            log.info("waiting to lead: pid %d on %s leads", leader.pid, leader.host)
-        # the lock is held by an open descriptor until this process ends, however it ends
-        leadership.acquire(f"sqlite:{path}")
+        LockLeadership(home).acquire(f"sqlite:{path}")
         log.info("leading; store sqlite:%s", path)
         return {"group": GroupPlugin(SQLiteStore(path), poll=poll)}
     from infrakit.manager.etcd_leader import EtcdLeadership

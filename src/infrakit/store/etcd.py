@@ -47,6 +47,12 @@ def _delete(key: str, prefix: bool = False) -> dict[str, Any]:
     return {"request_delete_range": request}
 
 
+def created_at(key: str, revision: int) -> dict[str, Any]:
+    """Compare: ``key`` was created at ``revision`` (0: it does not exist)."""
+    return {"key": b64(key), "result": "EQUAL", "target": "CREATE",
+            "create_revision": str(revision)}
+
+
 def _prefix_end(prefix: str) -> bytes:
     raw = bytearray(prefix.encode())
     raw[-1] += 1
@@ -72,14 +78,14 @@ class EtcdStore:
         self._current = 0
         """The member calls go to, until it cannot be reached; then the next one."""
         self.prefix = prefix
-        self._fence: list[dict[str, Any]] = []
+        self._fence: tuple[str, int] | None = None
+        """The leader key and the create revision it must still have for a write."""
 
     def fence_on(self, key: str, revision: int) -> None:
         """From now on, write only while ``key`` is the one created at ``revision`` (the
         leader key of this manager's term): a manager that lost its term writes nothing,
         so it cannot leave in-flight records that a new leader would wait for."""
-        self._fence = [{"key": b64(key), "result": "EQUAL", "target": "CREATE",
-                        "create_revision": str(revision)}]
+        self._fence = (key, revision)
 
     def close(self) -> None:
         for client in self._clients:
@@ -128,15 +134,19 @@ class EtcdStore:
              compare: Iterable[dict[str, Any]] = ()) -> bool:
         """Apply ``success`` if every ``compare`` (and the fence) holds; False when a
         compare failed, an error when the fence did."""
-        answer = self.call("/kv/txn", {"compare": [*compare, *self._fence],
+        fence = [] if self._fence is None else [created_at(*self._fence)]
+        answer = self.call("/kv/txn", {"compare": [*compare, *fence],
                                        "success": success, "failure": []})
         if answer.get("succeeded", False):
             return True
-        if self._fence:
-            kvs = self.get_range(base64.b64decode(self._fence[0]["key"]).decode())
-            if not kvs or kvs[0]["create_revision"] != self._fence[0]["create_revision"]:
-                raise PluginError("etcd: this manager no longer leads; nothing was written")
+        if self._fence is not None and self.created_revision(self._fence[0]) != self._fence[1]:
+            raise PluginError("etcd: this manager no longer leads; nothing was written")
         return False
+
+    def created_revision(self, key: str) -> int:
+        """The revision at which ``key`` was created (0 when it does not exist)."""
+        kvs = self.get_range(key)
+        return int(kvs[0]["create_revision"]) if kvs else 0
 
     def _unchanged(self, key: str, revision: int) -> dict[str, Any]:
         """Compare: ``key`` is as it was read at ``revision`` (0: it still does not exist)."""
