@@ -33,6 +33,11 @@ def state_directory(directory: Path) -> Path:
     return directory
 
 
+def id_pattern(prefix: str) -> re.Pattern[str]:
+    """What an ID ``<prefix><n>`` looks like, and nothing else (no ``../``)."""
+    return re.compile(re.escape(prefix) + r"[0-9]{1,20}")
+
+
 class IdCounter:
     """IDs ``<prefix><n>`` from a counter kept in the directory. The counter on disk runs a
     block ahead of what is handed out, so it is written once per block; after a restart the
@@ -40,7 +45,7 @@ class IdCounter:
 
     def __init__(self, directory: Path, prefix: str, taken: list[str]) -> None:
         self.prefix = prefix
-        self.pattern = re.compile(re.escape(prefix) + r"[0-9]{1,20}")
+        self.pattern = id_pattern(prefix)
         self._path = directory / _COUNTER
         self._lock = threading.Lock()
         try:
@@ -75,7 +80,7 @@ def load_records(directory: Path, prefix: str,
                  decode: Callable[[bytes], R]) -> tuple[dict[str, R], IdCounter]:
     """The records ``<prefix><n>.json`` of the directory, by ID in the order they were made
     (unreadable or misnamed files are skipped), and the directory's ID counter."""
-    pattern = re.compile(re.escape(prefix) + r"[0-9]{1,20}")
+    pattern = id_pattern(prefix)
     records = []
     for path in directory.glob(f"{prefix}*.json"):
         with contextlib.suppress(OSError, msgspec.DecodeError, msgspec.ValidationError):
