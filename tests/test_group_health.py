@@ -159,6 +159,9 @@ def test_a_rolling_update_whose_new_members_keep_failing_halts(judged: Judged) -
     assert status.update_halted == "2 members of the new config failed their health checks"
     assert status.outdated == 3 and not status.converged
     assert peak <= 4 and old <= judged.members()  # never beyond MaxSurge; the old ones kept
+    # the halt is decided in the pass that replaces the last failing member; its destroy
+    # may still be under way
+    wait_until(lambda: judged.members() == old, 5, what="the last failing member to go")
     drained = len(judged.drained())
     deadline = time.monotonic() + 2  # 20 passes: no third new member is tried
     while time.monotonic() < deadline:

@@ -25,6 +25,8 @@ from infrakit.rpc.client import RPCClient
 from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import Description, GroupDescription, GroupSpec, Spec
+from infrakit.store.base import InFlight
+from infrakit.store.sqlite import SQLiteStore
 from tests.conftest import Cli, Plugin, Processes, StartPlugin, StartScript
 from tests.helpers import PY, error_of, rpc, stop_process, wait_until
 
@@ -388,6 +390,27 @@ def test_specs_survive_kill_9_and_the_group_keeps_healing(stack: Stack,
     victim = sorted(before)[-1]
     destroy_instance(stack.instance, victim)
     after = ids(converge(stack, 3, extra=lambda ms: victim not in ids(ms)))
+    assert before - after == {victim}
+
+
+def test_a_destroy_recorded_by_a_process_that_died_is_carried_out_on_restart(
+        stack: Stack, start_plugin: StartPlugin, home: Path) -> None:
+    """The record says the member is going, so it no longer counts; left standing until
+    the record expires (ProvisionDeadline), it would sit beside its replacement."""
+    commit(stack.group.path, GID, {**props(3), "ProvisionDeadline": 600})
+    before = ids(converge(stack, 3))
+    stack.group.proc.send_signal(signal.SIGKILL)
+    stack.group.proc.wait(10)
+    victim = sorted(before)[0]
+    store = SQLiteStore(home / "group" / "group" / "groups.db")
+    now = time.time()
+    store.record(InFlight(key=f"destroy:{GID}:{victim}", group=GID, op="destroy",
+                          instance=victim, started=now, deadline=now + 600))
+    store.close()
+    sampler = Sampler(stack.instance)
+    stack.group = start_plugin("group")
+    after = ids(converge(stack, 3, extra=lambda ms: victim not in ids(ms)))
+    assert sampler.stop() <= 4, "more than Size + MaxSurge members"
     assert before - after == {victim}
 
 

@@ -229,3 +229,16 @@ def test_a_pause_between_batches_delays_the_next_surge() -> None:
     too_soon = plan(desired, later, [], NOW + 10, last_batch=NOW)
     assert too_soon.provision == [] and not too_soon.batch
     assert plan(desired, later, [], NOW + 30, last_batch=NOW).provision == [None]
+
+
+def test_members_being_destroyed_take_room_under_size_plus_surge() -> None:
+    """A destroy left by a process that died: its member still exists until it is carried
+    out, so the rolling update must not surge past it."""
+    old = [member(f"i{i}", "old") for i in range(1, 5)]
+    p = plan(size(5), [*old, member("n1"), member("i6", "old")], [destroy("i6")], NOW)
+    assert p.provision == [] and p.destroy == []
+    no_surge = Desired(size=2, logical_ids=(), config_sha=SHA, max_surge=0)
+    waits = plan(no_surge, [member("i1"), member("i2")], [destroy("i2")], NOW)
+    assert waits.provision == []  # the replacement once i2 is gone, never beside it
+    gone = plan(no_surge, [member("i1")], [destroy("i2")], NOW)
+    assert gone.provision == [None] and gone.resolved == ["destroy:i2"]

@@ -84,6 +84,9 @@ class GroupController:
         self._last_batch = -math.inf
         self._verdicts: dict[str, Verdict] = {}
         """The last pass's verdicts other than healthy, by member."""
+        self._destroying: set[str] = set()
+        """Keys of the destroys this process recorded and has not finished: any other
+        destroy record was left by a process that died, and is carried out anew."""
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.paused = paused
@@ -287,7 +290,7 @@ class GroupController:
         self.passes += 1
         errors: list[str] = []
         try:
-            observed, _, decision = await self.observe()
+            observed, inflight, decision = await self.observe()
         except PluginError as exc:  # a plugin it needs is down or failing
             log.warning("group %s: %s", self.group, exc)
             self.status.errors = [str(exc)]
@@ -297,11 +300,14 @@ class GroupController:
             self._last_batch = time.time()
         if decision.resolved:
             await asyncio.to_thread(self.store.forget, *decision.resolved)
-        by_id = {m.id: m.desc for m in observed} if decision.destroy else {}
+        orphans = self._orphaned_destroys(inflight, decision)
+        by_id = {m.id: m.desc for m in observed} if decision.destroy or orphans else {}
         self._count_update_failures(decision, by_id)
         jobs: list[Coroutine[Any, Any, list[str] | None]] = [
             self._relabel(iid) for iid in decision.relabel]
         jobs += [self._destroy(by_id[iid]) for iid in decision.destroy]
+        jobs += [self._destroy(by_id[op.instance], op) for op in orphans
+                 if op.instance in by_id]
         if decision.provision:
             jobs.append(self._provision_all(decision.provision))
         for result in await asyncio.gather(*jobs, return_exceptions=True):
@@ -320,6 +326,15 @@ class GroupController:
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)
         return decision
+
+    def _orphaned_destroys(self, inflight: list[InFlight], decision: Plan) -> list[InFlight]:
+        """Destroys recorded by a process that died before carrying them out (this one
+        before a restart, or the previous leader). Their members do not count toward the
+        size, so they must go now, not when the records expire: left standing, they
+        would take the group beyond Size + MaxSurge."""
+        resolved = set(decision.resolved)
+        return [op for op in inflight if op.op == "destroy" and op.instance is not None
+                and op.key not in self._destroying and op.key not in resolved]
 
     async def _fenced(self) -> None:
         """Before anything that changes a provider: raise unless this process may act."""
@@ -414,6 +429,7 @@ class GroupController:
         op = InFlight(key=f"destroy:{self.group}:{member.id}", group=self.group, op="destroy",
                       instance=member.id, started=now,
                       deadline=now + self.props.provision_deadline)
+        self._destroying.add(op.key)
         await asyncio.to_thread(self.store.record, op)
         return op
 
@@ -422,6 +438,7 @@ class GroupController:
         async with self._sem:
             if op is None:
                 op = await self.record_destroy(member)
+            self._destroying.add(op.key)
             try:
                 await self._fenced()
                 try:
@@ -435,6 +452,7 @@ class GroupController:
                     raise explain("Instance", props.instance.plugin, exc) from None
             finally:
                 await asyncio.to_thread(self.store.forget, op.key)
+                self._destroying.discard(op.key)
 
 
 def _chunks(items: list[Description], size: int) -> list[list[Description]]:

@@ -137,13 +137,16 @@ class _Census:
     healthy: int = 0
     unhealthy: int = 0
     """Unhealthy or failed members."""
+    destroying: int = 0
+    """Members still described while their destroy is in flight: they exist, so they
+    take room under Size + MaxSurge."""
 
     @classmethod
     def of(cls, observed: list[Member], destroying: set[str | None], sha: str,
            out: Plan) -> _Census:
         """Sort ``observed`` out; members tagged ``bootstrap`` go to ``out.relabel``, to be
         adopted, not updated."""
-        census = cls()
+        census = cls(destroying=len(destroying))
         live, outdated, failed = census.live, census.outdated, census.failed
         healthy = unhealthy = 0
         for m in observed:
@@ -182,8 +185,10 @@ def _plan_size(desired: Desired, census: _Census, pending: list[InFlight], out: 
                may_start_batch: bool) -> None:
     live, outdated = census.live, census.outdated
     count = len(live) + len(pending)
+    # how many more may exist: members being destroyed still do, until they are gone
+    room = desired.size + desired.max_surge - count - census.destroying
     if count < desired.size:
-        out.provision = [None] * (desired.size - count)
+        out.provision = [None] * min(desired.size - count, room)
         return
     if pending:
         return  # let them show up (or expire) before deciding what is in excess
@@ -200,7 +205,7 @@ def _plan_size(desired: Desired, census: _Census, pending: list[InFlight], out: 
             out.destroy = [m.id for m in _removal_order(outdated, outdated,
                                                         desired.newest_first)[:n]]
             return
-        surge = min(len(outdated), desired.size + desired.max_surge - count)
+        surge = min(len(outdated), room)
         if surge > 0 and may_start_batch:
             out.provision = [None] * surge
             out.batch = True
