@@ -38,11 +38,13 @@ from infrakit.spi.group import GroupSpec
 @click.pass_context
 def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endpoints: str,
             etcd_prefix: str, lease_ttl: int) -> None:
-    """Without a command: run the manager in the foreground, the group controller served as
-    plugin NAME while this manager leads. Another manager (on this machine with sqlite, on
-    any with etcd) waits, and takes over, resuming every group from the store, when the
-    leader dies. With a command: see who leads; commit, inspect and export the whole
-    configuration, every group at once."""
+    """Without a command: run the manager in the foreground, serving Group as plugin NAME;
+    its group controllers run only while it leads. With sqlite a second manager on this
+    machine waits, serving nothing until it leads. With etcd every manager serves at once:
+    a follower answers InspectGroups from etcd and forwards every other call to the leader.
+    When the leader dies another takes over, resuming every group from the store. With a
+    command: see who leads; commit, inspect and export the whole configuration, every
+    group at once."""
     ctx.obj = (name, timeout)
     settings = Settings(store=store, lease_ttl=lease_ttl, prefix=etcd_prefix,
                         endpoints=tuple(e for e in etcd_endpoints.split(",") if e))
@@ -53,7 +55,7 @@ def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endp
         from infrakit.rpc.server import serve
 
         configure_logging(log_level())
-        serve(name, directory=plugin_dir(), **build_manager(settings))
+        serve(name, directory=plugin_dir(), **build_manager(settings, name))
 
 
 @command.command()
@@ -61,7 +63,7 @@ def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endp
               show_default=True, help="How to print the result.")
 @click.pass_context
 def status(ctx: click.Context, output: str) -> None:
-    """Who leads, since when, and which store it uses."""
+    """Who leads, since when, which store it uses, and the socket it serves on."""
     import time
 
     leader = current_leader(ctx.meta["manager"])
@@ -69,9 +71,10 @@ def status(ctx: click.Context, output: str) -> None:
         click.echo("no manager leads (none is running)" if output == "table"
                    else dump(None, output))
         return
-    emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE"], lambda: [[
+    emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE", "SERVES"], lambda: [[
         str(leader.pid), leader.host,
-        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store]])
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store,
+        leader.address or "-"]])
 
 
 @command.command()

@@ -2,20 +2,22 @@
 
 A manager campaigns by creating ``<prefix>leader`` with its lease, in a transaction that
 succeeds only if the key does not exist; the key's create revision names its term. The
-leader renews the lease every third of its TTL. It must stop acting before another can
-start, so it gives up, by ending its process at once, when renewing has failed for two
-thirds of the TTL or etcd says the lease is gone; the next leader can only create the key
-after the TTL. A leader that was frozen (SIGSTOP) past its TTL finds, when it runs again,
-that its term is over: :meth:`EtcdLeadership.fence`, awaited before every action that
-changes a provider, compares the leader key's create revision with its own.
+leader renews the lease every quarter of its TTL, and at once again after a renewal failed.
+It must stop acting before another can start, so its term ends, for this process, when
+renewing has failed for two thirds of the TTL or etcd says the lease is gone; the next
+leader can only create the key after the TTL.
+:meth:`EtcdLeadership.fence`, awaited before every action that changes a provider, raises
+from that moment, and also when the leader key is no longer the one this manager created:
+so a leader that was frozen (SIGSTOP) past its TTL acts on nothing when it runs again.
+A manager whose term ended campaigns again, and leads again once etcd lets it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -26,74 +28,120 @@ from infrakit.store.etcd import EtcdStore, b64, created_at
 
 log = logging.getLogger("infrakit.manager")
 
-LOST_LEADERSHIP = 3
-"""The exit status of a manager that lost its lease."""
-
 
 class EtcdLeadership:
-    def __init__(self, store: EtcdStore, ttl: int) -> None:
+    def __init__(self, store: EtcdStore, ttl: int,
+                 on_lost: Callable[[], None] = lambda: None) -> None:
+        """``store`` should answer within a quarter of ``ttl`` (its timeout), so that a
+        renewal that hangs is noticed in time; ``on_lost`` is called, from a thread, when
+        this manager's term ends."""
         if ttl < 2:
             raise PluginError("--lease-ttl: must be at least 2 seconds")
         self.store = store
         self.ttl = ttl
         self.key = f"{store.prefix}leader"
         self.term = 0
-        """The leader key's create revision while this manager leads."""
+        """The leader key's create revision while this manager leads; 0 when it does not."""
+        self.on_lost = on_lost
+        self._lease: Any = None
+        self._stale_lease: Any = None
+        """The lease of a term that ended while etcd could not be told: revoked as soon as
+        it can be, so that the next election need not wait for it to expire."""
         self._renewed = 0.0
 
     def leader(self) -> LeaderInfo | None:
         value, _ = self.store.get_value(self.key)
         return None if value is None else msgspec.json.decode(value, type=LeaderInfo)
 
-    def acquire(self, store: str) -> LeaderInfo:
-        """Campaign until this manager leads; then keep its lease alive in a thread."""
-        waiting_said = False
-        while True:
-            if self.store.get_value(self.key)[0] is None:
-                lease = self.store.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
-                info = LeaderInfo.me(store)
-                answer = self.store.call("/kv/txn", {
-                    "compare": [created_at(self.key, 0)],
-                    "success": [{"request_put": {"key": b64(self.key),
-                                                 "value": b64(msgspec.json.encode(info)),
-                                                 "lease": lease}}],
-                    "failure": []})
-                if answer.get("succeeded"):
-                    self.term = int(answer["header"]["revision"])
-                    self._renewed = time.monotonic()
-                    threading.Thread(target=self._keep, args=(lease,), daemon=True,
-                                     name="lease").start()
-                    return info
-                self.store.call("/lease/revoke", {"ID": lease})
-            if not waiting_said:
+    def acquire(self, info: LeaderInfo, stop: threading.Event) -> bool:
+        """Campaign until this manager leads (True), keeping its lease alive in a thread
+        from then on, or until ``stop`` is set (False). etcd being out of reach, or without
+        a quorum, only delays the campaign."""
+        said = ""
+        while not stop.is_set():
+            try:
+                if self._campaign(info):
+                    return True
                 leader = self.leader()
-                if leader is not None:
+                news = f"{leader.pid}@{leader.host}" if leader else ""
+                if leader is not None and news != said:
                     log.info("waiting to lead: pid %d on %s leads", leader.pid, leader.host)
-                    waiting_said = True
-            time.sleep(min(0.5, self.ttl / 4))
+            except PluginError as exc:
+                news = str(exc)
+                if news != said:
+                    log.warning("cannot campaign for leadership: %s", exc)
+            said = news
+            stop.wait(min(0.25, self.ttl / 8))  # a follower polls: a few reads a second
+        return False
 
-    def _keep(self, lease: Any) -> None:
-        """Renew the lease; end the process the moment leadership may be lost."""
-        while True:
-            time.sleep(self.ttl / 3)
+    def _campaign(self, info: LeaderInfo) -> bool:
+        if self._stale_lease is not None:
+            self.store.call("/lease/revoke", {"ID": self._stale_lease})
+            self._stale_lease = None
+        if self.store.get_value(self.key)[0] is not None:
+            return False
+        lease = self.store.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
+        answer = self.store.call("/kv/txn", {
+            "compare": [created_at(self.key, 0)],
+            "success": [{"request_put": {"key": b64(self.key),
+                                         "value": b64(msgspec.json.encode(info)),
+                                         "lease": lease}}],
+            "failure": []})
+        if not answer.get("succeeded"):
+            self.store.call("/lease/revoke", {"ID": lease})
+            return False
+        self.term = int(answer["header"]["revision"])
+        self._lease = lease
+        self._renewed = time.monotonic()
+        threading.Thread(target=self._keep, args=(lease, self.term), daemon=True,
+                         name="lease").start()
+        return True
+
+    def _keep(self, lease: Any, term: int) -> None:
+        """Renew the lease until the term ends: the moment leadership may be lost."""
+        wait = self.ttl / 4
+        while self.term == term:
+            time.sleep(wait)
+            if self.term != term:
+                return  # resigned
             try:
                 answer = self.store.call("/lease/keepalive", {"ID": lease})
                 ttl = int(answer.get("result", {}).get("TTL", -1))
             except PluginError as exc:
                 ttl = 0
                 log.warning("lease renewal failed: %s", exc)
+            wait = self.ttl / 4 if ttl > 0 else 0.1
             if ttl > 0:
                 self._renewed = time.monotonic()
             elif ttl < 0 or time.monotonic() - self._renewed > self.ttl * 2 / 3:
-                log.critical("lost leadership (the lease %s); stopping now", "expired"
-                             if ttl < 0 else "could not be renewed in time")
-                logging.shutdown()
-                os._exit(LOST_LEADERSHIP)
+                log.critical("lost leadership (the lease %s); not acting until elected "
+                             "again", "expired" if ttl < 0 else "could not be renewed in time")
+                self._end(revoke=ttl == 0)
+                self.on_lost()
+                return
+
+    def _end(self, revoke: bool) -> None:
+        """End this manager's term; with ``revoke``, let etcd know (now or, if it cannot
+        be reached, before the next campaign)."""
+        lease, self._lease, self.term = self._lease, None, 0
+        if not revoke or lease is None:
+            return
+        try:
+            self.store.call("/lease/revoke", {"ID": lease})
+        except PluginError:
+            self._stale_lease = lease
+
+    def resign(self) -> None:
+        """Step down on purpose (a clean shutdown): the lease and the leader key go at
+        once, so the next manager leads without waiting out the TTL."""
+        if self.term:
+            self._end(revoke=True)
 
     def fence(self) -> None:
-        """Raise unless this manager still leads: its lease was renewed within the TTL and
-        the leader key is still the one it created."""
-        if time.monotonic() - self._renewed > self.ttl * 2 / 3:
+        """Raise unless this manager still leads: its term has not ended, its lease was
+        renewed within two thirds of the TTL, and the leader key is the one it created."""
+        term = self.term
+        if not term or time.monotonic() - self._renewed > self.ttl * 2 / 3:
             raise PluginError("not acting: this manager's lease may have expired")
-        if self.store.created_revision(self.key) != self.term:
+        if self.store.created_revision(self.key) != term:
             raise PluginError("not acting: another manager leads now")

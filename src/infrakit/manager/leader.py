@@ -27,11 +27,17 @@ class LeaderInfo(Wire, kw_only=True):
     host: str
     since: float
     store: str
+    address: str = ""
+    """The socket the leader serves on, where followers forward what they cannot answer."""
 
     @classmethod
-    def me(cls, store: str) -> LeaderInfo:
+    def me(cls, store: str, address: str = "") -> LeaderInfo:
         """This process, leading from now on."""
-        return cls(pid=os.getpid(), host=socket.gethostname(), since=time.time(), store=store)
+        return cls(pid=os.getpid(), host=socket.gethostname(), since=time.time(), store=store,
+                   address=address)
+
+    def is_me(self) -> bool:
+        return self.pid == os.getpid() and self.host == socket.gethostname()
 
 
 class LockLeadership:
@@ -43,7 +49,7 @@ class LockLeadership:
         self.info_path = directory / "leader.json"
         self._fd: int | None = None
 
-    def acquire(self, store: str, poll: float = 0.1) -> LeaderInfo:
+    def acquire(self, store: str, address: str = "", poll: float = 0.1) -> LeaderInfo:
         """Wait until this process leads; returns what it recorded about itself. The lock
         is held by an open descriptor until the process ends, however it ends."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -58,7 +64,7 @@ class LockLeadership:
             except BlockingIOError:
                 time.sleep(poll)  # polled, not blocking: signals still stop the wait
         self._fd = fd
-        info = LeaderInfo.me(store)
+        info = LeaderInfo.me(store, address)
         write_atomic(self.info_path, msgspec.json.encode(info))
         return info
 

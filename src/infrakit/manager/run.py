@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from infrakit.manager.leader import LeaderInfo, LockLeadership
-from infrakit.rpc.paths import infrakit_home
+from infrakit.rpc.paths import infrakit_home, socket_path
 from infrakit.spi.errors import PluginError
 
 log = logging.getLogger("infrakit.manager")
@@ -59,26 +60,33 @@ def current_leader(settings: Settings) -> LeaderInfo | None:
     return EtcdLeadership(store, settings.lease_ttl).leader()
 
 
-def build_manager(settings: Settings) -> dict[str, Any]:
-    """Wait until this process leads; then the ``serve()`` arguments of the manager."""
+def build_manager(settings: Settings, name: str) -> dict[str, Any]:
+    """The ``serve()`` arguments of a manager serving as ``name``.
+
+    On SQLite, first wait until this process leads: managers on one machine share one
+    plugin directory, so only the leader can serve there. On etcd, serve at once, leading
+    or following (see :mod:`infrakit.manager.elected`)."""
     from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
 
     settings.check()
     poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    address = str(socket_path(name).absolute())
     if settings.store == "sqlite":
         from infrakit.store.sqlite import SQLiteStore
 
         home = infrakit_home() / "manager"
         path = home / "groups.db"
-        LockLeadership(home).acquire(f"sqlite:{path}")
+        LockLeadership(home).acquire(f"sqlite:{path}", address)
         log.info("leading; store sqlite:%s", path)
         return {"group": GroupPlugin(SQLiteStore(path), poll=poll)}
+    from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.store.etcd import EtcdStore
 
-    store = EtcdStore(list(settings.endpoints), prefix=settings.prefix)
-    election = EtcdLeadership(store, settings.lease_ttl)
-    election.acquire(f"etcd:{','.join(settings.endpoints)}")
-    store.fence_on(election.key, election.term)
-    log.info("leading (term %d); store etcd:%s", election.term, ",".join(settings.endpoints))
-    return {"group": GroupPlugin(store, poll=poll, fence=election.fence)}
+    endpoints = list(settings.endpoints)
+    store = EtcdStore(endpoints, prefix=settings.prefix)
+    # the lease's own connection answers within a quarter of the TTL, or counts as failed
+    votes = EtcdStore(endpoints, prefix=settings.prefix, timeout=settings.lease_ttl / 4)
+    election = EtcdLeadership(votes, settings.lease_ttl)
+    return {"group": ElectedGroup(store, election, poll, Path(address),
+                                  f"etcd:{','.join(endpoints)}")}

@@ -66,14 +66,15 @@ def _group(name: str) -> dict[str, Any]:
 def _manager(name: str) -> dict[str, Any]:
     from infrakit.manager.run import Settings, build_manager
 
-    return build_manager(Settings.from_env())
+    return build_manager(Settings.from_env(), name)
 
 
 KINDS: dict[str, Kind] = {
     "group": Kind("the group controller: keeps committed groups converged; specs in "
                   "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
-    "manager": Kind("the group controller, served as 'group' while it leads; a second "
-                    "manager waits and takes over when the leader dies ("
+    "manager": Kind("the group controller, served as 'group', acting while it leads; on "
+                    "etcd followers forward to the leader, which another replaces when it "
+                    "dies ("
                     "$INFRAKIT_MANAGER_STORE sqlite or etcd, $INFRAKIT_ETCD_ENDPOINTS, "
                     "$INFRAKIT_LEASE_TTL)", _manager, default_name="group"),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",

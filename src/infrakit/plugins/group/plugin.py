@@ -9,7 +9,7 @@ import time
 import msgspec
 
 from infrakit.plugins.clients import PluginClients, explain
-from infrakit.plugins.group.controller import Fence, GroupController
+from infrakit.plugins.group.controller import STOP_WAIT, Fence, GroupController
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group
 from infrakit.rpc.client import PluginUnreachable
@@ -60,9 +60,9 @@ class GroupPlugin:
             self._watch(spec, props)
             log.info("group %s: resumed", gid)
 
-    async def stop(self) -> None:
-        for controller in self._controllers.values():
-            await controller.stop()
+    async def stop(self, wait: float = STOP_WAIT) -> None:
+        """Stop every controller once the pass it is in has ended (or after ``wait``)."""
+        await asyncio.gather(*(c.stop(wait) for c in self._controllers.values()))
         await self.clients.close()
 
     def _watch(self, spec: GroupSpec, props: GroupProperties) -> None:

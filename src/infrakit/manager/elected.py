@@ -1,0 +1,191 @@
+"""Group/0.1.0 as a manager on etcd serves it, leading or not.
+
+Every manager serves from the moment it starts, so a client may talk to any of them. The
+leader answers with its own group plugin, whose controllers run only while it leads. A
+follower answers ``InspectGroups`` from the store itself, and forwards everything else
+(the writes, and the live views that need the leader's health verdicts) to the leader, at
+the socket the leader recorded in the leader key; while no manager leads, it waits for
+one, within a bound, instead of hanging. A manager whose term ends stops its controllers
+and campaigns again, so it leads again after an etcd outage without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from infrakit.manager.etcd_leader import EtcdLeadership
+from infrakit.manager.leader import LeaderInfo
+from infrakit.plugins.group.plugin import GroupPlugin
+from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.errors import PluginError
+from infrakit.spi.group import GROUP, GroupDescription, GroupSpec, GroupStatus
+from infrakit.spi.methods import Method
+from infrakit.store.etcd import EtcdStore
+
+log = logging.getLogger("infrakit.manager")
+
+_BY_ATTR: dict[str, Method[Any, Any]] = {m.attr: m for m in GROUP.methods.values()}
+_decode_spec = msgspec.json.Decoder(GroupSpec).decode
+
+
+class ElectedGroup:
+    """The object a manager on etcd serves as its group plugin."""
+
+    def __init__(self, store: EtcdStore, election: EtcdLeadership, poll: float,
+                 address: Path, store_name: str) -> None:
+        self.store = store
+        self.election = election
+        self.poll = poll
+        self.address = address
+        self.store_name = store_name
+        self.wait_for_leader = election.ttl * 2 + 1.0
+        """Seconds a follower waits for a leader before it answers that there is none:
+        long enough for an election after a leader died."""
+        self._leading: GroupPlugin | None = None
+        self._stopping = threading.Event()
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._rpc: AsyncRPCClient | None = None
+        """The connection to the leader that calls are forwarded to (kept alive)."""
+
+    # -- the server's hooks ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def lost() -> None:  # called from the lease's thread
+            loop.call_soon_threadsafe(self._lost.set)
+
+        self.election.on_lost = lost
+        self._task = loop.create_task(self._serve_terms(), name="leadership")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._lost.set()
+        if self._task is not None:
+            await self._task
+        if self._rpc is not None:
+            await self._rpc.close()
+
+    async def _serve_terms(self) -> None:
+        """Campaign, lead until the term ends, and again, until the manager stops."""
+        while not self._stopping.is_set():
+            me = LeaderInfo.me(self.store_name, str(self.address))
+            if not await asyncio.to_thread(self.election.acquire, me, self._stopping):
+                return
+            self._lost.clear()
+            if self._stopping.is_set():  # stopped while the campaign was being won
+                self._lost.set()
+            self.store.fence_on(self.election.key, self.election.term)
+            plugin = GroupPlugin(self.store, poll=self.poll, fence=self.election.fence)
+            try:
+                await plugin.start()
+            except PluginError as exc:  # etcd failed us between the election and now
+                log.warning("cannot resume the groups: %s", exc)
+                self._lost.set()
+            else:
+                self._leading = plugin
+                log.info("leading (term %d); store %s", self.election.term, self.store_name)
+            await self._lost.wait()
+            self._leading = None
+            # its controllers are fenced already: this only waits for their passes to end
+            await plugin.stop(wait=self.election.ttl)
+            await asyncio.to_thread(self.election.resign)  # if the term is not over yet
+
+    # -- Group/0.1.0 ----------------------------------------------------------------------
+
+    async def commit_group(self, spec: GroupSpec, pretend: bool) -> str:
+        return str(await self._lead_or_forward("commit_group", spec, pretend))
+
+    async def free_group(self, id: str) -> None:
+        await self._lead_or_forward("free_group", id)
+
+    async def describe_group(self, id: str) -> GroupDescription:
+        description: GroupDescription = await self._lead_or_forward("describe_group", id)
+        return description
+
+    async def destroy_group(self, id: str) -> None:
+        await self._lead_or_forward("destroy_group", id)
+
+    async def inspect_groups(self) -> list[GroupSpec]:
+        """What is committed: the store says, whoever leads."""
+        if self._leading is not None:
+            return await self._leading.inspect_groups()
+        groups = await asyncio.to_thread(self.store.load_groups)
+        return [_decode_spec(groups[gid]) for gid in sorted(groups)]
+
+    async def describe_status(self, id: str) -> GroupStatus:
+        status: GroupStatus = await self._lead_or_forward("describe_status", id)
+        return status
+
+    async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
+        return str(await self._lead_or_forward("destroy_instances", id, instances, shrink))
+
+    async def pause_update(self, id: str) -> str:
+        return str(await self._lead_or_forward("pause_update", id))
+
+    async def resume_update(self, id: str) -> str:
+        return str(await self._lead_or_forward("resume_update", id))
+
+    async def cancel_update(self, id: str) -> str:
+        return str(await self._lead_or_forward("cancel_update", id))
+
+    # -- following ------------------------------------------------------------------------
+
+    async def _lead_or_forward(self, attr: str, *args: Any) -> Any:
+        """Answer as the leader, or forward the call to the leader and relay its answer."""
+        deadline = time.monotonic() + self.wait_for_leader
+        while True:
+            leading = self._leading
+            if leading is not None:
+                try:
+                    return await getattr(leading, attr)(*args)
+                except PluginError:
+                    if self.election.term:
+                        raise
+                    # the term ended under the call, and the fence let nothing through:
+                    # the call goes to whoever leads next
+                    continue
+            leader = await self._leader()
+            if leader is not None and not leader.is_me():
+                return await self._forward(leader, _BY_ATTR[attr], args)
+            if time.monotonic() >= deadline:
+                raise PluginError(f"no manager leads at the moment (waited "
+                                  f"{self.wait_for_leader:g}s); try again")
+            await asyncio.sleep(0.1)  # an election is under way, or this one is starting
+
+    async def _leader(self) -> LeaderInfo | None:
+        try:
+            return await asyncio.to_thread(self.election.leader)
+        except PluginError as exc:
+            log.warning("cannot tell who leads: %s", exc)
+            return None
+
+    async def _forward(self, leader: LeaderInfo, method: Method[Any, Any],
+                       args: tuple[Any, ...]) -> Any:
+        who = f"the leader (pid {leader.pid} on {leader.host})"
+        if not leader.address:
+            raise PluginError(f"{who} did not record where it serves")
+        if leader.host != socket.gethostname():
+            raise PluginError(f"{who} serves on another machine; send this call there "
+                              f"(its socket: {leader.address})")
+        rpc = self._rpc
+        if rpc is None or rpc.path != Path(leader.address):  # a new leader
+            if rpc is not None:
+                await rpc.close()
+            rpc = self._rpc = AsyncRPCClient(Path(leader.address))
+        try:
+            return await rpc.call(method, None, *args)
+        except RPCError as exc:  # the leader's own answer, as it gave it
+            raise PluginError(exc.message) from None
+        except PluginUnreachable as exc:
+            raise PluginError(f"{who} did not answer: {exc}") from None
