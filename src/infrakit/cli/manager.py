@@ -35,9 +35,26 @@ from infrakit.spi.group import GroupSpec
               show_default=True, envvar="INFRAKIT_LEASE_TTL",
               help="Seconds a leader's etcd lease lives without renewal: a dead leader's "
                    "successor starts within this time.")
+@click.option("--listen", default="", envvar="INFRAKIT_MANAGER_LISTEN", metavar="[HOST:]PORT",
+              help="Also serve on TCP (HOST defaults to 127.0.0.1), for managers "
+                   "on other machines to forward to: needs --tls-cert, --tls-key and "
+                   "--token-file.")
+@click.option("--tls-cert", default="", envvar="INFRAKIT_TLS_CERT", metavar="FILE",
+              help="The listener's certificate (PEM).")
+@click.option("--tls-key", default="", envvar="INFRAKIT_TLS_KEY", metavar="FILE",
+              help="The certificate's private key (PEM).")
+@click.option("--tls-ca", default="", envvar="INFRAKIT_TLS_CA", metavar="FILE",
+              help="What to trust in another manager's certificate [default: --tls-cert].")
+@click.option("--token-file", default="", envvar="INFRAKIT_MANAGER_TOKEN_FILE",
+              metavar="FILE", help="The bearer token every TCP caller must send, in a file "
+                                   "only its owner may read (mode 600).")
+@click.option("--advertise", default="", envvar="INFRAKIT_MANAGER_ADVERTISE", metavar="HOST",
+              help="The name other machines reach the listener by [default: the address "
+                   "it binds, or this machine's name].")
 @click.pass_context
 def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endpoints: str,
-            etcd_prefix: str, lease_ttl: int) -> None:
+            etcd_prefix: str, lease_ttl: int, listen: str, tls_cert: str, tls_key: str,
+            tls_ca: str, token_file: str, advertise: str) -> None:
     """Without a command: run the manager in the foreground, serving Group as plugin NAME;
     its group controllers run only while it leads. With sqlite a second manager on this
     machine waits, serving nothing until it leads. With etcd every manager serves at once:
@@ -47,7 +64,9 @@ def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endp
     group at once."""
     ctx.obj = (name, timeout)
     settings = Settings(store=store, lease_ttl=lease_ttl, prefix=etcd_prefix,
-                        endpoints=tuple(e for e in etcd_endpoints.split(",") if e))
+                        endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
+                        listen=listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+                        token_file=token_file, advertise=advertise)
     ctx.meta["manager"] = settings
     if ctx.invoked_subcommand is None:
         from infrakit.cli.main import configure_logging, log_level
@@ -74,7 +93,7 @@ def status(ctx: click.Context, output: str) -> None:
     emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE", "SERVES"], lambda: [[
         str(leader.pid), leader.host,
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store,
-        leader.address or "-"]])
+        " ".join(filter(None, (leader.address, leader.url))) or "-"]])
 
 
 @command.command()

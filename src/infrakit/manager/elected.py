@@ -3,9 +3,10 @@
 Every manager serves from the moment it starts, so a client may talk to any of them. The
 leader answers with its own group plugin, whose controllers run only while it leads. A
 follower answers ``InspectGroups`` from the store itself, and forwards everything else
-(the writes, and the live views that need the leader's health verdicts) to the leader, at
-the socket the leader recorded in the leader key; while no manager leads, it waits for
-one, within a bound, instead of hanging. A manager whose term ends stops its controllers
+(the writes, and the live views that need the leader's health verdicts) to the leader: to
+the socket the leader recorded in the leader key when it runs on the same machine, else to
+its TCP listener, over TLS with the managers' token. While no manager leads, a follower
+waits for one, within a bound, instead of hanging. A manager whose term ends stops its controllers
 and campaigns again, so it leads again after an etcd outage without a restart.
 """
 
@@ -16,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import msgspec
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.leader import LeaderInfo
 from infrakit.plugins.group.plugin import GroupPlugin
-from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable
+from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, Remote
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GROUP, GroupDescription, GroupSpec, GroupStatus
@@ -41,12 +43,14 @@ class ElectedGroup:
     """The object a manager on etcd serves as its group plugin."""
 
     def __init__(self, store: EtcdStore, election: EtcdLeadership, poll: float,
-                 address: Path, store_name: str) -> None:
+                 me: LeaderInfo, remote: Callable[[str], Remote | None]) -> None:
+        """``me`` is what this manager records of itself when it leads; ``remote`` says
+        how to reach another manager's TCP listener, if this one may."""
         self.store = store
         self.election = election
         self.poll = poll
-        self.address = address
-        self.store_name = store_name
+        self.me = me
+        self.remote = remote
         self.wait_for_leader = election.ttl * 2 + 1.0
         """Seconds a follower waits for a leader before it answers that there is none:
         long enough for an election after a leader died."""
@@ -79,8 +83,7 @@ class ElectedGroup:
     async def _serve_terms(self) -> None:
         """Campaign, lead until the term ends, and again, until the manager stops."""
         while not self._stopping.is_set():
-            me = LeaderInfo.me(self.store_name, str(self.address))
-            if not await asyncio.to_thread(self.election.acquire, me, self._stopping):
+            if not await asyncio.to_thread(self.election.acquire, self.me, self._stopping):
                 return
             self._lost.clear()
             if self._stopping.is_set():  # stopped while the campaign was being won
@@ -94,7 +97,7 @@ class ElectedGroup:
                 self._lost.set()
             else:
                 self._leading = plugin
-                log.info("leading (term %d); store %s", self.election.term, self.store_name)
+                log.info("leading (term %d); store %s", self.election.term, self.me.store)
             await self._lost.wait()
             self._leading = None
             # its controllers are fenced already: this only waits for their passes to end
@@ -172,20 +175,30 @@ class ElectedGroup:
 
     async def _forward(self, leader: LeaderInfo, method: Method[Any, Any],
                        args: tuple[Any, ...]) -> Any:
-        who = f"the leader (pid {leader.pid} on {leader.host})"
-        if not leader.address:
-            raise PluginError(f"{who} did not record where it serves")
-        if leader.host != socket.gethostname():
-            raise PluginError(f"{who} serves on another machine; send this call there "
-                              f"(its socket: {leader.address})")
         rpc = self._rpc
-        if rpc is None or rpc.path != Path(leader.address):  # a new leader
+        if rpc is None or rpc.path not in (Path(leader.address), leader.url):  # a new leader
             if rpc is not None:
                 await rpc.close()
-            rpc = self._rpc = AsyncRPCClient(Path(leader.address))
+            rpc = self._rpc = self._connect(leader)
+        who = f"the leader (pid {leader.pid} on {leader.host})"
         try:
             return await rpc.call(method, None, *args)
         except RPCError as exc:  # the leader's own answer, as it gave it
             raise PluginError(exc.message) from None
         except PluginUnreachable as exc:
             raise PluginError(f"{who} did not answer: {exc}") from None
+
+    def _connect(self, leader: LeaderInfo) -> AsyncRPCClient:
+        """A client of the leader's socket if it runs on this machine, else of its TCP
+        listener (TLS, and the managers' token)."""
+        who = f"the leader (pid {leader.pid} on {leader.host})"
+        if leader.address and leader.host == socket.gethostname():
+            return AsyncRPCClient(Path(leader.address))
+        if not leader.url:
+            raise PluginError(f"{who} runs on another machine and has no TCP listener; "
+                              "start managers with --listen to forward between machines")
+        remote = self.remote(leader.url)
+        if remote is None:
+            raise PluginError(f"{who} listens on {leader.url}, but this manager has no "
+                              "--tls-cert/--tls-ca and --token-file to call it with")
+        return AsyncRPCClient(leader.url, remote=remote)

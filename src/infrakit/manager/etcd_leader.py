@@ -84,7 +84,7 @@ class EtcdLeadership:
         answer = self.store.call("/kv/txn", {
             "compare": [created_at(self.key, 0)],
             "success": [{"request_put": {"key": b64(self.key),
-                                         "value": b64(msgspec.json.encode(info)),
+                                         "value": b64(msgspec.json.encode(info.now())),
                                          "lease": lease}}],
             "failure": []})
         if not answer.get("succeeded"):

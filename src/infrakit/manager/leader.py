@@ -28,13 +28,21 @@ class LeaderInfo(Wire, kw_only=True):
     since: float
     store: str
     address: str = ""
-    """The socket the leader serves on, where followers forward what they cannot answer."""
+    """The socket the leader serves on, where followers on its machine forward calls."""
+    url: str = msgspec.field(default="", name="URL")
+    """The leader's TCP listener, if it has one: where followers elsewhere forward calls."""
 
     @classmethod
-    def me(cls, store: str, address: str = "") -> LeaderInfo:
+    def me(cls, store: str, address: str = "", url: str = "") -> LeaderInfo:
         """This process, leading from now on."""
         return cls(pid=os.getpid(), host=socket.gethostname(), since=time.time(), store=store,
-                   address=address)
+                   address=address, url=url)
+
+    def now(self) -> LeaderInfo:
+        """The same, leading from this moment."""
+        import msgspec.structs
+
+        return msgspec.structs.replace(self, since=time.time())
 
     def is_me(self) -> bool:
         return self.pid == os.getpid() and self.host == socket.gethostname()
@@ -49,7 +57,7 @@ class LockLeadership:
         self.info_path = directory / "leader.json"
         self._fd: int | None = None
 
-    def acquire(self, store: str, address: str = "", poll: float = 0.1) -> LeaderInfo:
+    def acquire(self, me: LeaderInfo, poll: float = 0.1) -> LeaderInfo:
         """Wait until this process leads; returns what it recorded about itself. The lock
         is held by an open descriptor until the process ends, however it ends."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -64,7 +72,7 @@ class LockLeadership:
             except BlockingIOError:
                 time.sleep(poll)  # polled, not blocking: signals still stop the wait
         self._fd = fd
-        info = LeaderInfo.me(store, address)
+        info = me.now()
         write_atomic(self.info_path, msgspec.json.encode(info))
         return info
 

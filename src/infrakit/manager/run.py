@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from infrakit.manager.leader import LeaderInfo, LockLeadership
+from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
+from infrakit.rpc.tcp import TcpListener, client_context, parse_listen, read_token
 from infrakit.spi.errors import PluginError
 
 log = logging.getLogger("infrakit.manager")
@@ -27,6 +29,15 @@ class Settings:
     lease_ttl: int = DEFAULT_LEASE_TTL
     prefix: str = "/infrakit/"
     """Where in etcd the managers keep everything: one prefix per set of managers."""
+    listen: str = ""
+    """``[HOST:]PORT`` of a TCP listener (TLS and a token required), for other machines."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    """What a follower trusts in the leader's certificate; by default ``tls_cert`` itself."""
+    token_file: str = ""
+    advertise: str = ""
+    """The host name other machines reach this manager's listener by."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,9 +46,15 @@ class Settings:
             ttl = int(os.environ.get("INFRAKIT_LEASE_TTL", DEFAULT_LEASE_TTL))
         except ValueError:
             raise PluginError("INFRAKIT_LEASE_TTL: must be a whole number of seconds") from None
-        return cls(store=os.environ.get("INFRAKIT_MANAGER_STORE", "sqlite"),
+        env = os.environ.get
+        return cls(store=env("INFRAKIT_MANAGER_STORE", "sqlite"),
                    endpoints=tuple(e for e in endpoints.split(",") if e), lease_ttl=ttl,
-                   prefix=os.environ.get("INFRAKIT_ETCD_PREFIX", "/infrakit/"))
+                   prefix=env("INFRAKIT_ETCD_PREFIX", "/infrakit/"),
+                   listen=env("INFRAKIT_MANAGER_LISTEN", ""),
+                   tls_cert=env("INFRAKIT_TLS_CERT", ""), tls_key=env("INFRAKIT_TLS_KEY", ""),
+                   tls_ca=env("INFRAKIT_TLS_CA", ""),
+                   token_file=env("INFRAKIT_MANAGER_TOKEN_FILE", ""),
+                   advertise=env("INFRAKIT_MANAGER_ADVERTISE", ""))
 
     def check(self) -> None:
         if self.store not in ("sqlite", "etcd"):
@@ -46,6 +63,27 @@ class Settings:
             raise PluginError("--etcd-endpoints: required with --store etcd")
         if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
             raise PluginError(f"--etcd-prefix: {self.prefix!r} must start and end with /")
+        if self.listen:
+            for option, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+                                  ("--token-file", self.token_file)):
+                if not value:
+                    raise PluginError(f"{option}: required with --listen (a TCP listener "
+                                      "serves only over TLS, to callers with the token)")
+
+    def tcp_listener(self) -> TcpListener | None:
+        if not self.listen:
+            return None
+        host, port = parse_listen(self.listen)
+        return TcpListener(host, port, Path(self.tls_cert), Path(self.tls_key),
+                           read_token(Path(self.token_file)))
+
+    def remote(self, url: str) -> Remote | None:
+        """How this manager reaches another's listener at ``url``: with the managers'
+        token, trusting their certificate; None without TLS settings."""
+        ca = self.tls_ca or self.tls_cert
+        if not url or not ca or not self.token_file:
+            return None
+        return Remote(url, client_context(Path(ca)), read_token(Path(self.token_file)))
 
 
 def current_leader(settings: Settings) -> LeaderInfo | None:
@@ -70,15 +108,17 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
 
     settings.check()
     poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    tcp = settings.tcp_listener()
     address = str(socket_path(name).absolute())
+    url = tcp.url(settings.advertise or None) if tcp else ""
     if settings.store == "sqlite":
         from infrakit.store.sqlite import SQLiteStore
 
         home = infrakit_home() / "manager"
         path = home / "groups.db"
-        LockLeadership(home).acquire(f"sqlite:{path}", address)
+        LockLeadership(home).acquire(LeaderInfo.me(f"sqlite:{path}", address, url))
         log.info("leading; store sqlite:%s", path)
-        return {"group": GroupPlugin(SQLiteStore(path), poll=poll)}
+        return {"group": GroupPlugin(SQLiteStore(path), poll=poll), "tcp": tcp}
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.store.etcd import EtcdStore
@@ -88,5 +128,5 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
     # the lease's own connection answers within a quarter of the TTL, or counts as failed
     votes = EtcdStore(endpoints, prefix=settings.prefix, timeout=settings.lease_ttl / 4)
     election = EtcdLeadership(votes, settings.lease_ttl)
-    return {"group": ElectedGroup(store, election, poll, Path(address),
-                                  f"etcd:{','.join(endpoints)}")}
+    me = LeaderInfo.me(f"etcd:{','.join(endpoints)}", address, url)
+    return {"group": ElectedGroup(store, election, poll, me, settings.remote), "tcp": tcp}

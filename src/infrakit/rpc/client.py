@@ -12,11 +12,15 @@ import http.client
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from infrakit.rpc import jsonrpc
 from infrakit.spi.methods import Method
+
+if TYPE_CHECKING:
+    import ssl
 
 #: Called with each request and response body when set (``--log 5``). A hook rather than a
 #: logger, so that the CLI's start-up does not pay for importing :mod:`logging`.
@@ -29,7 +33,7 @@ T = TypeVar("T")
 class PluginUnreachable(ConnectionError):
     """The plugin's socket did not answer: it is not running, stale, or timed out."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"plugin at {path} is not reachable: {reason}")
         self.path = path
         self.reason = reason
@@ -127,20 +131,39 @@ class RPCClient:
         raise AssertionError("unreachable")
 
 
-class AsyncRPCClient:
-    """The same client for asyncio code, over aiohttp; create it inside a running loop."""
+@dataclass(frozen=True)
+class Remote:
+    """A plugin served over TCP: only with TLS, and only to a caller with its token."""
 
-    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    url: str
+    """``https://HOST:PORT/``"""
+    ssl: ssl.SSLContext
+    """Verifies the server's certificate."""
+    token: str
+
+
+class AsyncRPCClient:
+    """The same client for asyncio code, over aiohttp; create it inside a running loop.
+    It talks to the UNIX socket ``path``, or to ``remote`` when one is given."""
+
+    def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT,
+                 remote: Remote | None = None) -> None:
         import aiohttp
 
-        self.path = Path(path)
+        self.path = Path(path) if remote is None else remote.url
         self.timeout = timeout
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
+        connector: aiohttp.BaseConnector
+        if remote is None:
+            connector = aiohttp.UnixConnector(path=os.fspath(path))
+            self._url, self._headers = "http://h/", _HEADERS
+        else:
+            connector = aiohttp.TCPConnector(ssl=remote.ssl)
+            self._url = remote.url
+            self._headers = {**_HEADERS, "Authorization": f"Bearer {remote.token}"}
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=os.fspath(path)),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        )
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
 
     async def close(self) -> None:
         await self._session.close()
@@ -157,7 +180,7 @@ class AsyncRPCClient:
 
         rid, body = jsonrpc.encode_request(method, params)
         try:
-            async with self._session.post("http://h/", data=body, headers=_HEADERS) as resp:
+            async with self._session.post(self._url, data=body, headers=self._headers) as resp:
                 data = await resp.read()
                 status = resp.status
         except TimeoutError:

@@ -27,6 +27,7 @@ from infrakit.rpc.http import HTTPServer, Limits
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.lifecycle import SocketClaim
 from infrakit.rpc.paths import plugin_dir
+from infrakit.rpc.tcp import TcpListener
 from infrakit.spi.errors import PluginError
 from infrakit.spi.flavor import FLAVOR
 from infrakit.spi.group import GROUP
@@ -254,11 +255,12 @@ class PluginServer:
     """A running server: created by :meth:`start`, ended by :meth:`close`."""
 
     def __init__(self, name: str, dispatcher: Dispatcher, claim: SocketClaim,
-                 http: HTTPServer, grace: float) -> None:
+                 servers: list[HTTPServer], grace: float) -> None:
         self.name = name
         self.dispatcher = dispatcher
         self.claim = claim
-        self._http = http
+        self._servers = servers
+        """The UNIX socket's, then the TCP listener's if there is one."""
         self._grace = grace
 
     @property
@@ -277,29 +279,41 @@ class PluginServer:
         limits: Limits | None = None,
         workers: int = DEFAULT_WORKERS,
         grace: float = DEFAULT_GRACE,
+        tcp: TcpListener | None = None,
     ) -> PluginServer:
-        """Claim the socket and start answering on it."""
+        """Claim the socket and start answering on it (and on ``tcp``, if given)."""
         dispatcher = Dispatcher(_served(instance, flavor, group), workers)
         info = msgspec.json.encode(
             {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
              "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
-        http = HTTPServer(dispatcher.handle, lambda: info, limits)
+        servers = [HTTPServer(dispatcher.handle, lambda: info, limits)]
         claim = SocketClaim(name, directory or plugin_dir())
+        listening = None
         try:
+            if tcp is not None:  # refused before anything starts, if it cannot be had
+                tls, listening = tcp.server_context(), tcp.bind()
             await _hook(dispatcher.objects, "start")
-            await http.start(claim.bind())
+            await servers[0].start(claim.bind())
+            if tcp is not None and listening is not None:
+                servers.append(HTTPServer(dispatcher.handle, lambda: info, limits, tcp.token))
+                await servers[1].start(listening, tls)
+                log.info("plugin %s listening on %s (TLS, token required)", name, tcp.url())
         except BaseException:
+            for server in servers:
+                await server.close(0)
+            if listening is not None:
+                listening.close()
             claim.release()
             dispatcher.close()
             raise
         log.info("plugin %s listening on %s", name, claim.path)
-        return cls(name, dispatcher, claim, http, grace)
+        return cls(name, dispatcher, claim, servers, grace)
 
     async def close(self) -> None:
         """Stop accepting, let in-flight calls finish within the grace period, clean up."""
         self.claim.unlink_socket()
         try:
-            await self._http.close(self._grace)
+            await asyncio.gather(*(server.close(self._grace) for server in self._servers))
             await _hook(self.dispatcher.objects, "stop")
         finally:
             self.dispatcher.close()
@@ -342,6 +356,7 @@ def serve(
     limits: Limits | None = None,
     workers: int = DEFAULT_WORKERS,
     grace: float = DEFAULT_GRACE,
+    tcp: TcpListener | None = None,
 ) -> None:
     """Serve plugin objects under ``name`` until SIGINT or SIGTERM.
 
@@ -349,7 +364,8 @@ def serve(
     name to plugin object (``"."`` is the default type; ``name/ec2`` reaches type ``ec2``).
     Methods may be plain or ``async``; plain ones run in a pool of ``workers`` threads.
     ``limits`` bounds body size, read deadlines and connections; ``grace`` is how long
-    in-flight calls may take to finish after SIGINT or SIGTERM.
+    in-flight calls may take to finish after SIGINT or SIGTERM. ``tcp`` serves the same
+    objects on a TCP port too, with TLS and a bearer token.
     """
     try:
         import uvloop
@@ -358,4 +374,4 @@ def serve(
     else:
         run = uvloop.run
     run(serve_async(name, instance=instance, flavor=flavor, group=group, directory=directory,
-                    limits=limits, workers=workers, grace=grace))
+                    limits=limits, workers=workers, grace=grace, tcp=tcp))

@@ -1,0 +1,92 @@
+"""Serving a plugin over TCP as well as its UNIX socket, for callers on other machines.
+
+A UNIX socket is guarded by its file mode; a TCP port by nothing, so a TCP listener exists
+only with TLS (a certificate and its key) and a bearer token that every request must
+carry. It binds 127.0.0.1 unless told otherwise. The token is read from a file that only
+its owner may read, never from the command line (where ``ps`` shows it to everyone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from infrakit.spi.errors import PluginError
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class TcpListener:
+    host: str
+    port: int
+    cert: Path
+    key: Path
+    token: str
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise PluginError(f"--tls-cert/--tls-key: cannot load {self.cert} and {self.key}: "
+                              f"{exc}") from None
+        return context
+
+    def bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise PluginError(f"--listen: cannot listen on {self.host}:{self.port}: "
+                              f"{exc.strerror or exc}") from None
+        sock.setblocking(False)
+        return sock
+
+    def url(self, advertise: str | None = None) -> str:
+        """Where other machines reach this listener: ``advertise``, else the address it
+        binds, else (bound to every address) this machine's name."""
+        host = advertise or (self.host if self.host not in ("0.0.0.0", "::") else
+                             socket.gethostname())
+        return f"https://{f'[{host}]' if ':' in host else host}:{self.port}/"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` -> (host, port); the host defaults to 127.0.0.1."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]") if sep else DEFAULT_HOST
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise PluginError(f"--listen: {value!r} is not [HOST:]PORT with a port in 1..65535")
+    return host or DEFAULT_HOST, int(port)
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path``, which only its owner may read or write."""
+    try:
+        info = os.stat(path)
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise PluginError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PluginError(f"--token-file: {path} is open to others (mode "
+                          f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
+    if len(text) < 16:
+        raise PluginError(f"--token-file: the token in {path} is shorter than 16 characters")
+    return text
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    """Trusts the certificates in ``ca`` (the managers' own certificate, or their CA)."""
+    try:
+        return ssl.create_default_context(cafile=os.fspath(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise PluginError(f"--tls-ca: cannot load {ca}: {exc}") from None
