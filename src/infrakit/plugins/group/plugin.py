@@ -48,6 +48,12 @@ class GroupPlugin:
         self.clients = PluginClients()
         self._specs: dict[str, GroupSpec] = {}
         self._controllers: dict[str, GroupController] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        """One per group: the verbs that change a group take turns, so that the spec a
+        controller runs is always the one stored last, whatever the callers' timing."""
+
+    def _lock(self, gid: str) -> asyncio.Lock:
+        return self._locks.setdefault(gid, asyncio.Lock())
 
     async def start(self) -> None:
         for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
@@ -97,6 +103,10 @@ class GroupPlugin:
             raise explain("Instance", props.instance.plugin, exc) from None
 
     async def commit_group(self, spec: GroupSpec, pretend: bool) -> str:
+        async with self._lock(spec.id):
+            return await self._commit(spec, pretend)
+
+    async def _commit(self, spec: GroupSpec, pretend: bool) -> str:
         props = parse_group(spec)
         await self._validate(props)
         details = await self._details(spec.id, props)
@@ -159,6 +169,10 @@ class GroupPlugin:
         )
 
     async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
+        async with self._lock(id):
+            return await self._destroy_instances(id, instances, shrink)
+
+    async def _destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
         controller = self._controller(id)
         # with their properties: the flavor drains them
         observed, _, _ = await controller.observe(judge=False, properties=True)
@@ -177,7 +191,7 @@ class GroupPlugin:
             spec = self._specs[id]
             props = dict(spec.properties)
             props["Allocation"] = {**props["Allocation"], "Size": alloc.size - len(chosen)}
-            await self.commit_group(GroupSpec(id=id, properties=props), False)
+            await self._commit(GroupSpec(id=id, properties=props), False)
         errors = await controller.destroy_members(chosen, ops)
         if errors:
             raise PluginError("; ".join(errors))
@@ -199,21 +213,27 @@ class GroupPlugin:
 
     async def cancel_update(self, id: str) -> str:
         """Roll back: commit again the spec that was committed before the current one."""
-        self._controller(id)
-        raw = await asyncio.to_thread(self.store.previous_spec, id)
-        if raw is None:
-            raise PluginError(f"Group '{id}' has no earlier spec to go back to")
-        details = await self.commit_group(_decode_spec(raw), False)
+        async with self._lock(id):
+            self._controller(id)
+            raw = await asyncio.to_thread(self.store.previous_spec, id)
+            if raw is None:
+                raise PluginError(f"Group '{id}' has no earlier spec to go back to")
+            details = await self._commit(_decode_spec(raw), False)
         await self.resume_update(id)
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
-        controller = self._controller(id)
-        await controller.stop()
-        del self._controllers[id], self._specs[id]
-        await asyncio.to_thread(self.store.delete_group, id)
+        async with self._lock(id):
+            controller = self._controller(id)
+            await controller.stop()
+            del self._controllers[id], self._specs[id]
+            await asyncio.to_thread(self.store.delete_group, id)
 
     async def destroy_group(self, id: str) -> None:
+        async with self._lock(id):
+            await self._destroy_group(id)
+
+    async def _destroy_group(self, id: str) -> None:
         controller = self._controller(id)
         await controller.stop()  # after the pass under way: its provisions have answered
         props = controller.props

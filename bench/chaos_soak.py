@@ -1,0 +1,233 @@
+"""A chaos soak: a group of 50 process instances (busybox web servers behind an HTTP health
+check) under random faults for a while, then checked.
+
+Faults: ``kill -9`` of a member, of the instance plugin and of the group plugin (each
+plugin restarted after a random pause), rolling updates committed now and then, and
+provider errors: the group talks to its instances through ``bench.faulty_instance``,
+which fails a share of the calls (``--error-rate``).
+
+Throughout, a sampler counts the member processes that exist (from /proc, not from what
+any plugin says) every 20 ms; no sample may exceed Size + MaxSurge. At the end the faults
+stop, and the group must come back to exactly Size healthy members of the last config,
+with no process left that no member owns, and with the committed spec intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.stack import Stack, plugin_stack
+from infrakit.rpc.client import PluginUnreachable, RPCClient
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.typed import GroupClient, InstanceClient
+from infrakit.spi import GroupSpec
+from infrakit.spi.group import GroupStatus
+
+GID = "soak"
+MAX_DURATION = 600.0
+
+
+def spec(size: int, version: int) -> GroupSpec:
+    web = ("busybox httpd -f -p 127.0.0.1:$PORT_HTTP" if shutil.which("busybox") else
+           f"{sys.executable} -m http.server --bind 127.0.0.1 $PORT_HTTP")
+    return GroupSpec(id=GID, properties={
+        "Allocation": {"Size": size},
+        "Instance": {"Plugin": "faulty", "Properties": {
+            "Command": web, "Ports": ["http"], "StopGrace": 1}},
+        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {
+            "Init": [f"echo version {version} > index.html"],
+            "Health": {"HTTP": "http://127.0.0.1:{{ .Properties.Ports.http }}/",
+                       "Timeout": 1}}},
+        "MaxParallel": 16, "MaxSurge": 1, "StartupGrace": 10, "HealthGrace": 2,
+        "ProvisionDeadline": 60})
+
+
+def member_processes(home: Path) -> dict[int, str]:
+    """Living processes started for an instance of this soak: pid -> instance ID."""
+    mine = f"INFRAKIT_HOME={home}".encode()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes().split(b"\0")
+            state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z" or mine not in environ:
+            continue
+        for var in environ:
+            if var.startswith(b"INFRAKIT_INSTANCE_ID="):
+                found[int(entry.name)] = var.split(b"=", 1)[1].decode()
+    return found
+
+
+class Sampler(threading.Thread):
+    """The most member processes seen at once."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(daemon=True)
+        self.home = home
+        self.peak = 0
+        self.samples = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.peak = max(self.peak, len(set(member_processes(self.home).values())))
+            self.samples += 1
+            self.stopped.wait(0.02)
+
+
+def call(sock: Path, fn: Any, timeout: float = 10) -> Any:
+    """One call on a fresh connection; None when the plugin is down (it may be killed)."""
+    try:
+        with RPCClient(sock, timeout=timeout) as conn:
+            return fn(conn)
+    except (OSError, PluginUnreachable, RPCError):
+        return None
+
+
+def healthy_members(stack: Stack) -> int | None:
+    status: GroupStatus | None = call(stack.socket("group"),
+                                      lambda c: GroupClient(c).describe_status(GID))
+    if status is None or not status.converged:
+        return None
+    return sum(m.health == "healthy" and m.current for m in status.members)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=180, help="seconds of faults")
+    parser.add_argument("--size", type=int, default=50)
+    parser.add_argument("--error-rate", type=float, default=0.1,
+                        help="share of the instance calls that fail")
+    parser.add_argument("--fault-every", type=float, default=2.0,
+                        help="mean seconds between faults")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    duration = min(args.duration, MAX_DURATION)
+    rng = random.Random(args.seed)
+    with plugin_stack("instance-process", "flavor-vanilla", "group", poll=0.5) as stack:
+        rate_file = stack.home / "error-rate"
+        rate_file.write_text("0")
+        logs = stack.home / "logs"
+        logs.mkdir(exist_ok=True)
+        with open(logs / "faulty.log", "ab") as out:
+            faulty = subprocess.Popen(
+                [sys.executable, "-m", "bench.faulty_instance", "faulty", "instance-process",
+                 str(rate_file)], env=stack.env, stdout=out, stderr=out,
+                cwd=Path(__file__).resolve().parent.parent)
+        try:
+            soak(args, duration, rng, stack, rate_file)
+        finally:
+            faulty.send_signal(signal.SIGTERM)
+            faulty.wait(10)
+            call(stack.socket("group"), lambda c: GroupClient(c).destroy_group(GID), 120)
+
+
+def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: Stack,
+         rate_file: Path) -> None:
+    infrakit = str(Path(sys.executable).parent / "infrakit")
+    group_sock = stack.socket("group")
+    deadline = time.monotonic() + 30
+    while call(stack.socket("faulty"), lambda c: InstanceClient(c).describe_instances(
+            {}, False)) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit("the faulty instance plugin did not start")
+        time.sleep(0.05)
+    version = 1
+    start = time.monotonic()
+    commit(group_sock, spec(args.size, version))
+    wait_converged(stack, args.size, 300)
+    print(f"{args.size} members converged in {time.monotonic() - start:.1f} s", flush=True)
+
+    sampler = Sampler(stack.home)
+    sampler.start()
+    rate_file.write_text(str(args.error_rate))
+    faults: Counter[str] = Counter()
+    end = time.monotonic() + duration
+    next_update = time.monotonic() + duration / 4
+    while time.monotonic() < end:
+        time.sleep(rng.expovariate(1 / args.fault_every))
+        if time.monotonic() >= next_update:
+            version += 1
+            commit(group_sock, spec(args.size, version))
+            faults["rolling update committed"] += 1
+            next_update += duration / 4
+            continue
+        kind = rng.choices(["member", "instance plugin", "group plugin"], [8, 1, 1])[0]
+        if kind == "member":
+            members = member_processes(stack.home)
+            if members:
+                os.kill(rng.choice(sorted(members)), signal.SIGKILL)
+                faults["kill -9 of a member"] += 1
+            continue
+        name = "instance-process" if kind == "instance plugin" else "group"
+        try:
+            os.kill(stack.pid(name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+        faults[f"kill -9 of the {kind}"] += 1
+        time.sleep(rng.uniform(0, 1.0))
+        subprocess.run([infrakit, "plugin", "start", name], env=stack.env,
+                       stdout=subprocess.DEVNULL, check=True)
+
+    rate_file.write_text("0")
+    stopped = time.monotonic()
+    wait_converged(stack, args.size, 300)
+    reconverged = time.monotonic() - stopped
+    sampler.stopped.set()
+    sampler.join()
+    described = call(stack.socket("instance-process"), lambda c: {
+        d.id for d in InstanceClient(c).describe_instances({"infrakit.group": GID}, False)})
+    processes = member_processes(stack.home)
+    orphans = {pid: iid for pid, iid in processes.items() if iid not in described}
+    stored = call(group_sock, lambda c: GroupClient(c).inspect_groups())
+    intact = [(s.id, s.properties) for s in stored] == [
+        (GID, json.loads(json.dumps(spec(args.size, version).properties)))]
+    print(f"faults over {duration:.0f} s (error rate {args.error_rate:g}, one fault every "
+          f"{args.fault_every:g} s on average):")
+    for what, count in sorted(faults.items()):
+        print(f"  {what}: {count}")
+    print(f"reconverged {reconverged:.1f} s after the faults stopped: "
+          f"{healthy_members(stack)} healthy members of {args.size}, "
+          f"{len(processes)} member processes, {len(orphans)} orphans, spec intact: {intact}")
+    print(f"largest count of member processes seen: {sampler.peak} (Size + MaxSurge = "
+          f"{args.size + 1}; over-size {max(0, sampler.peak - args.size - 1)}) over "
+          f"{sampler.samples} samples", flush=True)
+    if orphans or not intact or sampler.peak > args.size + 1:
+        raise SystemExit("the soak failed")
+
+
+def commit(sock: Path, new: GroupSpec) -> None:
+    """Commit, again until it is answered: the group plugin may be down for a moment."""
+    deadline = time.monotonic() + 60
+    while call(sock, lambda c: GroupClient(c).commit_group(new, False), 30) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit("no commit answered for 60 s")
+        time.sleep(0.2)
+
+
+def wait_converged(stack: Stack, size: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while healthy_members(stack) != size or len(member_processes(stack.home)) != size:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not converged within {timeout:g} s")
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()
