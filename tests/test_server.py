@@ -603,9 +603,10 @@ def test_plugin_dir_socket_and_pid_file_modes(start_plugin: StartPlugin,
     assert not plugins_dir.exists()
     plugin = start_plugin("instance-file")
     assert stat.S_IMODE(plugins_dir.stat().st_mode) == 0o700
+    assert plugins_dir.stat().st_uid == os.geteuid()
     st = os.lstat(plugin.path)
     assert stat.S_ISSOCK(st.st_mode)
-    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
     assert plugin.pid_file.read_text().strip() == str(plugin.proc.pid)
     assert stat.S_IMODE(plugin.pid_file.stat().st_mode) == 0o600
 
