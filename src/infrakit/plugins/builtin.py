@@ -42,6 +42,12 @@ def _docker(name: str) -> dict[str, Any]:
     return {"instance": DockerInstancePlugin(name, infrakit_home() / "instance-docker" / name)}
 
 
+def _aws(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.aws import AwsInstancePlugin
+
+    return {"instance": AwsInstancePlugin(name, infrakit_home() / "instance-aws" / name)}
+
+
 def _vanilla(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.vanilla import VanillaFlavor
 
@@ -84,6 +90,9 @@ KINDS: dict[str, Kind] = {
     "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
                             "by Instance.Label in $INFRAKIT_HOME/instance-docker/NAME",
                             _docker),
+    "instance-aws": Kind("EC2 instances through boto3 (endpoint, region and credentials from "
+                         "the standard AWS settings); launches not yet listed in "
+                         "$INFRAKIT_HOME/instance-aws/NAME", _aws),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
 }
