@@ -82,11 +82,15 @@ class Sampler(threading.Thread):
         self.home = home
         self.peak = 0
         self.samples = 0
+        self.seen: set[str] = set()
+        """Every instance ID that ever had a process."""
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            self.peak = max(self.peak, len(set(member_processes(self.home).values())))
+            members = set(member_processes(self.home).values())
+            self.peak = max(self.peak, len(members))
+            self.seen |= members
             self.samples += 1
             self.stopped.wait(0.02)
 
@@ -202,6 +206,8 @@ def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: S
           f"{args.fault_every:g} s on average):")
     for what, count in sorted(faults.items()):
         print(f"  {what}: {count}")
+    print(f"members made during the soak (replacements and updates): "
+          f"{len(sampler.seen) - args.size}")
     print(f"reconverged {reconverged:.1f} s after the faults stopped: "
           f"{healthy_members(stack)} healthy members of {args.size}, "
           f"{len(processes)} member processes, {len(orphans)} orphans, spec intact: {intact}")
@@ -222,10 +228,22 @@ def commit(sock: Path, new: GroupSpec) -> None:
 
 
 def wait_converged(stack: Stack, size: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    """Wait for exactly ``size`` healthy members; every 10 s, say what the group waits on."""
+    start = time.monotonic()
+    said = start
     while healthy_members(stack) != size or len(member_processes(stack.home)) != size:
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > start + timeout:
             raise SystemExit(f"not converged within {timeout:g} s")
+        if now - said >= 10:
+            said = now
+            status: GroupStatus | None = call(stack.socket("group"),
+                                              lambda c: GroupClient(c).describe_status(GID))
+            if status is not None:
+                print(f"  still converging after {now - start:.0f} s: "
+                      f"{len(status.members)} members, in flight "
+                      f"{[(o.op, o.instance, o.expires_in) for o in status.in_flight][:4]}, "
+                      f"errors {status.errors[:2]}", flush=True)
         time.sleep(0.1)
 
 
