@@ -8,6 +8,7 @@ from bad params (-32602) and decodes each byte once.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -19,6 +20,12 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 APPLICATION_ERROR = -32000
 """The code of every fault a plugin reports about its own domain."""
+
+MAX_DEPTH = 256
+"""How deeply arrays and objects of a request may nest. The decoder's own limit is what
+is left of the interpreter's recursion limit where it runs, so it moves with the stack; a
+value accepted near it could not be answered, stored and read back, or forwarded to
+another plugin, where each of those runs deeper. This limit is fixed and far below it."""
 
 T = TypeVar("T")
 
@@ -91,9 +98,51 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes | msgspec.Raw) -> T:
         raise msgspec.DecodeError("JSON text is not valid UTF-8") from None
 
 
+_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
+_RUN = re.compile(rb"\(+|\)+")
+_ROUNDS = 16
+
+
+def nesting_exceeds(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep in ``body`` (brackets
+    inside strings do not count; unclosed ones do). Linear in the size of the body, and
+    free for a body with fewer brackets than ``limit``."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    if b"\\" in body:  # an escaped backslash, then an escaped quote, ends no string: drop
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # brackets and quotes only; "" (an empty string, or two strings side by side) holds no
+    # bracket; what is left between a quote and the next is inside a string
+    quoted = body.translate(None, _NOT_BRACKET_OR_QUOTE).replace(b'""', b"")
+    parens = b"".join(quoted.split(b'"')[::2]).translate(_PARENS, _NOT_BRACKET)
+    # each round drops the innermost pairs: one level less, and fewer runs to add up; once
+    # a round drops little, the runs are long and few
+    rounds = 0
+    while rounds < _ROUNDS:
+        shorter = parens.replace(b"()", b"")
+        if len(shorter) == len(parens):
+            break
+        parens, rounds, before = shorter, rounds + 1, len(parens)
+        if len(parens) * 4 > before * 3:
+            break
+    depth = rounds
+    if depth > limit:
+        return True
+    for run in _RUN.findall(parens):
+        depth += len(run) if run[:1] == b"(" else -len(run)
+        if depth > limit:
+            return True
+    return False
+
+
 def parse_request(body: bytes) -> Request:
     """Parse a request body. Raises :class:`RPCError` (-32700 or -32600) with ``data``
     holding the id to answer with, when one could be read."""
+    if nesting_exceeds(body):
+        raise RPCError(INVALID_REQUEST,
+                       f"Invalid request: JSON is nested more than {MAX_DEPTH} levels deep")
     try:
         env = _decode(_envelope_decoder, body)
     except msgspec.ValidationError as exc:
