@@ -22,7 +22,7 @@ from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
 from infrakit.spi.types import Description, Spec
 from tests.conftest import Plugin, StartPlugin
-from tests.helpers import require_engine, stop_process, wait_until
+from tests.helpers import require_engine, rpc, stop_process, wait_until
 
 NAME = "instance-process"
 HTTP = f"{sys.executable} -m http.server --bind 127.0.0.1 $PORT_HTTP"
@@ -115,6 +115,17 @@ def test_an_instance_runs_init_then_command_in_its_own_dir_and_environment(
     assert proc.client.describe_instances({"role": "db"}, False)[0].properties is not None
 
 
+def test_instances_started_at_once_get_ports_of_their_own(proc: Proc) -> None:
+    """Each port is free when chosen, but the instance binds it only later: two instances
+    started at once must still not be handed the same one."""
+    spec = {"Properties": {"Command": ["sleep", "600"], "Ports": ["a", "b"]}}
+    answer = rpc(proc.plugin.path, "Instance.ProvisionEach", {"Specs": [spec] * 40},
+                 timeout=60)
+    made = [o["ID"] for o in answer["result"]["Results"]]
+    ports = [p for d in proc.describe().values() for p in d.properties["Ports"].values()]
+    assert len(made) == 40 and len(ports) == 80 and len(set(ports)) == 80
+
+
 def test_instances_outlive_the_plugin_and_are_reported_again(proc: Proc) -> None:
     iid = proc.provision(Command="sleep 600")
     pid = proc.pid(iid)
@@ -186,7 +197,9 @@ def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) ->
     ({"Command": "/nonexistent/run --x"}, "Properties.Command: '/nonexistent/run' is not an "
                                           "executable program"),
     ({"Command": "sleep 1", "LogDir": "/etc/passwd/logs"},
-     "Properties.LogDir: cannot create '/etc/passwd/logs': Not a directory"),
+     "Properties.LogDir: cannot create '/etc/passwd/logs': '/etc/passwd' is not a directory"),
+    ({"Command": "sleep 1", "LogDir": "../logs"},
+     "Properties.LogDir: '../logs' must be an absolute path"),
     ({"Command": "sleep 1", "Ports": ["a b"]}, "Properties.Ports: 'a b' is not a port name"),
     ({"Comand": "sleep 1"}, "Comand"),
     ({}, "nothing to run"),
@@ -201,6 +214,14 @@ def test_bad_properties_are_refused_and_nothing_runs(proc: Proc, props: dict[str
         proc.client.provision(Spec(properties=props))
     assert message in provisioned.value.message
     assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
+
+
+def test_validate_creates_no_log_dir_and_provision_does(proc: Proc, home: Path) -> None:
+    logs = home / "logs-made-later" / "deep"
+    proc.client.validate({"Command": "sleep 600", "LogDir": str(logs)})
+    assert not logs.parent.exists()  # a validated (or refused) call changes nothing
+    iid = proc.provision(Command="sleep 600", LogDir=str(logs))
+    assert proc.describe()[iid].properties["Log"] == str(logs / f"{iid}.log")
 
 
 def test_destroy_of_an_unknown_id_names_it(proc: Proc) -> None:

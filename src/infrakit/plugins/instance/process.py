@@ -74,7 +74,7 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
                 raise PluginError(f"Properties.Ports: {name!r} is not a port name "
                                   "(letters, digits and _)")
         if self.log_dir is not None:
-            _writable_dir(Path(self.log_dir), "Properties.LogDir")
+            _check_dir(Path(self.log_dir), "Properties.LogDir")
         if self.stop_grace < 0:
             raise PluginError("Properties.StopGrace: must not be negative")
         if self.limits is not None:
@@ -90,13 +90,27 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
         return self.command
 
 
-def _writable_dir(path: Path, field: str) -> None:
+def _check_dir(path: Path, field: str) -> None:
+    """Refuse ``path`` unless it is, or can be made, a directory this user writes in;
+    checked without creating anything (Validate changes nothing), and only as an absolute
+    path (a relative one would depend on where the plugin was started)."""
+    if not path.is_absolute():
+        raise PluginError(f"{field}: {str(path)!r} must be an absolute path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PluginError(f"{field}: cannot create {str(path)!r}: {str(existing)!r} is not a "
+                          "directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PluginError(f"{field}: {str(existing)!r} is not writable")
+
+
+def _make_dir(path: Path, field: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PluginError(f"{field}: cannot create {str(path)!r}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PluginError(f"{field}: {str(path)!r} is not writable")
 
 
 class ProcessRecord(msgspec.Struct, rename="pascal", kw_only=True):
@@ -163,6 +177,8 @@ class ProcessInstancePlugin:
         digest = hashlib.sha1(str(self.directory.resolve()).encode()).hexdigest()[:8]
         self.cgroup_name = f"{name}-{digest}"
         self._lock = threading.Lock()
+        self._reserved: set[int] = set()
+        """Ports handed to instances being provisioned, not yet in a record."""
         self._records, self._ids = load_records(self.directory, _PREFIX, _decode_record)
         for record in [r for r in self._records.values() if r.pid == 0]:
             self._recover(record)
@@ -199,31 +215,54 @@ class ProcessInstancePlugin:
         [iid] = self._ids.take(1)
         work = self.directory / iid
         work.mkdir(mode=0o700)
+        if props.log_dir is not None:
+            _make_dir(Path(props.log_dir), "Properties.LogDir")
         log = Path(props.log_dir or work) / f"{iid}.log"
-        ports = {p: _free_port() for p in props.ports or ()}
-        groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
-        record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
-                               pid=0, start_ticks=0, started=time.time(), work_dir=str(work),
-                               log=str(log), ports=ports, stop_grace=props.stop_grace,
-                               cgroups=groups)
-        # recorded before it starts (pid 0): a crash before the pid is recorded must not
-        # leave a process nobody knows of (see _recover)
-        path = self.directory / f"{iid}.json"
-        write_atomic(path, msgspec.json.encode(record))
+        ports = self._allocate_ports(props.ports or [])
         try:
-            pid = self._spawn(spec, props, iid, work, log, ports, groups)
-        except OSError as exc:
-            cgroups.remove(groups)
-            shutil.rmtree(work, ignore_errors=True)
-            os.unlink(path)
-            raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
-        found = _stat(pid)
-        record = msgspec.structs.replace(record, pid=pid,
-                                         start_ticks=found[1] if found else -1)
-        write_atomic(path, msgspec.json.encode(record))
+            groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
+            record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
+                                   pid=0, start_ticks=0, started=time.time(), work_dir=str(work),
+                                   log=str(log), ports=ports, stop_grace=props.stop_grace,
+                                   cgroups=groups)
+            # recorded before it starts (pid 0): a crash before the pid is recorded must not
+            # leave a process nobody knows of (see _recover)
+            path = self.directory / f"{iid}.json"
+            write_atomic(path, msgspec.json.encode(record))
+            try:
+                pid = self._spawn(spec, props, iid, work, log, ports, groups)
+            except OSError as exc:
+                cgroups.remove(groups)
+                shutil.rmtree(work, ignore_errors=True)
+                os.unlink(path)
+                raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
+            found = _stat(pid)
+            record = msgspec.structs.replace(record, pid=pid,
+                                             start_ticks=found[1] if found else -1)
+            write_atomic(path, msgspec.json.encode(record))
+            with self._lock:
+                self._records[iid] = record
+            return iid
+        finally:  # in the record by now, or never started
+            with self._lock:
+                self._reserved.difference_update(ports.values())
+
+    def _allocate_ports(self, names: list[str]) -> dict[str, int]:
+        """A free loopback port per name, none of them given to another instance of this
+        plugin: two instances started at once could otherwise be handed the same port,
+        and the second would die binding it before anyone saw it."""
         with self._lock:
-            self._records[iid] = record
-        return iid
+            taken = {p for r in self._records.values() for p in r.ports.values()}
+            taken |= self._reserved
+            ports: dict[str, int] = {}
+            for name in names:
+                port = _free_port()
+                while port in taken:
+                    port = _free_port()
+                taken.add(port)
+                ports[name] = port
+            self._reserved.update(ports.values())
+        return ports
 
     def _spawn(self, spec: Spec, props: ProcessProperties, iid: str, work: Path, log: Path,
                ports: dict[str, int], groups: list[str]) -> int:
