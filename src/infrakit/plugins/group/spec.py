@@ -22,6 +22,12 @@ _PERCENT = re.compile(r"(100|[0-9]{1,2})(\.[0-9]+)?%")
 
 DEFAULT_PROVISION_DEADLINE = 600.0
 DEFAULT_MAX_PARALLEL = 16
+MAX_MEMBERS = 100_000
+"""The most members one group may have: far beyond any real group, and far below what
+would exhaust the controller's memory planning a typo's worth of instances."""
+MAX_PARALLEL = 10_000
+MAX_SECONDS = 30 * 24 * 3600.0
+"""The longest duration a spec may give (30 days)."""
 
 
 class PluginSpec(Wire, kw_only=True):
@@ -84,13 +90,17 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         raise PluginError("Properties.Allocation.Size: must not be negative")
     if alloc.logical_ids and len(set(alloc.logical_ids)) != len(alloc.logical_ids):
         raise PluginError("Properties.Allocation.LogicalIDs: must not repeat an ID")
+    if max(alloc.size, len(alloc.logical_ids or ())) > MAX_MEMBERS:
+        raise PluginError(f"Properties.Allocation: at most {MAX_MEMBERS} members in one group")
     for block, name in ((props.instance, "Instance"), (props.flavor, "Flavor")):
         if not block.plugin:
             raise PluginError(f"Properties.{name}.Plugin: must name a plugin")
     if props.provision_deadline <= 0:
         raise PluginError("Properties.ProvisionDeadline: must be a positive number of seconds")
-    if props.max_parallel < 1:
-        raise PluginError("Properties.MaxParallel: must be at least 1")
+    if not 1 <= props.max_parallel <= MAX_PARALLEL:
+        raise PluginError(f"Properties.MaxParallel: must be from 1 to {MAX_PARALLEL}")
+    if max(props.max_surge, props.max_unavailable) > MAX_MEMBERS:
+        raise PluginError(f"Properties.MaxSurge and MaxUnavailable: at most {MAX_MEMBERS}")
     if props.max_surge < 0 or props.max_unavailable < 0:
         raise PluginError("Properties.MaxSurge and MaxUnavailable: must not be negative")
     if props.max_surge == 0 and props.max_unavailable == 0:
@@ -108,6 +118,12 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         raise PluginError("Properties.UpdateFailureLimit: must not be negative")
     if props.health_grace < 0 or props.startup_grace < 0:
         raise PluginError("Properties.HealthGrace and StartupGrace: must not be negative")
+    for name, seconds in (("ProvisionDeadline", props.provision_deadline),
+                          ("UpdatePause", props.update_pause),
+                          ("HealthGrace", props.health_grace),
+                          ("StartupGrace", props.startup_grace)):
+        if seconds > MAX_SECONDS:
+            raise PluginError(f"Properties.{name}: at most {MAX_SECONDS:.0f} seconds (30 days)")
     return props
 
 
