@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from infrakit.atomicfile import remove_stale_temps
 from infrakit.store.sqlite import SQLiteStore
 from tests.conftest import StartPlugin
 from tests.helpers import result_of, rpc
@@ -178,7 +179,12 @@ def test_write_atomic_killed_at_random_leaves_the_old_or_the_new_file(scratch: P
     kills = _run_and_kill(ONE_FILE, path, 25, check)
     assert kills >= 5 and seen[-1] > 5
     leftovers = [p.name for p in path.parent.iterdir() if p != path]
-    assert all(re.fullmatch(r"\.state\.json\..+\.tmp", n) for n in leftovers), leftovers
+    assert all(re.fullmatch(r"\.state\.json\.\d+-.+\.tmp", n) for n in leftovers), leftovers
+    # what the killed writers left is theirs alone: it goes, and a live writer's stays
+    live = path.parent / f".state.json.{os.getpid()}-x.tmp"
+    live.write_bytes(b"being written")
+    assert remove_stale_temps(path.parent) == len(leftovers)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, live.name])
 
 
 def test_write_atomic_many_killed_at_random_leaves_each_file_whole(scratch: Path) -> None:
@@ -270,6 +276,7 @@ STORE_WRITER = r"""
 import sys, time
 from pathlib import Path
 from infrakit.store.base import InFlight
+from infrakit.atomicfile import remove_stale_temps
 from infrakit.store.sqlite import SQLiteStore
 store = SQLiteStore(Path(sys.argv[1]))
 if not store.load_groups():

@@ -1,7 +1,9 @@
 """Crash-safe file replacement: write a temp file, fsync it, rename it over, fsync the dir.
 
 A reader sees either the old content or the new one, never a torn write, whatever point a
-writer is killed at.
+writer is killed at. A temp file is named for the process writing it (``.NAME.PID.tmp``,
+or ``.NAME.PID-RANDOM.tmp``), so that what a killed writer left can be told from what a
+live one is writing, and removed (:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -58,6 +61,30 @@ def write_atomic_many(directory: Path, files: dict[str, bytes], mode: int = 0o60
     for tmp, name in temps:
         os.replace(tmp, directory / name)
     fsync_dir(directory)
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Remove the temp files of writers that died in the middle of a write; returns how
+    many. A temp file of a live process (this one or another) is left alone."""
+    removed = 0
+    for path in directory.glob(".*.tmp"):
+        owner = path.name[:-len(".tmp")].rsplit(".", 1)[-1].split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _flush(directory: Path, paths: list[str]) -> None:

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from infrakit.atomicfile import write_atomic
+from infrakit.atomicfile import remove_stale_temps, write_atomic
 from infrakit.spi.errors import PluginError
 
 _COUNTER = ".next-id"
@@ -80,6 +80,7 @@ def load_records(directory: Path, prefix: str,
                  decode: Callable[[bytes], R]) -> tuple[dict[str, R], IdCounter]:
     """The records ``<prefix><n>.json`` of the directory, by ID in the order they were made
     (unreadable or misnamed files are skipped), and the directory's ID counter."""
+    remove_stale_temps(directory)
     pattern = id_pattern(prefix)
     records = []
     for path in directory.glob(f"{prefix}*.json"):
