@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import stop_process
+
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "infrakit-test/busybox:1"
 APPLETS = ("sh", "sleep", "httpd", "nc", "echo", "cat", "ls", "true", "kill", "wget")
@@ -110,10 +112,5 @@ def private_engine() -> Iterator[Engine]:
         if api is not None:  # dockerd would wait for each container to stop
             with contextlib.suppress(Exception):
                 Engine(root, proc, api).remove_all_containers()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, timeout=30)
         shutil.rmtree(root, ignore_errors=True)
