@@ -258,11 +258,16 @@ def test_limits_put_the_instance_in_its_cgroups(proc: Proc) -> None:
     iid = proc.provision(Command="sleep 600", Limits={"MemoryMB": 64, "Pids": 20, "CPUs": 0.5})
     pid = proc.pid(iid)
 
-    def joined() -> list[str]:  # the instance's first act, before anything of its own runs
-        return [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-                if f"/{NAME}-" in line and line.endswith(f"/{iid}")]
+    def joined() -> list[str] | None:
+        """The instance's cgroups, once it has joined all of them: its first acts, one
+        hierarchy after another, before anything of its own runs."""
+        lines = [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                 if f"/{NAME}-" in line and line.endswith(f"/{iid}")]
+        controllers = {line.split(":")[1] for line in lines}
+        return lines if "" in controllers or {"memory", "pids", "cpu"} <= controllers \
+            else None
 
-    groups = wait_until(joined, 5, what="the instance to join its cgroups")
+    groups = wait_until(joined, 5, what="the instance to join its cgroups") or []
     v1 = {line.split(":")[1]: line.split(":")[2] for line in groups}
     if "memory" in v1:
         limit = Path("/sys/fs/cgroup/memory", v1["memory"].lstrip("/"), "memory.limit_in_bytes")
