@@ -26,13 +26,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.helpers import stop_process
 
 START_TIMEOUT = 30.0
+LIVE = ["pending", "running"]
 REGION = "us-east-1"
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDMOTO0TESTING0KEY",
+                    "AWS_SECRET_ACCESS_KEY": "moto-secret-d41d8cd98f00b204"}
+"""Distinctive, so that a test can tell they appear nowhere the plugin writes."""
 #: The AWS settings that must not leak in from the caller's environment.
 AWS_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
                  "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_EC2", "AWS_REGION",
@@ -255,3 +259,12 @@ def ec2_proxy(upstream: str) -> Iterator[Proxy]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def list_instances(api: Any, tags: dict[str, str] | None = None,
+                   states: list[str] | None = None) -> list[dict[str, Any]]:
+    """What EC2 (a boto3 client of moto itself) holds with ``tags``, in ``states``."""
+    filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in (tags or {}).items()]
+    filters.append({"Name": "instance-state-name", "Values": states or LIVE})
+    pages = api.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]

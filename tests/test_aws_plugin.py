@@ -25,10 +25,12 @@ from tests.conftest import Plugin, StartPlugin
 from tests.helpers import require_engine, stop_process, wait_until
 from tests.moto_engine import (
     AWS_VARIABLES,
+    FAKE_CREDENTIALS,
     MotoServer,
     Proxy,
     aws_environment,
     ec2_proxy,
+    list_instances,
     moto_problem,
     moto_server,
 )
@@ -79,10 +81,7 @@ class EC2:
 
     def instances(self, tags: dict[str, str] | None = None,
                   states: list[str] | None = None) -> list[dict[str, Any]]:
-        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in (tags or {}).items()]
-        filters.append({"Name": "instance-state-name", "Values": states or LIVE})
-        pages = self.api.get_paginator("describe_instances").paginate(Filters=filters)
-        return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
+        return list_instances(self.api, tags, states)
 
 
 @pytest.fixture
@@ -102,7 +101,7 @@ def ec2(moto: MotoServer, image: str, home: Path,
 
 @pytest.fixture
 def plugin(ec2: EC2, start_plugin: StartPlugin) -> Plugin:
-    return start_plugin(NAME)
+    return start_plugin(NAME, None, "--log", "5")  # every call logged: credentials are not
 
 
 def client(plugin: Plugin) -> InstanceClient:
@@ -336,7 +335,8 @@ class Peak:
         return max(self.counts, default=0)
 
 
-def test_a_group_of_ec2_instances_heals_updates_and_is_destroyed(stack: Stack) -> None:
+def test_a_group_of_ec2_instances_heals_updates_and_is_destroyed(stack: Stack,
+                                                                 home: Path) -> None:
     ec2 = stack.ec2
     assert stack.commit(5, "t2.micro") == "Managing 5 instances"
     members = ids_of(wait_until(lambda: stack.converged(5, "t2.micro"), CONVERGE,
@@ -366,6 +366,13 @@ def test_a_group_of_ec2_instances_heals_updates_and_is_destroyed(stack: Stack) -
         GroupClient(conn).destroy_group("web")
     wait_until(lambda: ec2.instances() == [], CONVERGE, interval=0.1,
                what="every instance to be terminated")
+
+    # the credentials signed every call, and are nowhere the plugins wrote (logs at
+    # --log 5, state files)
+    written = [p.read_bytes() for p in home.rglob("*") if p.is_file()]
+    assert len(written) > 3
+    for secret in FAKE_CREDENTIALS.values():
+        assert not any(secret.encode() in data for data in written), secret
 
 
 def test_delayed_visibility_never_over_provisions(stack: Stack) -> None:

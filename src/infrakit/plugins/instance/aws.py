@@ -43,12 +43,11 @@ Errors
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,12 +67,16 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as EndpointConnectionFault
 from botocore.validate import ParamValidator
 
-from infrakit.atomicfile import write_atomic
+from infrakit.plugins.instance.ledger import StateFile, seconds_setting
 from infrakit.plugins.instance.state import state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.types import Description, Spec
 
 log = logging.getLogger(__name__)
+for _chatty in ("botocore", "boto3", "urllib3"):
+    # at debug level these log every request with its Authorization header (the access
+    # key ID): whatever the plugin's own level, they say only warnings
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 OWNER = "infrakit.plugin"
 """The tag that marks an instance as made by the plugin named in its value."""
@@ -180,15 +183,12 @@ class AwsInstancePlugin:
                  visibility_deadline: float | None = None,
                  retry_seconds: float | None = None) -> None:
         self.name = name
-        self.visibility_deadline = (visibility_deadline if visibility_deadline is not None
-                                    else _seconds("INFRAKIT_AWS_VISIBILITY_DEADLINE",
-                                                  DEFAULT_VISIBILITY_DEADLINE))
-        self.retry_seconds = (retry_seconds if retry_seconds is not None
-                              else _seconds("INFRAKIT_AWS_RETRY_SECONDS",
-                                            DEFAULT_RETRY_SECONDS))
-        self._state_path = state_directory(directory) / "launched.json"
-        self._lock = threading.Lock()
-        self._state = self._load()
+        self.visibility_deadline = seconds_setting(
+            "INFRAKIT_AWS_VISIBILITY_DEADLINE", DEFAULT_VISIBILITY_DEADLINE, visibility_deadline)
+        self.retry_seconds = seconds_setting("INFRAKIT_AWS_RETRY_SECONDS",
+                                             DEFAULT_RETRY_SECONDS, retry_seconds)
+        self._ledger = StateFile(state_directory(directory) / "launched.json", Visibility)
+        self._lock = self._ledger.lock
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._input_shape: Any = None
@@ -281,39 +281,6 @@ class AwsInstancePlugin:
             self._input_shape = model.operation_model("RunInstances").input_shape
         return self._input_shape
 
-    # -- the state file ----------------------------------------------------------------------
-
-    def _load(self) -> Visibility:
-        try:
-            data = self._state_path.read_bytes()
-        except FileNotFoundError:
-            return Visibility()
-        try:
-            return msgspec.json.decode(data, type=Visibility)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise PluginError(f"state file {str(self._state_path)!r} is unreadable: {exc}")\
-                from None
-
-    def _save(self) -> None:
-        """Write the state file (under the lock)."""
-        write_atomic(self._state_path, msgspec.json.encode(self._state))
-
-    def _update(self, change: Callable[[Visibility, float], bool]) -> None:
-        """Apply ``change`` (which says whether it changed anything) and drop what is past
-        its deadline, then save if anything changed."""
-        now = time.time()
-        with self._lock:
-            state = self._state
-            changed = change(state, now)
-            expired = [i for i, r in state.launched.items() if r.until <= now]
-            gone = [i for i, until in state.terminated.items() if until <= now]
-            for i in expired:
-                del state.launched[i]
-            for i in gone:
-                del state.terminated[i]
-            if changed or expired or gone:
-                self._save()
-
     # -- Instance/0.5.0 ----------------------------------------------------------------------
 
     def validate(self, properties: Any) -> None:
@@ -357,7 +324,7 @@ class AwsInstancePlugin:
             state.launched[instance] = record
             return True
 
-        self._update(add)
+        self._ledger.update(add)
         return instance
 
     def _owned(self, instance: str, doing: str) -> None:
@@ -366,7 +333,7 @@ class AwsInstancePlugin:
             raise NotFoundError(f"Instance: {instance!r} is not an EC2 instance ID "
                                 "(i-<hex digits>)")
         with self._lock:
-            if instance in self._state.launched:
+            if instance in self._ledger.state.launched:
                 return  # launched here, perhaps not listed yet
         try:
             found = self._call("describe_instances", InstanceIds=[instance])
@@ -407,7 +374,7 @@ class AwsInstancePlugin:
             record.tags = {**record.tags, **labels}
             return True
 
-        self._update(relabel)
+        self._ledger.update(relabel)
 
     def destroy(self, instance: str) -> None:
         self._owned(instance, "terminate")
@@ -418,7 +385,7 @@ class AwsInstancePlugin:
             state.terminated[instance] = now + self.visibility_deadline
             return True
 
-        self._update(forget)
+        self._ledger.update(forget)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """The plugin's instances that carry every tag: EC2 filters, in pages of
@@ -437,8 +404,8 @@ class AwsInstancePlugin:
             if not token:
                 break
         with self._lock:
-            launched = dict(self._state.launched)
-            terminated = set(self._state.terminated)
+            launched = dict(self._ledger.state.launched)
+            terminated = set(self._ledger.state.terminated)
         wanted = tags.items()
         found: list[Description] = []
         seen: set[str] = set()
@@ -469,7 +436,7 @@ class AwsInstancePlugin:
                     del state.launched[iid]
                 return bool(shown)
 
-            self._update(listed_now)
+            self._ledger.update(listed_now)
         return found
 
 
@@ -488,16 +455,3 @@ def _facts(inst: dict[str, Any]) -> dict[str, Any]:
 def _log_call(model: Any, **_: Any) -> None:
     """Log each EC2 call's name (never its parameters: no secret or user data leaks)."""
     log.debug("EC2 call %s", model.name)
-
-
-def _seconds(variable: str, default: float) -> float:
-    raw = os.environ.get(variable)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise PluginError(f"${variable}: {raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise PluginError(f"${variable}: must be positive")
-    return value
