@@ -48,6 +48,12 @@ def _aws(name: str) -> dict[str, Any]:
     return {"instance": AwsInstancePlugin(name, infrakit_home() / "instance-aws" / name)}
 
 
+def _cloud(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.cloud import CloudInstancePlugin
+
+    return {"instance": CloudInstancePlugin(name, infrakit_home() / "instance-cloud" / name)}
+
+
 def _vanilla(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.vanilla import VanillaFlavor
 
@@ -93,6 +99,10 @@ KINDS: dict[str, Kind] = {
     "instance-aws": Kind("EC2 instances through boto3 (endpoint, region and credentials from "
                          "the standard AWS settings); launches not yet listed in "
                          "$INFRAKIT_HOME/instance-aws/NAME", _aws),
+    "instance-cloud": Kind("nodes of any Apache Libcloud compute driver (Properties.Driver); "
+                           "credentials from $INFRAKIT_CLOUD_KEY/$INFRAKIT_CLOUD_SECRET, "
+                           "endpoint $INFRAKIT_CLOUD_ENDPOINT; state in "
+                           "$INFRAKIT_HOME/instance-cloud/NAME", _cloud),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
 }

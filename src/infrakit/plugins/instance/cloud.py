@@ -1,0 +1,762 @@
+"""The ``cloud`` instance plugin: one node of any Apache Libcloud compute driver per instance.
+
+Properties
+    ``Driver`` (a libcloud provider name: ``ec2``, ``gce``, ``azure_arm``...), ``Region``
+    (the driver's default when empty), ``Size`` and ``Image`` (an ID, or a name the plugin
+    looks up), ``TagStyle`` (see Tags) and ``Extra``: further keyword arguments of that
+    driver's ``create_node`` (``ex_keyname``, ``ex_security_groups``...). Extra's names are
+    checked against the signature of the driver's ``create_node``, so a misspelt one is
+    refused by name; the arguments the plugin fills itself may not be given. Validate also
+    asks the provider whether the image and the size exist, so bad input is refused before
+    anything is made.
+
+Credentials and endpoint
+    From the plugin's environment, never from Properties, and never stored or logged:
+    ``$INFRAKIT_CLOUD_KEY`` and ``$INFRAKIT_CLOUD_SECRET`` are the driver's ``key`` and
+    ``secret`` (for EC2: the access key ID and the secret key), ``$INFRAKIT_CLOUD_TOKEN``
+    its session ``token`` if it takes one. ``$INFRAKIT_CLOUD_ENDPOINT`` (a URL such as
+    ``http://127.0.0.1:5000``) replaces the provider's endpoint, for a compatible service.
+    ``$INFRAKIT_CLOUD_DRIVER_ARGS`` is a JSON object of further constructor arguments by
+    driver name, e.g. ``{"ec2": {"signature_version": "4"}}``.
+
+Init
+    Becomes the node's user data through the first of ``ex_userdata``, ``ex_user_data``,
+    ``ex_customdata`` or ``ex_custom_data`` that the driver's ``create_node`` takes. A
+    driver with none of them cannot run an Init: a spec that has one is refused.
+
+Tags
+    Two styles; ``Properties.TagStyle`` picks one, else the driver's abilities do:
+
+    ``metadata``
+        For drivers that tag a node at launch (``create_node(ex_metadata=...)``), re-tag it
+        (``ex_create_tags``) and filter a listing (``list_nodes(ex_filters=...)``): the EC2
+        family (``ec2``, ``eucalyptus``, ``nimbus``). A spec's tags are the node's tags,
+        beside ``infrakit.plugin=<plugin name>`` (ownership) and ``infrakit.logical_id``;
+        DescribeInstances filters on tags and on the state on the provider's side.
+    ``name``
+        For every other driver. A node is named ``<plugin name>-<12 hex digits>``, which is
+        what marks it as the plugin's; its tags and logical ID are kept by node name in the
+        plugin's state file, written before the node is asked for, so a crash cannot leave
+        a node without them. DescribeInstances lists every node and filters on the plugin's
+        side. A node that has carried the ownership tag is a ``metadata`` node, never a
+        ``name`` one. An entry whose node is gone is dropped once the visibility deadline
+        has passed since it was written.
+
+    Either way a node the plugin did not make is never described, labelled or destroyed,
+    and an ID that belongs to no node is a clear error. Only nodes that are pending,
+    starting, running or rebooting are described.
+
+Eventual consistency
+    A provider may not list a node for a while after ``create_node`` returned it. Until it
+    is listed, or ``$INFRAKIT_CLOUD_VISIBILITY_DEADLINE`` seconds (600 by default) have
+    passed, the plugin describes it from what it asked for; a node it destroyed is no
+    longer described even while the provider still lists it. The places it has made nodes
+    in (driver, region, tag style) are recorded before the first node is asked for there,
+    since DescribeInstances is given tags only and must know where to look. All of this is
+    kept in ``state.json`` in the plugin's directory, written atomically.
+
+Errors
+    Throttling and other transient faults are retried with a jittered exponential backoff
+    for at most ``$INFRAKIT_CLOUD_RETRY_SECONDS`` seconds (30 by default). A node is asked
+    for again after a fault that may have made it only when the driver takes an
+    idempotency token (``ex_clienttoken``); otherwise only after throttling, which made
+    nothing. Other faults come back at once, naming the field or the setting at fault.
+
+Paging
+    libcloud's ``list_nodes`` reads one answer; EC2 sends every instance in it when no page
+    size is asked for, as the driver does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import inspect
+import json
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+import requests.exceptions
+import tenacity
+from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
+from libcloud.common.types import InvalidCredsError, LibcloudError, ServiceUnavailableError
+from libcloud.compute.base import Node
+from libcloud.compute.providers import DRIVERS, get_driver
+from libcloud.compute.types import NodeState
+
+from infrakit.plugins.instance.ledger import StateFile, seconds_setting
+from infrakit.plugins.instance.state import state_directory
+from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.properties import decode_properties
+from infrakit.spi.types import Description, Spec
+
+OWNER = "infrakit.plugin"
+"""The tag that marks a ``metadata`` node as made by the plugin named in its value."""
+LOGICAL_ID = "infrakit.logical_id"
+RESERVED = frozenset({OWNER, LOGICAL_ID})
+NAME_TAG = "Name"
+"""The tag EC2-family drivers write the node's name into: not one of the spec's tags."""
+
+LIVE = frozenset({NodeState.PENDING, NodeState.STARTING, NodeState.RUNNING,
+                  NodeState.REBOOTING})
+"""Node states that count as an instance."""
+EC2_LIVE = ["pending", "running"]
+"""The same, as the EC2 family's ``instance-state-name`` filter spells it."""
+
+USER_DATA_ARGS = ("ex_userdata", "ex_user_data", "ex_customdata", "ex_custom_data")
+"""create_node's names for user data, by driver; the first one a driver takes is used."""
+PLUGIN_ARGS = {
+    "name": "the plugin names each node",
+    "size": "Properties.Size is the size",
+    "image": "Properties.Image is the image",
+    "ex_mincount": "the plugin makes exactly one node per Provision",
+    "ex_maxcount": "the plugin makes exactly one node per Provision",
+    "ex_clienttoken": "the plugin gives each launch its own idempotency token",
+    **{arg: "the spec's Init is the user data" for arg in USER_DATA_ARGS},
+}
+"""create_node arguments the plugin fills itself, and why (ex_metadata too, in the
+``metadata`` style)."""
+
+DEFAULT_VISIBILITY_DEADLINE = 600.0
+DEFAULT_RETRY_SECONDS = 30.0
+
+THROTTLING = frozenset({
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
+    "TooManyRequestsException", "SlowDown",
+})
+"""Error codes (EC2's spelling) of a request refused unmade: always safe to send again."""
+TRANSIENT = THROTTLING | {
+    "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure",
+    "RequestTimeout", "PriorRequestNotComplete", "InsufficientInstanceCapacity",
+}
+TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+FIELD_OF_CODE = {"InvalidAMIID": "Image", "InvalidInstanceType": "Size",
+                 "Unsupported": "Size"}
+"""The Properties field an EC2-style error code (before its first dot) points at."""
+
+_CODE = re.compile(r"([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*): ")
+_NODE_ID = re.compile(r"[^\x00-\x1f/]{1,256}")
+
+
+class CloudProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=True,
+                      kw_only=True):
+    """An instance's ``Properties``: which provider, and what node to make there."""
+
+    driver: str
+    size: str
+    image: str
+    region: str = ""
+    tag_style: Literal["metadata", "name"] | None = None
+    extra: dict[str, Any] = {}
+
+
+class Place(msgspec.Struct, rename="pascal", frozen=True, kw_only=True):
+    """Where nodes are made and listed: a driver, a region, and how tags are kept."""
+
+    driver: str
+    region: str
+    tag_style: Literal["metadata", "name"]
+
+    @property
+    def key(self) -> str:
+        return f"{self.driver}/{self.region}/{self.tag_style}"
+
+    def __str__(self) -> str:
+        return f"{self.driver} ({self.region or 'default region'})"
+
+
+class Named(msgspec.Struct, rename="pascal", kw_only=True):
+    """The tags of a ``name``-style node, by node name."""
+
+    tags: dict[str, str]
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    since: float
+
+
+class Launched(msgspec.Struct, rename="pascal", kw_only=True):
+    """A node made and not listed yet."""
+
+    place: str
+    name: str
+    tags: dict[str, str]
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    until: float
+
+
+class CloudState(msgspec.Struct, rename="pascal", kw_only=True):
+    """The state file."""
+
+    places: dict[str, Place] = {}
+    named: dict[str, Named] = {}
+    launched: dict[str, Launched] = {}
+    terminated: dict[str, float] = {}
+
+
+def _code(exc: BaseException) -> str:
+    """The provider's error code in a libcloud HTTP error (EC2's ``Code: message``)."""
+    match = _CODE.match(getattr(exc, "message", "") or "")
+    return match.group(1) if match else ""
+
+
+def _throttled(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimitReachedError):
+        return True
+    return isinstance(exc, BaseHTTPError) and (exc.code == 429 or _code(exc) in THROTTLING)
+
+
+def _transient(exc: BaseException) -> bool:
+    if _throttled(exc) or isinstance(exc, ServiceUnavailableError):
+        return True
+    if isinstance(exc, BaseHTTPError):
+        return exc.code in TRANSIENT_HTTP or _code(exc) in TRANSIENT
+    return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Whether a lookup by ID failed because nothing has that ID."""
+    if isinstance(exc, IndexError):  # EC2's get_image of an unknown ID
+        return True
+    return isinstance(exc, BaseHTTPError) and (
+        exc.code == 404 or _code(exc).startswith(("InvalidAMIID", "InvalidInstanceID")))
+
+
+def _escape(value: str) -> str:
+    """An EC2 filter value that matches ``value`` literally (``*`` and ``?`` are wildcards)."""
+    return re.sub(r"([\\*?])", r"\\\1", value)
+
+
+def _parameters(function: Any) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(function).parameters)
+
+
+def _takes_any(function: Any) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in inspect.signature(function).parameters.values())
+
+
+def _node_tags(node: Any) -> dict[str, str]:
+    tags = node.extra.get("tags")
+    return dict(tags) if isinstance(tags, dict) else {}
+
+
+def check_tags(tags: dict[str, str], where: str) -> None:
+    for key in tags:
+        if key in RESERVED:
+            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        if not key:
+            raise PluginError(f"{where}: a tag key may not be empty")
+
+
+def _driver_class(name: str) -> Any:
+    """The libcloud driver class a provider name names, or an error listing the names."""
+    if name not in DRIVERS:
+        close = difflib.get_close_matches(name, list(DRIVERS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PluginError(f"Properties.Driver: {name!r} is not a libcloud compute driver"
+                          f"{hint} (known: {', '.join(sorted(DRIVERS))})")
+    try:
+        return get_driver(name)
+    except (AttributeError, ImportError) as exc:
+        raise PluginError(f"Properties.Driver: {name!r}: {exc}") from None
+
+
+def metadata_capable(cls: Any) -> bool:
+    """Whether a driver can keep tags itself (see the module's notes on tag styles)."""
+    return ("ex_metadata" in _parameters(cls.create_node) and hasattr(cls, "ex_create_tags")
+            and "ex_filters" in _parameters(cls.list_nodes))
+
+
+class Checked(msgspec.Struct, kw_only=True):
+    """Properties checked against the driver's signatures."""
+
+    props: CloudProperties
+    place: Place
+    cls: Any
+    user_data_arg: str | None
+    takes_token: bool
+
+
+def check_properties(properties: Any) -> Checked:
+    """Everything about Properties that needs no call to the provider."""
+    props = decode_properties(properties, CloudProperties)
+    for field in ("driver", "size", "image"):
+        if not getattr(props, field):
+            raise PluginError(f"Properties.{field.capitalize()}: must not be empty")
+    cls = _driver_class(props.driver)
+    capable = metadata_capable(cls)
+    style = props.tag_style or ("metadata" if capable else "name")
+    if style == "metadata" and not capable:
+        raise PluginError(f"Properties.TagStyle: driver {props.driver!r} cannot keep tags "
+                          "(its create_node takes no ex_metadata, or it has no "
+                          "ex_create_tags, or its list_nodes takes no ex_filters); use "
+                          "'name'")
+    if props.region and hasattr(cls, "list_regions"):
+        regions = list(cls.list_regions())
+        if props.region not in regions:
+            close = difflib.get_close_matches(props.region, regions, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise PluginError(f"Properties.Region: {props.region!r} is not a region of "
+                              f"driver {props.driver!r}{hint}")
+    params = _parameters(cls.create_node)
+    taken = dict(PLUGIN_ARGS)
+    if style == "metadata":
+        taken["ex_metadata"] = "the spec's tags are the node's tags"
+    accepted = sorted(n for n, p in params.items() if n != "self" and n not in taken
+                      and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    for arg in props.extra:
+        if arg in taken:
+            raise PluginError(f"Properties.Extra.{arg}: may not be given: {taken[arg]}")
+        if arg not in params and not _takes_any(cls.create_node):
+            close = difflib.get_close_matches(arg, accepted, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise PluginError(f"Properties.Extra.{arg}: not an argument of driver "
+                              f"{props.driver!r}'s create_node{hint} (it takes: "
+                              f"{', '.join(accepted)})")
+    user_data = next((a for a in USER_DATA_ARGS if a in params), None)
+    return Checked(props=props, place=Place(driver=props.driver, region=props.region,
+                                            tag_style=style),
+                   cls=cls, user_data_arg=user_data, takes_token="ex_clienttoken" in params)
+
+
+class CloudInstancePlugin:
+    """Instance/0.5.0 over the nodes libcloud's compute drivers make."""
+
+    def __init__(self, name: str, directory: Path, *,
+                 visibility_deadline: float | None = None,
+                 retry_seconds: float | None = None) -> None:
+        self.name = name
+        self.visibility_deadline = seconds_setting(
+            "INFRAKIT_CLOUD_VISIBILITY_DEADLINE", DEFAULT_VISIBILITY_DEADLINE, visibility_deadline)
+        self.retry_seconds = seconds_setting("INFRAKIT_CLOUD_RETRY_SECONDS",
+                                             DEFAULT_RETRY_SECONDS, retry_seconds)
+        self._own_name = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
+        self._ledger = StateFile(state_directory(directory) / "state.json", CloudState)
+        self._lock = self._ledger.lock
+        self._local = threading.local()
+        """Drivers by place, one set per thread: a libcloud connection is not thread-safe."""
+        self._cache_lock = threading.Lock()
+        self._sizes: dict[str, list[Any]] = {}
+        self._images: dict[tuple[str, str], Any] = {}
+
+    # -- drivers -----------------------------------------------------------------------------
+
+    def _driver(self, place: Place) -> Any:
+        """The driver of ``place`` for this thread, made on first use from the environment,
+        so that the plugin starts (and answers with a clear error) without credentials."""
+        drivers: dict[tuple[str, str], Any] = self._local.__dict__.setdefault("drivers", {})
+        where = (place.driver, place.region)
+        if where not in drivers:
+            drivers[where] = self._make_driver(place)
+        return drivers[where]
+
+    def _make_driver(self, place: Place) -> Any:
+        cls = _driver_class(place.driver)
+        init = _parameters(cls.__init__)
+        key = os.environ.get("INFRAKIT_CLOUD_KEY")
+        secret = os.environ.get("INFRAKIT_CLOUD_SECRET")
+        if not key or ("secret" in init and not secret):
+            needed = "$INFRAKIT_CLOUD_KEY and $INFRAKIT_CLOUD_SECRET" if "secret" in init \
+                else "$INFRAKIT_CLOUD_KEY"
+            raise PluginError(f"credentials for driver {place.driver!r} are missing: set "
+                              f"{needed} in the plugin's environment")
+        kwargs: dict[str, Any] = {"key": key}
+        if "secret" in init:
+            kwargs["secret"] = secret
+        token = os.environ.get("INFRAKIT_CLOUD_TOKEN")
+        if token and "token" in init:
+            kwargs["token"] = token
+        kwargs.update(_endpoint())
+        if place.region:
+            kwargs["region"] = place.region
+        kwargs.update(_driver_args(place.driver))
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError, LibcloudError) as exc:
+            raise PluginError(f"driver {place.driver!r} (region {place.region or 'default'}) "
+                              f"cannot be made: {exc} (check $INFRAKIT_CLOUD_DRIVER_ARGS "
+                              "and Properties.Region)") from None
+
+    def _call(self, place: Place, doing: str, function: Callable[..., Any], *args: Any,
+              retry: Callable[[BaseException], bool] = _transient, **kwargs: Any) -> Any:
+        """One driver call, retried while ``retry`` says its faults pass, its errors
+        made plain."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(retry),
+            stop=tenacity.stop_after_delay(self.retry_seconds),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=5), reraise=True)
+        with self._errors(place, doing):
+            return retrying(function, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _errors(self, place: Place, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except InvalidCredsError as exc:
+            raise PluginError(f"{place} {doing}: the credentials in $INFRAKIT_CLOUD_KEY and "
+                              f"$INFRAKIT_CLOUD_SECRET were refused: {exc.value}") from None
+        except BaseHTTPError as exc:
+            message = exc.message or f"HTTP {exc.code}"
+            if _transient(exc):
+                raise PluginError(f"{place} {doing}: {message} (still failing after "
+                                  f"{self.retry_seconds:g} s of retries)") from None
+            field = FIELD_OF_CODE.get(_code(exc).split(".")[0])
+            where = f"Properties.{field}: " if field else ""
+            raise PluginError(f"{where}{place} {doing}: {message}") from None
+        except LibcloudError as exc:
+            raise PluginError(f"{place} {doing}: {exc.value}") from None
+        except requests.exceptions.RequestException as exc:
+            raise PluginError(f"{place} {doing}: the endpoint is unreachable (still failing "
+                              f"after {self.retry_seconds:g} s of retries): {exc}") from None
+
+    # -- sizes and images --------------------------------------------------------------------
+
+    def _size(self, place: Place, wanted: str) -> Any:
+        with self._cache_lock:
+            sizes = self._sizes.get(place.key)
+        if sizes is None:
+            driver = self._driver(place)
+            sizes = list(self._call(place, "listing sizes", driver.list_sizes))
+            with self._cache_lock:
+                self._sizes[place.key] = sizes
+        for size in sizes:
+            if size.id == wanted:
+                return size
+        named = [s for s in sizes if s.name == wanted]
+        if len(named) == 1:
+            return named[0]
+        close = difflib.get_close_matches(wanted, [s.id for s in sizes], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PluginError(f"Properties.Size: {place} has no size {wanted!r}{hint}")
+
+    def _image(self, place: Place, wanted: str) -> Any:
+        """The image ``wanted`` names, by ID, else by name (EC2-family drivers filter on the
+        name; others list their images)."""
+        cache = (f"{place.driver}/{place.region}", wanted)
+        with self._cache_lock:
+            if cache in self._images:
+                return self._images[cache]
+        driver = self._driver(place)
+        try:
+            image = self._call(place, f"looking up image {wanted!r}",
+                               self._get_image, driver, wanted)
+        except _Absent:
+            image = self._image_named(place, driver, wanted)
+        with self._cache_lock:
+            self._images[cache] = image
+        return image
+
+    @staticmethod
+    def _get_image(driver: Any, wanted: str) -> Any:
+        try:
+            return driver.get_image(wanted)
+        except NotImplementedError:
+            raise _Absent() from None
+        except Exception as exc:
+            if _not_found(exc):
+                raise _Absent() from None
+            raise
+
+    def _image_named(self, place: Place, driver: Any, wanted: str) -> Any:
+        if "ex_filters" in _parameters(driver.list_images):
+            images = self._call(place, f"looking up image {wanted!r}", driver.list_images,
+                                ex_filters={"name": wanted})
+        else:
+            images = [i for i in self._call(place, "listing images", driver.list_images)
+                      if wanted in (i.id, i.name)]
+        if len(images) == 1:
+            return images[0]
+        if images:
+            raise PluginError(f"Properties.Image: {len(images)} images of {place} are named "
+                              f"{wanted!r} ({', '.join(sorted(i.id for i in images))}); "
+                              "name one by its ID")
+        raise PluginError(f"Properties.Image: {place} has no image {wanted!r} (by ID or "
+                          "name)")
+
+    # -- Instance/0.5.0 ----------------------------------------------------------------------
+
+    def validate(self, properties: Any) -> None:
+        """The properties' shape and names, then whether the provider has the size and the
+        image."""
+        checked = check_properties(properties)
+        self._size(checked.place, checked.props.size)
+        self._image(checked.place, checked.props.image)
+
+    def provision(self, spec: Spec) -> str:
+        checked = check_properties(spec.properties)
+        props, place = checked.props, checked.place
+        tags = dict(spec.tags or {})
+        check_tags(tags, "Spec.Tags")
+        if spec.attachments:
+            raise PluginError("Spec.Attachments: the cloud plugin attaches nothing; use "
+                              "the driver's arguments in Properties.Extra")
+        if spec.init and checked.user_data_arg is None:
+            raise PluginError(f"Spec.Init: driver {props.driver!r} takes no user data, so "
+                              "it cannot run an Init; leave Init empty")
+        driver = self._driver(place)
+        size = self._size(place, props.size)
+        image = self._image(place, props.image)
+        name = f"{self.name}-{secrets.token_hex(6)}"
+        kwargs: dict[str, Any] = {**props.extra, "name": name, "size": size, "image": image}
+        if place.tag_style == "metadata":
+            metadata = {**tags, OWNER: self.name}
+            if spec.logical_id is not None:
+                metadata[LOGICAL_ID] = spec.logical_id
+            kwargs["ex_metadata"] = metadata
+        if spec.init and checked.user_data_arg:
+            kwargs[checked.user_data_arg] = spec.init
+        if checked.takes_token:
+            kwargs["ex_clienttoken"] = uuid.uuid4().hex  # a retried launch launches once
+        now = time.time()
+
+        def before(state: CloudState, now: float) -> bool:
+            state.places[place.key] = place
+            if place.tag_style == "name":
+                state.named[name] = Named(tags=tags, logical_id=spec.logical_id, since=now)
+            return True
+
+        self._ledger.update(before)
+        try:
+            node = self._call(place, "creating a node", self._create, driver, kwargs,
+                              retry=_transient if checked.takes_token else _throttled)
+        except PluginError:
+            self._ledger.update(lambda state, now: state.named.pop(name, None) is not None)
+            raise
+        record = Launched(place=place.key, name=name, tags=tags, logical_id=spec.logical_id,
+                          until=now + self.visibility_deadline)
+
+        def add(state: CloudState, now: float) -> bool:
+            state.launched[node.id] = record
+            return True
+
+        self._ledger.update(add)
+        return str(node.id)
+
+    @staticmethod
+    def _create(driver: Any, kwargs: dict[str, Any]) -> Any:
+        """create_node; the driver's own complaints about its arguments name Extra."""
+        try:
+            return driver.create_node(**kwargs)
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise PluginError(f"Properties.Extra: the driver's create_node refused its "
+                              f"arguments: {exc}") from None
+
+    def _owns(self, place: Place, node: Any) -> bool:
+        tags = _node_tags(node)
+        if place.tag_style == "metadata":
+            return tags.get(OWNER) == self.name
+        return bool(self._own_name.fullmatch(node.name or "")) and OWNER not in tags
+
+    def _find(self, instance: str, doing: str) -> tuple[Place, Any]:
+        """The place and node of one of the plugin's instances, or an error saying why it
+        is none."""
+        if not _NODE_ID.fullmatch(instance):
+            raise NotFoundError(f"Instance: {instance!r} is not a node ID")
+        with self._lock:
+            record = self._ledger.state.launched.get(instance)
+            places = list(self._ledger.state.places.values())
+            made_in = self._ledger.state.places[record.place] if record is not None else None
+        if record is not None and made_in is not None:  # made here, perhaps not listed yet
+            return made_in, Node(id=instance, name=record.name, state=NodeState.PENDING,
+                                 public_ips=[], private_ips=[], driver=self._driver(made_in))
+        others = False
+        for place in places:
+            for node in self._lookup(place, instance):
+                if self._owns(place, node):
+                    return place, node
+                others = True
+        if others:
+            raise NotFoundError(f"Instance: {instance!r} was not made by plugin {self.name}; "
+                                f"refusing to {doing} it")
+        where = ", ".join(sorted({str(p) for p in places})) or "nowhere yet"
+        raise NotFoundError(f"Instance: no node {instance!r} where plugin {self.name} makes "
+                            f"nodes ({where}); cannot {doing} it")
+
+    def _lookup(self, place: Place, instance: str) -> list[Any]:
+        driver = self._driver(place)
+        if "ex_node_ids" not in _parameters(driver.list_nodes):
+            nodes = self._call(place, "listing nodes", driver.list_nodes)
+            return [n for n in nodes if n.id == instance]
+        try:
+            return list(self._call(place, f"looking up node {instance!r}", self._by_id,
+                                   driver, instance))
+        except _Absent:
+            return []
+
+    @staticmethod
+    def _by_id(driver: Any, instance: str) -> Any:
+        try:
+            return driver.list_nodes(ex_node_ids=[instance])
+        except BaseHTTPError as exc:
+            if _not_found(exc):
+                raise _Absent() from None
+            raise
+
+    def label(self, instance: str, labels: dict[str, str]) -> None:
+        check_tags(labels, "Labels")
+        place, node = self._find(instance, "label")
+        if not labels:
+            return
+        if place.tag_style == "metadata":
+            driver = self._driver(place)
+            self._call(place, f"tagging node {instance!r}", driver.ex_create_tags, node,
+                       labels)
+
+        def relabel(state: CloudState, now: float) -> bool:
+            record = state.launched.get(instance)
+            if record is not None:
+                record.tags = {**record.tags, **labels}
+            if place.tag_style == "name":
+                named = state.named.setdefault(node.name, Named(tags={}, since=now))
+                named.tags = {**named.tags, **labels}
+            return True
+
+        self._ledger.update(relabel)
+
+    def destroy(self, instance: str) -> None:
+        place, node = self._find(instance, "destroy")
+        driver = self._driver(place)
+        if not self._call(place, f"destroying node {instance!r}", driver.destroy_node, node):
+            raise PluginError(f"{place}: the provider did not destroy node {instance!r}")
+
+        def forget(state: CloudState, now: float) -> bool:
+            state.launched.pop(instance, None)
+            state.named.pop(node.name, None)
+            state.terminated[instance] = now + self.visibility_deadline
+            return True
+
+        self._ledger.update(forget)
+
+    def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
+        """The plugin's live nodes that carry every tag, in every place it has made nodes;
+        nodes made and not listed yet are added, nodes destroyed and still listed left
+        out."""
+        with self._lock:
+            by_key = dict(self._ledger.state.places)
+            launched = dict(self._ledger.state.launched)
+            terminated = set(self._ledger.state.terminated)
+            named = dict(self._ledger.state.named)
+        wanted = tags.items()
+        found: dict[str, Description] = {}
+        seen: set[str] = set()
+        present: set[str] = set()
+        """Names of the ``name``-style nodes that still exist."""
+        for place in by_key.values():
+            for node, own, logical_id in self._listed(place, tags, named):
+                seen.add(node.id)
+                if place.tag_style == "name" and node.state != NodeState.TERMINATED:
+                    present.add(node.name)
+                if node.id in terminated or node.state not in LIVE \
+                        or not wanted <= own.items():
+                    continue
+                desc = Description(id=node.id, logical_id=logical_id, tags=own)
+                if properties:
+                    desc.properties = _facts(place, node)
+                found[node.id] = desc
+        now = time.time()
+        for iid, record in launched.items():
+            if iid in seen or record.until <= now or not wanted <= record.tags.items():
+                continue
+            desc = Description(id=iid, logical_id=record.logical_id, tags=record.tags)
+            if properties:
+                place = by_key[record.place]
+                desc.properties = {"Name": record.name, "State": "launched",
+                                   "Driver": place.driver, "Region": place.region,
+                                   "TagStyle": place.tag_style}
+            found[iid] = desc
+
+        def tidy(state: CloudState, now: float) -> bool:
+            shown = seen & state.launched.keys()
+            for iid in shown:
+                del state.launched[iid]
+            making = {r.name for r in state.launched.values()}
+            stale = [n for n, r in state.named.items() if n not in present
+                     and n not in making and r.since + self.visibility_deadline <= now]
+            for name in stale:
+                del state.named[name]
+            return bool(shown or stale)
+
+        self._ledger.update(tidy)
+        return list(found.values())
+
+    def _listed(self, place: Place, tags: dict[str, str],
+                named: dict[str, Named]) -> Iterator[tuple[Any, dict[str, str], str | None]]:
+        """The plugin's nodes in ``place``, with their tags and logical IDs: filtered by
+        the provider in the ``metadata`` style, by the plugin in the ``name`` style."""
+        driver = self._driver(place)
+        if place.tag_style == "metadata":
+            filters: dict[str, Any] = {f"tag:{OWNER}": _escape(self.name),
+                                       "instance-state-name": EC2_LIVE}
+            filters.update({f"tag:{k}": _escape(v) for k, v in tags.items()})
+            nodes = self._call(place, "listing nodes", driver.list_nodes, ex_filters=filters)
+        else:
+            nodes = self._call(place, "listing nodes", driver.list_nodes)
+        for node in nodes:
+            if not self._owns(place, node):
+                continue
+            if place.tag_style == "name":
+                record = named.get(node.name)
+                yield (node, dict(record.tags) if record else {},
+                       record.logical_id if record else None)
+                continue
+            all_tags = _node_tags(node)
+            own = {k: v for k, v in all_tags.items() if k not in RESERVED
+                   and not (k == NAME_TAG and v == node.name)}
+            yield node, own, all_tags.get(LOGICAL_ID)
+
+
+class _Absent(Exception):
+    """Nothing has the ID looked up (never retried, never shown)."""
+
+
+def _facts(place: Place, node: Any) -> dict[str, Any]:
+    """What a description with properties tells of a node."""
+    created = node.created_at
+    facts = {"Name": node.name, "State": str(node.state), "Driver": place.driver,
+             "Region": place.region, "TagStyle": place.tag_style,
+             "PublicIPs": list(node.public_ips or []),
+             "PrivateIPs": list(node.private_ips or []),
+             "CreatedAt": created.isoformat() if created is not None else None}
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _endpoint() -> dict[str, Any]:
+    """The driver arguments ``$INFRAKIT_CLOUD_ENDPOINT`` stands for (none if unset)."""
+    raw = os.environ.get("INFRAKIT_CLOUD_ENDPOINT")
+    if not raw:
+        return {}
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PluginError(f"$INFRAKIT_CLOUD_ENDPOINT: {raw!r} is not an http or https URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise PluginError(f"$INFRAKIT_CLOUD_ENDPOINT: {raw!r} has a bad port") from None
+    endpoint: dict[str, Any] = {"secure": parts.scheme == "https", "host": parts.hostname}
+    if port is not None:
+        endpoint["port"] = port
+    return endpoint
+
+
+def _driver_args(driver: str) -> dict[str, Any]:
+    """The constructor arguments ``$INFRAKIT_CLOUD_DRIVER_ARGS`` gives ``driver``."""
+    raw = os.environ.get("INFRAKIT_CLOUD_DRIVER_ARGS")
+    if not raw:
+        return {}
+    try:
+        table = json.loads(raw)
+    except ValueError as exc:
+        raise PluginError(f"$INFRAKIT_CLOUD_DRIVER_ARGS: not JSON: {exc}") from None
+    args = table.get(driver, {}) if isinstance(table, dict) else None
+    if not isinstance(args, dict):
+        raise PluginError("$INFRAKIT_CLOUD_DRIVER_ARGS: expected an object of objects by "
+                          'driver name, e.g. {"ec2": {"signature_version": "4"}}')
+    return args
