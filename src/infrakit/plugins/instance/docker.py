@@ -61,7 +61,7 @@ import docker.errors
 import docker.types
 import msgspec
 
-from infrakit.atomicfile import write_atomic
+from infrakit.atomicfile import remove_stale_temps, write_atomic
 from infrakit.plugins.instance.state import state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
@@ -245,6 +245,7 @@ class DockerInstancePlugin:
     # -- the state file ----------------------------------------------------------------------
 
     def _load_labels(self) -> dict[str, dict[str, str]]:
+        remove_stale_temps(self._state_path.parent)
         try:
             data = self._state_path.read_bytes()
         except FileNotFoundError:

@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from infrakit.atomicfile import write_atomic
+from infrakit.atomicfile import remove_stale_temps, write_atomic
 from infrakit.spi.errors import PluginError
 
 
@@ -37,6 +37,7 @@ class StateFile(Generic[S]):
     def __init__(self, path: Path, kind: type[S]) -> None:
         self.path = path
         self.lock = threading.Lock()
+        remove_stale_temps(path.parent)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
