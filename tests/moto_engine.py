@@ -129,6 +129,10 @@ THROTTLED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>
              b"<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
              b"</Error></Errors><RequestID>throttled</RequestID></Response>")
 
+NOT_FOUND = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+             b"<Code>InvalidInstanceID.NotFound</Code><Message>The instance ID '%s' does "
+             b"not exist</Message></Error></Errors><RequestID>unknown</RequestID></Response>")
+
 
 @dataclass
 class Proxy:
@@ -137,6 +141,9 @@ class Proxy:
     upstream: str
     hide_for: float = 0.0
     """Seconds an instance stays out of DescribeInstances after RunInstances made it."""
+    unknown_for: float = 0.0
+    """Seconds CreateTags and TerminateInstances answer InvalidInstanceID.NotFound for an
+    instance after RunInstances made it, as EC2 may."""
     throttle_every: int = 0
     """Answer every n-th call with RequestLimitExceeded (2: half the calls); 0: none."""
     calls: Counter[str] = field(default_factory=Counter)
@@ -144,6 +151,8 @@ class Proxy:
     throttled: int = 0
     hidden: int = 0
     """Instances left out of DescribeInstances answers so far."""
+    unknowns: int = 0
+    """Calls answered InvalidInstanceID.NotFound so far."""
     born: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -169,6 +178,18 @@ class Proxy:
         with self.lock:
             for iid in root.findall(".//{*}instanceId"):
                 self.born[iid.text or ""] = now
+
+    def unknown(self, body: bytes) -> str | None:
+        """An instance the request names that EC2 does not know yet, if any."""
+        form = parse_qs(body.decode(errors="replace"))
+        named = [v for k, vs in form.items() if k.startswith(("InstanceId.", "ResourceId."))
+                 for v in vs]
+        now = time.monotonic()
+        with self.lock:
+            young = next((i for i in named if now - self.born.get(i, -1e9) < self.unknown_for),
+                         None)
+            self.unknowns += young is not None
+            return young
 
     def _hide_young(self, body: bytes) -> bytes:
         """The DescribeInstances answer without the instances made too recently."""
@@ -211,6 +232,11 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
             action = (parse_qs(body.decode(errors="replace")).get("Action") or ["?"])[0]
             if not proxy._admit(action):
                 self._answer(503, {"Content-Type": "text/xml"}, THROTTLED)
+                return
+            unknown = (proxy.unknown(body) if proxy.unknown_for and action in
+                       ("CreateTags", "TerminateInstances") else None)
+            if unknown is not None:
+                self._answer(400, {"Content-Type": "text/xml"}, NOT_FOUND % unknown.encode())
                 return
             conn = http.client.HTTPConnection(upstream.hostname or "", upstream.port,
                                               timeout=60)

@@ -240,6 +240,24 @@ def test_one_describe_call_for_more_than_a_default_page(plugin: Plugin, ec2: EC2
     assert dict(ec2.proxy.calls) == {"DescribeInstances": 1}
 
 
+def test_an_instance_ec2_does_not_know_yet_is_still_labelled_and_terminated(
+        ec2: EC2, start_plugin: StartPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EC2 may answer InvalidInstanceID.NotFound for an instance it has just launched."""
+    ec2.proxy.unknown_for = 1.0
+    monkeypatch.setenv("INFRAKIT_AWS_RETRY_SECONDS", "10")
+    inst = client(start_plugin(NAME))
+    made = inst.provision(Spec(properties={"ImageId": ec2.image}, tags={"g": "1"}))
+    inst.label(made, {"v": "2"})
+    assert ec2.proxy.unknowns >= 1
+    [found] = ec2.instances({"v": "2"})
+    assert found["InstanceId"] == made
+    other = inst.provision(Spec(properties={"ImageId": ec2.image}, tags={"g": "1"}))
+    unknowns = ec2.proxy.unknowns
+    inst.destroy(other)
+    assert ec2.proxy.unknowns > unknowns
+    assert [i["InstanceId"] for i in ec2.instances({"g": "1"})] == [made]
+
+
 def test_an_instance_not_listed_yet_is_described_until_it_is_or_its_deadline_passes(
         ec2: EC2, start_plugin: StartPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
     ec2.proxy.hide_for = 60.0  # EC2 lists nothing new for a minute

@@ -456,6 +456,22 @@ def test_a_node_not_listed_yet_is_described_until_it_is_or_its_deadline_passes(
     assert [d.id for d in short.describe_instances({"g": "2"}, False)] == [late]
 
 
+def test_a_node_the_provider_does_not_know_yet_is_still_labelled_and_destroyed(
+        ec2: EC2, home: Path) -> None:
+    """EC2 may answer InvalidInstanceID.NotFound for an instance it has just launched."""
+    ec2.proxy.unknown_for = 1.0
+    cloud = CloudInstancePlugin(NAME, home / "instance-cloud", retry_seconds=10)
+    made = cloud.provision(Spec(properties=props(ec2), tags={"g": "1"}))
+    cloud.label(made, {"v": "2"})
+    assert ec2.proxy.unknowns >= 1 and ec2.tags(made)["v"] == "2"
+    other = cloud.provision(Spec(properties=props(ec2), tags={"g": "1"}))
+    unknowns = ec2.proxy.unknowns
+    cloud.destroy(other)
+    assert ec2.proxy.unknowns > unknowns
+    wait_until(lambda: ec2.state(other) in ("shutting-down", "terminated"), 10,
+               what="the node to be terminated")
+
+
 # -- through the group plugin ----------------------------------------------------------------
 
 

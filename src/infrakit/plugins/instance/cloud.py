@@ -229,6 +229,11 @@ def _not_found(exc: BaseException) -> bool:
         exc.code == 404 or _code(exc).startswith(("InvalidAMIID", "InvalidInstanceID")))
 
 
+def _transient_or_unknown(exc: BaseException) -> bool:
+    """For a call on a node just made: the provider may not know it everywhere yet."""
+    return _transient(exc) or _not_found(exc)
+
+
 def _escape(value: str) -> str:
     """An EC2 filter value that matches ``value`` literally (``*`` and ``?`` are wildcards)."""
     return re.sub(r"([\\*?])", r"\\\1", value)
@@ -608,7 +613,7 @@ class CloudInstancePlugin:
         if place.tag_style == "metadata":
             driver = self._driver(place)
             self._call(place, f"tagging node {instance!r}", driver.ex_create_tags, node,
-                       labels)
+                       labels, retry=self._retry_for(instance))
 
         def relabel(state: CloudState, now: float) -> bool:
             record = state.launched.get(instance)
@@ -621,10 +626,18 @@ class CloudInstancePlugin:
 
         self._ledger.update(relabel)
 
+    def _retry_for(self, instance: str) -> Callable[[BaseException], bool]:
+        """What to retry in a call on ``instance``: transient faults, and "no such node"
+        too while the node is one this plugin made that the provider does not list yet."""
+        with self._lock:
+            fresh = instance in self._ledger.state.launched
+        return _transient_or_unknown if fresh else _transient
+
     def destroy(self, instance: str) -> None:
         place, node = self._find(instance, "destroy")
         driver = self._driver(place)
-        if not self._call(place, f"destroying node {instance!r}", driver.destroy_node, node):
+        if not self._call(place, f"destroying node {instance!r}", driver.destroy_node, node,
+                          retry=self._retry_for(instance)):
             raise PluginError(f"{place}: the provider did not destroy node {instance!r}")
 
         def forget(state: CloudState, now: float) -> bool:
