@@ -100,6 +100,39 @@ def test_the_listener_answers_only_over_tls_and_only_with_the_token(
         socket.create_connection(("127.0.0.2", port), timeout=2).close()
 
 
+def test_the_cli_talks_to_a_manager_over_tls(procs: Processes, home: Path, cli: Cli,
+                                            start_plugin: StartPlugin,
+                                            tls: dict[str, Path], tmp_path: Path) -> None:
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    port = free_port()
+    procs.spawn([PY, "-m", "infrakit", "manager", "--listen", str(port), *tls_options(tls)],
+                home / "test-logs" / "manager.log")
+    wait_until(lambda: answers_handshake(home / "plugins" / "group"), 15,
+               what="the manager to serve")
+    spec = tmp_path / "web.json"
+    spec.write_text(json.dumps({"ID": "web", "Properties": {
+        "Allocation": {"Size": 1}, "Instance": {"Plugin": "instance-file"},
+        "Flavor": {"Plugin": "flavor-vanilla"}}}))
+    remote = ["--url", f"https://127.0.0.1:{port}/", "--token-file", str(tls["token"]),
+              "--tls-ca", str(tls["cert"])]
+    env = {"INFRAKIT_PLUGINS_DIR": str(tmp_path / "elsewhere")}  # no local socket to use
+    done = cli("group", *remote, "commit", str(spec), env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "Managing 1 instances", done.stderr
+    listed = cli("manager", *remote, "inspect", "-o", "json", env=env)
+    assert listed.returncode == 0 and "web" in json.loads(listed.stdout)["Groups"]
+    wrong = tmp_path / "wrong"
+    wrong.write_text("a-token-that-is-not-the-one\n")
+    wrong.chmod(0o600)
+    refused = cli("group", "--url", f"https://127.0.0.1:{port}/", "--token-file", str(wrong),
+                  "--tls-ca", str(tls["cert"]), "ls", env=env)
+    assert refused.returncode == 1 and "HTTP 401: unauthorized" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    plain = cli("group", "--url", f"http://127.0.0.1:{port}/", "--token-file",
+                str(tls["token"]), "ls", env=env)
+    assert plain.returncode == 1 and "--url: 'http://127.0.0.1" in plain.stderr
+
+
 def test_bad_listener_settings_are_refused_with_the_option_named(
         cli: Cli, tls: dict[str, Path], tmp_path: Path) -> None:
     port = str(free_port())

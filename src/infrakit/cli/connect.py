@@ -4,18 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from infrakit.cli.main import trace_hook
-from infrakit.rpc.client import PluginUnreachable, RPCClient
+from infrakit.rpc.client import PluginUnreachable, Remote, RPCClient
 from infrakit.rpc.discovery import PluginNotRunning, locate, running_names
 from infrakit.rpc.paths import PluginPathError
+from infrakit.spi.errors import PluginError
+
+if TYPE_CHECKING:
+    import ssl
 
 
 @contextmanager
-def plugin_client(name: str, timeout: float) -> Iterator[tuple[RPCClient, str]]:
-    """A client of plugin ``name[/type]`` and its type; closes it afterwards."""
+def plugin_client(name: str, timeout: float, remote: Remote | None = None
+                  ) -> Iterator[tuple[RPCClient, str]]:
+    """A client of plugin ``name[/type]`` and its type, or of the manager at ``remote``;
+    closes it afterwards."""
+    if remote is not None:
+        rpc = RPCClient(remote.url, timeout, trace_hook(), remote)
+        try:
+            yield rpc, ""
+        except PluginUnreachable as exc:
+            raise click.ClickException(f"the manager at {remote.url} is not answering: "
+                                       f"{exc.reason}") from None
+        finally:
+            rpc.close()
+        return
     try:
         path, type_name = locate(name)
     except (PluginNotRunning, PluginPathError) as exc:
@@ -30,6 +47,45 @@ def plugin_client(name: str, timeout: float) -> Iterator[tuple[RPCClient, str]]:
         ) from None
     finally:
         rpc.close()
+
+
+def remote_options() -> list[click.Option]:
+    """``--url`` and what a call to a manager's TCP listener needs."""
+    return [
+        click.Option(["--url"], default="", envvar="INFRAKIT_MANAGER_URL",
+                     metavar="https://HOST:PORT/",
+                     help="Talk to the manager listening there (see `infrakit manager "
+                          "--listen`) instead of a local plugin socket."),
+        click.Option(["--token-file"], default="", envvar="INFRAKIT_MANAGER_TOKEN_FILE",
+                     metavar="FILE", help="With --url: the managers' bearer token."),
+        click.Option(["--tls-ca"], default="", envvar="INFRAKIT_TLS_CA", metavar="FILE",
+                     help="With --url: the certificate (or CA) to trust."),
+    ]
+
+
+def remote_of(url: str, token_file: str, tls_ca: str) -> Remote | None:
+    """The :class:`Remote` these options describe, or None without ``url``."""
+    if not url:
+        return None
+    from pathlib import Path
+
+    from infrakit.rpc.tcp import client_context, read_token
+
+    if not url.startswith("https://"):
+        raise click.ClickException(f"--url: {url!r} must start with https://")
+    if not token_file:
+        raise click.ClickException("--token-file: required with --url")
+    try:
+        return Remote(url, client_context(Path(tls_ca)) if tls_ca else _system_context(),
+                      read_token(Path(token_file)))
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _system_context() -> ssl.SSLContext:
+    import ssl
+
+    return ssl.create_default_context()
 
 
 def timeout_option() -> click.Option:

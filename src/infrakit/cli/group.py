@@ -6,20 +6,21 @@ from typing import Any
 
 import click
 
-from infrakit.cli.connect import plugin_client, timeout_option
+from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
 from infrakit.cli.output import dump, emit, format_tags, output_option, table
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.group import GroupSpec
 
 
-@click.group("group", params=[timeout_option()])
+@click.group("group", params=[timeout_option(), *remote_options()])
 @click.option("--name", default="group", show_default=True,
               help="The group plugin (or manager) to talk to.")
 @click.pass_context
-def command(ctx: click.Context, name: str, timeout: float) -> None:
+def command(ctx: click.Context, name: str, timeout: float, url: str, token_file: str,
+            tls_ca: str) -> None:
     """Declare groups and watch them converge."""
-    ctx.obj = (name, timeout)
+    ctx.obj = (name, timeout, remote_of(url, token_file, tls_ca))
 
 
 @command.command()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from infrakit.cli.connect import plugin_client, timeout_option
+from infrakit.cli.connect import plugin_client, remote_of, timeout_option
 from infrakit.cli.output import dump, emit
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
@@ -51,10 +51,13 @@ from infrakit.spi.group import GroupSpec
 @click.option("--advertise", default="", envvar="INFRAKIT_MANAGER_ADVERTISE", metavar="HOST",
               help="The name other machines reach the listener by [default: the address "
                    "it binds, or this machine's name].")
+@click.option("--url", default="", envvar="INFRAKIT_MANAGER_URL", metavar="https://HOST:PORT/",
+              help="With a command: talk to the manager listening there, with --token-file "
+                   "and --tls-ca, instead of the local socket NAME.")
 @click.pass_context
 def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endpoints: str,
             etcd_prefix: str, lease_ttl: int, listen: str, tls_cert: str, tls_key: str,
-            tls_ca: str, token_file: str, advertise: str) -> None:
+            tls_ca: str, token_file: str, advertise: str, url: str) -> None:
     """Without a command: run the manager in the foreground, serving Group as plugin NAME;
     its group controllers run only while it leads. With sqlite a second manager on this
     machine waits, serving nothing until it leads. With etcd every manager serves at once:
@@ -62,7 +65,8 @@ def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endp
     When the leader dies another takes over, resuming every group from the store. With a
     command: see who leads; commit, inspect and export the whole configuration, every
     group at once."""
-    ctx.obj = (name, timeout)
+    ctx.obj = (name, timeout, remote_of(url, token_file, tls_ca or tls_cert)
+               if ctx.invoked_subcommand else None)
     settings = Settings(store=store, lease_ttl=lease_ttl, prefix=etcd_prefix,
                         endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
                         listen=listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from infrakit.rpc import jsonrpc
 from infrakit.spi.methods import Method
@@ -67,15 +68,30 @@ def _check_status(status: int, body: bytes) -> None:
                                f"the plugin refused the request: HTTP {status}: {text}")
 
 
-class RPCClient:
-    """A keep-alive JSON-RPC client on one UNIX socket, using only the standard library."""
+@dataclass(frozen=True)
+class Remote:
+    """A plugin served over TCP: only with TLS, and only to a caller with its token."""
 
-    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT,
-                 trace: Trace | None = None) -> None:
-        self.path = Path(path)
+    url: str
+    """``https://HOST:PORT/``"""
+    ssl: ssl.SSLContext
+    """Verifies the server's certificate."""
+    token: str
+
+
+class RPCClient:
+    """A keep-alive JSON-RPC client on one UNIX socket (or on ``remote``), using only the
+    standard library."""
+
+    def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT,
+                 trace: Trace | None = None, remote: Remote | None = None) -> None:
+        self.path = Path(path) if remote is None else Path(urlsplit(remote.url).netloc)
         self.timeout = timeout
         self.trace = trace
-        self._conn: _UnixHTTPConnection | None = None
+        self.remote = remote
+        self._headers = _HEADERS if remote is None else {
+            **_HEADERS, "Authorization": f"Bearer {remote.token}"}
+        self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -103,13 +119,20 @@ class RPCClient:
         result = self.call_raw(method.wire, method.build(type_name, args), method.result)
         return method.unwrap(result)
 
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.remote is None:
+            return _UnixHTTPConnection(self.path, self.timeout)
+        url = urlsplit(self.remote.url)
+        return http.client.HTTPSConnection(url.hostname or "", url.port or 443,
+                                           timeout=self.timeout, context=self.remote.ssl)
+
     def _post(self, body: bytes) -> bytes:
         reused = self._conn is not None
         for attempt in (1, 2):
             if self._conn is None:
-                self._conn = _UnixHTTPConnection(self.path, self.timeout)
+                self._conn = self._connect()
             try:
-                self._conn.request("POST", "/", body, _HEADERS)
+                self._conn.request("POST", "/", body, self._headers)
                 resp = self._conn.getresponse()
                 data = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
@@ -129,17 +152,6 @@ class RPCClient:
             _check_status(resp.status, data)
             return data
         raise AssertionError("unreachable")
-
-
-@dataclass(frozen=True)
-class Remote:
-    """A plugin served over TCP: only with TLS, and only to a caller with its token."""
-
-    url: str
-    """``https://HOST:PORT/``"""
-    ssl: ssl.SSLContext
-    """Verifies the server's certificate."""
-    token: str
 
 
 class AsyncRPCClient:
