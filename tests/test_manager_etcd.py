@@ -210,3 +210,29 @@ def test_on_a_3_member_cluster_the_leader_killed_mid_update_then_quorum_lost(
         for proc in (b, c):
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
+
+
+def test_a_lease_that_expired_while_etcd_was_away_does_not_stop_the_next_campaign(
+        etcd_url: str) -> None:
+    """A manager cut off from etcd (etcd itself fine) could not revoke its lease, which
+    then expired there: revoking it later is "lease not found", and must not block."""
+    import threading
+
+    from infrakit.manager.etcd_leader import EtcdLeadership
+    from infrakit.manager.leader import LeaderInfo
+    from infrakit.store.etcd import EtcdStore
+
+    store = EtcdStore([etcd_url], prefix=f"/lease{time.monotonic_ns()}/")
+    election = EtcdLeadership(store, ttl=2)
+    gone = store.call("/lease/grant", {"TTL": 2, "ID": 0})["ID"]
+    store.call("/lease/revoke", {"ID": gone})
+    election._stale_lease = gone  # as a term that ended while etcd could not be told
+    stop = threading.Event()
+    timer = threading.Timer(5, stop.set)
+    timer.start()
+    try:
+        assert election.acquire(LeaderInfo.me("etcd:test"), stop), "the campaign never won"
+    finally:
+        timer.cancel()
+        election.resign()
+        store.close()

@@ -76,8 +76,13 @@ class EtcdLeadership:
 
     def _campaign(self, info: LeaderInfo) -> bool:
         if self._stale_lease is not None:
-            self.store.call("/lease/revoke", {"ID": self._stale_lease})
-            self._stale_lease = None
+            lease, self._stale_lease = self._stale_lease, None
+            try:
+                self.store.call("/lease/revoke", {"ID": lease})
+            except PluginError as exc:
+                if "lease not found" not in str(exc):  # not expired: etcd is still away
+                    self._stale_lease = lease
+                    raise
         if self.store.get_value(self.key)[0] is not None:
             return False
         lease = self.store.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
