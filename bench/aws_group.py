@@ -14,7 +14,7 @@ from bench.stack import PARENT_HELP, plugin_stack
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupSpec
-from tests.moto_engine import aws_environment, ec2_proxy, moto_server
+from tests.moto_engine import aws_environment, ec2_proxy, moto_client, moto_server
 
 
 def spec(size: int, image: str) -> GroupSpec:
@@ -39,19 +39,12 @@ def main() -> None:
         env = aws_environment(proxy.url)
         with plugin_stack("instance-aws", "flavor-vanilla", "group", poll=args.poll,
                           parent=args.parent, extra_env=env) as stack:
-            run(stack.socket("group"), proxy.calls, proxy.reset_counts, args, env)
+            run(stack.socket("group"), proxy.calls, proxy.reset_counts, args, proxy.url)
 
 
 def run(group_socket: Path, calls: Counter[str], reset: Callable[[], None],
-        args: argparse.Namespace,
-        env: dict[str, str]) -> None:
-    import boto3
-
-    api = boto3.session.Session().client(
-        "ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    image = api.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        args: argparse.Namespace, endpoint: str) -> None:
+    image = moto_client(endpoint).describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     with RPCClient(group_socket, timeout=300) as conn:
         group = GroupClient(conn)
         reset()

@@ -27,6 +27,7 @@ from tests.helpers import (
     stop_process,
     wait_until,
 )
+from tests.moto_engine import MotoServer, moto_problem, moto_server
 
 #: Variables of the caller's environment that would change what the tests see.
 _CLEARED = ("INFRAKIT_PLUGINS_DIR", "INFRAKIT_LOG", "INFRAKIT_DEBUG", "INFRAKIT_TIMEOUT")
@@ -197,3 +198,19 @@ def etcd_url() -> Iterator[str]:
     require_engine(etcd_problem())
     with private_etcd() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """moto's EC2 server on loopback, started once for the session."""
+    require_engine(moto_problem())
+    try:
+        server = moto_server()
+        running = server.__enter__()
+    except RuntimeError as exc:
+        require_engine(f"moto's server cannot start: {exc}")
+        raise
+    try:
+        yield running
+    finally:
+        server.__exit__(None, None, None)

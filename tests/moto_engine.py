@@ -287,6 +287,22 @@ def ec2_proxy(upstream: str) -> Iterator[Proxy]:
         thread.join(5)
 
 
+def moto_client(url: str) -> Any:
+    """A boto3 EC2 client of ``url`` with the fake credentials, whatever the environment."""
+    import boto3
+
+    env = aws_environment(url)
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"]).client("ec2", endpoint_url=url)
+
+
+def tags_of(instance: dict[str, Any]) -> dict[str, str]:
+    """An EC2 instance's tags, from DescribeInstances' list of pairs."""
+    return {t["Key"]: t["Value"] for t in instance.get("Tags") or []}
+
+
 def list_instances(api: Any, tags: dict[str, str] | None = None,
                    states: list[str] | None = None) -> list[dict[str, Any]]:
     """What EC2 (a boto3 client of moto itself) holds with ``tags``, in ``states``."""

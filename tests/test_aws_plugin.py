@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from infrakit.rpc.client import RPCClient
@@ -22,7 +21,7 @@ from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec, Spec
 from tests.conftest import Plugin, StartPlugin
-from tests.helpers import require_engine, stop_process, wait_until
+from tests.helpers import stop_process, wait_until
 from tests.moto_engine import (
     AWS_VARIABLES,
     FAKE_CREDENTIALS,
@@ -31,8 +30,8 @@ from tests.moto_engine import (
     aws_environment,
     ec2_proxy,
     list_instances,
-    moto_problem,
-    moto_server,
+    moto_client,
+    tags_of,
 )
 
 NAME = "instance-aws"
@@ -42,32 +41,11 @@ GROUP_TAG = "infrakit.group"
 CONFIG_TAG = "infrakit.config_sha"
 POLL = "0.2"
 CONVERGE = 40.0  # seconds: a deadline, never a sleep
-LIVE = ["pending", "running"]
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    require_engine(moto_problem())
-    try:
-        server = moto_server()
-        running = server.__enter__()
-    except RuntimeError as exc:
-        require_engine(f"moto's server cannot start: {exc}")
-        raise
-    try:
-        yield running
-    finally:
-        server.__exit__(None, None, None)
-
 
 @pytest.fixture(scope="session")
 def image(moto: MotoServer) -> str:
     """An AMI moto knows (moto's set is the same after every reset; listing it is slow)."""
-    env = aws_environment(moto.url)
-    api = boto3.session.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"]).client("ec2", endpoint_url=moto.url)
-    found: str = api.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    found: str = moto_client(moto.url).describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     return found
 
 
@@ -95,7 +73,7 @@ def ec2(moto: MotoServer, image: str, home: Path,
     with ec2_proxy(moto.url) as proxy:
         for var, value in aws_environment(proxy.url).items():
             monkeypatch.setenv(var, value)
-        api = boto3.session.Session().client("ec2", endpoint_url=moto.url)
+        api = moto_client(moto.url)
         yield EC2(proxy, api, image)
 
 
@@ -118,10 +96,6 @@ def error(call: Any, *args: Any) -> str:
 
 def ids_of(instances: list[dict[str, Any]] | None) -> set[str]:
     return {i["InstanceId"] for i in instances or []}
-
-
-def tags_of(instance: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in instance.get("Tags") or []}
 
 
 # -- one instance at a time ------------------------------------------------------------------

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import boto3
 import msgspec
 import pytest
 
@@ -37,24 +36,23 @@ from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec, Spec
 from infrakit.spi.errors import NotFoundError, PluginError
 from tests.conftest import Plugin, StartPlugin
-from tests.helpers import require_engine, stop_process, wait_until
+from tests.helpers import stop_process, wait_until
 from tests.moto_engine import (
     AWS_VARIABLES,
+    LIVE,
     REGION,
     MotoServer,
     Proxy,
-    aws_environment,
     ec2_proxy,
     list_instances,
-    moto_problem,
-    moto_server,
+    moto_client,
+    tags_of,
 )
 
 NAME = "instance-cloud"
 OWNER = "infrakit.plugin"
 LOGICAL_ID = "infrakit.logical_id"
 GROUP_TAG = "infrakit.group"
-LIVE = ["pending", "running"]
 CONVERGE = 40.0  # seconds: a deadline, never a sleep
 
 MOTO_NAMESPACE = b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15"'
@@ -134,29 +132,6 @@ def test_renumber_shifts_only_lists_numbered_from_zero() -> None:
 
 
 @pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    require_engine(moto_problem())
-    try:
-        server = moto_server()
-        running = server.__enter__()
-    except RuntimeError as exc:
-        require_engine(f"moto's server cannot start: {exc}")
-        raise
-    try:
-        yield running
-    finally:
-        server.__exit__(None, None, None)
-
-
-def moto_client(url: str) -> Any:
-    env = aws_environment(url)
-    return boto3.session.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"]).client("ec2", endpoint_url=url)
-
-
-@pytest.fixture(scope="session")
 def image(moto: MotoServer) -> dict[str, Any]:
     """An AMI moto knows (moto's set is the same after every reset; listing it is slow)."""
     images = moto_client(moto.url).describe_images(Owners=["amazon"])["Images"]
@@ -214,10 +189,6 @@ def cloud(ec2: EC2, home: Path) -> CloudInstancePlugin:
 
 def props(ec2: EC2, **more: Any) -> dict[str, Any]:
     return {"Driver": "ec2", "Region": REGION, "Size": "t2.micro", "Image": ec2.image, **more}
-
-
-def tags_of(instance: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in instance.get("Tags") or []}
 
 
 def refused(call: Any, *args: Any) -> str:
