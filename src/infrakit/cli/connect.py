@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import click
 
@@ -13,9 +12,6 @@ from infrakit.rpc.client import PluginUnreachable, Remote, RPCClient
 from infrakit.rpc.discovery import PluginNotRunning, locate, running_names
 from infrakit.rpc.paths import PluginPathError
 from infrakit.spi.errors import PluginError
-
-if TYPE_CHECKING:
-    import ssl
 
 
 @contextmanager
@@ -67,25 +63,12 @@ def remote_of(url: str, token_file: str, tls_ca: str) -> Remote | None:
     """The :class:`Remote` these options describe, or None without ``url``."""
     if not url:
         return None
-    from pathlib import Path
+    from infrakit.rpc.tcp import remote
 
-    from infrakit.rpc.tcp import client_context, read_token
-
-    if not url.startswith("https://"):
-        raise click.ClickException(f"--url: {url!r} must start with https://")
-    if not token_file:
-        raise click.ClickException("--token-file: required with --url")
     try:
-        return Remote(url, client_context(Path(tls_ca)) if tls_ca else _system_context(),
-                      read_token(Path(token_file)))
+        return remote(url, token_file, tls_ca)
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _system_context() -> ssl.SSLContext:
-    import ssl
-
-    return ssl.create_default_context()
 
 
 def timeout_option() -> click.Option:

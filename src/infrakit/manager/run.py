@@ -13,7 +13,7 @@ from typing import Any
 from infrakit.manager.leader import LeaderInfo, LockLeadership
 from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
-from infrakit.rpc.tcp import TcpListener, client_context, parse_listen, read_token
+from infrakit.rpc.tcp import TcpListener, parse_listen, read_token, remote
 from infrakit.spi.errors import PluginError
 
 log = logging.getLogger("infrakit.manager")
@@ -83,7 +83,7 @@ class Settings:
         ca = self.tls_ca or self.tls_cert
         if not url or not ca or not self.token_file:
             return None
-        return Remote(url, client_context(Path(ca)), read_token(Path(self.token_file)))
+        return remote(url, self.token_file, ca)
 
 
 def current_leader(settings: Settings) -> LeaderInfo | None:

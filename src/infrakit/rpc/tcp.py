@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from infrakit.rpc.client import Remote
 from infrakit.spi.errors import PluginError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -84,9 +85,20 @@ def read_token(path: Path) -> str:
     return text
 
 
-def client_context(ca: Path) -> ssl.SSLContext:
-    """Trusts the certificates in ``ca`` (the managers' own certificate, or their CA)."""
+def client_context(ca: Path | None) -> ssl.SSLContext:
+    """Trusts the certificates in ``ca`` (the managers' own certificate, or their CA), or
+    without one the system's CAs."""
     try:
-        return ssl.create_default_context(cafile=os.fspath(ca))
+        return ssl.create_default_context(cafile=None if ca is None else os.fspath(ca))
     except (OSError, ssl.SSLError) as exc:
         raise PluginError(f"--tls-ca: cannot load {ca}: {exc}") from None
+
+
+def remote(url: str, token_file: str, ca: str = "") -> Remote:
+    """How to call the listener at ``url``: with the token in ``token_file``, trusting
+    ``ca`` (else the system's CAs)."""
+    if not url.startswith("https://"):
+        raise PluginError(f"--url: {url!r} must start with https://")
+    if not token_file:
+        raise PluginError("--token-file: required with --url")
+    return Remote(url, client_context(Path(ca) if ca else None), read_token(Path(token_file)))
