@@ -14,6 +14,7 @@ from bench.stack import plugin_stack
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
+from infrakit.spi.calls import InstanceAPI
 from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
 
 GID = "bench"
@@ -31,7 +32,7 @@ def spec(size: int, max_parallel: int) -> GroupSpec:
     })
 
 
-def members(instance: InstanceClient) -> set[str]:
+def members(instance: InstanceAPI) -> set[str]:
     return {d.id for d in instance.describe_instances({"infrakit.group": GID}, False)}
 
 

@@ -15,6 +15,7 @@ from infrakit.rpc.paths import socket_path
 from infrakit.rpc.server import serve
 from infrakit.rpc.typed import AsyncInstanceClient
 from infrakit.spi import Description, Spec
+from infrakit.spi.calls import AsyncInstanceAPI
 from infrakit.spi.errors import PluginError
 
 
@@ -25,7 +26,7 @@ class FaultyInstance:
         self._rpc: AsyncRPCClient | None = None
         self.injected = 0
 
-    def _client(self) -> AsyncInstanceClient:
+    def _client(self) -> AsyncInstanceAPI:
         if self._rpc is None:
             self._rpc = AsyncRPCClient(socket_path(self.target), timeout=60)
         return AsyncInstanceClient(self._rpc)

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
+from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec, Spec
+from infrakit.spi.calls import InstanceAPI
+from infrakit.spi.errors import CallFailed
 from tests.conftest import Plugin, StartPlugin
 from tests.helpers import stop_process, wait_until
 from tests.moto_engine import (
@@ -82,16 +84,16 @@ def plugin(ec2: EC2, start_plugin: StartPlugin) -> Plugin:
     return start_plugin(NAME, None, "--log", "5")  # every call logged: credentials are not
 
 
-def client(plugin: Plugin) -> InstanceClient:
+def client(plugin: Plugin) -> InstanceAPI:
     return InstanceClient(RPCClient(plugin.path, timeout=60))
 
 
 def error(call: Any, *args: Any) -> str:
-    with pytest.raises(RPCError) as info:
+    with pytest.raises(CallFailed) as info:
         call(*args)
     assert info.value.code == APPLICATION_ERROR
-    assert "Traceback" not in info.value.message
-    return info.value.message
+    assert "Traceback" not in info.value.reason
+    return info.value.reason
 
 
 def ids_of(instances: list[dict[str, Any]] | None) -> set[str]:
@@ -236,7 +238,8 @@ def test_an_instance_not_listed_yet_is_described_until_it_is_or_its_deadline_pas
         ec2: EC2, start_plugin: StartPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
     ec2.proxy.hide_for = 60.0  # EC2 lists nothing new for a minute
     first = start_plugin(NAME)
-    inst = client(first)
+    rpc = RPCClient(first.path, timeout=60)
+    inst = InstanceClient(rpc)
     made = inst.provision(Spec(properties={"ImageId": ec2.image}, tags={"g": "1"},
                               logical_id="a"))
     [desc] = inst.describe_instances({"g": "1"}, False)
@@ -246,7 +249,7 @@ def test_an_instance_not_listed_yet_is_described_until_it_is_or_its_deadline_pas
     assert [d.id for d in inst.describe_instances({"v": "2"}, False)] == [made]
 
     # a restarted plugin still knows it
-    inst.rpc.close()
+    rpc.close()
     assert stop_process(first.proc) == 0
     monkeypatch.setenv("INFRAKIT_AWS_VISIBILITY_DEADLINE", "1.5")
     inst = client(start_plugin(NAME))

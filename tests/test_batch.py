@@ -9,7 +9,8 @@ from pathlib import Path
 
 from infrakit.rpc.client import AsyncRPCClient
 from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
-from infrakit.spi import Allocation, Description, Health, Index, PluginError, Spec
+from infrakit.spi import Allocation, Description, Health, Index, Spec
+from infrakit.spi.errors import CallFailed
 from tests.conftest import StartScript
 from tests.helpers import error_of, result_of
 
@@ -134,7 +135,8 @@ def test_client_falls_back_to_one_item_calls_where_the_batch_is_missing(
             assert health == [Health.UNHEALTHY]
             provisioned = await AsyncInstanceClient(frpc).provision_each(
                 [Spec(properties={"bad": True})])
-            assert isinstance(provisioned[0], PluginError)
-            assert str(provisioned[0]) == "Properties.bad: refused"
+            assert isinstance(provisioned[0], CallFailed)
+            assert provisioned[0].reason == "Properties.bad: refused"
+            assert str(provisioned[0]) == "Instance plugin 'verbs': Properties.bad: refused"
 
     asyncio.run(run())

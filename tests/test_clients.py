@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, RPCClient
-from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
+from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import (
     AsyncFlavorClient,
     AsyncInstanceClient,
@@ -18,6 +18,7 @@ from infrakit.rpc.typed import (
     InstanceClient,
 )
 from infrakit.spi import Allocation, GroupSpec, Health, Index, Spec
+from infrakit.spi.errors import CallFailed, Unreachable
 from tests.conftest import StartScript
 from tests.helpers import rpc
 
@@ -81,10 +82,10 @@ def test_async_instance_client_round_trip(instance_file: Path) -> None:
             await client.destroy(ids[1])
             left = {d.id for d in await client.describe_instances({"g": "x"}, False)}
             assert left == set(ids) - {ids[1]}
-            with pytest.raises(RPCError) as err:
+            with pytest.raises(CallFailed) as err:
                 await client.destroy(ids[1])
             assert err.value.code == APPLICATION_ERROR
-            assert ids[1] in err.value.message
+            assert ids[1] in err.value.reason
 
     asyncio.run(scenario())
 
@@ -111,23 +112,25 @@ def test_sync_flavor_health_is_an_enum(flavor_vanilla: Path) -> None:
         assert FlavorClient(rpc).healthy({}, Description(id="i-1")) is Health.HEALTHY
 
 
-def test_unreachable_socket_raises_plugin_unreachable(home: Path) -> None:
+def test_unreachable_socket_raises_unreachable_naming_the_plugin(home: Path) -> None:
     missing = home / "nothing-here"
     with pytest.raises(PluginUnreachable):
+        RPCClient(missing, timeout=1).call_raw("Instance.Validate", {}, dict)
+    with pytest.raises(Unreachable, match=r"^Instance plugin 'nothing-here' is not reachable"):
         InstanceClient(RPCClient(missing, timeout=1)).validate({})
 
     async def scenario() -> None:
         async with AsyncRPCClient(missing, timeout=1) as rpc:
-            await AsyncInstanceClient(rpc).validate({})
+            await AsyncInstanceClient(rpc, name="mine").validate({})
 
-    with pytest.raises(PluginUnreachable):
+    with pytest.raises(Unreachable, match=r"^Instance plugin 'mine' is not reachable"):
         asyncio.run(scenario())
 
 
 def test_every_call_has_a_timeout(start_script: StartScript) -> None:
     slow = start_script(SLOW_PLUGIN, "slow")
     started = time.monotonic()
-    with pytest.raises(PluginUnreachable) as err:
+    with pytest.raises(Unreachable) as err:
         InstanceClient(RPCClient(slow.path, timeout=0.3)).validate(3)
     assert time.monotonic() - started < 2.5
     assert "no answer within" in err.value.reason
@@ -136,7 +139,7 @@ def test_every_call_has_a_timeout(start_script: StartScript) -> None:
         async with AsyncRPCClient(slow.path, timeout=0.3) as rpc:
             await AsyncInstanceClient(rpc).validate(3)
 
-    with pytest.raises(PluginUnreachable):
+    with pytest.raises(Unreachable):
         asyncio.run(scenario())
 
 
@@ -154,9 +157,9 @@ def test_group_interface_through_typed_client(start_script: StartScript) -> None
         assert client.commit_group(spec, False) == "Managing 2 instances"
         assert [g.id for g in client.inspect_groups()] == ["cattle"]
         assert client.describe_group("cattle").converged is True
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(CallFailed) as err:
             client.describe_group("nope")
-        assert err.value.message == "Group 'nope' is not being watched"
+        assert err.value.reason == "Group 'nope' is not being watched"
         client.destroy_group("cattle")
         assert client.inspect_groups() == []
 
@@ -164,7 +167,7 @@ def test_group_interface_through_typed_client(start_script: StartScript) -> None
 def test_a_body_over_the_limit_is_an_rpc_error_naming_http_413(instance_file: Path) -> None:
     with RPCClient(instance_file, timeout=10) as conn:
         client = InstanceClient(conn)
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(CallFailed) as err:
             client.validate({"Blob": "x" * (5 * 1024 * 1024)})
-        assert "HTTP 413" in err.value.message
+        assert "HTTP 413" in err.value.reason
         client.validate({"Blob": "small"})  # the plugin, and the client, still work

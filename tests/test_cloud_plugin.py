@@ -31,10 +31,10 @@ import pytest
 
 from infrakit.plugins.instance.cloud import CloudInstancePlugin
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
+from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec, Spec
-from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.errors import CallFailed, NotFoundError, PluginError
 from tests.conftest import Plugin, StartPlugin
 from tests.helpers import stop_process, wait_until
 from tests.moto_engine import (
@@ -373,11 +373,11 @@ def test_missing_credentials_over_rpc_are_an_error_not_a_traceback(
         ec2: EC2, start_plugin: StartPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INFRAKIT_CLOUD_KEY")
     inst = InstanceClient(RPCClient(start_plugin(NAME).path, timeout=60))
-    with pytest.raises(RPCError) as info:
+    with pytest.raises(CallFailed) as info:
         inst.provision(Spec(properties=props(ec2)))
     assert info.value.code == APPLICATION_ERROR
-    assert "Traceback" not in info.value.message
-    assert "set $INFRAKIT_CLOUD_KEY and $INFRAKIT_CLOUD_SECRET" in info.value.message
+    assert "Traceback" not in info.value.reason
+    assert "set $INFRAKIT_CLOUD_KEY and $INFRAKIT_CLOUD_SECRET" in info.value.reason
     assert ec2.instances() == []
 
 

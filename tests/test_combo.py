@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import FlavorClient
 from infrakit.spi import Allocation, Attachment, Description, Health, Index, Spec
+from infrakit.spi.errors import CallFailed
 from tests.conftest import StartPlugin, StartScript
 from tests.test_group_health import JUDGE
 
@@ -43,16 +43,16 @@ def test_prepare_merges_tags_concatenates_inits_and_appends_attachments(combo: P
 def test_errors_name_the_flavor_that_failed(combo: Path) -> None:
     with RPCClient(combo) as conn:
         flavor = FlavorClient(conn)
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(CallFailed) as err:
             flavor.validate({"Flavors": [{"Plugin": "vanilla-a", "Properties": {"Init": 3}}]},
                             Allocation(size=1))
-        assert "vanilla-a" in err.value.message and "Init" in err.value.message
-        with pytest.raises(RPCError) as missing:
+        assert "vanilla-a" in err.value.reason and "Init" in err.value.reason
+        with pytest.raises(CallFailed) as missing:
             flavor.validate({"Flavors": [{"Plugin": "nope"}]}, Allocation(size=1))
-        assert "nope" in missing.value.message
-        with pytest.raises(RPCError) as empty:
+        assert "nope" in missing.value.reason
+        with pytest.raises(CallFailed) as empty:
             flavor.validate({"Flavors": []}, Allocation(size=1))
-        assert "Flavors" in empty.value.message
+        assert "Flavors" in empty.value.reason
 
 
 def test_healthy_only_when_every_flavor_says_so(home: Path, combo: Path,

@@ -275,7 +275,7 @@ def test_instance_file_plugin_killed_mid_burst_keeps_every_answered_instance(
 STORE_WRITER = r"""
 import sys, time
 from pathlib import Path
-from infrakit.store.base import InFlight
+from infrakit.plugins.group.storage import InFlight
 from infrakit.atomicfile import remove_stale_temps
 from infrakit.store.sqlite import SQLiteStore
 store = SQLiteStore(Path(sys.argv[1]))

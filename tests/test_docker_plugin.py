@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
+from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import Description, GroupSpec, Spec
+from infrakit.spi.calls import InstanceAPI
+from infrakit.spi.errors import CallFailed
 from tests.conftest import Plugin, StartPlugin
 from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
 from tests.helpers import require_engine, stop_process, wait_until
@@ -64,7 +66,7 @@ def plugin(docker_engine: Engine, start_plugin: StartPlugin) -> Plugin:
     return start_plugin(NAME)
 
 
-def client(plugin: Plugin) -> InstanceClient:
+def client(plugin: Plugin) -> InstanceAPI:
     return InstanceClient(RPCClient(plugin.path, timeout=30))
 
 
@@ -78,10 +80,10 @@ def containers(engine: Engine) -> list[dict[str, Any]]:
 
 
 def error(call: Any, *args: Any) -> str:
-    with pytest.raises(RPCError) as info:
+    with pytest.raises(CallFailed) as info:
         call(*args)
     assert info.value.code == APPLICATION_ERROR
-    return info.value.message
+    return info.value.reason
 
 
 def kill(engine: Engine, instance: str) -> None:
@@ -143,12 +145,13 @@ def test_provision_describe_destroy(plugin: Plugin, docker_engine: Engine) -> No
 
 def test_label_is_kept_by_the_plugin_and_survives_a_restart(
         plugin: Plugin, docker_engine: Engine, start_plugin: StartPlugin, home: Path) -> None:
-    inst = client(plugin)
+    rpc = RPCClient(plugin.path, timeout=30)
+    inst = InstanceClient(rpc)
     a = inst.provision(Spec(properties=CONTAINER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
     b = inst.provision(Spec(properties=CONTAINER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
     inst.label(a, {CONFIG_TAG: "v2", "extra": "yes"})
 
-    def check(inst: InstanceClient) -> None:
+    def check(inst: InstanceAPI) -> None:
         got = {d.id: d.tags for d in inst.describe_instances({GROUP_TAG: "g"}, False)}
         assert got == {a: {GROUP_TAG: "g", CONFIG_TAG: "v2", "extra": "yes"},
                        b: {GROUP_TAG: "g", CONFIG_TAG: "v1"}}
@@ -160,7 +163,7 @@ def test_label_is_kept_by_the_plugin_and_survives_a_restart(
     # the engine's labels are unchanged: the new ones live in the plugin's state file
     assert docker_engine.api.inspect_container(a)["Config"]["Labels"][CONFIG_TAG] == "v1"
     assert (home / NAME / NAME / "labels.json").is_file()
-    inst.rpc.close()
+    rpc.close()
     assert stop_process(plugin.proc) == 0
     inst = client(start_plugin(NAME))
     check(inst)

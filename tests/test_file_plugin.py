@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import InstanceClient
+from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Attachment, Spec
 from tests.conftest import Plugin, StartPlugin
 from tests.helpers import result_of, stop_process
@@ -167,10 +167,10 @@ def test_label_merges_into_tags(running: Running) -> None:
 
 
 def test_label_of_unknown_instance_is_error(running: Running) -> None:
-    with pytest.raises(RPCError) as info:
+    with pytest.raises(CallFailed) as info:
         running.client.label("instance-999", {"a": "b"})
     assert info.value.code == -32000
-    assert "instance-999" in info.value.message
+    assert "instance-999" in info.value.reason
 
 
 def test_state_survives_restart(running: Running) -> None:
@@ -198,7 +198,7 @@ def test_destroy_removes_instance(running: Running) -> None:
     running.client.destroy(drop)
     assert _ids(running) == [keep]
     assert not (running.data_dir / f"{drop}.json").exists()
-    with pytest.raises(RPCError) as info:
+    with pytest.raises(CallFailed) as info:
         running.client.destroy(drop)
     assert info.value.code == -32000
 
@@ -206,10 +206,10 @@ def test_destroy_removes_instance(running: Running) -> None:
 def test_destroy_of_unknown_id_is_error(running: Running) -> None:
     running.client.provision(Spec())
     for bad in ("instance-404", "nope", "", "instance-"):
-        with pytest.raises(RPCError) as info:
+        with pytest.raises(CallFailed) as info:
             running.client.destroy(bad)
         assert info.value.code == -32000
-        assert repr(bad) in info.value.message
+        assert repr(bad) in info.value.reason
     assert len(_ids(running)) == 1
 
 
@@ -228,10 +228,10 @@ def test_path_traversal_ids_are_refused_and_delete_nothing(running: Running,
     attempts = [*canaries.values(), f"../{NAME}/{inside}", f"./{inside}", f"{inside}/../{inside}",
                 "../../etc/passwd", "/etc/passwd", f"{inside}\x00"]
     for bad in attempts:
-        with pytest.raises(RPCError) as info:
+        with pytest.raises(CallFailed) as info:
             running.client.destroy(bad)
         assert info.value.code == -32000, bad
-        with pytest.raises(RPCError):
+        with pytest.raises(CallFailed):
             running.client.label(bad, {"pwned": "yes"})
     for path in canaries:
         assert path.read_text() == '{"canary": true}', f"{path} was touched"

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 
 from infrakit.plugins.group.confighash import config_hash
+from infrakit.plugins.group.storage import InFlight
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import APPLICATION_ERROR, RPCError
+from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import Description, GroupDescription, GroupSpec, Spec
-from infrakit.store.base import InFlight
+from infrakit.spi.errors import CallFailed
 from infrakit.store.sqlite import SQLiteStore
 from tests.conftest import Cli, Plugin, Processes, StartPlugin, StartScript
 from tests.helpers import PY, error_of, rpc, stop_process, wait_until
@@ -217,9 +218,9 @@ def test_commit_converges_to_exactly_the_size_with_the_group_tags(stack: Stack,
 def test_pretend_commit_of_a_new_group_changes_nothing(stack: Stack) -> None:
     assert commit(stack.group.path, "ghost", props(2), pretend=True) == "Managing 2 instances"
     assert inspect_groups(stack.group.path) == []
-    with pytest.raises(RPCError) as err:
+    with pytest.raises(CallFailed) as err:
         describe(stack.group.path, "ghost")
-    assert err.value.message == "Group 'ghost' is not being watched"
+    assert err.value.reason == "Group 'ghost' is not being watched"
     # let a real group converge (several polls) and look again: no ghost was created
     commit(stack.group.path, GID, props(1))
     converge(stack, 1)
@@ -422,10 +423,10 @@ def test_the_group_plugin_keeps_answering_while_its_instance_plugin_is_down(
 
     # DescribeGroup says promptly which plugin is missing
     started = time.monotonic()
-    with pytest.raises(RPCError) as err:
+    with pytest.raises(CallFailed) as err:
         describe(stack.group.path, GID)
     took = time.monotonic() - started
-    assert "instance-file" in err.value.message, err.value.message
+    assert "instance-file" in err.value.reason, err.value.reason
     assert took < 1.0, f"DescribeGroup took {took:.2f}s with the instance plugin down"
 
     # and every other call is answered promptly while the controller keeps failing

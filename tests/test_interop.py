@@ -12,6 +12,7 @@ import pytest
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupDescription, GroupSpec
+from infrakit.spi.calls import GroupAPI
 from tests.conftest import StartPlugin, StartScript
 from tests.helpers import wait_until
 
@@ -122,7 +123,7 @@ def bare(home: Path, start_script: StartScript) -> None:
     start_script(wrapper.format(kind="flavor", path=str(script)), "bare-flavor")
 
 
-def _converged(client: GroupClient, what: str) -> GroupDescription:
+def _converged(client: GroupAPI, what: str) -> GroupDescription:
     def done() -> GroupDescription | None:
         desc = client.describe_group("g")
         return desc if desc.converged else None

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupSpec
+from infrakit.spi.errors import CallFailed
 from tests.conftest import Cli, Processes, StartPlugin
 from tests.helpers import PY, answers_handshake, require_engine, wait_until
 
@@ -195,7 +195,7 @@ def test_a_follower_on_another_machine_forwards_over_tls(
         wait_until(lambda: follower.describe_group("web").converged, 15,
                    what="the group to converge, described through the follower")
     elsewhere("group-c")  # no TLS settings: it says how to fix that
-    with RPCClient(plugins / "group-c") as conn, pytest.raises(RPCError) as refused:
+    with RPCClient(plugins / "group-c") as conn, pytest.raises(CallFailed) as refused:
         GroupClient(conn).commit_group(spec, False)
     assert f"listens on https://127.0.0.1:{leader_port}/, but this manager has no " \
            "--tls-cert/--tls-ca and --token-file" in str(refused.value)

@@ -11,8 +11,8 @@ from infrakit.plugins.group.plan import (
     Verdict,
     plan,
 )
+from infrakit.plugins.group.storage import InFlight
 from infrakit.spi.types import Description
-from infrakit.store.base import InFlight
 
 SHA = "newsha"
 NOW = 1000.0

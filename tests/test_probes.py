@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import FlavorClient
 from infrakit.spi import Allocation, Description, Health
+from infrakit.spi.errors import CallFailed
 
 
 def _health(sock: Path, probe: dict[str, Any], properties: Any) -> Health:
@@ -90,6 +90,6 @@ def test_a_slow_probe_times_out_as_unhealthy(flavor_vanilla: Path) -> None:
 ])
 def test_bad_probes_are_refused_by_validate(flavor_vanilla: Path, probe: dict[str, Any],
                                             word: str) -> None:
-    with RPCClient(flavor_vanilla) as conn, pytest.raises(RPCError) as err:
+    with RPCClient(flavor_vanilla) as conn, pytest.raises(CallFailed) as err:
         FlavorClient(conn).validate({"Health": probe}, Allocation(size=1))
-    assert "Health" in err.value.message and word in err.value.message
+    assert "Health" in err.value.reason and word in err.value.reason

@@ -17,9 +17,9 @@ import pytest
 
 from infrakit.plugins.instance import cgroups
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
+from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Description, Spec
 from tests.conftest import Plugin, StartPlugin
 from tests.helpers import require_engine, rpc, stop_process, wait_until
@@ -207,12 +207,12 @@ def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) ->
 def test_bad_properties_are_refused_and_nothing_runs(proc: Proc, props: dict[str, Any],
                                                     message: str) -> None:
     if props:
-        with pytest.raises(RPCError) as validated:
+        with pytest.raises(CallFailed) as validated:
             proc.client.validate(props)
-        assert message in validated.value.message
-    with pytest.raises(RPCError) as provisioned:
+        assert message in validated.value.reason
+    with pytest.raises(CallFailed) as provisioned:
         proc.client.provision(Spec(properties=props))
-    assert message in provisioned.value.message
+    assert message in provisioned.value.reason
     assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
 
 
@@ -226,9 +226,9 @@ def test_validate_creates_no_log_dir_and_provision_does(proc: Proc, home: Path) 
 
 def test_destroy_of_an_unknown_id_names_it(proc: Proc) -> None:
     for bad in ("proc-999", "../proc-1", "instance-1"):
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(CallFailed) as err:
             proc.client.destroy(bad)
-        assert f"no instance {bad!r}" in err.value.message
+        assert f"no instance {bad!r}" in err.value.reason
 
 
 def test_a_limit_where_cgroups_are_missing_is_refused(
@@ -236,11 +236,11 @@ def test_a_limit_where_cgroups_are_missing_is_refused(
     monkeypatch.setenv("INFRAKIT_CGROUP_ROOT", str(home / "no-cgroups"))
     p = Proc(start_plugin, home)
     try:
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(CallFailed) as err:
             p.client.provision(Spec(properties={"Command": "sleep 1",
                                                 "Limits": {"MemoryMB": 64}}))
-        assert "Properties.Limits: cgroups are not available here" in err.value.message
-        assert "memory limit cannot be enforced" in err.value.message
+        assert "Properties.Limits: cgroups are not available here" in err.value.reason
+        assert "memory limit cannot be enforced" in err.value.reason
         assert p.describe() == {}
     finally:
         p.rpc.close()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from infrakit.plugins.group.storage import GroupStore, InFlight
 from infrakit.spi.errors import PluginError
-from infrakit.store.base import GroupStore, InFlight
 from infrakit.store.etcd import EtcdStore, b64
 from infrakit.store.sqlite import SQLiteStore
 from tests.etcd_engine import etcd_problem, private_etcd_cluster

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.client import RPCClient
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import FlavorClient
+from infrakit.spi.calls import FlavorAPI
+from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Allocation, Attachment, Description, Health, Index, Spec
 from tests.helpers import builtin_plugins, error_of, result_of
 
@@ -23,21 +24,21 @@ def flavor_vanilla() -> Iterator[Path]:
 
 
 @pytest.fixture
-def flavor(flavor_vanilla: Path) -> Iterator[FlavorClient]:
+def flavor(flavor_vanilla: Path) -> Iterator[FlavorAPI]:
     with RPCClient(flavor_vanilla, timeout=10) as rpc:
         yield FlavorClient(rpc)
 
 
-def _prepare(flavor: FlavorClient, props: Any, spec: Spec,
+def _prepare(flavor: FlavorAPI, props: Any, spec: Spec,
              alloc: Allocation | None = None) -> Spec:
     return flavor.prepare(props, spec, alloc or Allocation(size=1), Index(group="g", sequence=0))
 
 
-def test_init_string(flavor: FlavorClient) -> None:
+def test_init_string(flavor: FlavorAPI) -> None:
     assert _prepare(flavor, {"Init": "echo a"}, Spec()).init == "echo a"
 
 
-def test_init_list_is_joined_with_newlines(flavor: FlavorClient) -> None:
+def test_init_list_is_joined_with_newlines(flavor: FlavorAPI) -> None:
     assert _prepare(flavor, {"Init": ["echo a", "echo b", "echo c"]}, Spec()).init == \
         "echo a\necho b\necho c"
 
@@ -46,23 +47,23 @@ def test_init_list_is_joined_with_newlines(flavor: FlavorClient) -> None:
     ("echo flavor", "echo spec\necho flavor"),
     (["one", "two"], "echo spec\none\ntwo"),
 ], ids=["string", "list"])
-def test_init_is_appended_after_spec_init(flavor: FlavorClient, init: Any,
+def test_init_is_appended_after_spec_init(flavor: FlavorAPI, init: Any,
                                           expected: str) -> None:
     assert _prepare(flavor, {"Init": init}, Spec(init="echo spec")).init == expected
 
 
-def test_no_flavor_init_keeps_spec_init(flavor: FlavorClient) -> None:
+def test_no_flavor_init_keeps_spec_init(flavor: FlavorAPI) -> None:
     assert _prepare(flavor, {}, Spec(init="echo spec")).init == "echo spec"
     assert _prepare(flavor, None, Spec(init="")).init == ""
 
 
-def test_tags_are_merged_flavor_tags_winning(flavor: FlavorClient) -> None:
+def test_tags_are_merged_flavor_tags_winning(flavor: FlavorAPI) -> None:
     out = _prepare(flavor, {"Tags": {"tier": "web", "project": "infrakit"}},
                    Spec(tags={"infrakit.group": "cattle", "tier": "old"}))
     assert out.tags == {"infrakit.group": "cattle", "tier": "web", "project": "infrakit"}
 
 
-def test_tags_stay_null_when_nobody_sets_any(flavor: FlavorClient, flavor_vanilla: Path) -> None:
+def test_tags_stay_null_when_nobody_sets_any(flavor: FlavorAPI, flavor_vanilla: Path) -> None:
     res = result_of(flavor_vanilla, "Flavor.Prepare", {
         "Type": "", "Properties": {"Init": "x"},
         "Spec": {"Properties": None, "Tags": None, "Init": "", "LogicalID": None,
@@ -73,7 +74,7 @@ def test_tags_stay_null_when_nobody_sets_any(flavor: FlavorClient, flavor_vanill
     assert res["Spec"]["LogicalID"] is None
 
 
-def test_attachments_added_per_logical_id(flavor: FlavorClient) -> None:
+def test_attachments_added_per_logical_id(flavor: FlavorAPI) -> None:
     props = {"Attachments": {"db-1": [{"ID": "vol-1", "Type": "ebs"}],
                              "db-2": [{"ID": "vol-2", "Type": "ebs"}]}}
     alloc = Allocation(logical_ids=["db-1", "db-2", "db-3"])
@@ -88,7 +89,7 @@ def test_attachments_added_per_logical_id(flavor: FlavorClient) -> None:
     assert _prepare(flavor, props, Spec()).attachments is None
 
 
-def test_prepare_keeps_properties_and_logical_id(flavor: FlavorClient) -> None:
+def test_prepare_keeps_properties_and_logical_id(flavor: FlavorAPI) -> None:
     spec = Spec(properties={"Note": "v1", "n": [1, 2]}, logical_id="db-1", init="a")
     out = _prepare(flavor, {"Init": ["b"]}, spec)
     assert out.properties == {"Note": "v1", "n": [1, 2]}
@@ -113,7 +114,7 @@ def test_prepare_of_reference_capture(flavor_vanilla: Path) -> None:
         "Init": "echo hello", "LogicalID": None, "Attachments": None}}
 
 
-def test_healthy_returns_1(flavor: FlavorClient, flavor_vanilla: Path) -> None:
+def test_healthy_returns_1(flavor: FlavorAPI, flavor_vanilla: Path) -> None:
     inst = Description(id="instance-1", tags={"a": "b"})
     assert flavor.healthy({"Init": "x"}, inst) is Health.HEALTHY
     res = result_of(flavor_vanilla, "Flavor.Healthy", {
@@ -122,7 +123,7 @@ def test_healthy_returns_1(flavor: FlavorClient, flavor_vanilla: Path) -> None:
     assert res == {"Type": "", "Health": 1}
 
 
-def test_drain_is_ok(flavor: FlavorClient, flavor_vanilla: Path) -> None:
+def test_drain_is_ok(flavor: FlavorAPI, flavor_vanilla: Path) -> None:
     flavor.drain({}, Description(id="instance-1"))
     res = result_of(flavor_vanilla, "Flavor.Drain", {
         "Type": "", "Properties": {}, "Instance": {"ID": "i", "LogicalID": None, "Tags": {}}})
@@ -133,7 +134,7 @@ def test_drain_is_ok(flavor: FlavorClient, flavor_vanilla: Path) -> None:
     None, {}, {"Init": "echo"}, {"Init": []}, {"Init": ["a", "b"], "Tags": {"k": "v"}},
     {"Attachments": {"db-1": [{"ID": "vol-1", "Type": "ebs"}]}},
 ])
-def test_validate_accepts_good_properties(flavor: FlavorClient, props: Any) -> None:
+def test_validate_accepts_good_properties(flavor: FlavorAPI, props: Any) -> None:
     flavor.validate(props, Allocation(size=2))
 
 
@@ -147,12 +148,12 @@ def test_validate_accepts_good_properties(flavor: FlavorClient, props: Any) -> N
     ({"Init": "x", "init2": 1}, "init2"),
     ("not an object", "Properties"),
 ])
-def test_validate_rejects_bad_properties_naming_field(flavor: FlavorClient, props: Any,
+def test_validate_rejects_bad_properties_naming_field(flavor: FlavorAPI, props: Any,
                                                       named: str) -> None:
-    with pytest.raises(RPCError) as info:
+    with pytest.raises(CallFailed) as info:
         flavor.validate(props, Allocation(size=1))
     assert info.value.code == -32000
-    assert named in info.value.message
+    assert named in info.value.reason
 
 
 def test_prepare_rejects_bad_properties_too(flavor_vanilla: Path) -> None:

@@ -11,7 +11,7 @@ from infrakit.cli.main import trace_hook
 from infrakit.rpc.client import PluginUnreachable, Remote, RPCClient
 from infrakit.rpc.discovery import PluginNotRunning, locate, running_names
 from infrakit.rpc.paths import PluginPathError
-from infrakit.spi.errors import PluginError
+from infrakit.spi.errors import PluginError, Unreachable
 
 
 @contextmanager
@@ -23,7 +23,7 @@ def plugin_client(name: str, timeout: float, remote: Remote | None = None
         rpc = RPCClient(remote.url, timeout, trace_hook(), remote)
         try:
             yield rpc, ""
-        except PluginUnreachable as exc:
+        except (PluginUnreachable, Unreachable) as exc:
             raise click.ClickException(f"the manager at {remote.url} is not answering: "
                                        f"{exc.reason}") from None
         finally:
@@ -36,7 +36,7 @@ def plugin_client(name: str, timeout: float, remote: Remote | None = None
     rpc = RPCClient(path, timeout, trace_hook())
     try:
         yield rpc, type_name
-    except PluginUnreachable as exc:
+    except (PluginUnreachable, Unreachable) as exc:
         running = ", ".join(n for n in running_names() if n != name) or "none"
         raise click.ClickException(
             f"plugin {name!r} is not answering at {path}: {exc.reason} (running: {running})"

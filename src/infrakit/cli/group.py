@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
 from infrakit.cli.output import dump, emit, format_tags, output_option, table
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
+from infrakit.spi.calls import GroupAPI
 from infrakit.spi.group import GroupSpec
 
 
@@ -40,7 +39,7 @@ def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
             _wait_converged(GroupClient(rpc), spec.id, wait_timeout)
 
 
-def _wait_converged(client: GroupClient, group_id: str, timeout: float) -> None:
+def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
     """Poll the group's status and show ready/desired members, work in flight and errors,
     on one line redrawn in place on a terminal, or a line per change otherwise."""
     import sys
@@ -165,17 +164,11 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
 @click.pass_context
 def set_size(ctx: click.Context, group_id: str, size: int) -> None:
     """Change a size group's Allocation.Size and commit it."""
-    spec = _find(ctx, group_id)
-    props: dict[str, Any] = dict(spec.properties) if isinstance(spec.properties, dict) else {}
-    alloc = dict(props.get("Allocation") or {})
-    if alloc.get("LogicalIDs"):
-        raise click.ClickException(f"group {group_id!r} is allocated by LogicalIDs, not by "
-                                   "size: commit a spec with the IDs you want")
-    alloc["Size"] = size
-    props["Allocation"] = alloc
+    from infrakit.plugins.group.spec import resized
+
+    spec = resized(_find(ctx, group_id), size)
     with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).commit_group(GroupSpec(id=group_id, properties=props),
-                                                 False))
+        click.echo(GroupClient(rpc).commit_group(spec, False))
 
 
 @command.command()

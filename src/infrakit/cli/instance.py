@@ -80,7 +80,7 @@ def describe(ctx: click.Context, tags: tuple[str, ...], properties: bool, quiet:
 @click.pass_context
 def destroy(ctx: click.Context, ids: tuple[str, ...]) -> None:
     """Destroy instances; goes on past one that fails and reports every failure."""
-    from infrakit.rpc.jsonrpc import RPCError
+    from infrakit.spi.errors import CallFailed
 
     name, timeout = _client(ctx)
     failed = []
@@ -89,8 +89,8 @@ def destroy(ctx: click.Context, ids: tuple[str, ...]) -> None:
         for iid in ids:
             try:
                 client.destroy(iid)
-            except RPCError as exc:
-                failed.append(f"{iid}: {exc.message}")
+            except CallFailed as exc:
+                failed.append(f"{iid}: {exc.reason}")
             else:
                 click.echo(f"destroyed {iid}")
     if failed:

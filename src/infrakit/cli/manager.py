@@ -13,9 +13,8 @@ from infrakit.cli.output import dump, emit
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import DEFAULT_LEASE_TTL, Settings, build_manager, current_leader
-from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient
-from infrakit.spi.errors import PluginError
+from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupSpec
 
 
@@ -121,8 +120,8 @@ def commit(ctx: click.Context, file: str, pretend: bool, prune: bool) -> None:
         for gid, spec in specs.items():  # every group validated before any is committed
             try:
                 plans[gid] = client.commit_group(spec, True)
-            except RPCError as exc:
-                raise click.ClickException(f"{gid}: {exc.message}; nothing was committed"
+            except CallFailed as exc:
+                raise click.ClickException(f"{gid}: {exc.reason}; nothing was committed"
                                            ) from None
         missing = [s.id for s in client.inspect_groups() if s.id not in specs]
         for gid, spec in specs.items():

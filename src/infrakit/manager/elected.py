@@ -26,16 +26,15 @@ import msgspec
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.leader import LeaderInfo
 from infrakit.plugins.group.plugin import GroupPlugin
-from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, Remote
-from infrakit.rpc.jsonrpc import RPCError
-from infrakit.spi.errors import PluginError
-from infrakit.spi.group import GROUP, GroupDescription, GroupSpec, GroupStatus
-from infrakit.spi.methods import Method
+from infrakit.rpc.client import AsyncRPCClient, Remote
+from infrakit.rpc.lookup import SocketPlugins
+from infrakit.rpc.typed import AsyncGroupClient
+from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
 from infrakit.store.etcd import EtcdStore
 
 log = logging.getLogger("infrakit.manager")
 
-_BY_ATTR: dict[str, Method[Any, Any]] = {m.attr: m for m in GROUP.methods.values()}
 _decode_spec = msgspec.json.Decoder(GroupSpec).decode
 
 
@@ -89,7 +88,8 @@ class ElectedGroup:
             if self._stopping.is_set():  # stopped while the campaign was being won
                 self._lost.set()
             self.store.fence_on(self.election.key, self.election.term)
-            plugin = GroupPlugin(self.store, poll=self.poll, fence=self.election.fence)
+            plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
+                                 fence=self.election.fence)
             try:
                 await plugin.start()
             except PluginError as exc:  # etcd failed us between the election and now
@@ -160,7 +160,7 @@ class ElectedGroup:
                     continue
             leader = await self._leader()
             if leader is not None and not leader.is_me():
-                return await self._forward(leader, _BY_ATTR[attr], args)
+                return await self._forward(leader, attr, args)
             if time.monotonic() >= deadline:
                 raise PluginError(f"no manager leads at the moment (waited "
                                   f"{self.wait_for_leader:g}s); try again")
@@ -173,8 +173,7 @@ class ElectedGroup:
             log.warning("cannot tell who leads: %s", exc)
             return None
 
-    async def _forward(self, leader: LeaderInfo, method: Method[Any, Any],
-                       args: tuple[Any, ...]) -> Any:
+    async def _forward(self, leader: LeaderInfo, attr: str, args: tuple[Any, ...]) -> Any:
         rpc = self._rpc
         if rpc is None or rpc.path not in (Path(leader.address), leader.url):  # a new leader
             if rpc is not None:
@@ -182,11 +181,11 @@ class ElectedGroup:
             rpc = self._rpc = self._connect(leader)
         who = f"the leader (pid {leader.pid} on {leader.host})"
         try:
-            return await rpc.call(method, None, *args)
-        except RPCError as exc:  # the leader's own answer, as it gave it
-            raise PluginError(exc.message) from None
-        except PluginUnreachable as exc:
-            raise PluginError(f"{who} did not answer: {exc}") from None
+            return await getattr(AsyncGroupClient(rpc, name=who), attr)(*args)
+        except CallFailed as exc:  # the leader's own answer, as it gave it
+            raise PluginError(exc.reason) from None
+        except Unreachable as exc:
+            raise PluginError(f"{who} did not answer: {exc.reason}") from None
 
     def _connect(self, leader: LeaderInfo) -> AsyncRPCClient:
         """A client of the leader's socket if it runs on this machine, else of its TCP

@@ -105,6 +105,7 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
     plugin directory, so only the leader can serve there. On etcd, serve at once, leading
     or following (see :mod:`infrakit.manager.elected`)."""
     from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
+    from infrakit.rpc.lookup import SocketPlugins
 
     settings.check()
     poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
@@ -118,7 +119,7 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
         path = home / "groups.db"
         LockLeadership(home).acquire(LeaderInfo.me(f"sqlite:{path}", address, url))
         log.info("leading; store sqlite:%s", path)
-        return {"group": GroupPlugin(SQLiteStore(path), poll=poll), "tcp": tcp}
+        return {"group": GroupPlugin(SQLiteStore(path), SocketPlugins(), poll=poll), "tcp": tcp}
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.store.etcd import EtcdStore

@@ -62,17 +62,19 @@ def _vanilla(name: str) -> dict[str, Any]:
 
 def _combo(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.combo import ComboFlavor
+    from infrakit.rpc.lookup import SocketPlugins
 
-    return {"flavor": ComboFlavor()}
+    return {"flavor": ComboFlavor(SocketPlugins())}
 
 
 def _group(name: str) -> dict[str, Any]:
     from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
+    from infrakit.rpc.lookup import SocketPlugins
     from infrakit.store.sqlite import SQLiteStore
 
     poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
     store = SQLiteStore(infrakit_home() / "group" / name / "groups.db")
-    return {"group": GroupPlugin(store, poll=poll)}
+    return {"group": GroupPlugin(store, SocketPlugins(), poll=poll)}
 
 
 def _manager(name: str) -> dict[str, Any]:

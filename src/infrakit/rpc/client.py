@@ -92,6 +92,8 @@ class RPCClient:
         self._headers = _HEADERS if remote is None else {
             **_HEADERS, "Authorization": f"Bearer {remote.token}"}
         self._conn: http.client.HTTPConnection | None = None
+        self.unbatched: set[str] = set()
+        """Batch methods the plugin answered "method not found" to."""
 
     def close(self) -> None:
         if self._conn is not None:
@@ -118,6 +120,25 @@ class RPCClient:
         """Call a method of an interface table and return its unwrapped value."""
         result = self.call_raw(method.wire, method.build(type_name, args), method.result)
         return method.unwrap(result)
+
+    def call_each(self, method: Method[Any, Any], type_name: str | None,
+                  *args: Any) -> list[Any]:
+        """Call a batch method: one value per item, or the exception that item met. A
+        plugin that does not serve the batch method gets one call of the one-item method
+        per item instead, one after the other, and is remembered as such."""
+        if _try_batch(self.unbatched, method):
+            try:
+                return cast(list[Any], self.call(method, type_name, *args))
+            except jsonrpc.RPCError as exc:
+                _unbatched(self.unbatched, method, exc)
+        answers: list[Any] = []
+        for item in _items(method, type_name, args):
+            try:
+                answers.append(self.call(cast(Method[Any, Any], method.single), type_name,
+                                         *item))
+            except (jsonrpc.RPCError, PluginUnreachable) as exc:
+                answers.append(exc)
+        return answers
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.remote is None:
@@ -212,16 +233,33 @@ class AsyncRPCClient:
         """Call a batch method: one value per item, or the exception that item met. A
         plugin that does not serve the batch method (the reference's, say) gets one call of
         the one-item method per item instead, all at once, and is remembered as such."""
-        assert method.single is not None and method.items is not None
-        if method.wire not in self.unbatched:
+        if _try_batch(self.unbatched, method):
             try:
                 return cast(list[Any], await self.call(method, type_name, *args))
             except jsonrpc.RPCError as exc:
-                if not exc.method_not_found:
-                    raise
-                self.unbatched.add(method.wire)
+                _unbatched(self.unbatched, method, exc)
         import asyncio
 
-        calls = [self.call(method.single, type_name, *item)
-                 for item in method.items(method.build(type_name, args))]
+        calls = [self.call(cast(Method[Any, Any], method.single), type_name, *item)
+                 for item in _items(method, type_name, args)]
         return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
+def _try_batch(unbatched: set[str], method: Method[Any, Any]) -> bool:
+    """Whether to send the batch method itself: not to a plugin known to lack it."""
+    assert method.single is not None and method.items is not None, method.wire
+    return method.wire not in unbatched
+
+
+def _unbatched(unbatched: set[str], method: Method[Any, Any], exc: jsonrpc.RPCError) -> None:
+    """Remember a plugin that lacks the batch method; re-raise any other error."""
+    if not exc.method_not_found:
+        raise exc
+    unbatched.add(method.wire)
+
+
+def _items(method: Method[Any, Any], type_name: str | None,
+           args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The one-item method's arguments, per item of a batch call."""
+    assert method.items is not None
+    return method.items(method.build(type_name, args))

@@ -1,190 +1,123 @@
-"""Typed clients: each one is itself an Instance, Flavor or Group plugin object.
+"""Typed clients, made from the method tables: every verb of an interface, blocking and
+``async``, so that the two can never lack a verb or drift apart.
 
 ``InstanceClient(RPCClient(path), "ec2")`` can be handed to anything that expects an
-instance plugin, so code cannot tell a remote plugin from a local one. The ``Async*`` twins
-do the same over :class:`~infrakit.rpc.client.AsyncRPCClient`.
+instance plugin, so code cannot tell a remote plugin from a local one. Transport errors stop
+here: a call raises :class:`~infrakit.spi.errors.CallFailed` when the plugin answered with
+an error and :class:`~infrakit.spi.errors.Unreachable` when it did not answer, each naming
+the plugin; an item of a batch verb carries the same errors as its value.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from infrakit.rpc.client import AsyncRPCClient, RPCClient
-from infrakit.spi.flavor import FLAVOR, PrepareItem
-from infrakit.spi.group import GROUP, GroupDescription, GroupSpec, GroupStatus
+from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, RPCClient
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.calls import (
+    AsyncFlavorAPI,
+    AsyncGroupAPI,
+    AsyncInstanceAPI,
+    FlavorAPI,
+    GroupAPI,
+    InstanceAPI,
+)
+from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.spi.flavor import FLAVOR
+from infrakit.spi.group import GROUP
 from infrakit.spi.instance import INSTANCE
-from infrakit.spi.types import Allocation, Description, Health, Index, Spec
+from infrakit.spi.methods import Interface, Method
 
-_I, _F, _G = INSTANCE.methods, FLAVOR.methods, GROUP.methods
+R = TypeVar("R", contravariant=True)
+C = TypeVar("C", covariant=True)
 
 
-class InstanceClient:
-    """A remote Instance/0.5.0 plugin."""
+class ClientFactory(Protocol, Generic[R, C]):
+    """A typed client's constructor: the connection, the plugin's type (``""`` for its
+    default), and the name its errors give it (by default its socket's)."""
 
-    def __init__(self, rpc: RPCClient, type_name: str = "") -> None:
+    def __call__(self, rpc: R, type_name: str = "", name: str = "") -> C: ...
+
+
+class _Client:
+    """What every typed client holds: the connection, the type, and whom errors name."""
+
+    kind = ""
+    """The interface's name, as errors say it: ``Instance``, ``Flavor``, ``Group``."""
+
+    def __init__(self, rpc: RPCClient | AsyncRPCClient, type_name: str = "",
+                 name: str = "") -> None:
         self.rpc, self.type = rpc, type_name
+        where = getattr(rpc.path, "name", None) or str(rpc.path)
+        self.name = name or (f"{where}/{type_name}" if type_name else where)
 
-    def validate(self, properties: Any) -> None:
-        self.rpc.call(_I["Instance.Validate"], self.type, properties)
+    def _fault(self, exc: Exception) -> Exception:
+        """A transport error as the SPI's error that names this plugin; other values
+        (an item's answer) as they are."""
+        if isinstance(exc, RPCError):
+            return CallFailed(self.name, self.kind, exc.message, exc.code)
+        if isinstance(exc, PluginUnreachable):
+            return Unreachable(self.name, self.kind, exc.reason)
+        if isinstance(exc, PluginError) and not isinstance(exc, CallFailed | Unreachable):
+            return CallFailed(self.name, self.kind, str(exc))  # a batch item's error
+        return exc
 
-    def provision(self, spec: Spec) -> str:
-        return cast(str, self.rpc.call(_I["Instance.Provision"], self.type, spec))
+    def _items(self, answers: list[Any]) -> list[Any]:
+        return [self._fault(a) if isinstance(a, Exception) else a for a in answers]
 
-    def label(self, instance: str, labels: dict[str, str]) -> None:
-        self.rpc.call(_I["Instance.Label"], self.type, instance, labels)
-
-    def destroy(self, instance: str) -> None:
-        self.rpc.call(_I["Instance.Destroy"], self.type, instance)
-
-    def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
-        return cast(list[Description],
-                    self.rpc.call(_I["Instance.DescribeInstances"], self.type, tags, properties))
-
-
-class FlavorClient:
-    """A remote Flavor/0.1.0 plugin."""
-
-    def __init__(self, rpc: RPCClient, type_name: str = "") -> None:
-        self.rpc, self.type = rpc, type_name
-
-    def validate(self, properties: Any, allocation: Allocation) -> None:
-        self.rpc.call(_F["Flavor.Validate"], self.type, properties, allocation)
-
-    def prepare(self, properties: Any, spec: Spec, allocation: Allocation, index: Index) -> Spec:
-        return cast(Spec, self.rpc.call(_F["Flavor.Prepare"], self.type, properties, spec,
-                                        allocation, index))
-
-    def healthy(self, properties: Any, instance: Description) -> Health:
-        return cast(Health, self.rpc.call(_F["Flavor.Healthy"], self.type, properties, instance))
-
-    def drain(self, properties: Any, instance: Description) -> None:
-        self.rpc.call(_F["Flavor.Drain"], self.type, properties, instance)
+    def _type(self, method: Method[Any, Any]) -> str | None:
+        """The ``Type`` of a request, for the interfaces whose requests carry one."""
+        return self.type if method.request.__struct_fields__[:1] == ("type",) else None
 
 
-class GroupClient:
-    """A remote Group/0.1.0 plugin."""
+def _sync_verb(method: Method[Any, Any], batch: bool) -> Callable[..., Any]:
+    def verb(self: _Client, *args: Any) -> Any:
+        rpc, type_name = cast(RPCClient, self.rpc), self._type(method)
+        try:
+            if batch:
+                return self._items(rpc.call_each(method, type_name, *args))
+            return rpc.call(method, type_name, *args)
+        except (RPCError, PluginUnreachable) as exc:
+            raise self._fault(exc) from None
 
-    def __init__(self, rpc: RPCClient) -> None:
-        self.rpc = rpc
-
-    def commit_group(self, spec: GroupSpec, pretend: bool) -> str:
-        return cast(str, self.rpc.call(_G["Group.CommitGroup"], None, spec, pretend))
-
-    def free_group(self, id: str) -> None:
-        self.rpc.call(_G["Group.FreeGroup"], None, id)
-
-    def describe_group(self, id: str) -> GroupDescription:
-        return cast(GroupDescription, self.rpc.call(_G["Group.DescribeGroup"], None, id))
-
-    def destroy_group(self, id: str) -> None:
-        self.rpc.call(_G["Group.DestroyGroup"], None, id)
-
-    def inspect_groups(self) -> list[GroupSpec]:
-        return cast(list[GroupSpec], self.rpc.call(_G["Group.InspectGroups"], None))
-
-    def describe_status(self, id: str) -> GroupStatus:
-        return cast(GroupStatus, self.rpc.call(_G["Group.DescribeStatus"], None, id))
-
-    def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
-        return cast(str, self.rpc.call(_G["Group.DestroyInstances"], None, id, instances,
-                                       shrink))
-
-    def pause_update(self, id: str) -> str:
-        return cast(str, self.rpc.call(_G["Group.PauseUpdate"], None, id))
-
-    def resume_update(self, id: str) -> str:
-        return cast(str, self.rpc.call(_G["Group.ResumeUpdate"], None, id))
-
-    def cancel_update(self, id: str) -> str:
-        return cast(str, self.rpc.call(_G["Group.CancelUpdate"], None, id))
+    return verb
 
 
-class AsyncInstanceClient:
-    """A remote Instance/0.5.0 plugin, for asyncio code."""
+def _async_verb(method: Method[Any, Any], batch: bool) -> Callable[..., Any]:
+    async def verb(self: _Client, *args: Any) -> Any:
+        rpc, type_name = cast(AsyncRPCClient, self.rpc), self._type(method)
+        try:
+            if batch:
+                return self._items(await rpc.call_each(method, type_name, *args))
+            return await rpc.call(method, type_name, *args)
+        except (RPCError, PluginUnreachable) as exc:
+            raise self._fault(exc) from None
 
-    def __init__(self, rpc: AsyncRPCClient, type_name: str = "") -> None:
-        self.rpc, self.type = rpc, type_name
-
-    async def validate(self, properties: Any) -> None:
-        await self.rpc.call(_I["Instance.Validate"], self.type, properties)
-
-    async def provision(self, spec: Spec) -> str:
-        return cast(str, await self.rpc.call(_I["Instance.Provision"], self.type, spec))
-
-    async def provision_each(self, specs: list[Spec]) -> list[str | Exception]:
-        """``Instance.ProvisionEach``, or one ``Instance.Provision`` per spec where the plugin
-        does not serve it: per spec, the new ID or the error."""
-        return await self.rpc.call_each(_I["Instance.ProvisionEach"], self.type, specs)
-
-    async def label(self, instance: str, labels: dict[str, str]) -> None:
-        await self.rpc.call(_I["Instance.Label"], self.type, instance, labels)
-
-    async def destroy(self, instance: str) -> None:
-        await self.rpc.call(_I["Instance.Destroy"], self.type, instance)
-
-    async def describe_instances(self, tags: dict[str, str],
-                                 properties: bool) -> list[Description]:
-        return cast(list[Description], await self.rpc.call(
-            _I["Instance.DescribeInstances"], self.type, tags, properties))
+    return verb
 
 
-class AsyncFlavorClient:
-    """A remote Flavor/0.1.0 plugin, for asyncio code."""
-
-    def __init__(self, rpc: AsyncRPCClient, type_name: str = "") -> None:
-        self.rpc, self.type = rpc, type_name
-
-    async def validate(self, properties: Any, allocation: Allocation) -> None:
-        await self.rpc.call(_F["Flavor.Validate"], self.type, properties, allocation)
-
-    async def prepare(self, properties: Any, spec: Spec, allocation: Allocation,
-                      index: Index) -> Spec:
-        return cast(Spec, await self.rpc.call(_F["Flavor.Prepare"], self.type, properties, spec,
-                                              allocation, index))
-
-    async def prepare_each(self, properties: Any, allocation: Allocation,
-                           items: list[tuple[Spec, Index]]) -> list[Spec | Exception]:
-        """``Flavor.PrepareEach`` (or one ``Flavor.Prepare`` per item): per item, the
-        prepared spec or the error."""
-        return await self.rpc.call_each(_F["Flavor.PrepareEach"], self.type, properties,
-                                        allocation, [PrepareItem(spec=s, index=i)
-                                                     for s, i in items])
-
-    async def healthy(self, properties: Any, instance: Description) -> Health:
-        return cast(Health, await self.rpc.call(_F["Flavor.Healthy"], self.type, properties,
-                                                instance))
-
-    async def healthy_each(self, properties: Any,
-                           instances: list[Description]) -> list[Health | Exception]:
-        """``Flavor.HealthyEach`` (or one ``Flavor.Healthy`` per member): per member, its
-        health or the error."""
-        return await self.rpc.call_each(_F["Flavor.HealthyEach"], self.type, properties,
-                                        instances)
-
-    async def drain(self, properties: Any, instance: Description) -> None:
-        await self.rpc.call(_F["Flavor.Drain"], self.type, properties, instance)
+def _client_class(name: str, interface: Interface, make: Callable[..., Callable[..., Any]],
+                  doc: str) -> type[_Client]:
+    """A client class with one verb per method of ``interface``."""
+    verbs: dict[str, Any] = {m.attr: make(m, m.single is not None)
+                             for m in interface.methods.values()}
+    for attr, verb in verbs.items():
+        verb.__name__ = verb.__qualname__ = attr
+    return type(name, (_Client,), {**verbs, "kind": interface.spec.name, "__doc__": doc,
+                                   "__module__": __name__})
 
 
-class AsyncGroupClient:
-    """A remote Group/0.1.0 plugin, for asyncio code."""
-
-    def __init__(self, rpc: AsyncRPCClient) -> None:
-        self.rpc = rpc
-
-    async def commit_group(self, spec: GroupSpec, pretend: bool) -> str:
-        return cast(str, await self.rpc.call(_G["Group.CommitGroup"], None, spec, pretend))
-
-    async def free_group(self, id: str) -> None:
-        await self.rpc.call(_G["Group.FreeGroup"], None, id)
-
-    async def describe_group(self, id: str) -> GroupDescription:
-        return cast(GroupDescription, await self.rpc.call(_G["Group.DescribeGroup"], None, id))
-
-    async def destroy_group(self, id: str) -> None:
-        await self.rpc.call(_G["Group.DestroyGroup"], None, id)
-
-    async def inspect_groups(self) -> list[GroupSpec]:
-        return cast(list[GroupSpec], await self.rpc.call(_G["Group.InspectGroups"], None))
-
-    async def describe_status(self, id: str) -> GroupStatus:
-        return cast(GroupStatus, await self.rpc.call(_G["Group.DescribeStatus"], None, id))
+InstanceClient = cast(ClientFactory[RPCClient, InstanceAPI], _client_class(
+    "InstanceClient", INSTANCE, _sync_verb, "A remote Instance/0.5.0 plugin."))
+FlavorClient = cast(ClientFactory[RPCClient, FlavorAPI], _client_class(
+    "FlavorClient", FLAVOR, _sync_verb, "A remote Flavor/0.1.0 plugin."))
+GroupClient = cast(ClientFactory[RPCClient, GroupAPI], _client_class(
+    "GroupClient", GROUP, _sync_verb, "A remote Group/0.1.0 plugin."))
+AsyncInstanceClient = cast(ClientFactory[AsyncRPCClient, AsyncInstanceAPI], _client_class(
+    "AsyncInstanceClient", INSTANCE, _async_verb,
+    "A remote Instance/0.5.0 plugin, for asyncio code."))
+AsyncFlavorClient = cast(ClientFactory[AsyncRPCClient, AsyncFlavorAPI], _client_class(
+    "AsyncFlavorClient", FLAVOR, _async_verb, "A remote Flavor/0.1.0 plugin, for asyncio code."))
+AsyncGroupClient = cast(ClientFactory[AsyncRPCClient, AsyncGroupAPI], _client_class(
+    "AsyncGroupClient", GROUP, _async_verb, "A remote Group/0.1.0 plugin, for asyncio code."))

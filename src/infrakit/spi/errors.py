@@ -1,9 +1,12 @@
-"""Exceptions a plugin raises to report a fault to its caller.
+"""Exceptions a plugin raises to report a fault to its caller, and the two faults a caller
+meets when it calls another plugin.
 
 The runtime turns a :class:`PluginError` into JSON-RPC error -32000 with the exception's
 message, unchanged, so a plugin author phrases the message for the user: name the field and
 the reason.
 """
+
+from __future__ import annotations
 
 
 class PluginError(Exception):
@@ -12,3 +15,26 @@ class PluginError(Exception):
 
 class NotFoundError(PluginError):
     """The named instance, group or type does not exist here."""
+
+
+class CallFailed(PluginError):
+    """Another plugin answered a call with an error: it says it did not do what it was
+    asked. The message names the plugin, so a user knows where to look."""
+
+    def __init__(self, plugin: str, kind: str, reason: str, code: int = -32000) -> None:
+        super().__init__(f"{kind} plugin {plugin!r}: {reason}")
+        self.plugin = plugin
+        self.reason = reason
+        """The plugin's own words."""
+        self.code = code
+        """The JSON-RPC error code it answered with."""
+
+
+class Unreachable(PluginError):
+    """Another plugin gave no answer (not running, or too slow): the call may or may not
+    have happened, so whatever it was asked to make may exist."""
+
+    def __init__(self, plugin: str, kind: str, reason: str) -> None:
+        super().__init__(f"{kind} plugin {plugin!r} is not reachable: {reason}")
+        self.plugin = plugin
+        self.reason = reason

@@ -128,7 +128,8 @@ FLAVOR = interface(
            lambda res: [PluginError(o.error) if o.error is not None else o.spec
                         for o in res.results],
            single=PREPARE,
-           items=lambda r: [(r.properties, i.spec, r.allocation, i.index) for i in r.items]),
+           items=lambda r: [(r.properties, i.spec, r.allocation, i.index) for i in r.items],
+           pack=lambda a: (a[0], a[1], [PrepareItem(spec=s, index=i) for s, i in a[2]])),
     Method("Flavor.HealthyEach", HealthyEachRequest, HealthyEachResult, "healthy_each",
            lambda r: (r.properties, r.instances),
            lambda r, v: HealthyEachResult(

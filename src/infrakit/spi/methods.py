@@ -46,9 +46,14 @@ class Method(Generic[Req, Res]):
     items: Callable[[Req], list[tuple[Any, ...]]] | None = None
     """A batch method: the one-item method's arguments, for each item of a request (in the
     order of its request's fields, so that a client can also ``build`` them)."""
+    pack: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+    """A client's arguments as the request's fields, where the two differ (the inverse of
+    ``args``)."""
 
     def build(self, type_name: str | None, args: tuple[Any, ...]) -> Req:
         """The request for a client call: ``args`` fill the fields after ``Type``, in order."""
+        if self.pack is not None:
+            args = self.pack(args)
         names = _field_names(self.request)
         if type_name is not None:
             return self.request(type=type_name, **dict(zip(names[1:], args, strict=True)))

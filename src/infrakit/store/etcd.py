@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from infrakit.plugins.group.storage import InFlight
 from infrakit.spi.errors import PluginError
-from infrakit.store.base import InFlight
 
 _decode = msgspec.json.Decoder(InFlight).decode
 TXN_OPS = 100
@@ -60,7 +60,7 @@ def _prefix_end(prefix: str) -> bytes:
 
 
 class EtcdStore:
-    """A :class:`~infrakit.store.base.GroupStore` in etcd, shared by every manager."""
+    """A :class:`~infrakit.plugins.group.storage.GroupStore` in etcd, shared by every manager."""
 
     def __init__(self, endpoints: list[str], prefix: str = "/infrakit/",
                  timeout: float = 5.0) -> None:

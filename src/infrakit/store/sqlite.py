@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import msgspec.structs
 
-from infrakit.store.base import InFlight
+from infrakit.plugins.group.storage import InFlight
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -31,7 +31,7 @@ _decode = msgspec.json.Decoder(InFlight).decode
 
 
 class SQLiteStore:
-    """A :class:`~infrakit.store.base.GroupStore` in one SQLite file.
+    """A :class:`~infrakit.plugins.group.storage.GroupStore` in one SQLite file.
 
     WAL mode with ``synchronous=FULL``, so that a committed write survives ``kill -9`` and a
     power cut, and a busy timeout, so that a second reader waits instead of failing.

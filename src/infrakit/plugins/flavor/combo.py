@@ -15,9 +15,7 @@ from typing import Any
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.clients import PluginClients, explain
-from infrakit.rpc.client import PluginUnreachable
-from infrakit.rpc.jsonrpc import RPCError
+from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Description, Health, Index, Spec, Wire
@@ -33,13 +31,14 @@ class ComboProperties(Wire, kw_only=True, forbid_unknown_fields=True):
 
 
 class ComboFlavor:
-    """Flavor/0.1.0 over other flavor plugins."""
+    """Flavor/0.1.0 over other flavor plugins, found through ``plugins``; their errors
+    name them."""
 
-    def __init__(self) -> None:
-        self.clients = PluginClients()
+    def __init__(self, plugins: PluginLookup) -> None:
+        self.plugins = plugins
 
     async def stop(self) -> None:
-        await self.clients.close()
+        await self.plugins.close()
 
     def _flavors(self, properties: Any) -> list[FlavorRef]:
         props = decode_properties(properties, ComboProperties)
@@ -49,15 +48,7 @@ class ComboFlavor:
 
     async def _each(self, properties: Any, call: str, *args: Any) -> list[Any]:
         async def one(ref: FlavorRef) -> Any:
-            try:
-                method = getattr(self.clients.flavor(ref.plugin), call)
-                answer = await method(ref.properties, *args)
-            except (RPCError, PluginUnreachable) as exc:
-                raise explain("Flavor", ref.plugin, exc) from None
-            if isinstance(answer, list):  # a batch: name the flavor in each item's error
-                return [explain("Flavor", ref.plugin, a) if isinstance(a, Exception) else a
-                        for a in answer]
-            return answer
+            return await getattr(self.plugins.flavor(ref.plugin), call)(ref.properties, *args)
 
         return list(await asyncio.gather(*(one(ref) for ref in self._flavors(properties))))
 
@@ -110,10 +101,7 @@ class ComboFlavor:
 
     async def drain(self, properties: Any, instance: Description) -> None:
         for ref in self._flavors(properties):  # in order: the first flavor drains first
-            try:
-                await self.clients.flavor(ref.plugin).drain(ref.properties, instance)
-            except (RPCError, PluginUnreachable) as exc:
-                raise explain("Flavor", ref.plugin, exc) from None
+            await self.plugins.flavor(ref.plugin).drain(ref.properties, instance)
 
 
 def _merged(spec: Spec, outputs: list[Spec]) -> Spec:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from infrakit.plugins.group.storage import InFlight
 from infrakit.spi.types import Description
-from infrakit.store.base import InFlight
 
 GROUP_TAG = "infrakit.group"
 CONFIG_TAG = "infrakit.config_sha"

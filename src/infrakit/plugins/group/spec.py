@@ -11,6 +11,7 @@ import re
 from typing import Any, Literal
 
 import msgspec
+import msgspec.structs
 
 from infrakit.plugins.group.confighash import config_hash
 from infrakit.spi.errors import PluginError
@@ -37,7 +38,10 @@ class PluginSpec(Wire, kw_only=True):
     properties: Any = None
 
 
-class GroupProperties(Wire, kw_only=True):
+class GroupProperties(Wire, kw_only=True, omit_defaults=True):
+    """The group plugin's ``Properties``. Encoded, only what differs from the defaults is
+    written, so a spec the plugin changes (a new size) keeps the shape its author gave it."""
+
     allocation: Allocation = msgspec.field(default_factory=Allocation)
     instance: PluginSpec = msgspec.field(default_factory=PluginSpec)
     flavor: PluginSpec = msgspec.field(default_factory=PluginSpec)
@@ -125,6 +129,17 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         if seconds > MAX_SECONDS:
             raise PluginError(f"Properties.{name}: at most {MAX_SECONDS:.0f} seconds (30 days)")
     return props
+
+
+def resized(spec: GroupSpec, size: int) -> GroupSpec:
+    """``spec`` with a new ``Allocation.Size``: the spec ``set-size`` and a shrinking
+    ``destroy-instances`` commit."""
+    props = parse_group(spec)
+    if props.allocation.logical_ids:
+        raise PluginError(f"Allocation: group '{spec.id}' is allocated by LogicalIDs, not by "
+                          "size; commit a spec with the IDs you want")
+    props = msgspec.structs.replace(props, allocation=Allocation(size=size))
+    return GroupSpec(id=spec.id, properties=msgspec.to_builtins(props))
 
 
 def config_sha(props: GroupProperties) -> str:

@@ -1,7 +1,7 @@
-"""What the group controller needs to keep across restarts, whatever keeps it.
-
-SQLite on one machine (:mod:`infrakit.store.sqlite`); etcd across machines implements the
-same protocol.
+"""What the group controller needs to keep across restarts, whatever keeps it: the
+protocol the stores implement (SQLite on one machine, :mod:`infrakit.store.sqlite`; etcd
+across machines, :mod:`infrakit.store.etcd`), declared here beside its one user so that
+the group code depends on no store.
 """
 
 from __future__ import annotations

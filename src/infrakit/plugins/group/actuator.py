@@ -1,0 +1,177 @@
+"""What a group's controller does to providers: provisions, destroys and relabels, each
+recorded in the store before it starts and fenced by leadership.
+
+Every provision and destroy is recorded before it starts, so the next plan, in this process
+or after a restart, counts it; nothing is ever provisioned twice because a provider is slow
+to describe what it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from infrakit.plugins.group.health import BATCH
+from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Plan
+from infrakit.plugins.group.spec import GroupProperties
+from infrakit.plugins.group.storage import GroupStore, InFlight
+from infrakit.spi.calls import PluginLookup
+from infrakit.spi.errors import PluginError, Unreachable
+from infrakit.spi.types import Description, Index, Spec
+
+Fence = Callable[[], None]
+"""Raises :class:`PluginError` unless this process may still act on providers; blocking."""
+
+
+class _NothingMade(PluginError):
+    """A provision that certainly made nothing: its in-flight record can go."""
+
+
+class Actuator:
+    """Carries out one group's provisions, destroys and relabels with the committed spec,
+    at most ``MaxParallel`` at once."""
+
+    def __init__(self, group: str, store: GroupStore, plugins: PluginLookup,
+                 fence: Fence | None = None) -> None:
+        self.group = group
+        self.store = store
+        self.plugins = plugins
+        self.fence = fence
+        self.props = GroupProperties()
+        self.sha = ""
+        self._sem = asyncio.Semaphore(1)
+        self._destroying: set[str] = set()
+        """Keys of the destroys this process recorded and has not finished: any other
+        destroy record was left by a process that died, and is carried out anew."""
+
+    def update(self, props: GroupProperties, sha: str) -> None:
+        self.props, self.sha = props, sha
+        self._sem = asyncio.Semaphore(props.max_parallel)
+
+    async def _fenced(self) -> None:
+        """Before anything that changes a provider: raise unless this process may act."""
+        if self.fence is not None:
+            await asyncio.to_thread(self.fence)
+
+    async def relabel(self, instance: str) -> None:
+        """Adopt a member tagged ``bootstrap``: give it the current config hash."""
+        await self._fenced()
+        await self.plugins.instance(self.props.instance.plugin).label(
+            instance, {CONFIG_TAG: self.sha})
+
+    async def provision(self, logical_ids: list[str | None]) -> list[str]:
+        """Provision one instance per entry; returns the errors.
+
+        The intents are recorded in one transaction before any call. The calls go in
+        batches of ``MaxParallel`` (a prepare and a provision call per batch), one batch at
+        a time, and the IDs each batch's call answered are recorded in one more transaction
+        before the next batch."""
+        now = time.time()
+        first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
+                                        len(logical_ids))
+        ops = [InFlight(key=uuid.uuid4().hex, group=self.group, op="provision",
+                        logical_id=lid, started=now, deadline=now + self.props.provision_deadline)
+               for lid in logical_ids]
+        await asyncio.to_thread(self.store.record, *ops)
+        errors: list[str] = []
+        size = min(self.props.max_parallel, BATCH)
+        for start in range(0, len(ops), size):
+            batch = ops[start:start + size]
+            nothing_made: list[str] = []
+            for op, outcome in zip(batch, await self._provision_batch(batch, first + start),
+                                   strict=True):
+                if isinstance(outcome, _NothingMade):
+                    nothing_made.append(op.key)
+                if isinstance(outcome, Exception):
+                    errors.append(str(outcome))
+                else:
+                    op.instance = outcome
+            # each batch's IDs at once: a crash loses at most one batch's answers
+            made = [op for op in batch if op.instance is not None]
+            if made:
+                await asyncio.to_thread(self.store.record, *made)
+            if nothing_made:
+                await asyncio.to_thread(self.store.forget, *nothing_made)
+        return errors
+
+    async def _provision_batch(self, ops: list[InFlight], seq: int) -> list[str | Exception]:
+        """Prepare and provision one instance per op: per op, the new ID or the error, a
+        :class:`_NothingMade` where the intent can be forgotten (every error but an
+        unanswered provision, which may have made the instance)."""
+        props = self.props
+        tags = {GROUP_TAG: self.group, CONFIG_TAG: self.sha}
+        items = [(Spec(properties=props.instance.properties, tags=dict(tags),
+                       logical_id=op.logical_id), Index(group=self.group, sequence=seq + i))
+                 for i, op in enumerate(ops)]
+        try:
+            prepared = await self.plugins.flavor(props.flavor.plugin).prepare_each(
+                props.flavor.properties, props.allocation, items)
+            outcomes: list[str | Exception] = [
+                _NothingMade(str(p)) if isinstance(p, Exception) else "" for p in prepared]
+            ready = [(k, p) for k, p in enumerate(prepared) if not isinstance(p, Exception)]
+            if not ready:
+                return outcomes
+            await self._fenced()
+            made = await self._provision_each(props.instance.plugin, [p for _, p in ready])
+        except PluginError as exc:  # nothing was asked of the instance plugin
+            return [_NothingMade(str(exc))] * len(ops)
+        for (k, _), outcome in zip(ready, made, strict=True):
+            outcomes[k] = outcome
+        return outcomes
+
+    async def _provision_each(self, plugin: str, specs: list[Spec]) -> list[str | Exception]:
+        try:
+            made = await self.plugins.instance(plugin).provision_each(specs)
+        except Unreachable as exc:
+            return [exc] * len(specs)  # they may have been made: count them until the deadline
+        return [_NothingMade(str(m)) if isinstance(m, Exception) and
+                not isinstance(m, Unreachable) else m for m in made]
+
+    async def record_destroys(self, members: list[Description]) -> list[InFlight]:
+        """Record the destroys of ``members``, in one transaction, before anything else
+        changes, so that no pass counts them or picks others instead."""
+        now = time.time()
+        # keyed by group too: two groups' instance plugins may both have an "instance-1"
+        ops = [InFlight(key=f"destroy:{self.group}:{m.id}", group=self.group, op="destroy",
+                        instance=m.id, started=now, deadline=now + self.props.provision_deadline)
+               for m in members]
+        self._destroying.update(op.key for op in ops)
+        if ops:
+            await asyncio.to_thread(self.store.record, *ops)
+        return ops
+
+    async def destroy(self, member: Description, op: InFlight | None = None) -> None:
+        """Drain ``member`` through the flavor, then destroy it; its record goes either
+        way (a failed destroy is planned anew)."""
+        props = self.props
+        async with self._sem:
+            if op is None:
+                [op] = await self.record_destroys([member])
+            self._destroying.add(op.key)
+            try:
+                await self._fenced()
+                await self.plugins.flavor(props.flavor.plugin).drain(props.flavor.properties,
+                                                                     member)
+                await self.plugins.instance(props.instance.plugin).destroy(member.id)
+            finally:
+                await asyncio.to_thread(self.store.forget, op.key)
+                self._destroying.discard(op.key)
+
+    async def destroy_recorded(self, members: list[Description],
+                               ops: list[InFlight]) -> list[str]:
+        """Carry out the destroys :meth:`record_destroys` recorded; returns the errors."""
+        results = await asyncio.gather(*(self.destroy(m, op) for m, op in
+                                         zip(members, ops, strict=True)),
+                                       return_exceptions=True)
+        return [str(r) for r in results if isinstance(r, BaseException)]
+
+    def orphaned_destroys(self, inflight: list[InFlight], decision: Plan) -> list[InFlight]:
+        """Destroys recorded by a process that died before carrying them out (this one
+        before a restart, or the previous leader). Their members do not count toward the
+        size, so they must go now, not when the records expire: left standing, they
+        would take the group beyond Size + MaxSurge."""
+        resolved = set(decision.resolved)
+        return [op for op in inflight if op.op == "destroy" and op.instance is not None
+                and op.key not in self._destroying and op.key not in resolved]
