@@ -86,23 +86,28 @@ from urllib.parse import urlsplit
 
 import msgspec
 import requests.exceptions
-import tenacity
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import InvalidCredsError, LibcloudError, ServiceUnavailableError
 from libcloud.compute.base import Node
 from libcloud.compute.providers import DRIVERS, get_driver
 from libcloud.compute.types import NodeState
 
-from infrakit.plugins.instance.ledger import StateFile, seconds_setting
+from infrakit.plugins.instance import retry, visibility
+from infrakit.plugins.instance.provider_tags import (
+    LOGICAL_ID,
+    OWNER,
+    filter_literal,
+    launch_tags,
+    refuse_reserved,
+    spec_tags,
+)
+from infrakit.plugins.instance.settings import seconds_setting
 from infrakit.plugins.instance.state import state_directory
+from infrakit.plugins.instance.visibility import VisibilityFile
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
 
-OWNER = "infrakit.plugin"
-"""The tag that marks a ``metadata`` node as made by the plugin named in its value."""
-LOGICAL_ID = "infrakit.logical_id"
-RESERVED = frozenset({OWNER, LOGICAL_ID})
 NAME_TAG = "Name"
 """The tag EC2-family drivers write the node's name into: not one of the spec's tags."""
 
@@ -125,9 +130,6 @@ PLUGIN_ARGS = {
 }
 """create_node arguments the plugin fills itself, and why (ex_metadata too, in the
 ``metadata`` style)."""
-
-DEFAULT_VISIBILITY_DEADLINE = 600.0
-DEFAULT_RETRY_SECONDS = 30.0
 
 THROTTLING = frozenset({
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
@@ -234,11 +236,6 @@ def _transient_or_unknown(exc: BaseException) -> bool:
     return _transient(exc) or _not_found(exc)
 
 
-def _escape(value: str) -> str:
-    """An EC2 filter value that matches ``value`` literally (``*`` and ``?`` are wildcards)."""
-    return re.sub(r"([\\*?])", r"\\\1", value)
-
-
 def _parameters(function: Any) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(function).parameters)
 
@@ -255,8 +252,7 @@ def _node_tags(node: Any) -> dict[str, str]:
 
 def check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
-        if key in RESERVED:
-            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        refuse_reserved(key, where)
         if not key:
             raise PluginError(f"{where}: a tag key may not be empty")
 
@@ -340,12 +336,13 @@ class CloudInstancePlugin:
                  retry_seconds: float | None = None) -> None:
         self.name = name
         self.visibility_deadline = seconds_setting(
-            "INFRAKIT_CLOUD_VISIBILITY_DEADLINE", DEFAULT_VISIBILITY_DEADLINE, visibility_deadline)
+            "INFRAKIT_CLOUD_VISIBILITY_DEADLINE", visibility.DEFAULT_DEADLINE,
+            visibility_deadline)
         self.retry_seconds = seconds_setting("INFRAKIT_CLOUD_RETRY_SECONDS",
-                                             DEFAULT_RETRY_SECONDS, retry_seconds)
+                                             retry.DEFAULT_SECONDS, retry_seconds)
         self._own_name = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
-        self._ledger = StateFile(state_directory(directory) / "state.json", CloudState)
-        self._lock = self._ledger.lock
+        self._state = VisibilityFile(state_directory(directory) / "state.json", CloudState)
+        self._lock = self._state.lock
         self._local = threading.local()
         """Drivers by place, one set per thread: a libcloud connection is not thread-safe."""
         self._cache_lock = threading.Lock()
@@ -391,15 +388,11 @@ class CloudInstancePlugin:
                               "and Properties.Region)") from None
 
     def _call(self, place: Place, doing: str, function: Callable[..., Any], *args: Any,
-              retry: Callable[[BaseException], bool] = _transient, **kwargs: Any) -> Any:
-        """One driver call, retried while ``retry`` says its faults pass, its errors
+              passes: Callable[[BaseException], bool] = _transient, **kwargs: Any) -> Any:
+        """One driver call, retried while ``passes`` says its faults pass, its errors
         made plain."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(retry),
-            stop=tenacity.stop_after_delay(self.retry_seconds),
-            wait=tenacity.wait_random_exponential(multiplier=0.1, max=5), reraise=True)
         with self._errors(place, doing):
-            return retrying(function, *args, **kwargs)
+            return retry.retrying(self.retry_seconds, passes)(function, *args, **kwargs)
 
     @contextlib.contextmanager
     def _errors(self, place: Place, doing: str) -> Iterator[None]:
@@ -512,10 +505,7 @@ class CloudInstancePlugin:
         name = f"{self.name}-{secrets.token_hex(6)}"
         kwargs: dict[str, Any] = {**props.extra, "name": name, "size": size, "image": image}
         if place.tag_style == "metadata":
-            metadata = {**tags, OWNER: self.name}
-            if spec.logical_id is not None:
-                metadata[LOGICAL_ID] = spec.logical_id
-            kwargs["ex_metadata"] = metadata
+            kwargs["ex_metadata"] = launch_tags(tags, self.name, spec.logical_id)
         if spec.init and checked.user_data_arg:
             kwargs[checked.user_data_arg] = spec.init
         if checked.takes_token:
@@ -528,12 +518,12 @@ class CloudInstancePlugin:
                 state.named[name] = Named(tags=tags, logical_id=spec.logical_id, since=now)
             return True
 
-        self._ledger.update(before)
+        self._state.update(before)
         try:
             node = self._call(place, "creating a node", self._create, driver, kwargs,
-                              retry=_transient if checked.takes_token else _throttled)
+                              passes=_transient if checked.takes_token else _throttled)
         except PluginError:
-            self._ledger.update(lambda state, now: state.named.pop(name, None) is not None)
+            self._state.update(lambda state, now: state.named.pop(name, None) is not None)
             raise
         record = Launched(place=place.key, name=name, tags=tags, logical_id=spec.logical_id,
                           until=now + self.visibility_deadline)
@@ -542,7 +532,7 @@ class CloudInstancePlugin:
             state.launched[node.id] = record
             return True
 
-        self._ledger.update(add)
+        self._state.update(add)
         return str(node.id)
 
     @staticmethod
@@ -566,9 +556,9 @@ class CloudInstancePlugin:
         if not _NODE_ID.fullmatch(instance):
             raise NotFoundError(f"Instance: {instance!r} is not a node ID")
         with self._lock:
-            record = self._ledger.state.launched.get(instance)
-            places = list(self._ledger.state.places.values())
-            made_in = self._ledger.state.places[record.place] if record is not None else None
+            record = self._state.state.launched.get(instance)
+            places = list(self._state.state.places.values())
+            made_in = self._state.state.places[record.place] if record is not None else None
         if record is not None and made_in is not None:  # made here, perhaps not listed yet
             return made_in, Node(id=instance, name=record.name, state=NodeState.PENDING,
                                  public_ips=[], private_ips=[], driver=self._driver(made_in))
@@ -613,7 +603,7 @@ class CloudInstancePlugin:
         if place.tag_style == "metadata":
             driver = self._driver(place)
             self._call(place, f"tagging node {instance!r}", driver.ex_create_tags, node,
-                       labels, retry=self._retry_for(instance))
+                       labels, passes=self._retry_for(instance))
 
         def relabel(state: CloudState, now: float) -> bool:
             record = state.launched.get(instance)
@@ -624,20 +614,20 @@ class CloudInstancePlugin:
                 named.tags = {**named.tags, **labels}
             return True
 
-        self._ledger.update(relabel)
+        self._state.update(relabel)
 
     def _retry_for(self, instance: str) -> Callable[[BaseException], bool]:
         """What to retry in a call on ``instance``: transient faults, and "no such node"
         too while the node is one this plugin made that the provider does not list yet."""
         with self._lock:
-            fresh = instance in self._ledger.state.launched
+            fresh = instance in self._state.state.launched
         return _transient_or_unknown if fresh else _transient
 
     def destroy(self, instance: str) -> None:
         place, node = self._find(instance, "destroy")
         driver = self._driver(place)
         if not self._call(place, f"destroying node {instance!r}", driver.destroy_node, node,
-                          retry=self._retry_for(instance)):
+                          passes=self._retry_for(instance)):
             raise PluginError(f"{place}: the provider did not destroy node {instance!r}")
 
         def forget(state: CloudState, now: float) -> bool:
@@ -646,59 +636,47 @@ class CloudInstancePlugin:
             state.terminated[instance] = now + self.visibility_deadline
             return True
 
-        self._ledger.update(forget)
+        self._state.update(forget)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """The plugin's live nodes that carry every tag, in every place it has made nodes;
         nodes made and not listed yet are added, nodes destroyed and still listed left
         out."""
         with self._lock:
-            by_key = dict(self._ledger.state.places)
-            launched = dict(self._ledger.state.launched)
-            terminated = set(self._ledger.state.terminated)
-            named = dict(self._ledger.state.named)
-        wanted = tags.items()
-        found: dict[str, Description] = {}
-        seen: set[str] = set()
+            places = list(self._state.state.places.values())
+            named = dict(self._state.state.named)
+        listed: dict[str, Description | None] = {}
         present: set[str] = set()
         """Names of the ``name``-style nodes that still exist."""
-        for place in by_key.values():
+        for place in places:
             for node, own, logical_id in self._listed(place, tags, named):
-                seen.add(node.id)
+                listed.setdefault(node.id, None)
                 if place.tag_style == "name" and node.state != NodeState.TERMINATED:
                     present.add(node.name)
-                if node.id in terminated or node.state not in LIVE \
-                        or not wanted <= own.items():
+                if node.state not in LIVE:
                     continue
                 desc = Description(id=node.id, logical_id=logical_id, tags=own)
                 if properties:
                     desc.properties = _facts(place, node)
-                found[node.id] = desc
-        now = time.time()
-        for iid, record in launched.items():
-            if iid in seen or record.until <= now or not wanted <= record.tags.items():
-                continue
-            desc = Description(id=iid, logical_id=record.logical_id, tags=record.tags)
-            if properties:
-                place = by_key[record.place]
-                desc.properties = {"Name": record.name, "State": "launched",
-                                   "Driver": place.driver, "Region": place.region,
-                                   "TagStyle": place.tag_style}
-            found[iid] = desc
+                listed[node.id] = desc
 
         def tidy(state: CloudState, now: float) -> bool:
-            shown = seen & state.launched.keys()
-            for iid in shown:
-                del state.launched[iid]
             making = {r.name for r in state.launched.values()}
             stale = [n for n, r in state.named.items() if n not in present
                      and n not in making and r.since + self.visibility_deadline <= now]
             for name in stale:
                 del state.named[name]
-            return bool(shown or stale)
+            return bool(stale)
 
-        self._ledger.update(tidy)
-        return list(found.values())
+        return self._state.describe(listed, tags,
+                                    self._launched_facts if properties else None, tidy=tidy)
+
+    def _launched_facts(self, instance: str, record: Launched) -> dict[str, Any]:
+        """What a description with properties tells of a node not listed yet."""
+        with self._lock:
+            place = self._state.state.places[record.place]
+        return {"Name": record.name, "State": "launched", "Driver": place.driver,
+                "Region": place.region, "TagStyle": place.tag_style}
 
     def _listed(self, place: Place, tags: dict[str, str],
                 named: dict[str, Named]) -> Iterator[tuple[Any, dict[str, str], str | None]]:
@@ -706,9 +684,9 @@ class CloudInstancePlugin:
         the provider in the ``metadata`` style, by the plugin in the ``name`` style."""
         driver = self._driver(place)
         if place.tag_style == "metadata":
-            filters: dict[str, Any] = {f"tag:{OWNER}": _escape(self.name),
+            filters: dict[str, Any] = {f"tag:{OWNER}": filter_literal(self.name),
                                        "instance-state-name": EC2_LIVE}
-            filters.update({f"tag:{k}": _escape(v) for k, v in tags.items()})
+            filters.update({f"tag:{k}": filter_literal(v) for k, v in tags.items()})
             nodes = self._call(place, "listing nodes", driver.list_nodes, ex_filters=filters)
         else:
             nodes = self._call(place, "listing nodes", driver.list_nodes)
@@ -721,8 +699,8 @@ class CloudInstancePlugin:
                        record.logical_id if record else None)
                 continue
             all_tags = _node_tags(node)
-            own = {k: v for k, v in all_tags.items() if k not in RESERVED
-                   and not (k == NAME_TAG and v == node.name)}
+            own = {k: v for k, v in spec_tags(all_tags).items()
+                   if not (k == NAME_TAG and v == node.name)}
             yield node, own, all_tags.get(LOGICAL_ID)
 
 

@@ -61,16 +61,17 @@ import docker.errors
 import docker.types
 import msgspec
 
-from infrakit.atomicfile import remove_stale_temps, write_atomic
-from infrakit.plugins.instance.state import state_directory
+from infrakit.plugins.instance.provider_tags import (
+    LOGICAL_ID,
+    OWNER,
+    launch_tags,
+    refuse_reserved,
+    spec_tags,
+)
+from infrakit.plugins.instance.state import StateFile, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
-
-OWNER = "infrakit.plugin"
-"""The label that marks a container as made by the plugin named in its value."""
-LOGICAL_ID = "infrakit.logical_id"
-RESERVED = frozenset({OWNER, LOGICAL_ID})
 
 LIVE = frozenset({"running", "paused", "restarting"})
 """Container states that count as an instance."""
@@ -168,8 +169,7 @@ def pinned(image: str) -> bool:
 
 def _check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
-        if key in RESERVED:
-            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        refuse_reserved(key, where)
         if not key or "=" in key:
             raise PluginError(f"{where}: {key!r} is not a label key (empty, or has '=')")
 
@@ -184,9 +184,8 @@ class DockerInstancePlugin:
         self.name = name
         self.engine = os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
         self._id = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
-        self._state_path = state_directory(directory) / "labels.json"
-        self._lock = threading.Lock()
-        self._labels = self._load_labels()
+        self._state = StateFile(state_directory(directory) / "labels.json", LabelState)
+        self._lock = self._state.lock
         self._starting: set[str] = set()
         """Instances between create and start: a describe must not take them for debris."""
         self._facts: dict[str, dict[str, Any]] = {}
@@ -242,30 +241,11 @@ class DockerInstancePlugin:
                 f"{self._local_tags()}")
         return props
 
-    # -- the state file ----------------------------------------------------------------------
-
-    def _load_labels(self) -> dict[str, dict[str, str]]:
-        remove_stale_temps(self._state_path.parent)
-        try:
-            data = self._state_path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        try:
-            return msgspec.json.decode(data, type=LabelState).labels
-        except msgspec.DecodeError as exc:
-            raise PluginError(f"state file {str(self._state_path)!r} is unreadable: {exc}")\
-                from None
-
-    def _save_labels(self) -> None:
-        """Write the state file (under the lock)."""
-        write_atomic(self._state_path, msgspec.json.encode(LabelState(labels=self._labels)))
-
     def _forget(self, instance: str, container_id: str) -> None:
         """Drop what the plugin kept about a container it removed."""
         with self._lock:
             self._facts.pop(container_id, None)
-            if self._labels.pop(instance, None) is not None:
-                self._save_labels()
+        self._state.update(lambda state, now: state.labels.pop(instance, None) is not None)
 
     # -- Instance/0.5.0 ----------------------------------------------------------------------
 
@@ -284,9 +264,7 @@ class DockerInstancePlugin:
         if spec.attachments:
             raise PluginError("Spec.Attachments: the docker plugin attaches nothing; use "
                               "Properties.Mounts")
-        labels = {**tags, OWNER: self.name}
-        if spec.logical_id is not None:
-            labels[LOGICAL_ID] = spec.logical_id
+        labels = launch_tags(tags, self.name, spec.logical_id)
         api = self._api()
         with self._engine("preparing the container's settings"):
             host_config = api.create_host_config(
@@ -347,11 +325,14 @@ class DockerInstancePlugin:
         with self._engine("listing containers"):
             present = {self._instance_of(c) for c in self._api().containers(
                 all=True, filters={"label": f"{OWNER}={self.name}"})}
-        with self._lock:
-            kept = {i: ls for i, ls in self._labels.items() if i in present}
+
+        def relabel(state: LabelState, now: float) -> bool:
+            kept = {i: ls for i, ls in state.labels.items() if i in present}
             kept[instance] = {**kept.get(instance, {}), **labels}
-            self._labels = kept  # entries of containers removed behind our back go too
-            self._save_labels()
+            state.labels = kept  # entries of containers removed behind our back go too
+            return True
+
+        self._state.update(relabel)
 
     def destroy(self, instance: str) -> None:
         info = self._owned(instance)
@@ -370,7 +351,7 @@ class DockerInstancePlugin:
         tags that no Instance.Label has set, the plugin on the others; containers found
         stopped are removed on the way."""
         with self._lock:
-            overrides = {i: dict(ls) for i, ls in self._labels.items()}
+            overrides = {i: dict(ls) for i, ls in self._state.state.labels.items()}
         relabelled = {k for ls in overrides.values() for k in ls}
         on_engine = [f"{OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
                                                 if k not in relabelled and "=" not in k]
@@ -391,7 +372,7 @@ class DockerInstancePlugin:
             if state not in LIVE:
                 continue
             labels = c.get("Labels") or {}
-            merged = {k: v for k, v in labels.items() if k not in RESERVED}
+            merged = spec_tags(labels)
             merged.update(overrides.get(instance, {}))
             if not wanted <= merged.items():
                 continue
