@@ -167,6 +167,21 @@ def pinned(image: str) -> bool:
     return bool(name) and "/" not in tag and tag != "latest"
 
 
+def _host_config(api: Any, props: DockerProperties) -> Any:
+    """The engine's settings of a container of ``props`` that are the host's business:
+    network, mounts, limits, restart policy."""
+    return api.create_host_config(
+        network_mode=props.network_mode or None,
+        mounts=[docker.types.Mount(m.target, m.source or None, type=m.type,
+                                   read_only=m.read_only) for m in props.mounts or []],
+        mem_limit=props.memory,
+        nano_cpus=round(props.cpus * 1e9) if props.cpus is not None else None,
+        pids_limit=props.pids_limit,
+        restart_policy=(msgspec.to_builtins(props.restart_policy)
+                        if props.restart_policy is not None else None),
+    )
+
+
 def _check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
         refuse_reserved(key, where)
@@ -267,16 +282,7 @@ class DockerInstancePlugin:
         labels = launch_tags(tags, self.name, spec.logical_id)
         api = self._api()
         with self._engine("preparing the container's settings"):
-            host_config = api.create_host_config(
-                network_mode=props.network_mode or None,
-                mounts=[docker.types.Mount(m.target, m.source or None, type=m.type,
-                                           read_only=m.read_only) for m in props.mounts or []],
-                mem_limit=props.memory,
-                nano_cpus=round(props.cpus * 1e9) if props.cpus is not None else None,
-                pids_limit=props.pids_limit,
-                restart_policy=(msgspec.to_builtins(props.restart_policy)
-                                if props.restart_policy is not None else None),
-            )
+            host_config = _host_config(api, props)
         entrypoint = (["/bin/sh", "-c", f'{spec.init}\nexec "$@"', "infrakit-init"]
                       if spec.init else None)
         instance = f"{self.name}-{secrets.token_hex(6)}"
