@@ -66,16 +66,8 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as EndpointConnectionFault
 from botocore.validate import ParamValidator
 
-from infrakit.plugins.instance import retry, visibility
-from infrakit.plugins.instance.provider_tags import (
-    LOGICAL_ID,
-    OWNER,
-    filter_literal,
-    launch_tags,
-    refuse_reserved,
-    spec_tags,
-)
-from infrakit.plugins.instance.settings import seconds_setting
+from infrakit.plugins.instance import provider_tags, retry
+from infrakit.plugins.instance.settings import provider_waits
 from infrakit.plugins.instance.state import state_directory
 from infrakit.plugins.instance.visibility import VisibilityFile
 from infrakit.spi.errors import NotFoundError, PluginError
@@ -159,7 +151,7 @@ def _code(exc: Any) -> str:
 def check_tags(tags: dict[str, str], where: str) -> None:
     """What EC2 and the plugin allow as tag keys and values."""
     for key, value in tags.items():
-        refuse_reserved(key, where)
+        provider_tags.refuse_reserved(key, where)
         if key.lower().startswith("aws:"):
             raise PluginError(f"{where}: {key!r}: keys starting with 'aws:' are EC2's own")
         if not _NAME.fullmatch(key) or len(key) > 128:
@@ -179,10 +171,8 @@ class AwsInstancePlugin:
                  visibility_deadline: float | None = None,
                  retry_seconds: float | None = None) -> None:
         self.name = name
-        self.visibility_deadline = seconds_setting(
-            "INFRAKIT_AWS_VISIBILITY_DEADLINE", visibility.DEFAULT_DEADLINE, visibility_deadline)
-        self.retry_seconds = seconds_setting("INFRAKIT_AWS_RETRY_SECONDS",
-                                             retry.DEFAULT_SECONDS, retry_seconds)
+        self.visibility_deadline, self.retry_seconds = provider_waits(
+            "AWS", visibility_deadline, retry_seconds)
         self._state = VisibilityFile(state_directory(directory) / "launched.json", Visibility)
         self._lock = self._state.lock
         self._client: Any = None
@@ -293,13 +283,10 @@ class AwsInstancePlugin:
 
     def provision(self, spec: Spec) -> str:
         request = self._request(spec.properties)
-        tags = dict(spec.tags or {})
-        check_tags(tags, "Spec.Tags")
-        if spec.attachments:
-            raise PluginError("Spec.Attachments: the aws plugin attaches nothing; use "
-                              "Properties.BlockDeviceMappings or NetworkInterfaces")
+        tags = provider_tags.from_spec(
+            spec, check_tags, "aws", "Properties.BlockDeviceMappings or NetworkInterfaces")
         ec2_tags = [{"Key": k, "Value": v}
-                    for k, v in launch_tags(tags, self.name, spec.logical_id).items()]
+                    for k, v in provider_tags.launch_tags(tags, self.name, spec.logical_id).items()]
         request["TagSpecifications"] = [{"ResourceType": "instance", "Tags": ec2_tags},
                                         {"ResourceType": "volume", "Tags": ec2_tags}]
         if spec.init:
@@ -333,10 +320,10 @@ class AwsInstancePlugin:
         for reservation in found["Reservations"]:
             for inst in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
-                if tags.get(OWNER) != self.name:
+                if tags.get(provider_tags.OWNER) != self.name:
                     raise NotFoundError(
                         f"Instance: {instance!r} was not made by plugin {self.name} (it "
-                        f"lacks the tag {OWNER}={self.name}); refusing to {doing} it")
+                        f"lacks the tag {provider_tags.OWNER}={self.name}); refusing to {doing} it")
                 return
         raise NotFoundError(f"Instance: no EC2 instance {instance!r} (cannot {doing} it)")
 
@@ -378,9 +365,10 @@ class AwsInstancePlugin:
         """The plugin's instances that carry every tag: EC2 filters, in pages of
         :data:`PAGE`; instances launched and not listed yet are added, instances
         terminated and still listed left out."""
-        filters = [{"Name": f"tag:{OWNER}", "Values": [filter_literal(self.name)]},
+        owner = provider_tags.filter_literal(self.name)
+        filters = [{"Name": f"tag:{provider_tags.OWNER}", "Values": [owner]},
                    {"Name": "instance-state-name", "Values": DESCRIBED_STATES}]
-        filters += [{"Name": f"tag:{k}", "Values": [filter_literal(v)]}
+        filters += [{"Name": f"tag:{k}", "Values": [provider_tags.filter_literal(v)]}
                     for k, v in tags.items()]
         listed: dict[str, Description | None] = {}
         token: str | None = None
@@ -398,10 +386,10 @@ class AwsInstancePlugin:
         """A listed instance's description, if it is the plugin's: filter values are
         matched by EC2, exact equality is the plugin's."""
         all_tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
-        if all_tags.get(OWNER) != self.name:
+        if all_tags.get(provider_tags.OWNER) != self.name:
             return None
-        desc = Description(id=inst["InstanceId"], logical_id=all_tags.get(LOGICAL_ID),
-                           tags=spec_tags(all_tags))
+        desc = Description(id=inst["InstanceId"], logical_id=all_tags.get(provider_tags.LOGICAL_ID),
+                           tags=provider_tags.without_reserved(all_tags))
         if properties:
             desc.properties = _facts(inst)
         return desc

@@ -84,7 +84,7 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import Node
 from libcloud.compute.types import NodeState
 
-from infrakit.plugins.instance import retry, visibility
+from infrakit.plugins.instance import provider_tags
 from infrakit.plugins.instance.cloud_drivers import (
     Absent,
     Drivers,
@@ -96,15 +96,7 @@ from infrakit.plugins.instance.cloud_drivers import (
     transient,
     transient_or_unknown,
 )
-from infrakit.plugins.instance.provider_tags import (
-    LOGICAL_ID,
-    OWNER,
-    filter_literal,
-    launch_tags,
-    refuse_reserved,
-    spec_tags,
-)
-from infrakit.plugins.instance.settings import seconds_setting
+from infrakit.plugins.instance.settings import provider_waits
 from infrakit.plugins.instance.state import state_directory
 from infrakit.plugins.instance.visibility import VisibilityFile
 from infrakit.spi.errors import NotFoundError, PluginError
@@ -188,7 +180,7 @@ def _node_tags(node: Any) -> dict[str, str]:
 
 def check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
-        refuse_reserved(key, where)
+        provider_tags.refuse_reserved(key, where)
         if not key:
             raise PluginError(f"{where}: a tag key may not be empty")
 
@@ -258,11 +250,9 @@ class CloudInstancePlugin:
                  visibility_deadline: float | None = None,
                  retry_seconds: float | None = None) -> None:
         self.name = name
-        self.visibility_deadline = seconds_setting(
-            "INFRAKIT_CLOUD_VISIBILITY_DEADLINE", visibility.DEFAULT_DEADLINE,
-            visibility_deadline)
-        self._drivers = Drivers(seconds_setting("INFRAKIT_CLOUD_RETRY_SECONDS",
-                                                retry.DEFAULT_SECONDS, retry_seconds))
+        self.visibility_deadline, retry_seconds = provider_waits(
+            "CLOUD", visibility_deadline, retry_seconds)
+        self._drivers = Drivers(retry_seconds)
         self._own_name = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
         self._state = VisibilityFile(state_directory(directory) / "state.json", CloudState)
         self._lock = self._state.lock
@@ -279,11 +269,8 @@ class CloudInstancePlugin:
     def provision(self, spec: Spec) -> str:
         checked = check_properties(spec.properties)
         props, place = checked.props, checked.place
-        tags = dict(spec.tags or {})
-        check_tags(tags, "Spec.Tags")
-        if spec.attachments:
-            raise PluginError("Spec.Attachments: the cloud plugin attaches nothing; use "
-                              "the driver's arguments in Properties.Extra")
+        tags = provider_tags.from_spec(spec, check_tags, "cloud",
+                                       "the driver's arguments in Properties.Extra")
         if spec.init and checked.user_data_arg is None:
             raise PluginError(f"Spec.Init: driver {props.driver!r} takes no user data, so "
                               "it cannot run an Init; leave Init empty")
@@ -293,7 +280,7 @@ class CloudInstancePlugin:
         name = f"{self.name}-{secrets.token_hex(6)}"
         kwargs: dict[str, Any] = {**props.extra, "name": name, "size": size, "image": image}
         if place.tag_style == "metadata":
-            kwargs["ex_metadata"] = launch_tags(tags, self.name, spec.logical_id)
+            kwargs["ex_metadata"] = provider_tags.launch_tags(tags, self.name, spec.logical_id)
         if spec.init and checked.user_data_arg:
             kwargs[checked.user_data_arg] = spec.init
         if checked.takes_token:
@@ -335,8 +322,8 @@ class CloudInstancePlugin:
     def _owns(self, place: Place, node: Any) -> bool:
         tags = _node_tags(node)
         if place.tag_style == "metadata":
-            return tags.get(OWNER) == self.name
-        return bool(self._own_name.fullmatch(node.name or "")) and OWNER not in tags
+            return tags.get(provider_tags.OWNER) == self.name
+        return bool(self._own_name.fullmatch(node.name or "")) and provider_tags.OWNER not in tags
 
     def _find(self, instance: str, doing: str) -> tuple[Place, Any]:
         """The place and node of one of the plugin's instances, or an error saying why it
@@ -473,9 +460,11 @@ class CloudInstancePlugin:
         the provider in the ``metadata`` style, by the plugin in the ``name`` style."""
         driver = self._drivers.driver(place)
         if place.tag_style == "metadata":
-            filters: dict[str, Any] = {f"tag:{OWNER}": filter_literal(self.name),
+            owner = provider_tags.filter_literal(self.name)
+            filters: dict[str, Any] = {f"tag:{provider_tags.OWNER}": owner,
                                        "instance-state-name": EC2_LIVE}
-            filters.update({f"tag:{k}": filter_literal(v) for k, v in tags.items()})
+            filters.update({f"tag:{k}": provider_tags.filter_literal(v)
+                            for k, v in tags.items()})
             nodes = self._drivers.call(place, "listing nodes", driver.list_nodes,
                                        ex_filters=filters)
         else:
@@ -489,9 +478,9 @@ class CloudInstancePlugin:
                        record.logical_id if record else None)
                 continue
             all_tags = _node_tags(node)
-            own = {k: v for k, v in spec_tags(all_tags).items()
+            own = {k: v for k, v in provider_tags.without_reserved(all_tags).items()
                    if not (k == NAME_TAG and v == node.name)}
-            yield node, own, all_tags.get(LOGICAL_ID)
+            yield node, own, all_tags.get(provider_tags.LOGICAL_ID)
 
 
 def _facts(place: Place, node: Any) -> dict[str, Any]:

@@ -61,13 +61,7 @@ import docker.errors
 import docker.types
 import msgspec
 
-from infrakit.plugins.instance.provider_tags import (
-    LOGICAL_ID,
-    OWNER,
-    launch_tags,
-    refuse_reserved,
-    spec_tags,
-)
+from infrakit.plugins.instance import provider_tags
 from infrakit.plugins.instance.state import StateFile, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
@@ -184,7 +178,7 @@ def _host_config(api: Any, props: DockerProperties) -> Any:
 
 def _check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
-        refuse_reserved(key, where)
+        provider_tags.refuse_reserved(key, where)
         if not key or "=" in key:
             raise PluginError(f"{where}: {key!r} is not a label key (empty, or has '=')")
 
@@ -274,12 +268,8 @@ class DockerInstancePlugin:
 
     def provision(self, spec: Spec) -> str:
         props = self._properties(spec.properties)
-        tags = dict(spec.tags or {})
-        _check_tags(tags, "Spec.Tags")
-        if spec.attachments:
-            raise PluginError("Spec.Attachments: the docker plugin attaches nothing; use "
-                              "Properties.Mounts")
-        labels = launch_tags(tags, self.name, spec.logical_id)
+        tags = provider_tags.from_spec(spec, _check_tags, "docker", "Properties.Mounts")
+        labels = provider_tags.launch_tags(tags, self.name, spec.logical_id)
         api = self._api()
         with self._engine("preparing the container's settings"):
             host_config = _host_config(api, props)
@@ -320,9 +310,10 @@ class DockerInstancePlugin:
             except docker.errors.NotFound:
                 raise NotFoundError(f"Instance: no container {instance!r} on the Docker "
                                     f"engine at {self.engine}") from None
-        if (info["Config"].get("Labels") or {}).get(OWNER) != self.name:
+        if (info["Config"].get("Labels") or {}).get(provider_tags.OWNER) != self.name:
             raise NotFoundError(f"Instance: container {instance!r} was not made by plugin "
-                                f"{self.name} (it lacks the label {OWNER}={self.name})")
+                                f"{self.name} (it lacks the label "
+                                f"{provider_tags.OWNER}={self.name})")
         return info
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
@@ -330,7 +321,7 @@ class DockerInstancePlugin:
         self._owned(instance)
         with self._engine("listing containers"):
             present = {self._instance_of(c) for c in self._api().containers(
-                all=True, filters={"label": f"{OWNER}={self.name}"})}
+                all=True, filters={"label": f"{provider_tags.OWNER}={self.name}"})}
 
         def relabel(state: LabelState, now: float) -> bool:
             kept = {i: ls for i, ls in state.labels.items() if i in present}
@@ -359,7 +350,7 @@ class DockerInstancePlugin:
         with self._lock:
             overrides = {i: dict(ls) for i, ls in self._state.state.labels.items()}
         relabelled = {k for ls in overrides.values() for k in ls}
-        on_engine = [f"{OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
+        on_engine = [f"{provider_tags.OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
                                                 if k not in relabelled and "=" not in k]
         with self._engine("listing containers"):
             listed = self._api().containers(all=True, filters={"label": on_engine})
@@ -378,11 +369,12 @@ class DockerInstancePlugin:
             if state not in LIVE:
                 continue
             labels = c.get("Labels") or {}
-            merged = spec_tags(labels)
+            merged = provider_tags.without_reserved(labels)
             merged.update(overrides.get(instance, {}))
             if not wanted <= merged.items():
                 continue
-            desc = Description(id=instance, logical_id=labels.get(LOGICAL_ID), tags=merged)
+            desc = Description(id=instance, logical_id=labels.get(provider_tags.LOGICAL_ID),
+                               tags=merged)
             if properties:
                 desc.properties = {"ContainerID": c["Id"], "Image": c["Image"],
                                    "ImageID": c["ImageID"], "State": state,

@@ -9,14 +9,28 @@ at the provider reserves the same two keys and spells them the same way.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from infrakit.spi.errors import PluginError
+from infrakit.spi.types import Spec
 
 OWNER = "infrakit.plugin"
 """The tag that marks a resource as made by the plugin named in its value."""
 LOGICAL_ID = "infrakit.logical_id"
 """The tag that holds a resource's logical ID, when its spec gave one."""
 RESERVED = frozenset({OWNER, LOGICAL_ID})
+
+
+def from_spec(spec: Spec, check: Callable[[dict[str, str], str], None], kind: str,
+              attach_with: str) -> dict[str, str]:
+    """A spec's tags, checked by the plugin's own ``check``. A spec with attachments is
+    refused: a plugin of kind ``kind`` attaches nothing itself, ``attach_with`` does."""
+    tags = dict(spec.tags or {})
+    check(tags, "Spec.Tags")
+    if spec.attachments:
+        raise PluginError(f"Spec.Attachments: the {kind} plugin attaches nothing; use "
+                          f"{attach_with}")
+    return tags
 
 
 def refuse_reserved(key: str, where: str) -> None:
@@ -33,7 +47,7 @@ def launch_tags(tags: dict[str, str], plugin: str, logical_id: str | None) -> di
     return own
 
 
-def spec_tags(tags: dict[str, str]) -> dict[str, str]:
+def without_reserved(tags: dict[str, str]) -> dict[str, str]:
     """A resource's tags as its description shows them: without the reserved ones."""
     return {k: v for k, v in tags.items() if k not in RESERVED}
 

@@ -12,9 +12,6 @@ from collections.abc import Callable
 
 import tenacity
 
-DEFAULT_SECONDS = 30.0
-"""How long a call is retried unless the plugin's setting says otherwise."""
-
 
 def retrying(seconds: float, passes: Callable[[BaseException], bool], *,
              longest_wait: float = 5) -> tenacity.Retrying:

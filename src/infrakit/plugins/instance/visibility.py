@@ -16,10 +16,6 @@ from typing import Any, Protocol, TypeVar
 from infrakit.plugins.instance.state import StateFile
 from infrakit.spi.types import Description
 
-DEFAULT_DEADLINE = 600.0
-"""Seconds an instance is described unlisted, or hidden listed, unless a setting says
-otherwise."""
-
 
 class Pending(Protocol):
     """An instance launched and not listed yet: what describes it meanwhile."""
