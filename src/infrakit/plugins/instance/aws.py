@@ -55,7 +55,6 @@ from typing import Any
 import boto3
 import botocore.session
 import msgspec
-import tenacity
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -67,8 +66,10 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as EndpointConnectionFault
 from botocore.validate import ParamValidator
 
-from infrakit.plugins.instance.ledger import StateFile, seconds_setting
+from infrakit.plugins.instance import provider_tags, retry
+from infrakit.plugins.instance.settings import provider_waits
 from infrakit.plugins.instance.state import state_directory
+from infrakit.plugins.instance.visibility import VisibilityFile
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.types import Description, Spec
 
@@ -78,16 +79,9 @@ for _chatty in ("botocore", "boto3", "urllib3"):
     # key ID): whatever the plugin's own level, they say only warnings
     logging.getLogger(_chatty).setLevel(logging.WARNING)
 
-OWNER = "infrakit.plugin"
-"""The tag that marks an instance as made by the plugin named in its value."""
-LOGICAL_ID = "infrakit.logical_id"
-RESERVED = frozenset({OWNER, LOGICAL_ID})
-
 DESCRIBED_STATES = ["pending", "running", "stopping", "stopped"]
 PAGE = 1000
 """DescribeInstances' largest page: one call per pass for any group up to that size."""
-DEFAULT_VISIBILITY_DEADLINE = 600.0
-DEFAULT_RETRY_SECONDS = 30.0
 
 PLUGIN_FIELDS = {
     "MinCount": "the plugin launches exactly one instance per Provision",
@@ -154,16 +148,10 @@ def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _escape(value: str) -> str:
-    """A filter value that matches ``value`` literally (``*`` and ``?`` are wildcards)."""
-    return re.sub(r"([\\*?])", r"\\\1", value)
-
-
 def check_tags(tags: dict[str, str], where: str) -> None:
     """What EC2 and the plugin allow as tag keys and values."""
     for key, value in tags.items():
-        if key in RESERVED:
-            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        provider_tags.refuse_reserved(key, where)
         if key.lower().startswith("aws:"):
             raise PluginError(f"{where}: {key!r}: keys starting with 'aws:' are EC2's own")
         if not _NAME.fullmatch(key) or len(key) > 128:
@@ -183,12 +171,10 @@ class AwsInstancePlugin:
                  visibility_deadline: float | None = None,
                  retry_seconds: float | None = None) -> None:
         self.name = name
-        self.visibility_deadline = seconds_setting(
-            "INFRAKIT_AWS_VISIBILITY_DEADLINE", DEFAULT_VISIBILITY_DEADLINE, visibility_deadline)
-        self.retry_seconds = seconds_setting("INFRAKIT_AWS_RETRY_SECONDS",
-                                             DEFAULT_RETRY_SECONDS, retry_seconds)
-        self._ledger = StateFile(state_directory(directory) / "launched.json", Visibility)
-        self._lock = self._ledger.lock
+        self.visibility_deadline, self.retry_seconds = provider_waits(
+            "AWS", visibility_deadline, retry_seconds)
+        self._state = VisibilityFile(state_directory(directory) / "launched.json", Visibility)
+        self._lock = self._state.lock
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._input_shape: Any = None
@@ -215,13 +201,9 @@ class AwsInstancePlugin:
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One EC2 call, retried while its faults pass, its errors made plain."""
         method = getattr(self._ec2(), operation)
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_retryable),
-            stop=tenacity.stop_after_delay(self.retry_seconds),
-            wait=tenacity.wait_random_exponential(multiplier=0.1, max=5),
-            reraise=True)
         with self._errors(operation):
-            answer: dict[str, Any] = retrying(method, **params)
+            answer: dict[str, Any] = retry.retrying(self.retry_seconds, _retryable)(
+                method, **params)
         return answer
 
     @contextmanager
@@ -301,15 +283,10 @@ class AwsInstancePlugin:
 
     def provision(self, spec: Spec) -> str:
         request = self._request(spec.properties)
-        tags = dict(spec.tags or {})
-        check_tags(tags, "Spec.Tags")
-        if spec.attachments:
-            raise PluginError("Spec.Attachments: the aws plugin attaches nothing; use "
-                              "Properties.BlockDeviceMappings or NetworkInterfaces")
-        own = {**tags, OWNER: self.name}
-        if spec.logical_id is not None:
-            own[LOGICAL_ID] = spec.logical_id
-        ec2_tags = [{"Key": k, "Value": v} for k, v in own.items()]
+        tags = provider_tags.from_spec(
+            spec, check_tags, "aws", "Properties.BlockDeviceMappings or NetworkInterfaces")
+        ec2_tags = [{"Key": k, "Value": v}
+                    for k, v in provider_tags.launch_tags(tags, self.name, spec.logical_id).items()]
         request["TagSpecifications"] = [{"ResourceType": "instance", "Tags": ec2_tags},
                                         {"ResourceType": "volume", "Tags": ec2_tags}]
         if spec.init:
@@ -324,7 +301,7 @@ class AwsInstancePlugin:
             state.launched[instance] = record
             return True
 
-        self._ledger.update(add)
+        self._state.update(add)
         return instance
 
     def _owned(self, instance: str, doing: str) -> None:
@@ -333,7 +310,7 @@ class AwsInstancePlugin:
             raise NotFoundError(f"Instance: {instance!r} is not an EC2 instance ID "
                                 "(i-<hex digits>)")
         with self._lock:
-            if instance in self._ledger.state.launched:
+            if instance in self._state.state.launched:
                 return  # launched here, perhaps not listed yet
         try:
             found = self._call("describe_instances", InstanceIds=[instance])
@@ -343,20 +320,17 @@ class AwsInstancePlugin:
         for reservation in found["Reservations"]:
             for inst in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
-                if tags.get(OWNER) != self.name:
+                if tags.get(provider_tags.OWNER) != self.name:
                     raise NotFoundError(
                         f"Instance: {instance!r} was not made by plugin {self.name} (it "
-                        f"lacks the tag {OWNER}={self.name}); refusing to {doing} it")
+                        f"lacks the tag {provider_tags.OWNER}={self.name}); refusing to {doing} it")
                 return
         raise NotFoundError(f"Instance: no EC2 instance {instance!r} (cannot {doing} it)")
 
     def _call_known(self, instance: str, operation: str, **params: Any) -> None:
         """A call on an instance known to exist: EC2 may not know a new one everywhere
         yet, so "no such instance" is tried again for a while too."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(NotFoundError),
-            stop=tenacity.stop_after_delay(self.retry_seconds),
-            wait=tenacity.wait_random_exponential(multiplier=0.1, max=2), reraise=True)
+        retrying = retry.retrying(self.retry_seconds, _unknown, longest_wait=2)
         retrying(self._call, operation, **params)
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
@@ -374,7 +348,7 @@ class AwsInstancePlugin:
             record.tags = {**record.tags, **labels}
             return True
 
-        self._ledger.update(relabel)
+        self._state.update(relabel)
 
     def destroy(self, instance: str) -> None:
         self._owned(instance, "terminate")
@@ -385,59 +359,49 @@ class AwsInstancePlugin:
             state.terminated[instance] = now + self.visibility_deadline
             return True
 
-        self._ledger.update(forget)
+        self._state.update(forget)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """The plugin's instances that carry every tag: EC2 filters, in pages of
         :data:`PAGE`; instances launched and not listed yet are added, instances
         terminated and still listed left out."""
-        filters = [{"Name": f"tag:{OWNER}", "Values": [_escape(self.name)]},
+        owner = provider_tags.filter_literal(self.name)
+        filters = [{"Name": f"tag:{provider_tags.OWNER}", "Values": [owner]},
                    {"Name": "instance-state-name", "Values": DESCRIBED_STATES}]
-        filters += [{"Name": f"tag:{k}", "Values": [_escape(v)]} for k, v in tags.items()]
-        listed: list[dict[str, Any]] = []
+        filters += [{"Name": f"tag:{k}", "Values": [provider_tags.filter_literal(v)]}
+                    for k, v in tags.items()]
+        listed: dict[str, Description | None] = {}
         token: str | None = None
         while True:
             page = self._call("describe_instances", Filters=filters, MaxResults=PAGE,
                               **({"NextToken": token} if token else {}))
-            listed += [i for r in page["Reservations"] for i in r["Instances"]]
+            for inst in (i for r in page["Reservations"] for i in r["Instances"]):
+                listed[inst["InstanceId"]] = self._description(inst, properties)
             token = page.get("NextToken")
             if not token:
                 break
-        with self._lock:
-            launched = dict(self._ledger.state.launched)
-            terminated = set(self._ledger.state.terminated)
-        wanted = tags.items()
-        found: list[Description] = []
-        seen: set[str] = set()
-        for inst in listed:
-            iid = inst["InstanceId"]
-            seen.add(iid)
-            all_tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
-            own = {k: v for k, v in all_tags.items() if k not in RESERVED}
-            if iid in terminated or all_tags.get(OWNER) != self.name \
-                    or not wanted <= own.items():
-                continue  # filter values are matched by EC2; exact equality is ours
-            desc = Description(id=iid, logical_id=all_tags.get(LOGICAL_ID), tags=own)
-            if properties:
-                desc.properties = _facts(inst)
-            found.append(desc)
-        now = time.time()
-        for iid, record in launched.items():
-            if iid in seen or record.until <= now or not wanted <= record.tags.items():
-                continue
-            desc = Description(id=iid, logical_id=record.logical_id, tags=record.tags)
-            if properties:
-                desc.properties = {"InstanceId": iid, "State": "launched"}
-            found.append(desc)
-        if seen & launched.keys() or any(r.until <= now for r in launched.values()):
-            def listed_now(state: Visibility, now: float) -> bool:
-                shown = seen & state.launched.keys()
-                for iid in shown:
-                    del state.launched[iid]
-                return bool(shown)
+        return self._state.describe(listed, tags, _launched_facts if properties else None)
 
-            self._ledger.update(listed_now)
-        return found
+    def _description(self, inst: dict[str, Any], properties: bool) -> Description | None:
+        """A listed instance's description, if it is the plugin's: filter values are
+        matched by EC2, exact equality is the plugin's."""
+        all_tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
+        if all_tags.get(provider_tags.OWNER) != self.name:
+            return None
+        desc = Description(id=inst["InstanceId"], logical_id=all_tags.get(provider_tags.LOGICAL_ID),
+                           tags=provider_tags.without_reserved(all_tags))
+        if properties:
+            desc.properties = _facts(inst)
+        return desc
+
+
+def _unknown(exc: BaseException) -> bool:
+    return isinstance(exc, NotFoundError)
+
+
+def _launched_facts(instance: str, record: Launched) -> dict[str, Any]:
+    """What a description with properties tells of an instance EC2 does not list yet."""
+    return {"InstanceId": instance, "State": "launched"}
 
 
 def _facts(inst: dict[str, Any]) -> dict[str, Any]:

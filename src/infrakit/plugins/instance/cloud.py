@@ -69,40 +69,40 @@ Paging
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import inspect
-import json
-import os
 import re
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
-import requests.exceptions
-import tenacity
-from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
-from libcloud.common.types import InvalidCredsError, LibcloudError, ServiceUnavailableError
+from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import Node
-from libcloud.compute.providers import DRIVERS, get_driver
 from libcloud.compute.types import NodeState
 
-from infrakit.plugins.instance.ledger import StateFile, seconds_setting
+from infrakit.plugins.instance import provider_tags
+from infrakit.plugins.instance.cloud_drivers import (
+    Absent,
+    Drivers,
+    Place,
+    driver_class,
+    not_found,
+    parameters,
+    throttled,
+    transient,
+    transient_or_unknown,
+)
+from infrakit.plugins.instance.settings import provider_waits
 from infrakit.plugins.instance.state import state_directory
+from infrakit.plugins.instance.visibility import VisibilityFile
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
 
-OWNER = "infrakit.plugin"
-"""The tag that marks a ``metadata`` node as made by the plugin named in its value."""
-LOGICAL_ID = "infrakit.logical_id"
-RESERVED = frozenset({OWNER, LOGICAL_ID})
 NAME_TAG = "Name"
 """The tag EC2-family drivers write the node's name into: not one of the spec's tags."""
 
@@ -126,24 +126,6 @@ PLUGIN_ARGS = {
 """create_node arguments the plugin fills itself, and why (ex_metadata too, in the
 ``metadata`` style)."""
 
-DEFAULT_VISIBILITY_DEADLINE = 600.0
-DEFAULT_RETRY_SECONDS = 30.0
-
-THROTTLING = frozenset({
-    "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
-    "TooManyRequestsException", "SlowDown",
-})
-"""Error codes (EC2's spelling) of a request refused unmade: always safe to send again."""
-TRANSIENT = THROTTLING | {
-    "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure",
-    "RequestTimeout", "PriorRequestNotComplete", "InsufficientInstanceCapacity",
-}
-TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
-FIELD_OF_CODE = {"InvalidAMIID": "Image", "InvalidInstanceType": "Size",
-                 "Unsupported": "Size"}
-"""The Properties field an EC2-style error code (before its first dot) points at."""
-
-_CODE = re.compile(r"([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*): ")
 _NODE_ID = re.compile(r"[^\x00-\x1f/]{1,256}")
 
 
@@ -157,21 +139,6 @@ class CloudProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=Tru
     region: str = ""
     tag_style: Literal["metadata", "name"] | None = None
     extra: dict[str, Any] = {}
-
-
-class Place(msgspec.Struct, rename="pascal", frozen=True, kw_only=True):
-    """Where nodes are made and listed: a driver, a region, and how tags are kept."""
-
-    driver: str
-    region: str
-    tag_style: Literal["metadata", "name"]
-
-    @property
-    def key(self) -> str:
-        return f"{self.driver}/{self.region}/{self.tag_style}"
-
-    def __str__(self) -> str:
-        return f"{self.driver} ({self.region or 'default region'})"
 
 
 class Named(msgspec.Struct, rename="pascal", kw_only=True):
@@ -201,48 +168,6 @@ class CloudState(msgspec.Struct, rename="pascal", kw_only=True):
     terminated: dict[str, float] = {}
 
 
-def _code(exc: BaseException) -> str:
-    """The provider's error code in a libcloud HTTP error (EC2's ``Code: message``)."""
-    match = _CODE.match(getattr(exc, "message", "") or "")
-    return match.group(1) if match else ""
-
-
-def _throttled(exc: BaseException) -> bool:
-    if isinstance(exc, RateLimitReachedError):
-        return True
-    return isinstance(exc, BaseHTTPError) and (exc.code == 429 or _code(exc) in THROTTLING)
-
-
-def _transient(exc: BaseException) -> bool:
-    if _throttled(exc) or isinstance(exc, ServiceUnavailableError):
-        return True
-    if isinstance(exc, BaseHTTPError):
-        return exc.code in TRANSIENT_HTTP or _code(exc) in TRANSIENT
-    return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
-
-
-def _not_found(exc: BaseException) -> bool:
-    """Whether a lookup by ID failed because nothing has that ID."""
-    if isinstance(exc, IndexError):  # EC2's get_image of an unknown ID
-        return True
-    return isinstance(exc, BaseHTTPError) and (
-        exc.code == 404 or _code(exc).startswith(("InvalidAMIID", "InvalidInstanceID")))
-
-
-def _transient_or_unknown(exc: BaseException) -> bool:
-    """For a call on a node just made: the provider may not know it everywhere yet."""
-    return _transient(exc) or _not_found(exc)
-
-
-def _escape(value: str) -> str:
-    """An EC2 filter value that matches ``value`` literally (``*`` and ``?`` are wildcards)."""
-    return re.sub(r"([\\*?])", r"\\\1", value)
-
-
-def _parameters(function: Any) -> dict[str, inspect.Parameter]:
-    return dict(inspect.signature(function).parameters)
-
-
 def _takes_any(function: Any) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD
                for p in inspect.signature(function).parameters.values())
@@ -255,29 +180,15 @@ def _node_tags(node: Any) -> dict[str, str]:
 
 def check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
-        if key in RESERVED:
-            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        provider_tags.refuse_reserved(key, where)
         if not key:
             raise PluginError(f"{where}: a tag key may not be empty")
 
 
-def _driver_class(name: str) -> Any:
-    """The libcloud driver class a provider name names, or an error listing the names."""
-    if name not in DRIVERS:
-        close = difflib.get_close_matches(name, list(DRIVERS), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise PluginError(f"Properties.Driver: {name!r} is not a libcloud compute driver"
-                          f"{hint} (known: {', '.join(sorted(DRIVERS))})")
-    try:
-        return get_driver(name)
-    except (AttributeError, ImportError) as exc:
-        raise PluginError(f"Properties.Driver: {name!r}: {exc}") from None
-
-
 def metadata_capable(cls: Any) -> bool:
     """Whether a driver can keep tags itself (see the module's notes on tag styles)."""
-    return ("ex_metadata" in _parameters(cls.create_node) and hasattr(cls, "ex_create_tags")
-            and "ex_filters" in _parameters(cls.list_nodes))
+    return ("ex_metadata" in parameters(cls.create_node) and hasattr(cls, "ex_create_tags")
+            and "ex_filters" in parameters(cls.list_nodes))
 
 
 class Checked(msgspec.Struct, kw_only=True):
@@ -296,7 +207,7 @@ def check_properties(properties: Any) -> Checked:
     for field in ("driver", "size", "image"):
         if not getattr(props, field):
             raise PluginError(f"Properties.{field.capitalize()}: must not be empty")
-    cls = _driver_class(props.driver)
+    cls = driver_class(props.driver)
     capable = metadata_capable(cls)
     style = props.tag_style or ("metadata" if capable else "name")
     if style == "metadata" and not capable:
@@ -311,7 +222,7 @@ def check_properties(properties: Any) -> Checked:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise PluginError(f"Properties.Region: {props.region!r} is not a region of "
                               f"driver {props.driver!r}{hint}")
-    params = _parameters(cls.create_node)
+    params = parameters(cls.create_node)
     taken = dict(PLUGIN_ARGS)
     if style == "metadata":
         taken["ex_metadata"] = "the spec's tags are the node's tags"
@@ -339,152 +250,12 @@ class CloudInstancePlugin:
                  visibility_deadline: float | None = None,
                  retry_seconds: float | None = None) -> None:
         self.name = name
-        self.visibility_deadline = seconds_setting(
-            "INFRAKIT_CLOUD_VISIBILITY_DEADLINE", DEFAULT_VISIBILITY_DEADLINE, visibility_deadline)
-        self.retry_seconds = seconds_setting("INFRAKIT_CLOUD_RETRY_SECONDS",
-                                             DEFAULT_RETRY_SECONDS, retry_seconds)
+        self.visibility_deadline, retry_seconds = provider_waits(
+            "CLOUD", visibility_deadline, retry_seconds)
+        self._drivers = Drivers(retry_seconds)
         self._own_name = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
-        self._ledger = StateFile(state_directory(directory) / "state.json", CloudState)
-        self._lock = self._ledger.lock
-        self._local = threading.local()
-        """Drivers by place, one set per thread: a libcloud connection is not thread-safe."""
-        self._cache_lock = threading.Lock()
-        self._sizes: dict[str, list[Any]] = {}
-        self._images: dict[tuple[str, str], Any] = {}
-
-    # -- drivers -----------------------------------------------------------------------------
-
-    def _driver(self, place: Place) -> Any:
-        """The driver of ``place`` for this thread, made on first use from the environment,
-        so that the plugin starts (and answers with a clear error) without credentials."""
-        drivers: dict[tuple[str, str], Any] = self._local.__dict__.setdefault("drivers", {})
-        where = (place.driver, place.region)
-        if where not in drivers:
-            drivers[where] = self._make_driver(place)
-        return drivers[where]
-
-    def _make_driver(self, place: Place) -> Any:
-        cls = _driver_class(place.driver)
-        init = _parameters(cls.__init__)
-        key = os.environ.get("INFRAKIT_CLOUD_KEY")
-        secret = os.environ.get("INFRAKIT_CLOUD_SECRET")
-        if not key or ("secret" in init and not secret):
-            needed = "$INFRAKIT_CLOUD_KEY and $INFRAKIT_CLOUD_SECRET" if "secret" in init \
-                else "$INFRAKIT_CLOUD_KEY"
-            raise PluginError(f"credentials for driver {place.driver!r} are missing: set "
-                              f"{needed} in the plugin's environment")
-        kwargs: dict[str, Any] = {"key": key}
-        if "secret" in init:
-            kwargs["secret"] = secret
-        token = os.environ.get("INFRAKIT_CLOUD_TOKEN")
-        if token and "token" in init:
-            kwargs["token"] = token
-        kwargs.update(_endpoint())
-        if place.region:
-            kwargs["region"] = place.region
-        kwargs.update(_driver_args(place.driver))
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError, LibcloudError) as exc:
-            raise PluginError(f"driver {place.driver!r} (region {place.region or 'default'}) "
-                              f"cannot be made: {exc} (check $INFRAKIT_CLOUD_DRIVER_ARGS "
-                              "and Properties.Region)") from None
-
-    def _call(self, place: Place, doing: str, function: Callable[..., Any], *args: Any,
-              retry: Callable[[BaseException], bool] = _transient, **kwargs: Any) -> Any:
-        """One driver call, retried while ``retry`` says its faults pass, its errors
-        made plain."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(retry),
-            stop=tenacity.stop_after_delay(self.retry_seconds),
-            wait=tenacity.wait_random_exponential(multiplier=0.1, max=5), reraise=True)
-        with self._errors(place, doing):
-            return retrying(function, *args, **kwargs)
-
-    @contextlib.contextmanager
-    def _errors(self, place: Place, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except InvalidCredsError as exc:
-            raise PluginError(f"{place} {doing}: the credentials in $INFRAKIT_CLOUD_KEY and "
-                              f"$INFRAKIT_CLOUD_SECRET were refused: {exc.value}") from None
-        except BaseHTTPError as exc:
-            message = exc.message or f"HTTP {exc.code}"
-            if _transient(exc):
-                raise PluginError(f"{place} {doing}: {message} (still failing after "
-                                  f"{self.retry_seconds:g} s of retries)") from None
-            field = FIELD_OF_CODE.get(_code(exc).split(".")[0])
-            where = f"Properties.{field}: " if field else ""
-            raise PluginError(f"{where}{place} {doing}: {message}") from None
-        except LibcloudError as exc:
-            raise PluginError(f"{place} {doing}: {exc.value}") from None
-        except requests.exceptions.RequestException as exc:
-            raise PluginError(f"{place} {doing}: the endpoint is unreachable (still failing "
-                              f"after {self.retry_seconds:g} s of retries): {exc}") from None
-
-    # -- sizes and images --------------------------------------------------------------------
-
-    def _size(self, place: Place, wanted: str) -> Any:
-        with self._cache_lock:
-            sizes = self._sizes.get(place.key)
-        if sizes is None:
-            driver = self._driver(place)
-            sizes = list(self._call(place, "listing sizes", driver.list_sizes))
-            with self._cache_lock:
-                self._sizes[place.key] = sizes
-        for size in sizes:
-            if size.id == wanted:
-                return size
-        named = [s for s in sizes if s.name == wanted]
-        if len(named) == 1:
-            return named[0]
-        close = difflib.get_close_matches(wanted, [s.id for s in sizes], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise PluginError(f"Properties.Size: {place} has no size {wanted!r}{hint}")
-
-    def _image(self, place: Place, wanted: str) -> Any:
-        """The image ``wanted`` names, by ID, else by name (EC2-family drivers filter on the
-        name; others list their images)."""
-        cache = (f"{place.driver}/{place.region}", wanted)
-        with self._cache_lock:
-            if cache in self._images:
-                return self._images[cache]
-        driver = self._driver(place)
-        try:
-            image = self._call(place, f"looking up image {wanted!r}",
-                               self._get_image, driver, wanted)
-        except _Absent:
-            image = self._image_named(place, driver, wanted)
-        with self._cache_lock:
-            self._images[cache] = image
-        return image
-
-    @staticmethod
-    def _get_image(driver: Any, wanted: str) -> Any:
-        try:
-            return driver.get_image(wanted)
-        except NotImplementedError:
-            raise _Absent() from None
-        except Exception as exc:
-            if _not_found(exc):
-                raise _Absent() from None
-            raise
-
-    def _image_named(self, place: Place, driver: Any, wanted: str) -> Any:
-        if "ex_filters" in _parameters(driver.list_images):
-            images = self._call(place, f"looking up image {wanted!r}", driver.list_images,
-                                ex_filters={"name": wanted})
-        else:
-            images = [i for i in self._call(place, "listing images", driver.list_images)
-                      if wanted in (i.id, i.name)]
-        if len(images) == 1:
-            return images[0]
-        if images:
-            raise PluginError(f"Properties.Image: {len(images)} images of {place} are named "
-                              f"{wanted!r} ({', '.join(sorted(i.id for i in images))}); "
-                              "name one by its ID")
-        raise PluginError(f"Properties.Image: {place} has no image {wanted!r} (by ID or "
-                          "name)")
+        self._state = VisibilityFile(state_directory(directory) / "state.json", CloudState)
+        self._lock = self._state.lock
 
     # -- Instance/0.5.0 ----------------------------------------------------------------------
 
@@ -492,30 +263,24 @@ class CloudInstancePlugin:
         """The properties' shape and names, then whether the provider has the size and the
         image."""
         checked = check_properties(properties)
-        self._size(checked.place, checked.props.size)
-        self._image(checked.place, checked.props.image)
+        self._drivers.size(checked.place, checked.props.size)
+        self._drivers.image(checked.place, checked.props.image)
 
     def provision(self, spec: Spec) -> str:
         checked = check_properties(spec.properties)
         props, place = checked.props, checked.place
-        tags = dict(spec.tags or {})
-        check_tags(tags, "Spec.Tags")
-        if spec.attachments:
-            raise PluginError("Spec.Attachments: the cloud plugin attaches nothing; use "
-                              "the driver's arguments in Properties.Extra")
+        tags = provider_tags.from_spec(spec, check_tags, "cloud",
+                                       "the driver's arguments in Properties.Extra")
         if spec.init and checked.user_data_arg is None:
             raise PluginError(f"Spec.Init: driver {props.driver!r} takes no user data, so "
                               "it cannot run an Init; leave Init empty")
-        driver = self._driver(place)
-        size = self._size(place, props.size)
-        image = self._image(place, props.image)
+        driver = self._drivers.driver(place)
+        size = self._drivers.size(place, props.size)
+        image = self._drivers.image(place, props.image)
         name = f"{self.name}-{secrets.token_hex(6)}"
         kwargs: dict[str, Any] = {**props.extra, "name": name, "size": size, "image": image}
         if place.tag_style == "metadata":
-            metadata = {**tags, OWNER: self.name}
-            if spec.logical_id is not None:
-                metadata[LOGICAL_ID] = spec.logical_id
-            kwargs["ex_metadata"] = metadata
+            kwargs["ex_metadata"] = provider_tags.launch_tags(tags, self.name, spec.logical_id)
         if spec.init and checked.user_data_arg:
             kwargs[checked.user_data_arg] = spec.init
         if checked.takes_token:
@@ -528,12 +293,12 @@ class CloudInstancePlugin:
                 state.named[name] = Named(tags=tags, logical_id=spec.logical_id, since=now)
             return True
 
-        self._ledger.update(before)
+        self._state.update(before)
         try:
-            node = self._call(place, "creating a node", self._create, driver, kwargs,
-                              retry=_transient if checked.takes_token else _throttled)
+            node = self._drivers.call(place, "creating a node", self._create, driver, kwargs,
+                                      passes=transient if checked.takes_token else throttled)
         except PluginError:
-            self._ledger.update(lambda state, now: state.named.pop(name, None) is not None)
+            self._state.update(lambda state, now: state.named.pop(name, None) is not None)
             raise
         record = Launched(place=place.key, name=name, tags=tags, logical_id=spec.logical_id,
                           until=now + self.visibility_deadline)
@@ -542,7 +307,7 @@ class CloudInstancePlugin:
             state.launched[node.id] = record
             return True
 
-        self._ledger.update(add)
+        self._state.update(add)
         return str(node.id)
 
     @staticmethod
@@ -557,8 +322,8 @@ class CloudInstancePlugin:
     def _owns(self, place: Place, node: Any) -> bool:
         tags = _node_tags(node)
         if place.tag_style == "metadata":
-            return tags.get(OWNER) == self.name
-        return bool(self._own_name.fullmatch(node.name or "")) and OWNER not in tags
+            return tags.get(provider_tags.OWNER) == self.name
+        return bool(self._own_name.fullmatch(node.name or "")) and provider_tags.OWNER not in tags
 
     def _find(self, instance: str, doing: str) -> tuple[Place, Any]:
         """The place and node of one of the plugin's instances, or an error saying why it
@@ -566,12 +331,13 @@ class CloudInstancePlugin:
         if not _NODE_ID.fullmatch(instance):
             raise NotFoundError(f"Instance: {instance!r} is not a node ID")
         with self._lock:
-            record = self._ledger.state.launched.get(instance)
-            places = list(self._ledger.state.places.values())
-            made_in = self._ledger.state.places[record.place] if record is not None else None
+            record = self._state.state.launched.get(instance)
+            places = list(self._state.state.places.values())
+            made_in = self._state.state.places[record.place] if record is not None else None
         if record is not None and made_in is not None:  # made here, perhaps not listed yet
             return made_in, Node(id=instance, name=record.name, state=NodeState.PENDING,
-                                 public_ips=[], private_ips=[], driver=self._driver(made_in))
+                                 public_ips=[], private_ips=[],
+                                 driver=self._drivers.driver(made_in))
         others = False
         for place in places:
             for node in self._lookup(place, instance):
@@ -586,14 +352,14 @@ class CloudInstancePlugin:
                             f"nodes ({where}); cannot {doing} it")
 
     def _lookup(self, place: Place, instance: str) -> list[Any]:
-        driver = self._driver(place)
-        if "ex_node_ids" not in _parameters(driver.list_nodes):
-            nodes = self._call(place, "listing nodes", driver.list_nodes)
+        driver = self._drivers.driver(place)
+        if "ex_node_ids" not in parameters(driver.list_nodes):
+            nodes = self._drivers.call(place, "listing nodes", driver.list_nodes)
             return [n for n in nodes if n.id == instance]
         try:
-            return list(self._call(place, f"looking up node {instance!r}", self._by_id,
-                                   driver, instance))
-        except _Absent:
+            return list(self._drivers.call(place, f"looking up node {instance!r}",
+                                           self._by_id, driver, instance))
+        except Absent:
             return []
 
     @staticmethod
@@ -601,8 +367,8 @@ class CloudInstancePlugin:
         try:
             return driver.list_nodes(ex_node_ids=[instance])
         except BaseHTTPError as exc:
-            if _not_found(exc):
-                raise _Absent() from None
+            if not_found(exc):
+                raise Absent() from None
             raise
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
@@ -611,9 +377,9 @@ class CloudInstancePlugin:
         if not labels:
             return
         if place.tag_style == "metadata":
-            driver = self._driver(place)
-            self._call(place, f"tagging node {instance!r}", driver.ex_create_tags, node,
-                       labels, retry=self._retry_for(instance))
+            driver = self._drivers.driver(place)
+            self._drivers.call(place, f"tagging node {instance!r}", driver.ex_create_tags,
+                               node, labels, passes=self._retry_for(instance))
 
         def relabel(state: CloudState, now: float) -> bool:
             record = state.launched.get(instance)
@@ -624,20 +390,20 @@ class CloudInstancePlugin:
                 named.tags = {**named.tags, **labels}
             return True
 
-        self._ledger.update(relabel)
+        self._state.update(relabel)
 
     def _retry_for(self, instance: str) -> Callable[[BaseException], bool]:
         """What to retry in a call on ``instance``: transient faults, and "no such node"
         too while the node is one this plugin made that the provider does not list yet."""
         with self._lock:
-            fresh = instance in self._ledger.state.launched
-        return _transient_or_unknown if fresh else _transient
+            fresh = instance in self._state.state.launched
+        return transient_or_unknown if fresh else transient
 
     def destroy(self, instance: str) -> None:
         place, node = self._find(instance, "destroy")
-        driver = self._driver(place)
-        if not self._call(place, f"destroying node {instance!r}", driver.destroy_node, node,
-                          retry=self._retry_for(instance)):
+        driver = self._drivers.driver(place)
+        if not self._drivers.call(place, f"destroying node {instance!r}", driver.destroy_node,
+                                  node, passes=self._retry_for(instance)):
             raise PluginError(f"{place}: the provider did not destroy node {instance!r}")
 
         def forget(state: CloudState, now: float) -> bool:
@@ -646,72 +412,63 @@ class CloudInstancePlugin:
             state.terminated[instance] = now + self.visibility_deadline
             return True
 
-        self._ledger.update(forget)
+        self._state.update(forget)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """The plugin's live nodes that carry every tag, in every place it has made nodes;
         nodes made and not listed yet are added, nodes destroyed and still listed left
         out."""
         with self._lock:
-            by_key = dict(self._ledger.state.places)
-            launched = dict(self._ledger.state.launched)
-            terminated = set(self._ledger.state.terminated)
-            named = dict(self._ledger.state.named)
-        wanted = tags.items()
-        found: dict[str, Description] = {}
-        seen: set[str] = set()
+            places = list(self._state.state.places.values())
+            named = dict(self._state.state.named)
+        listed: dict[str, Description | None] = {}
         present: set[str] = set()
         """Names of the ``name``-style nodes that still exist."""
-        for place in by_key.values():
+        for place in places:
             for node, own, logical_id in self._listed(place, tags, named):
-                seen.add(node.id)
+                listed.setdefault(node.id, None)
                 if place.tag_style == "name" and node.state != NodeState.TERMINATED:
                     present.add(node.name)
-                if node.id in terminated or node.state not in LIVE \
-                        or not wanted <= own.items():
+                if node.state not in LIVE:
                     continue
                 desc = Description(id=node.id, logical_id=logical_id, tags=own)
                 if properties:
                     desc.properties = _facts(place, node)
-                found[node.id] = desc
-        now = time.time()
-        for iid, record in launched.items():
-            if iid in seen or record.until <= now or not wanted <= record.tags.items():
-                continue
-            desc = Description(id=iid, logical_id=record.logical_id, tags=record.tags)
-            if properties:
-                place = by_key[record.place]
-                desc.properties = {"Name": record.name, "State": "launched",
-                                   "Driver": place.driver, "Region": place.region,
-                                   "TagStyle": place.tag_style}
-            found[iid] = desc
+                listed[node.id] = desc
 
         def tidy(state: CloudState, now: float) -> bool:
-            shown = seen & state.launched.keys()
-            for iid in shown:
-                del state.launched[iid]
             making = {r.name for r in state.launched.values()}
             stale = [n for n, r in state.named.items() if n not in present
                      and n not in making and r.since + self.visibility_deadline <= now]
             for name in stale:
                 del state.named[name]
-            return bool(shown or stale)
+            return bool(stale)
 
-        self._ledger.update(tidy)
-        return list(found.values())
+        return self._state.describe(listed, tags,
+                                    self._launched_facts if properties else None, tidy=tidy)
+
+    def _launched_facts(self, instance: str, record: Launched) -> dict[str, Any]:
+        """What a description with properties tells of a node not listed yet."""
+        with self._lock:
+            place = self._state.state.places[record.place]
+        return {"Name": record.name, "State": "launched", "Driver": place.driver,
+                "Region": place.region, "TagStyle": place.tag_style}
 
     def _listed(self, place: Place, tags: dict[str, str],
                 named: dict[str, Named]) -> Iterator[tuple[Any, dict[str, str], str | None]]:
         """The plugin's nodes in ``place``, with their tags and logical IDs: filtered by
         the provider in the ``metadata`` style, by the plugin in the ``name`` style."""
-        driver = self._driver(place)
+        driver = self._drivers.driver(place)
         if place.tag_style == "metadata":
-            filters: dict[str, Any] = {f"tag:{OWNER}": _escape(self.name),
+            owner = provider_tags.filter_literal(self.name)
+            filters: dict[str, Any] = {f"tag:{provider_tags.OWNER}": owner,
                                        "instance-state-name": EC2_LIVE}
-            filters.update({f"tag:{k}": _escape(v) for k, v in tags.items()})
-            nodes = self._call(place, "listing nodes", driver.list_nodes, ex_filters=filters)
+            filters.update({f"tag:{k}": provider_tags.filter_literal(v)
+                            for k, v in tags.items()})
+            nodes = self._drivers.call(place, "listing nodes", driver.list_nodes,
+                                       ex_filters=filters)
         else:
-            nodes = self._call(place, "listing nodes", driver.list_nodes)
+            nodes = self._drivers.call(place, "listing nodes", driver.list_nodes)
         for node in nodes:
             if not self._owns(place, node):
                 continue
@@ -721,13 +478,9 @@ class CloudInstancePlugin:
                        record.logical_id if record else None)
                 continue
             all_tags = _node_tags(node)
-            own = {k: v for k, v in all_tags.items() if k not in RESERVED
-                   and not (k == NAME_TAG and v == node.name)}
-            yield node, own, all_tags.get(LOGICAL_ID)
-
-
-class _Absent(Exception):
-    """Nothing has the ID looked up (never retried, never shown)."""
+            own = {k: v for k, v in provider_tags.without_reserved(all_tags).items()
+                   if not (k == NAME_TAG and v == node.name)}
+            yield node, own, all_tags.get(provider_tags.LOGICAL_ID)
 
 
 def _facts(place: Place, node: Any) -> dict[str, Any]:
@@ -739,37 +492,3 @@ def _facts(place: Place, node: Any) -> dict[str, Any]:
              "PrivateIPs": list(node.private_ips or []),
              "CreatedAt": created.isoformat() if created is not None else None}
     return {k: v for k, v in facts.items() if v is not None}
-
-
-def _endpoint() -> dict[str, Any]:
-    """The driver arguments ``$INFRAKIT_CLOUD_ENDPOINT`` stands for (none if unset)."""
-    raw = os.environ.get("INFRAKIT_CLOUD_ENDPOINT")
-    if not raw:
-        return {}
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PluginError(f"$INFRAKIT_CLOUD_ENDPOINT: {raw!r} is not an http or https URL")
-    try:
-        port = parts.port
-    except ValueError:
-        raise PluginError(f"$INFRAKIT_CLOUD_ENDPOINT: {raw!r} has a bad port") from None
-    endpoint: dict[str, Any] = {"secure": parts.scheme == "https", "host": parts.hostname}
-    if port is not None:
-        endpoint["port"] = port
-    return endpoint
-
-
-def _driver_args(driver: str) -> dict[str, Any]:
-    """The constructor arguments ``$INFRAKIT_CLOUD_DRIVER_ARGS`` gives ``driver``."""
-    raw = os.environ.get("INFRAKIT_CLOUD_DRIVER_ARGS")
-    if not raw:
-        return {}
-    try:
-        table = json.loads(raw)
-    except ValueError as exc:
-        raise PluginError(f"$INFRAKIT_CLOUD_DRIVER_ARGS: not JSON: {exc}") from None
-    args = table.get(driver, {}) if isinstance(table, dict) else None
-    if not isinstance(args, dict):
-        raise PluginError("$INFRAKIT_CLOUD_DRIVER_ARGS: expected an object of objects by "
-                          'driver name, e.g. {"ec2": {"signature_version": "4"}}')
-    return args

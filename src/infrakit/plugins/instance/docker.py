@@ -61,16 +61,11 @@ import docker.errors
 import docker.types
 import msgspec
 
-from infrakit.atomicfile import remove_stale_temps, write_atomic
-from infrakit.plugins.instance.state import state_directory
+from infrakit.plugins.instance import provider_tags
+from infrakit.plugins.instance.state import StateFile, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
-
-OWNER = "infrakit.plugin"
-"""The label that marks a container as made by the plugin named in its value."""
-LOGICAL_ID = "infrakit.logical_id"
-RESERVED = frozenset({OWNER, LOGICAL_ID})
 
 LIVE = frozenset({"running", "paused", "restarting"})
 """Container states that count as an instance."""
@@ -166,10 +161,24 @@ def pinned(image: str) -> bool:
     return bool(name) and "/" not in tag and tag != "latest"
 
 
+def _host_config(api: Any, props: DockerProperties) -> Any:
+    """The engine's settings of a container of ``props`` that are the host's business:
+    network, mounts, limits, restart policy."""
+    return api.create_host_config(
+        network_mode=props.network_mode or None,
+        mounts=[docker.types.Mount(m.target, m.source or None, type=m.type,
+                                   read_only=m.read_only) for m in props.mounts or []],
+        mem_limit=props.memory,
+        nano_cpus=round(props.cpus * 1e9) if props.cpus is not None else None,
+        pids_limit=props.pids_limit,
+        restart_policy=(msgspec.to_builtins(props.restart_policy)
+                        if props.restart_policy is not None else None),
+    )
+
+
 def _check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
-        if key in RESERVED:
-            raise PluginError(f"{where}: {key!r} is reserved for the plugin's own use")
+        provider_tags.refuse_reserved(key, where)
         if not key or "=" in key:
             raise PluginError(f"{where}: {key!r} is not a label key (empty, or has '=')")
 
@@ -184,9 +193,8 @@ class DockerInstancePlugin:
         self.name = name
         self.engine = os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
         self._id = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
-        self._state_path = state_directory(directory) / "labels.json"
-        self._lock = threading.Lock()
-        self._labels = self._load_labels()
+        self._state = StateFile(state_directory(directory) / "labels.json", LabelState)
+        self._lock = self._state.lock
         self._starting: set[str] = set()
         """Instances between create and start: a describe must not take them for debris."""
         self._facts: dict[str, dict[str, Any]] = {}
@@ -242,30 +250,11 @@ class DockerInstancePlugin:
                 f"{self._local_tags()}")
         return props
 
-    # -- the state file ----------------------------------------------------------------------
-
-    def _load_labels(self) -> dict[str, dict[str, str]]:
-        remove_stale_temps(self._state_path.parent)
-        try:
-            data = self._state_path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        try:
-            return msgspec.json.decode(data, type=LabelState).labels
-        except msgspec.DecodeError as exc:
-            raise PluginError(f"state file {str(self._state_path)!r} is unreadable: {exc}")\
-                from None
-
-    def _save_labels(self) -> None:
-        """Write the state file (under the lock)."""
-        write_atomic(self._state_path, msgspec.json.encode(LabelState(labels=self._labels)))
-
     def _forget(self, instance: str, container_id: str) -> None:
         """Drop what the plugin kept about a container it removed."""
         with self._lock:
             self._facts.pop(container_id, None)
-            if self._labels.pop(instance, None) is not None:
-                self._save_labels()
+        self._state.update(lambda state, now: state.labels.pop(instance, None) is not None)
 
     # -- Instance/0.5.0 ----------------------------------------------------------------------
 
@@ -279,26 +268,11 @@ class DockerInstancePlugin:
 
     def provision(self, spec: Spec) -> str:
         props = self._properties(spec.properties)
-        tags = dict(spec.tags or {})
-        _check_tags(tags, "Spec.Tags")
-        if spec.attachments:
-            raise PluginError("Spec.Attachments: the docker plugin attaches nothing; use "
-                              "Properties.Mounts")
-        labels = {**tags, OWNER: self.name}
-        if spec.logical_id is not None:
-            labels[LOGICAL_ID] = spec.logical_id
+        tags = provider_tags.from_spec(spec, _check_tags, "docker", "Properties.Mounts")
+        labels = provider_tags.launch_tags(tags, self.name, spec.logical_id)
         api = self._api()
         with self._engine("preparing the container's settings"):
-            host_config = api.create_host_config(
-                network_mode=props.network_mode or None,
-                mounts=[docker.types.Mount(m.target, m.source or None, type=m.type,
-                                           read_only=m.read_only) for m in props.mounts or []],
-                mem_limit=props.memory,
-                nano_cpus=round(props.cpus * 1e9) if props.cpus is not None else None,
-                pids_limit=props.pids_limit,
-                restart_policy=(msgspec.to_builtins(props.restart_policy)
-                                if props.restart_policy is not None else None),
-            )
+            host_config = _host_config(api, props)
         entrypoint = (["/bin/sh", "-c", f'{spec.init}\nexec "$@"', "infrakit-init"]
                       if spec.init else None)
         instance = f"{self.name}-{secrets.token_hex(6)}"
@@ -336,9 +310,10 @@ class DockerInstancePlugin:
             except docker.errors.NotFound:
                 raise NotFoundError(f"Instance: no container {instance!r} on the Docker "
                                     f"engine at {self.engine}") from None
-        if (info["Config"].get("Labels") or {}).get(OWNER) != self.name:
+        if (info["Config"].get("Labels") or {}).get(provider_tags.OWNER) != self.name:
             raise NotFoundError(f"Instance: container {instance!r} was not made by plugin "
-                                f"{self.name} (it lacks the label {OWNER}={self.name})")
+                                f"{self.name} (it lacks the label "
+                                f"{provider_tags.OWNER}={self.name})")
         return info
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
@@ -346,12 +321,15 @@ class DockerInstancePlugin:
         self._owned(instance)
         with self._engine("listing containers"):
             present = {self._instance_of(c) for c in self._api().containers(
-                all=True, filters={"label": f"{OWNER}={self.name}"})}
-        with self._lock:
-            kept = {i: ls for i, ls in self._labels.items() if i in present}
+                all=True, filters={"label": f"{provider_tags.OWNER}={self.name}"})}
+
+        def relabel(state: LabelState, now: float) -> bool:
+            kept = {i: ls for i, ls in state.labels.items() if i in present}
             kept[instance] = {**kept.get(instance, {}), **labels}
-            self._labels = kept  # entries of containers removed behind our back go too
-            self._save_labels()
+            state.labels = kept  # entries of containers removed behind our back go too
+            return True
+
+        self._state.update(relabel)
 
     def destroy(self, instance: str) -> None:
         info = self._owned(instance)
@@ -370,9 +348,9 @@ class DockerInstancePlugin:
         tags that no Instance.Label has set, the plugin on the others; containers found
         stopped are removed on the way."""
         with self._lock:
-            overrides = {i: dict(ls) for i, ls in self._labels.items()}
+            overrides = {i: dict(ls) for i, ls in self._state.state.labels.items()}
         relabelled = {k for ls in overrides.values() for k in ls}
-        on_engine = [f"{OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
+        on_engine = [f"{provider_tags.OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
                                                 if k not in relabelled and "=" not in k]
         with self._engine("listing containers"):
             listed = self._api().containers(all=True, filters={"label": on_engine})
@@ -391,11 +369,12 @@ class DockerInstancePlugin:
             if state not in LIVE:
                 continue
             labels = c.get("Labels") or {}
-            merged = {k: v for k, v in labels.items() if k not in RESERVED}
+            merged = provider_tags.without_reserved(labels)
             merged.update(overrides.get(instance, {}))
             if not wanted <= merged.items():
                 continue
-            desc = Description(id=instance, logical_id=labels.get(LOGICAL_ID), tags=merged)
+            desc = Description(id=instance, logical_id=labels.get(provider_tags.LOGICAL_ID),
+                               tags=merged)
             if properties:
                 desc.properties = {"ContainerID": c["Id"], "Image": c["Image"],
                                    "ImageID": c["ImageID"], "State": state,

@@ -1,14 +1,17 @@
-"""What the instance plugins that keep their own records share: a private state directory,
-one JSON record per instance in it, and instance IDs that are never reused."""
+"""Where an instance plugin keeps its state: a private directory, and in it either one
+state file for the whole plugin or one JSON record per instance with instance IDs that are
+never reused. Every write is atomic, so a plugin killed at any point restarts on whole
+files."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -31,6 +34,37 @@ def state_directory(directory: Path) -> Path:
             f"instance directory {str(directory)!r} is not writable: {exc.strerror}"
         ) from None
     return directory
+
+
+S = TypeVar("S")
+
+
+class StateFile(Generic[S]):
+    """A plugin's state of type ``kind`` (a msgspec struct whose fields all have defaults),
+    loaded from ``path`` and rewritten whole after each change; read it under
+    :attr:`lock`, change it with :meth:`update`."""
+
+    def __init__(self, path: Path, kind: type[S]) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        remove_stale_temps(path.parent)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.state = kind()
+            return
+        try:
+            self.state = msgspec.json.decode(data, type=kind)
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            raise PluginError(f"state file {str(path)!r} is unreadable: {exc}") from None
+
+    def update(self, change: Callable[[S, float], bool]) -> None:
+        """Apply ``change`` under the lock, given the time; save if it says it changed
+        anything."""
+        now = time.time()
+        with self.lock:
+            if change(self.state, now):
+                write_atomic(self.path, msgspec.json.encode(self.state))
 
 
 def id_pattern(prefix: str) -> re.Pattern[str]:
