@@ -18,17 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from infrakit.rpc import eventloop
 from infrakit.rpc.dispatch import DEFAULT_WORKERS, HANDSHAKE_METHODS, Dispatcher, Plugins
 from infrakit.rpc.http import HTTPServer, Limits
 from infrakit.rpc.lifecycle import SocketClaim
 from infrakit.rpc.paths import plugin_dir
-from infrakit.spi.flavor import FLAVOR
-from infrakit.spi.group import GROUP
-from infrakit.spi.instance import INSTANCE
-from infrakit.spi.methods import Interface
 
 if TYPE_CHECKING:
     from infrakit.rpc.tcp import TcpListener
+    from infrakit.spi.methods import Interface
 
 log = logging.getLogger("infrakit.rpc")
 
@@ -37,8 +35,21 @@ DEFAULT_GRACE = 10.0
 
 def _served(instance: Plugins | None, flavor: Plugins | None,
             group: Plugins | None) -> dict[Interface, Plugins]:
-    served = {iface: p for iface, p in ((INSTANCE, instance), (FLAVOR, flavor), (GROUP, group))
-              if p is not None}
+    """The interface of each kind of plugin given; only those interfaces are imported, so
+    that an instance plugin's process does not hold the flavor and group wire types."""
+    served: dict[Interface, Plugins] = {}
+    if instance is not None:
+        from infrakit.spi.instance import INSTANCE
+
+        served[INSTANCE] = instance
+    if flavor is not None:
+        from infrakit.spi.flavor import FLAVOR
+
+        served[FLAVOR] = flavor
+    if group is not None:
+        from infrakit.spi.group import GROUP
+
+        served[GROUP] = group
     if not served:
         raise ValueError("serve() needs at least one of instance=, flavor= or group=")
     return served
@@ -84,6 +95,7 @@ class PluginServer:
         listening = None
         try:
             if tcp is not None:  # refused before anything starts, if it cannot be had
+                eventloop.require_tls("a TCP listener")
                 tls, listening = tcp.server_context(), tcp.bind()
             await _hook(dispatcher.objects, "start")
             await servers[0].start(claim.bind())
@@ -160,11 +172,6 @@ def serve(
     in-flight calls may take to finish after SIGINT or SIGTERM. ``tcp`` serves the same
     objects on a TCP port too, with TLS and a bearer token.
     """
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        run = asyncio.run
-    else:
-        run = uvloop.run
-    run(serve_async(name, instance=instance, flavor=flavor, group=group, directory=directory,
-                    limits=limits, workers=workers, grace=grace, tcp=tcp))
+    eventloop.run(serve_async(name, instance=instance, flavor=flavor, group=group,
+                              directory=directory, limits=limits, workers=workers, grace=grace,
+                              tcp=tcp))
