@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hmac
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httptools
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("infrakit.rpc.http")
 
@@ -159,7 +160,7 @@ class _Connection(asyncio.Protocol):
         method = self._parser.get_method()
         path = self._url.split(b"?", 1)[0]
         token = self._server.token
-        if token is not None and not hmac.compare_digest(self._auth, token):
+        if token is not None and not _same(self._auth, token):
             # nothing else is said to a caller without the token, not even what is served
             self._early = _plain(401, "unauthorized", "WWW-Authenticate: Bearer\r\n")
         elif path == b"/info/api.json":
@@ -274,6 +275,15 @@ class _Connection(asyncio.Protocol):
 _MAX_PIPELINED = 16
 _MAX_DISCARD = 64 * 1024 * 1024
 """After a 413, at most this much more is read and dropped before the connection closes."""
+
+
+def _same(given: bytes, token: bytes) -> bool:
+    """Compare a bearer token in constant time. :mod:`hmac` is imported here, by the only
+    server that has a token, so that a plugin serving only its UNIX socket does not load
+    OpenSSL."""
+    import hmac
+
+    return hmac.compare_digest(given, token)
 
 
 class _Refused(Exception):

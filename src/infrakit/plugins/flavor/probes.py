@@ -5,18 +5,27 @@ Templates use the reference's notation for fields: ``{{ .ID }}``, ``{{ .LogicalI
 ``{{ .Tags.name }}``, ``{{ .Properties.port }}`` (dotted paths into the properties). A probe
 whose template cannot be filled answers "unknown": a probe that cannot run must never get
 a member destroyed.
+
+A probe loads what it needs when a probe of its kind first runs: an HTTP probe is a GET
+through :mod:`urllib.request` in a thread of its own (with TLS for ``https``), so that a
+flavor with no HTTP probe carries neither an HTTP client nor OpenSSL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
 from infrakit.spi.errors import PluginError
 from infrakit.spi.types import Description, Health, Wire
+
+PROBES_AT_ONCE = 64
+"""How many probes a flavor runs at a time; HTTP probes have as many threads."""
 
 _FIELD = re.compile(r"\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 
@@ -93,7 +102,26 @@ async def _run(spec: ProbeSpec, target: str) -> bool:
         _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
         writer.close()
         return True
-    import aiohttp
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_http_threads(), _http_ok, target, spec.timeout)
 
-    async with aiohttp.ClientSession() as session, session.get(target) as resp:
-        return 200 <= resp.status < 300
+
+@functools.cache
+def _http_threads() -> ThreadPoolExecutor:
+    """The threads HTTP probes run in, made on first use: one per probe that may run at
+    once, so that no probe waits for a thread while its deadline runs."""
+    return ThreadPoolExecutor(PROBES_AT_ONCE, thread_name_prefix="probe")
+
+
+def _http_ok(url: str, timeout: float) -> bool:
+    """Whether a GET of ``url`` answers 2xx, after redirects; an answer that is not HTTP
+    counts as a failure. No proxy: a probe reaches the member itself."""
+    import http.client
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return 200 <= int(resp.status) < 300
+    except http.client.HTTPException:
+        return False

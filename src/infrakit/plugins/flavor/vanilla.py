@@ -9,12 +9,10 @@ from typing import Any
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.flavor.probes import ProbeSpec, probe
+from infrakit.plugins.flavor.probes import PROBES_AT_ONCE, ProbeSpec, probe
 from infrakit.spi.methods import nonblocking
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Attachment, Description, Health, Index, Spec
-
-PROBES_AT_ONCE = 64
 
 
 class VanillaProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=True):
