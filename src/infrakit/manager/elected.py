@@ -88,7 +88,7 @@ class ElectedGroup:
             self._lost.clear()
             if self._stopping.is_set():  # stopped while the campaign was being won
                 self._lost.set()
-            self.store.fence_on(self.election.key, self.election.term)
+            self.store.client.fence_on(self.election.key, self.election.term)
             plugin = GroupPlugin(self.store, poll=self.poll, fence=self.election.fence)
             try:
                 await plugin.start()

@@ -92,10 +92,10 @@ def current_leader(settings: Settings) -> LeaderInfo | None:
     if settings.store == "sqlite":
         return LockLeadership(infrakit_home() / "manager").leader()
     from infrakit.manager.etcd_leader import EtcdLeadership
-    from infrakit.store.etcd import EtcdStore
+    from infrakit.store.etcd_client import EtcdClient
 
-    store = EtcdStore(list(settings.endpoints), prefix=settings.prefix)
-    return EtcdLeadership(store, settings.lease_ttl).leader()
+    client = EtcdClient(settings.endpoints)
+    return EtcdLeadership(client, settings.prefix, settings.lease_ttl).leader()
 
 
 def build_manager(settings: Settings, name: str) -> dict[str, Any]:
@@ -122,11 +122,11 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.store.etcd import EtcdStore
+    from infrakit.store.etcd_client import EtcdClient
 
-    endpoints = list(settings.endpoints)
-    store = EtcdStore(endpoints, prefix=settings.prefix)
-    # the lease's own connection answers within a quarter of the TTL, or counts as failed
-    votes = EtcdStore(endpoints, prefix=settings.prefix, timeout=settings.lease_ttl / 4)
-    election = EtcdLeadership(votes, settings.lease_ttl)
-    me = LeaderInfo.me(f"etcd:{','.join(endpoints)}", address, url)
+    store = EtcdStore(EtcdClient(settings.endpoints), prefix=settings.prefix)
+    # the lease's own client answers within a quarter of the TTL, or counts as failed
+    votes = EtcdClient(settings.endpoints, timeout=settings.lease_ttl / 4)
+    election = EtcdLeadership(votes, settings.prefix, settings.lease_ttl)
+    me = LeaderInfo.me(f"etcd:{','.join(settings.endpoints)}", address, url)
     return {"group": ElectedGroup(store, election, poll, me, settings.remote), "tcp": tcp}
