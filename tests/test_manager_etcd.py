@@ -219,7 +219,7 @@ def test_a_lease_that_expired_while_etcd_was_away_does_not_stop_the_next_campaig
     import threading
 
     from infrakit.manager.etcd_leader import EtcdLeadership
-    from infrakit.manager.leader import LeaderInfo
+    from infrakit.manager.leader_info import LeaderInfo
     from infrakit.store.etcd_client import EtcdClient
 
     client = EtcdClient([etcd_url])

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from infrakit.manager.etcd_leader import EtcdLeadership
-from infrakit.manager.leader import LeaderInfo
+from infrakit.manager.leader_info import LeaderInfo
 from infrakit.plugins.group.plugin import GroupPlugin
 from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, Remote
 from infrakit.rpc.jsonrpc import RPCError

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from infrakit.manager.leader import LeaderInfo
+from infrakit.manager.leader_info import LeaderInfo
 from infrakit.spi.errors import PluginError
 from infrakit.store.etcd_client import EtcdClient, b64, created_at
 
@@ -30,6 +30,9 @@ log = logging.getLogger("infrakit.manager")
 
 
 class EtcdLeadership:
+    """A :class:`~infrakit.manager.leadership.Leadership` whose term can end while the
+    manager runs: it also says when (``on_lost``), and resigns."""
+
     def __init__(self, client: EtcdClient, prefix: str, ttl: int,
                  on_lost: Callable[[], None] = lambda: None) -> None:
         """``client`` should answer within a quarter of ``ttl`` (its timeout), so that a
