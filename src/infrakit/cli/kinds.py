@@ -1,6 +1,8 @@
 """The plugin kinds ``infrakit plugin start`` knows, and how to build each.
 
-Factories import their implementation lazily so that listing kinds costs nothing.
+It sits in the CLI layer because a kind may be built of any layer below: the manager
+builds on the store and the group plugin. Factories import their implementation lazily so
+that listing kinds costs nothing.
 """
 
 from __future__ import annotations
