@@ -106,7 +106,9 @@ KINDS: dict[str, Kind] = {
                            "endpoint $INFRAKIT_CLOUD_ENDPOINT; state in "
                            "$INFRAKIT_HOME/instance-cloud/NAME", _cloud),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
-    "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
+    "flavor-vanilla": Kind("init script, tags and attachments; members are healthy unless "
+                           "its optional Properties.Health probe (TCP, HTTP or Command) "
+                           "says otherwise", _vanilla),
 }
 
 
