@@ -7,12 +7,12 @@ that listing kinds costs nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from infrakit.rpc.paths import infrakit_home
+from infrakit.settings import GROUP_POLL, MANAGER
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,10 @@ def _combo(name: str) -> dict[str, Any]:
 
 
 def _group(name: str) -> dict[str, Any]:
-    from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
+    from infrakit.plugins.group.plugin import GroupPlugin
     from infrakit.store.sqlite import SQLiteStore
 
-    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    poll = GROUP_POLL.read()
     store = SQLiteStore(infrakit_home() / "group" / name / "groups.db")
     return {"group": GroupPlugin(store, poll=poll)}
 
@@ -83,14 +83,16 @@ def _manager(name: str) -> dict[str, Any]:
     return build_manager(Settings.from_env(), name)
 
 
+_POLL = f"poll: ${GROUP_POLL.env} seconds, default {GROUP_POLL.default}"
+
 KINDS: dict[str, Kind] = {
     "group": Kind("the group controller: keeps committed groups converged; specs in "
-                  "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
+                  f"$INFRAKIT_HOME/group/NAME ({_POLL})", _group),
     "manager": Kind("the group controller, served as 'group', acting while it leads; on "
                     "etcd followers forward to the leader, which another replaces when it "
-                    "dies ("
-                    "$INFRAKIT_MANAGER_STORE sqlite or etcd, $INFRAKIT_ETCD_ENDPOINTS, "
-                    "$INFRAKIT_LEASE_TTL)", _manager, default_name="group"),
+                    "dies (the settings of `infrakit manager`, from "
+                    f"{', '.join('$' + s.env for s in MANAGER.values())}; {_POLL})",
+                    _manager, default_name="group"),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "

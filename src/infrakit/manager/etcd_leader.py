@@ -38,8 +38,6 @@ class EtcdLeadership:
         """``client`` should answer within a quarter of ``ttl`` (its timeout), so that a
         renewal that hangs is noticed in time; the leader key is ``<prefix>leader``;
         ``on_lost`` is called, from a thread, when this manager's term ends."""
-        if ttl < 2:
-            raise PluginError("--lease-ttl: must be at least 2 seconds")
         self.client = client
         self.ttl = ttl
         self.key = f"{prefix}leader"

@@ -1,11 +1,11 @@
 """Building a manager: its store, its leadership, and the group plugin it serves. The
 settings come from ``infrakit manager``'s options or, for ``infrakit plugin start
-manager``, from the environment variables those options read."""
+manager``, from the environment variables those options read (one table of both:
+:data:`infrakit.settings.MANAGER`)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from infrakit.manager.leadership import Leadership
 from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
 from infrakit.rpc.tcp import TcpListener, parse_listen, read_token, remote
+from infrakit.settings import GROUP_POLL, MANAGER
 from infrakit.spi.errors import PluginError
 from infrakit.store.base import GroupStore
 
@@ -30,51 +31,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("infrakit.manager")
 
-DEFAULT_LEASE_TTL = 5
-
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = "sqlite"
+    """A manager's settings, each parsed by its entry in :data:`infrakit.settings.MANAGER`."""
+
+    store: str
     """``sqlite`` (one machine, a lock file) or ``etcd`` (many, a lease and an election)."""
-    endpoints: tuple[str, ...] = ()
-    lease_ttl: int = DEFAULT_LEASE_TTL
-    prefix: str = "/infrakit/"
+    endpoints: tuple[str, ...]
+    lease_ttl: int
+    prefix: str
     """Where in etcd the managers keep everything: one prefix per set of managers."""
-    listen: str = ""
+    listen: str
     """``[HOST:]PORT`` of a TCP listener (TLS and a token required), for other machines."""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
     """What a follower trusts in the leader's certificate; by default ``tls_cert`` itself."""
-    token_file: str = ""
-    advertise: str = ""
+    token_file: str
+    advertise: str
     """The host name other machines reach this manager's listener by."""
 
     @classmethod
     def from_env(cls) -> Settings:
-        endpoints = os.environ.get("INFRAKIT_ETCD_ENDPOINTS", "")
-        try:
-            ttl = int(os.environ.get("INFRAKIT_LEASE_TTL", DEFAULT_LEASE_TTL))
-        except ValueError:
-            raise PluginError("INFRAKIT_LEASE_TTL: must be a whole number of seconds") from None
-        env = os.environ.get
-        return cls(store=env("INFRAKIT_MANAGER_STORE", "sqlite"),
-                   endpoints=tuple(e for e in endpoints.split(",") if e), lease_ttl=ttl,
-                   prefix=env("INFRAKIT_ETCD_PREFIX", "/infrakit/"),
-                   listen=env("INFRAKIT_MANAGER_LISTEN", ""),
-                   tls_cert=env("INFRAKIT_TLS_CERT", ""), tls_key=env("INFRAKIT_TLS_KEY", ""),
-                   tls_ca=env("INFRAKIT_TLS_CA", ""),
-                   token_file=env("INFRAKIT_MANAGER_TOKEN_FILE", ""),
-                   advertise=env("INFRAKIT_MANAGER_ADVERTISE", ""))
+        return cls(**{field: setting.read() for field, setting in MANAGER.items()})
 
     def check(self) -> None:
-        if self.store not in STORE_KINDS:
-            raise PluginError(f"--store: {self.store!r} is neither sqlite nor etcd")
+        """Refuse settings that are each valid but do not go together."""
         if self.store == "etcd" and not self.endpoints:
             raise PluginError("--etcd-endpoints: required with --store etcd")
-        if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
-            raise PluginError(f"--etcd-prefix: {self.prefix!r} must start and end with /")
         if self.listen:
             for option, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
                                   ("--token-file", self.token_file)):
@@ -175,6 +160,7 @@ _SQLITE = StoreKind(lambda s: f"sqlite:{_sqlite_path()}", _sqlite_store,
 _ETCD = StoreKind(lambda s: f"etcd:{','.join(s.endpoints)}", _etcd_store, _etcd_leadership,
                   _serve_elected)
 STORE_KINDS: dict[str, StoreKind[Any, Any]] = {"sqlite": _SQLITE, "etcd": _ETCD}
+"""By the names :data:`infrakit.settings.STORES` accepts."""
 
 
 def current_leader(settings: Settings) -> LeaderInfo | None:
@@ -186,10 +172,8 @@ def current_leader(settings: Settings) -> LeaderInfo | None:
 
 def build_manager(settings: Settings, name: str) -> dict[str, Any]:
     """The ``serve()`` arguments of a manager serving as ``name``."""
-    from infrakit.plugins.group.plugin import DEFAULT_POLL
-
     settings.check()
-    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    poll = GROUP_POLL.read()
     tcp = settings.tcp_listener()
     kind = STORE_KINDS[settings.store]
     me = LeaderInfo.me(kind.where(settings), str(socket_path(name).absolute()),
