@@ -8,9 +8,11 @@ import subprocess
 import click
 import pytest
 
+from infrakit.cli.manager import _row
 from infrakit.cli.manager import command as manager_command
 from infrakit.manager.run import STORE_KINDS, Settings
 from infrakit.settings import GROUP_POLL, MANAGER, STORES, SettingError
+from infrakit.spi.group import GroupSpec
 from tests.conftest import Cli
 
 #: A value for each setting other than its default.
@@ -81,3 +83,12 @@ def test_the_group_poll_reads_its_variable(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(GROUP_POLL.env, "nan")
     with pytest.raises(SettingError, match="INFRAKIT_GROUP_POLL: 'nan'"):
         GROUP_POLL.read()
+
+
+def test_a_stored_spec_that_no_longer_parses_still_gets_a_row() -> None:
+    good = GroupSpec(id="web", properties={
+        "Allocation": {"LogicalIDs": ["a", "b"]},
+        "Instance": {"Plugin": "instance-file"}, "Flavor": {"Plugin": "flavor-vanilla"}})
+    assert _row(good) == ["web", "LogicalIDs: a, b", "instance-file", "flavor-vanilla"]
+    assert _row(GroupSpec(id="old", properties={"Allocation": "ten"})) == ["old", "-", "-", "-"]
+    assert _row(GroupSpec(id="raw", properties=[1])) == ["raw", "-", "-", "-"]

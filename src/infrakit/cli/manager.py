@@ -148,12 +148,16 @@ def inspect(ctx: click.Context, output: str) -> None:
 
 
 def _row(spec: GroupSpec) -> list[str]:
-    props: dict[str, Any] = spec.properties if isinstance(spec.properties, dict) else {}
-    alloc = props.get("Allocation") or {}
-    ids = alloc.get("LogicalIDs")
-    size = f"LogicalIDs: {', '.join(ids)}" if ids else f"Size: {alloc.get('Size', 0)}"
-    plugins = [str((props.get(block) or {}).get("Plugin", "-")) for block in ("Instance", "Flavor")]
-    return [spec.id, size, *plugins]
+    """A group's line; a stored spec that no longer parses still gets one, with ``-``."""
+    from infrakit.plugins.group.spec import parse_group
+
+    try:
+        props = parse_group(spec)
+    except PluginError:
+        return [spec.id, "-", "-", "-"]
+    ids = props.allocation.logical_ids
+    size = f"LogicalIDs: {', '.join(ids)}" if ids else f"Size: {props.allocation.size}"
+    return [spec.id, size, props.instance.plugin, props.flavor.plugin]
 
 
 @command.command()
