@@ -47,7 +47,7 @@ NOT_STATE = {
     ("rpc/lifecycle.py", "os.O_RDWR | os.O_CREAT | os.O_CLOEXEC"):
         "the pid file, locked while the server lives; readers trust only a locked one",
     ("rpc/lifecycle.py", "os.pwrite(self._fd"): "the pid file (as above)",
-    ("manager/leader.py", "os.O_RDWR | os.O_CREAT, 0o600"):
+    ("manager/lock_leader.py", "os.O_RDWR | os.O_CREAT, 0o600"):
         "the leader lock file, never written: only flock()ed",
     ("cli/plugin.py", 'open(log, "ab")'): "a plugin's log",
     ("plugins/instance/state.py", 'probe.write_bytes(b"")'):

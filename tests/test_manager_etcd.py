@@ -220,13 +220,13 @@ def test_a_lease_that_expired_while_etcd_was_away_does_not_stop_the_next_campaig
     import threading
 
     from infrakit.manager.etcd_leader import EtcdLeadership
-    from infrakit.manager.leader import LeaderInfo
-    from infrakit.store.etcd import EtcdStore
+    from infrakit.manager.leader_info import LeaderInfo
+    from infrakit.store.etcd_client import EtcdClient
 
-    store = EtcdStore([etcd_url], prefix=f"/lease{time.monotonic_ns()}/")
-    election = EtcdLeadership(store, ttl=2)
-    gone = store.call("/lease/grant", {"TTL": 2, "ID": 0})["ID"]
-    store.call("/lease/revoke", {"ID": gone})
+    client = EtcdClient([etcd_url])
+    election = EtcdLeadership(client, f"/lease{time.monotonic_ns()}/", ttl=2)
+    gone = client.call("/lease/grant", {"TTL": 2, "ID": 0})["ID"]
+    client.call("/lease/revoke", {"ID": gone})
     election._stale_lease = gone  # as a term that ended while etcd could not be told
     stop = threading.Event()
     timer = threading.Timer(5, stop.set)
@@ -236,4 +236,4 @@ def test_a_lease_that_expired_while_etcd_was_away_does_not_stop_the_next_campaig
     finally:
         timer.cancel()
         election.resign()
-        store.close()
+        client.close()

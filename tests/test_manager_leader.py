@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from infrakit.manager.leader_info import LeaderInfo
+from infrakit.manager.lock_leader import LockLeadership
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupSpec
+from infrakit.spi.errors import PluginError
 from tests.conftest import Cli, Processes, StartPlugin
 from tests.helpers import PY, answers_handshake, wait_until
 
@@ -56,3 +62,17 @@ def test_plugin_start_manager_serves_as_group(cli: Cli, home: Path) -> None:
     assert answers_handshake(home / "plugins" / "group")
     assert "group" in cli("plugin", "ls").stdout
     assert cli("plugin", "stop", "group").returncode == 0
+
+
+def test_the_lock_fence_holds_only_while_the_lock_file_is_the_one_held(
+        tmp_path: Path) -> None:
+    leadership = LockLeadership(tmp_path / "manager")
+    with pytest.raises(PluginError, match="does not hold"):
+        leadership.fence()
+    assert leadership.acquire(LeaderInfo.me("sqlite:test"), threading.Event())
+    leadership.fence()
+    assert leadership.leader() is not None
+    leadership.lock_path.unlink()  # another manager may now lock a new file
+    leadership.lock_path.touch()
+    with pytest.raises(PluginError, match="does not hold"):
+        leadership.fence()

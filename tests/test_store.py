@@ -17,7 +17,8 @@ import pytest
 
 from infrakit.plugins.group.storage import GroupStore, InFlight
 from infrakit.spi.errors import PluginError
-from infrakit.store.etcd import EtcdStore, b64
+from infrakit.store.etcd import EtcdStore
+from infrakit.store.etcd_client import EtcdClient, b64
 from infrakit.store.sqlite import SQLiteStore
 from tests.etcd_engine import etcd_problem, private_etcd_cluster
 from tests.helpers import require_engine
@@ -45,7 +46,7 @@ def opener(request: pytest.FixtureRequest) -> Iterator[Opener]:
         prefix = f"/test/{time.monotonic_ns()}/"
 
         def open_store() -> GroupStore:
-            opened.append(EtcdStore([url], prefix=prefix))
+            opened.append(EtcdStore(EtcdClient([url]), prefix=prefix))
             return opened[-1]
     yield open_store
     for store in opened:
@@ -157,13 +158,14 @@ def test_inflight_records_are_seen_by_every_store_on_the_same_data(opener: Opene
 
 def test_a_fenced_etcd_store_writes_nothing_once_its_term_is_over(etcd_url: str) -> None:
     prefix = f"/fence/{time.monotonic_ns()}/"
-    store = EtcdStore([etcd_url], prefix=prefix)
+    client = EtcdClient([etcd_url])
+    store = EtcdStore(client, prefix=prefix)
     try:
-        store.call("/kv/put", {"key": b64(f"{prefix}leader"), "value": b64("me")})
-        term = int(store.get_range(f"{prefix}leader")[0]["create_revision"])
-        store.fence_on(f"{prefix}leader", term)
+        client.call("/kv/put", {"key": b64(f"{prefix}leader"), "value": b64("me")})
+        term = client.created_revision(f"{prefix}leader")
+        client.fence_on(f"{prefix}leader", term)
         store.save_group("g", b"{}")  # while the term lasts
-        store.call("/kv/deleterange", {"key": b64(f"{prefix}leader")})  # another leads
+        client.call("/kv/deleterange", {"key": b64(f"{prefix}leader")})  # another leads
         op = InFlight(key="k", group="g", op="provision", started=1.0, deadline=2.0)
         for write in (lambda: store.record(op), lambda: store.save_group("g", b"[]"),
                       lambda: store.reserve_sequences("g", 1)):
@@ -177,7 +179,7 @@ def test_a_fenced_etcd_store_writes_nothing_once_its_term_is_over(etcd_url: str)
 def test_the_etcd_store_survives_a_member_and_recovers_its_quorum() -> None:
     require_engine(etcd_problem())
     with private_etcd_cluster(3) as cluster:
-        store = EtcdStore(cluster.urls, timeout=2)
+        store = EtcdStore(EtcdClient(cluster.urls, timeout=2))
         try:
             store.save_group("g", b"{}")
             cluster.stop(0)  # the member the store talks to: it moves to the next one

@@ -12,9 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-#: Kinds whose process makes no TLS connection from its event loop and serves no TCP.
-WITHOUT_TLS = frozenset({"instance-file", "flavor-vanilla"})
-
 
 def _plugin_run(args: list[str]) -> tuple[int, str] | None:
     """(log level, ``KIND[:NAME]``) for ``[--log N] plugin run KIND[:NAME]``; else None."""
@@ -32,13 +29,13 @@ def _plugin_run(args: list[str]) -> tuple[int, str] | None:
 
 def _serve_kind(level: int, spec: str) -> bool:
     """Run the plugin ``spec`` names until SIGINT or SIGTERM; False if it names no kind."""
-    from infrakit.plugins.builtin import KINDS, parse_kind
+    from infrakit.cli.kinds import KINDS, parse_kind
 
     try:
         kind, name = parse_kind(spec)
     except ValueError:
         return False
-    if kind in WITHOUT_TLS:
+    if not KINDS[kind].tls:
         from infrakit.rpc.eventloop import import_asyncio_without_tls
 
         import_asyncio_without_tls()
@@ -61,9 +58,9 @@ def _main() -> None:
     except Exception as exc:  # said as the full interface says it, which is loaded for it
         if os.environ.get("INFRAKIT_DEBUG"):
             raise
-        from infrakit.cli.main import _message
+        from infrakit.cli.main import error_message
 
-        print(f"Error: {_message(exc)}", file=sys.stderr)
+        print(f"Error: {error_message(exc)}", file=sys.stderr)
         sys.exit(1)
     from infrakit.cli.main import main
 

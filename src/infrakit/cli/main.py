@@ -14,28 +14,12 @@ from typing import ClassVar
 import click
 
 from infrakit import __version__
+from infrakit.rpc.logs import configure_logging
 
-#: ``--log`` levels as the reference numbers them (logrus: panic .. debug), as
-#: :mod:`logging` levels.
-LOG_LEVELS = {0: 60, 1: 50, 2: 40, 3: 30, 4: 20, 5: 10}
 DEFAULT_LOG = 4
 TRACE_LOG = 5
 
 _state = {"debug": False, "log": DEFAULT_LOG}
-
-
-def configure_logging(level: int) -> None:
-    """Send log records at ``--log`` level and above to stderr.
-
-    Commands that only make a few calls leave :mod:`logging` unimported at the default
-    level, to keep the CLI's start-up short; plugin servers always configure it.
-    """
-    import logging
-
-    logging.basicConfig(
-        level=LOG_LEVELS[level], stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def log_level() -> int:
@@ -103,7 +87,7 @@ def version() -> None:
     click.echo(f"APIs: {INSTANCE_API}, {FLAVOR_API}, {GROUP_API}")
 
 
-def _message(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
     """What the user reads for an error: the reason, with no traceback."""
     from infrakit.rpc.jsonrpc import RPCError
 
@@ -132,5 +116,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _state["debug"] or os.environ.get("INFRAKIT_DEBUG"):
             raise
-        click.echo(f"Error: {_message(exc)}", err=True)
+        click.echo(f"Error: {error_message(exc)}", err=True)
         sys.exit(1)

@@ -4,59 +4,59 @@ export it (for backup, or to move it to another manager)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from infrakit.cli.connect import plugin_client, remote_of, timeout_option
 from infrakit.cli.output import dump, emit
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
-from infrakit.manager.run import DEFAULT_LEASE_TTL, Settings, build_manager, current_leader
+from infrakit.manager.run import Settings, build_manager, current_leader
 from infrakit.rpc.typed import GroupClient
+from infrakit.settings import MANAGER, Setting, SettingError
 from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter, str], Any]:
+    """An option's callback: its value parsed by its setting, so that the option and its
+    variable take the same values; a bad one is named as the user gave it, option or
+    variable."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+        from_env = ctx.get_parameter_source(str(param.name)) is ParameterSource.ENVIRONMENT
+        try:
+            return setting.value(value, setting.env if from_env else setting.option)
+        except SettingError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+
+    return parse
+
+
+def _setting_options(command: F) -> F:
+    """An option for each of the manager's settings, passed as the field it fills."""
+    for field, setting in reversed(MANAGER.items()):
+        command = click.option(setting.option, field, default=setting.default,
+                               callback=_parsed_by(setting), envvar=setting.env,
+                               show_default=bool(setting.default), show_envvar=True,
+                               metavar=setting.metavar, help=setting.help)(command)
+    return command
 
 
 @click.group("manager", params=[timeout_option()], invoke_without_command=True)
 @click.option("--name", default="group", show_default=True,
               help="The name the manager serves under (or the one to talk to).")
-@click.option("--store", type=click.Choice(["sqlite", "etcd"]), default="sqlite",
-              show_default=True, envvar="INFRAKIT_MANAGER_STORE",
-              help="sqlite: one machine, specs in $INFRAKIT_HOME/manager, a lock file "
-                   "elects the leader. etcd: specs in etcd, a lease elects the leader.")
-@click.option("--etcd-endpoints", default="", envvar="INFRAKIT_ETCD_ENDPOINTS",
-              metavar="URL,...", help="The etcd cluster, with --store etcd.")
-@click.option("--etcd-prefix", default="/infrakit/", show_default=True,
-              envvar="INFRAKIT_ETCD_PREFIX", help="Where in etcd these managers keep "
-              "their state: one prefix per set of managers sharing a cluster.")
-@click.option("--lease-ttl", type=click.IntRange(min=2), default=DEFAULT_LEASE_TTL,
-              show_default=True, envvar="INFRAKIT_LEASE_TTL",
-              help="Seconds a leader's etcd lease lives without renewal: a dead leader's "
-                   "successor starts within this time.")
-@click.option("--listen", default="", envvar="INFRAKIT_MANAGER_LISTEN", metavar="[HOST:]PORT",
-              help="Also serve on TCP (HOST defaults to 127.0.0.1), for managers "
-                   "on other machines to forward to: needs --tls-cert, --tls-key and "
-                   "--token-file.")
-@click.option("--tls-cert", default="", envvar="INFRAKIT_TLS_CERT", metavar="FILE",
-              help="The listener's certificate (PEM).")
-@click.option("--tls-key", default="", envvar="INFRAKIT_TLS_KEY", metavar="FILE",
-              help="The certificate's private key (PEM).")
-@click.option("--tls-ca", default="", envvar="INFRAKIT_TLS_CA", metavar="FILE",
-              help="What to trust in another manager's certificate [default: --tls-cert].")
-@click.option("--token-file", default="", envvar="INFRAKIT_MANAGER_TOKEN_FILE",
-              metavar="FILE", help="The bearer token every TCP caller must send, in a file "
-                                   "only its owner may read (mode 600).")
-@click.option("--advertise", default="", envvar="INFRAKIT_MANAGER_ADVERTISE", metavar="HOST",
-              help="The name other machines reach the listener by [default: the address "
-                   "it binds, or this machine's name].")
+@_setting_options
 @click.option("--url", default="", envvar="INFRAKIT_MANAGER_URL", metavar="https://HOST:PORT/",
               help="With a command: talk to the manager listening there, with --token-file "
                    "and --tls-ca, instead of the local socket NAME.")
 @click.pass_context
-def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endpoints: str,
-            etcd_prefix: str, lease_ttl: int, listen: str, tls_cert: str, tls_key: str,
-            tls_ca: str, token_file: str, advertise: str, url: str) -> None:
+def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields: Any) -> None:
     """Without a command: run the manager in the foreground, serving Group as plugin NAME;
     its group controllers run only while it leads. With sqlite a second manager on this
     machine waits, serving nothing until it leads. With etcd every manager serves at once:
@@ -64,15 +64,14 @@ def command(ctx: click.Context, name: str, timeout: float, store: str, etcd_endp
     When the leader dies another takes over, resuming every group from the store. With a
     command: see who leads; commit, inspect and export the whole configuration, every
     group at once."""
-    ctx.obj = (name, timeout, remote_of(url, token_file, tls_ca or tls_cert)
+    settings = Settings(**fields)
+    ctx.obj = (name, timeout, remote_of(url, settings.token_file,
+                                        settings.tls_ca or settings.tls_cert)
                if ctx.invoked_subcommand else None)
-    settings = Settings(store=store, lease_ttl=lease_ttl, prefix=etcd_prefix,
-                        endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
-                        listen=listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
-                        token_file=token_file, advertise=advertise)
     ctx.meta["manager"] = settings
     if ctx.invoked_subcommand is None:
-        from infrakit.cli.main import configure_logging, log_level
+        from infrakit.cli.main import log_level
+        from infrakit.rpc.logs import configure_logging
         from infrakit.rpc.paths import plugin_dir
         from infrakit.rpc.server import serve
 
@@ -149,12 +148,16 @@ def inspect(ctx: click.Context, output: str) -> None:
 
 
 def _row(spec: GroupSpec) -> list[str]:
-    props: dict[str, Any] = spec.properties if isinstance(spec.properties, dict) else {}
-    alloc = props.get("Allocation") or {}
-    ids = alloc.get("LogicalIDs")
-    size = f"LogicalIDs: {', '.join(ids)}" if ids else f"Size: {alloc.get('Size', 0)}"
-    plugins = [str((props.get(block) or {}).get("Plugin", "-")) for block in ("Instance", "Flavor")]
-    return [spec.id, size, *plugins]
+    """A group's line; a stored spec that no longer parses still gets one, with ``-``."""
+    from infrakit.plugins.group.spec import parse_group
+
+    try:
+        props = parse_group(spec)
+    except PluginError:
+        return [spec.id, "-", "-", "-"]
+    ids = props.allocation.logical_ids
+    size = f"LogicalIDs: {', '.join(ids)}" if ids else f"Size: {props.allocation.size}"
+    return [spec.id, size, props.instance.plugin, props.flavor.plugin]
 
 
 @command.command()

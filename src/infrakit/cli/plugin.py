@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from infrakit.cli.main import configure_logging, log_level
+from infrakit.cli.main import log_level
 from infrakit.cli.output import emit, output_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
+from infrakit.rpc.logs import configure_logging
 from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def ls(output: str) -> None:
 
 
 def _kinds_help() -> str:
-    from infrakit.plugins.builtin import KINDS
+    from infrakit.cli.kinds import KINDS
 
     return "\n".join(f"  {k:<16} {v.summary}" for k, v in sorted(KINDS.items()))
 
@@ -82,7 +83,7 @@ def start(plugins: tuple[str, ...], wait: float) -> None:
 
     NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log.
     """
-    from infrakit.plugins.builtin import parse_kind
+    from infrakit.cli.kinds import parse_kind
 
     try:
         wanted = [parse_kind(p) for p in plugins]
@@ -198,7 +199,7 @@ def _await_exit(path: Path, timeout: float) -> bool:
 @click.argument("plugin", metavar="KIND[:NAME]")
 def run(plugin: str) -> None:
     """Run one built-in plugin in the foreground until SIGINT or SIGTERM."""
-    from infrakit.plugins.builtin import KINDS, parse_kind
+    from infrakit.cli.kinds import KINDS, parse_kind
     from infrakit.rpc.server import serve
 
     configure_logging(log_level())

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from infrakit.manager.etcd_leader import EtcdLeadership
-from infrakit.manager.leader import LeaderInfo
+from infrakit.manager.leader_info import LeaderInfo
 from infrakit.plugins.group.plugin import GroupPlugin
 from infrakit.rpc.client import AsyncRPCClient, Remote
 from infrakit.rpc.lookup import SocketPlugins
@@ -87,7 +87,7 @@ class ElectedGroup:
             self._lost.clear()
             if self._stopping.is_set():  # stopped while the campaign was being won
                 self._lost.set()
-            self.store.fence_on(self.election.key, self.election.term)
+            self.store.client.fence_on(self.election.key, self.election.term)
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
                                  fence=self.election.fence)
             try:

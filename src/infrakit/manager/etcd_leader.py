@@ -22,24 +22,25 @@ from typing import Any
 
 import msgspec
 
-from infrakit.manager.leader import LeaderInfo
+from infrakit.manager.leader_info import LeaderInfo
 from infrakit.spi.errors import PluginError
-from infrakit.store.etcd import EtcdStore, b64, created_at
+from infrakit.store.etcd_client import EtcdClient, b64, created_at
 
 log = logging.getLogger("infrakit.manager")
 
 
 class EtcdLeadership:
-    def __init__(self, store: EtcdStore, ttl: int,
+    """A :class:`~infrakit.manager.leadership.Leadership` whose term can end while the
+    manager runs: it also says when (``on_lost``), and resigns."""
+
+    def __init__(self, client: EtcdClient, prefix: str, ttl: int,
                  on_lost: Callable[[], None] = lambda: None) -> None:
-        """``store`` should answer within a quarter of ``ttl`` (its timeout), so that a
-        renewal that hangs is noticed in time; ``on_lost`` is called, from a thread, when
-        this manager's term ends."""
-        if ttl < 2:
-            raise PluginError("--lease-ttl: must be at least 2 seconds")
-        self.store = store
+        """``client`` should answer within a quarter of ``ttl`` (its timeout), so that a
+        renewal that hangs is noticed in time; the leader key is ``<prefix>leader``;
+        ``on_lost`` is called, from a thread, when this manager's term ends."""
+        self.client = client
         self.ttl = ttl
-        self.key = f"{store.prefix}leader"
+        self.key = f"{prefix}leader"
         self.term = 0
         """The leader key's create revision while this manager leads; 0 when it does not."""
         self.on_lost = on_lost
@@ -50,7 +51,7 @@ class EtcdLeadership:
         self._renewed = 0.0
 
     def leader(self) -> LeaderInfo | None:
-        value, _ = self.store.get_value(self.key)
+        value, _ = self.client.get_value(self.key)
         return None if value is None else msgspec.json.decode(value, type=LeaderInfo)
 
     def acquire(self, info: LeaderInfo, stop: threading.Event) -> bool:
@@ -78,22 +79,22 @@ class EtcdLeadership:
         if self._stale_lease is not None:
             lease, self._stale_lease = self._stale_lease, None
             try:
-                self.store.call("/lease/revoke", {"ID": lease})
+                self.client.call("/lease/revoke", {"ID": lease})
             except PluginError as exc:
                 if "lease not found" not in str(exc):  # not expired: etcd is still away
                     self._stale_lease = lease
                     raise
-        if self.store.get_value(self.key)[0] is not None:
+        if self.client.get_value(self.key)[0] is not None:
             return False
-        lease = self.store.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
-        answer = self.store.call("/kv/txn", {
+        lease = self.client.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
+        answer = self.client.call("/kv/txn", {
             "compare": [created_at(self.key, 0)],
             "success": [{"request_put": {"key": b64(self.key),
                                          "value": b64(msgspec.json.encode(info.now())),
                                          "lease": lease}}],
             "failure": []})
         if not answer.get("succeeded"):
-            self.store.call("/lease/revoke", {"ID": lease})
+            self.client.call("/lease/revoke", {"ID": lease})
             return False
         self.term = int(answer["header"]["revision"])
         self._lease = lease
@@ -110,7 +111,7 @@ class EtcdLeadership:
             if self.term != term:
                 return  # resigned
             try:
-                answer = self.store.call("/lease/keepalive", {"ID": lease})
+                answer = self.client.call("/lease/keepalive", {"ID": lease})
                 ttl = int(answer.get("result", {}).get("TTL", -1))
             except PluginError as exc:
                 ttl = 0
@@ -132,7 +133,7 @@ class EtcdLeadership:
         if not revoke or lease is None:
             return
         try:
-            self.store.call("/lease/revoke", {"ID": lease})
+            self.client.call("/lease/revoke", {"ID": lease})
         except PluginError:
             self._stale_lease = lease
 
@@ -148,5 +149,5 @@ class EtcdLeadership:
         term = self.term
         if not term or time.monotonic() - self._renewed > self.ttl * 2 / 3:
             raise PluginError("not acting: this manager's lease may have expired")
-        if self.store.created_revision(self.key) != term:
+        if self.client.created_revision(self.key) != term:
             raise PluginError("not acting: another manager leads now")

@@ -1,68 +1,65 @@
-"""Building a manager: its store, its leadership, and the group plugin it serves once it
-leads. The settings come from ``infrakit manager``'s options or, for ``infrakit plugin
-start manager``, from the environment variables those options read."""
+"""Building a manager: its store, its leadership, and the group plugin it serves. The
+settings come from ``infrakit manager``'s options or, for ``infrakit plugin start
+manager``, from the environment variables those options read (one table of both:
+:data:`infrakit.settings.MANAGER`)."""
 
 from __future__ import annotations
 
 import logging
-import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from infrakit.manager.leader import LeaderInfo, LockLeadership
+from infrakit.manager.leader_info import LeaderInfo
+from infrakit.manager.leadership import Leadership
+from infrakit.plugins.group.storage import GroupStore
 from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
 from infrakit.rpc.tcp import TcpListener, parse_listen, read_token, remote
+from infrakit.settings import GROUP_POLL, MANAGER
 from infrakit.spi.errors import PluginError
 
-log = logging.getLogger("infrakit.manager")
+if TYPE_CHECKING:
+    from infrakit.manager.elected import ElectedGroup
+    from infrakit.manager.etcd_leader import EtcdLeadership
+    from infrakit.manager.lock_leader import LockLeadership
+    from infrakit.plugins.group.plugin import GroupPlugin
+    from infrakit.store.etcd import EtcdStore
+    from infrakit.store.sqlite import SQLiteStore
 
-DEFAULT_LEASE_TTL = 5
+log = logging.getLogger("infrakit.manager")
 
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = "sqlite"
+    """A manager's settings, each parsed by its entry in :data:`infrakit.settings.MANAGER`."""
+
+    store: str
     """``sqlite`` (one machine, a lock file) or ``etcd`` (many, a lease and an election)."""
-    endpoints: tuple[str, ...] = ()
-    lease_ttl: int = DEFAULT_LEASE_TTL
-    prefix: str = "/infrakit/"
+    endpoints: tuple[str, ...]
+    lease_ttl: int
+    prefix: str
     """Where in etcd the managers keep everything: one prefix per set of managers."""
-    listen: str = ""
+    listen: str
     """``[HOST:]PORT`` of a TCP listener (TLS and a token required), for other machines."""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
     """What a follower trusts in the leader's certificate; by default ``tls_cert`` itself."""
-    token_file: str = ""
-    advertise: str = ""
+    token_file: str
+    advertise: str
     """The host name other machines reach this manager's listener by."""
 
     @classmethod
     def from_env(cls) -> Settings:
-        endpoints = os.environ.get("INFRAKIT_ETCD_ENDPOINTS", "")
-        try:
-            ttl = int(os.environ.get("INFRAKIT_LEASE_TTL", DEFAULT_LEASE_TTL))
-        except ValueError:
-            raise PluginError("INFRAKIT_LEASE_TTL: must be a whole number of seconds") from None
-        env = os.environ.get
-        return cls(store=env("INFRAKIT_MANAGER_STORE", "sqlite"),
-                   endpoints=tuple(e for e in endpoints.split(",") if e), lease_ttl=ttl,
-                   prefix=env("INFRAKIT_ETCD_PREFIX", "/infrakit/"),
-                   listen=env("INFRAKIT_MANAGER_LISTEN", ""),
-                   tls_cert=env("INFRAKIT_TLS_CERT", ""), tls_key=env("INFRAKIT_TLS_KEY", ""),
-                   tls_ca=env("INFRAKIT_TLS_CA", ""),
-                   token_file=env("INFRAKIT_MANAGER_TOKEN_FILE", ""),
-                   advertise=env("INFRAKIT_MANAGER_ADVERTISE", ""))
+        return cls(**{field: setting.read() for field, setting in MANAGER.items()})
 
     def check(self) -> None:
-        if self.store not in ("sqlite", "etcd"):
-            raise PluginError(f"--store: {self.store!r} is neither sqlite nor etcd")
+        """Refuse settings that are each valid but do not go together."""
         if self.store == "etcd" and not self.endpoints:
             raise PluginError("--etcd-endpoints: required with --store etcd")
-        if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
-            raise PluginError(f"--etcd-prefix: {self.prefix!r} must start and end with /")
         if self.listen:
             for option, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
                                   ("--token-file", self.token_file)):
@@ -86,48 +83,101 @@ class Settings:
         return remote(url, self.token_file, ca)
 
 
+S = TypeVar("S", bound=GroupStore)
+L = TypeVar("L", bound=Leadership)
+
+
+@dataclass(frozen=True)
+class StoreKind(Generic[S, L]):
+    """What managers on one kind of store are made of."""
+
+    where: Callable[[Settings], str]
+    """The store, as ``infrakit manager status`` names it."""
+    store: Callable[[Settings], S]
+    leadership: Callable[[Settings], L]
+    serve: Callable[[S, L, LeaderInfo, float, Settings], object]
+    """The group plugin a manager serves, from its store, its leadership, what it records
+    of itself when it leads, and the controllers' poll."""
+
+
+def _manager_home() -> Path:
+    return infrakit_home() / "manager"
+
+
+def _sqlite_path() -> Path:
+    return _manager_home() / "groups.db"
+
+
+def _sqlite_store(settings: Settings) -> SQLiteStore:
+    from infrakit.store.sqlite import SQLiteStore
+
+    return SQLiteStore(_sqlite_path())
+
+
+def _lock_leadership(settings: Settings) -> LockLeadership:
+    from infrakit.manager.lock_leader import LockLeadership
+
+    return LockLeadership(_manager_home())
+
+
+def _lead_then_serve(store: GroupStore, leadership: Leadership, me: LeaderInfo, poll: float,
+                     settings: Settings) -> GroupPlugin:
+    """Wait until this process leads, then serve: managers on one machine share one plugin
+    directory, so only the leader can serve there."""
+    from infrakit.plugins.group.plugin import GroupPlugin
+    from infrakit.rpc.lookup import SocketPlugins
+
+    leadership.acquire(me, threading.Event())
+    log.info("leading; store %s", me.store)
+    return GroupPlugin(store, SocketPlugins(), poll=poll, fence=leadership.fence)
+
+
+def _etcd_store(settings: Settings) -> EtcdStore:
+    from infrakit.store.etcd import EtcdStore
+    from infrakit.store.etcd_client import EtcdClient
+
+    return EtcdStore(EtcdClient(settings.endpoints), prefix=settings.prefix)
+
+
+def _etcd_leadership(settings: Settings) -> EtcdLeadership:
+    from infrakit.manager.etcd_leader import EtcdLeadership
+    from infrakit.store.etcd_client import EtcdClient
+
+    # the lease's own connection answers within a quarter of the TTL, or counts as failed
+    client = EtcdClient(settings.endpoints, timeout=settings.lease_ttl / 4)
+    return EtcdLeadership(client, settings.prefix, settings.lease_ttl)
+
+
+def _serve_elected(store: EtcdStore, election: EtcdLeadership, me: LeaderInfo, poll: float,
+                   settings: Settings) -> ElectedGroup:
+    """Serve at once, leading or following (see :mod:`infrakit.manager.elected`)."""
+    from infrakit.manager.elected import ElectedGroup
+
+    return ElectedGroup(store, election, poll, me, settings.remote)
+
+
+_SQLITE = StoreKind(lambda s: f"sqlite:{_sqlite_path()}", _sqlite_store,
+                    _lock_leadership, _lead_then_serve)
+_ETCD = StoreKind(lambda s: f"etcd:{','.join(s.endpoints)}", _etcd_store, _etcd_leadership,
+                  _serve_elected)
+STORE_KINDS: dict[str, StoreKind[Any, Any]] = {"sqlite": _SQLITE, "etcd": _ETCD}
+"""By the names :data:`infrakit.settings.STORES` accepts."""
+
+
 def current_leader(settings: Settings) -> LeaderInfo | None:
     """Who leads the managers these settings describe."""
     settings.check()
-    if settings.store == "sqlite":
-        return LockLeadership(infrakit_home() / "manager").leader()
-    from infrakit.manager.etcd_leader import EtcdLeadership
-    from infrakit.store.etcd import EtcdStore
-
-    store = EtcdStore(list(settings.endpoints), prefix=settings.prefix)
-    return EtcdLeadership(store, settings.lease_ttl).leader()
+    leader: LeaderInfo | None = STORE_KINDS[settings.store].leadership(settings).leader()
+    return leader
 
 
 def build_manager(settings: Settings, name: str) -> dict[str, Any]:
-    """The ``serve()`` arguments of a manager serving as ``name``.
-
-    On SQLite, first wait until this process leads: managers on one machine share one
-    plugin directory, so only the leader can serve there. On etcd, serve at once, leading
-    or following (see :mod:`infrakit.manager.elected`)."""
-    from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
-    from infrakit.rpc.lookup import SocketPlugins
-
+    """The ``serve()`` arguments of a manager serving as ``name``."""
     settings.check()
-    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    poll = GROUP_POLL.read()
     tcp = settings.tcp_listener()
-    address = str(socket_path(name).absolute())
-    url = tcp.url(settings.advertise or None) if tcp else ""
-    if settings.store == "sqlite":
-        from infrakit.store.sqlite import SQLiteStore
-
-        home = infrakit_home() / "manager"
-        path = home / "groups.db"
-        LockLeadership(home).acquire(LeaderInfo.me(f"sqlite:{path}", address, url))
-        log.info("leading; store sqlite:%s", path)
-        return {"group": GroupPlugin(SQLiteStore(path), SocketPlugins(), poll=poll), "tcp": tcp}
-    from infrakit.manager.elected import ElectedGroup
-    from infrakit.manager.etcd_leader import EtcdLeadership
-    from infrakit.store.etcd import EtcdStore
-
-    endpoints = list(settings.endpoints)
-    store = EtcdStore(endpoints, prefix=settings.prefix)
-    # the lease's own connection answers within a quarter of the TTL, or counts as failed
-    votes = EtcdStore(endpoints, prefix=settings.prefix, timeout=settings.lease_ttl / 4)
-    election = EtcdLeadership(votes, settings.lease_ttl)
-    me = LeaderInfo.me(f"etcd:{','.join(endpoints)}", address, url)
-    return {"group": ElectedGroup(store, election, poll, me, settings.remote), "tcp": tcp}
+    kind = STORE_KINDS[settings.store]
+    me = LeaderInfo.me(kind.where(settings), str(socket_path(name).absolute()),
+                       tcp.url(settings.advertise or None) if tcp else "")
+    group = kind.serve(kind.store(settings), kind.leadership(settings), me, poll, settings)
+    return {"group": group, "tcp": tcp}

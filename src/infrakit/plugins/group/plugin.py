@@ -23,8 +23,6 @@ from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
 
 log = logging.getLogger("infrakit.group")
 
-DEFAULT_POLL = 5.0
-
 _decode_spec = msgspec.json.Decoder(GroupSpec).decode
 
 
@@ -35,7 +33,7 @@ class GroupPlugin:
     :meth:`start` before it accepts calls and :meth:`stop` after the last one.
     """
 
-    def __init__(self, store: GroupStore, plugins: PluginLookup, poll: float = DEFAULT_POLL,
+    def __init__(self, store: GroupStore, plugins: PluginLookup, poll: float,
                  fence: Fence | None = None) -> None:
         self.store = store
         self.plugins = plugins

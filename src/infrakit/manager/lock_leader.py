@@ -10,42 +10,20 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import socket
-import time
+import threading
 from pathlib import Path
 
 import msgspec
 
 from infrakit.atomicfile import write_atomic
-from infrakit.spi.types import Wire
+from infrakit.manager.leader_info import LeaderInfo
+from infrakit.spi.errors import PluginError
 
 log = logging.getLogger("infrakit.manager")
 
-
-class LeaderInfo(Wire, kw_only=True):
-    pid: int = msgspec.field(name="PID")
-    host: str
-    since: float
-    store: str
-    address: str = ""
-    """The socket the leader serves on, where followers on its machine forward calls."""
-    url: str = msgspec.field(default="", name="URL")
-    """The leader's TCP listener, if it has one: where followers elsewhere forward calls."""
-
-    @classmethod
-    def me(cls, store: str, address: str = "", url: str = "") -> LeaderInfo:
-        """This process, leading from now on."""
-        return cls(pid=os.getpid(), host=socket.gethostname(), since=time.time(), store=store,
-                   address=address, url=url)
-
-    def now(self) -> LeaderInfo:
-        """The same, leading from this moment."""
-        import msgspec.structs
-
-        return msgspec.structs.replace(self, since=time.time())
-
-    def is_me(self) -> bool:
-        return self.pid == os.getpid() and self.host == socket.gethostname()
+POLL = 0.1
+"""Seconds between two tries of the lock: polled, not blocking, so signals still stop the
+wait."""
 
 
 class LockLeadership:
@@ -57,9 +35,9 @@ class LockLeadership:
         self.info_path = directory / "leader.json"
         self._fd: int | None = None
 
-    def acquire(self, me: LeaderInfo, poll: float = 0.1) -> LeaderInfo:
-        """Wait until this process leads; returns what it recorded about itself. The lock
-        is held by an open descriptor until the process ends, however it ends."""
+    def acquire(self, me: LeaderInfo, stop: threading.Event) -> bool:
+        """Wait until this process leads (True) or ``stop`` is set (False). The lock is
+        held by an open descriptor until the process ends, however it ends."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         leader = self.leader()
         if leader is not None:
@@ -70,11 +48,23 @@ class LockLeadership:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                time.sleep(poll)  # polled, not blocking: signals still stop the wait
+                if stop.wait(POLL):
+                    os.close(fd)
+                    return False
         self._fd = fd
-        info = me.now()
-        write_atomic(self.info_path, msgspec.json.encode(info))
-        return info
+        write_atomic(self.info_path, msgspec.json.encode(me.now()))
+        return True
+
+    def fence(self) -> None:
+        """Raise unless this process holds the lock on the file that is there now: a lock
+        file removed under a leader lets another manager lock a new one."""
+        fd = self._fd
+        try:
+            held = fd is not None and os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+        except OSError:
+            held = False
+        if not held:
+            raise PluginError(f"not acting: this manager does not hold {self.lock_path}")
 
     def leader(self) -> LeaderInfo | None:
         """Who leads now, or None when nobody holds the lock."""

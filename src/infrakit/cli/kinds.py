@@ -1,26 +1,30 @@
 """The plugin kinds ``infrakit plugin start`` knows, and how to build each.
 
-Factories import their implementation lazily so that listing kinds costs nothing.
+It sits in the CLI layer because a kind may be built of any layer below: the manager
+builds on the store and the group plugin. Factories import their implementation lazily so
+that listing kinds costs nothing.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from infrakit.rpc.paths import infrakit_home
+from infrakit.settings import GROUP_POLL, MANAGER
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A built-in plugin kind: a summary, a factory of serve() kwargs, and the name it is
-    served under unless told (the kind's own name, by default)."""
+    """A built-in plugin kind: a summary, a factory of serve() kwargs, the name it is
+    served under unless told (the kind's own name, by default), and whether its process
+    may need TLS from its event loop (one that does not runs without OpenSSL loaded)."""
 
     summary: str
     build: Callable[[str], dict[str, Any]]
     default_name: str = ""
+    tls: bool = True
 
 
 def _file(name: str) -> dict[str, Any]:
@@ -68,11 +72,11 @@ def _combo(name: str) -> dict[str, Any]:
 
 
 def _group(name: str) -> dict[str, Any]:
-    from infrakit.plugins.group.plugin import DEFAULT_POLL, GroupPlugin
+    from infrakit.plugins.group.plugin import GroupPlugin
     from infrakit.rpc.lookup import SocketPlugins
     from infrakit.store.sqlite import SQLiteStore
 
-    poll = float(os.environ.get("INFRAKIT_GROUP_POLL", DEFAULT_POLL))
+    poll = GROUP_POLL.read()
     store = SQLiteStore(infrakit_home() / "group" / name / "groups.db")
     return {"group": GroupPlugin(store, SocketPlugins(), poll=poll)}
 
@@ -83,16 +87,18 @@ def _manager(name: str) -> dict[str, Any]:
     return build_manager(Settings.from_env(), name)
 
 
+_POLL = f"poll: ${GROUP_POLL.env} seconds, default {GROUP_POLL.default}"
+
 KINDS: dict[str, Kind] = {
     "group": Kind("the group controller: keeps committed groups converged; specs in "
-                  "$INFRAKIT_HOME/group/NAME (poll: $INFRAKIT_GROUP_POLL seconds)", _group),
+                  f"$INFRAKIT_HOME/group/NAME ({_POLL})", _group),
     "manager": Kind("the group controller, served as 'group', acting while it leads; on "
                     "etcd followers forward to the leader, which another replaces when it "
-                    "dies ("
-                    "$INFRAKIT_MANAGER_STORE sqlite or etcd, $INFRAKIT_ETCD_ENDPOINTS, "
-                    "$INFRAKIT_LEASE_TTL)", _manager, default_name="group"),
+                    "dies (the settings of `infrakit manager`, from "
+                    f"{', '.join('$' + s.env for s in MANAGER.values())}; {_POLL})",
+                    _manager, default_name="group"),
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
-                          _file),
+                          _file, tls=False),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "
                              "state under $INFRAKIT_HOME/instance-process/NAME", _process),
     "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
@@ -106,7 +112,9 @@ KINDS: dict[str, Kind] = {
                            "endpoint $INFRAKIT_CLOUD_ENDPOINT; state in "
                            "$INFRAKIT_HOME/instance-cloud/NAME", _cloud),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
-    "flavor-vanilla": Kind("init script, tags and attachments; always healthy", _vanilla),
+    "flavor-vanilla": Kind("init script, tags and attachments; members are healthy unless "
+                           "its optional Properties.Health probe (TCP, HTTP or Command) "
+                           "says otherwise", _vanilla, tls=False),
 }
 
 

@@ -1,0 +1,133 @@
+"""Every setting read from the environment, written once: its variable, the option that may
+give it instead, its default, how it is parsed and checked, and its help.
+
+``infrakit manager`` makes its options from this table, and ``infrakit plugin start``
+reads the same variables through it, so both accept the same values and default alike. A
+bad value is refused naming its variable (or option) and the reason. Standard library
+only, so that any layer may read its settings here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingError(ValueError):
+    """A value a setting cannot take: the message names the setting and says why."""
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    env: str
+    default: str
+    """As it would be written in the environment, and parsed like any value given there."""
+    parse: Callable[[str], T]
+    """The value, or a ValueError whose message completes "'<value>' ..." with the reason."""
+    help: str
+    option: str = ""
+    """The option of ``infrakit manager`` that may give the value instead."""
+    metavar: str = ""
+
+    def value(self, raw: str, name: str = "") -> T:
+        """``raw`` parsed; one that cannot be raises a :class:`SettingError` naming
+        ``name`` (by default the variable)."""
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise SettingError(f"{name or self.env}: {raw!r} {exc}") from None
+
+    def read(self) -> T:
+        """The value the environment gives, or the default."""
+        return self.value(os.environ.get(self.env, self.default))
+
+
+def seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("is not a positive number of seconds")
+    return value
+
+
+def whole_seconds(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("is not a whole number of seconds") from None
+        if value < minimum:
+            raise ValueError(f"is under the minimum of {minimum} seconds")
+        return value
+
+    return parse
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"is not one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item for item in raw.split(",") if item)
+
+
+def key_prefix(raw: str) -> str:
+    if not raw.startswith("/") or not raw.endswith("/"):
+        raise ValueError("does not start and end with /")
+    return raw
+
+
+GROUP_POLL = Setting("INFRAKIT_GROUP_POLL", "5", seconds,
+                     "Seconds between two passes of a group's controller.")
+
+STORES = ("sqlite", "etcd")
+
+MANAGER: dict[str, Setting[Any]] = {
+    "store": Setting(
+        "INFRAKIT_MANAGER_STORE", "sqlite", one_of(*STORES),
+        "sqlite: one machine, specs in $INFRAKIT_HOME/manager, a lock file elects the "
+        "leader. etcd: specs in etcd, a lease elects the leader.",
+        option="--store", metavar="|".join(STORES)),
+    "endpoints": Setting("INFRAKIT_ETCD_ENDPOINTS", "", comma_list,
+                         "The etcd cluster, with --store etcd.",
+                         option="--etcd-endpoints", metavar="URL,..."),
+    "prefix": Setting("INFRAKIT_ETCD_PREFIX", "/infrakit/", key_prefix,
+                      "Where in etcd these managers keep their state: one prefix per set of "
+                      "managers sharing a cluster.", option="--etcd-prefix", metavar="PREFIX"),
+    "lease_ttl": Setting("INFRAKIT_LEASE_TTL", "5", whole_seconds(2),
+                         "Seconds a leader's etcd lease lives without renewal: a dead "
+                         "leader's successor starts within this time.",
+                         option="--lease-ttl", metavar="SECONDS"),
+    "listen": Setting("INFRAKIT_MANAGER_LISTEN", "", str,
+                      "Also serve on TCP (HOST defaults to 127.0.0.1), for managers on other "
+                      "machines to forward to: needs --tls-cert, --tls-key and --token-file.",
+                      option="--listen", metavar="[HOST:]PORT"),
+    "tls_cert": Setting("INFRAKIT_TLS_CERT", "", str, "The listener's certificate (PEM).",
+                        option="--tls-cert", metavar="FILE"),
+    "tls_key": Setting("INFRAKIT_TLS_KEY", "", str, "The certificate's private key (PEM).",
+                       option="--tls-key", metavar="FILE"),
+    "tls_ca": Setting("INFRAKIT_TLS_CA", "", str,
+                      "What to trust in another manager's certificate [default: --tls-cert].",
+                      option="--tls-ca", metavar="FILE"),
+    "token_file": Setting("INFRAKIT_MANAGER_TOKEN_FILE", "", str,
+                          "The bearer token every TCP caller must send, in a file only its "
+                          "owner may read (mode 600).", option="--token-file", metavar="FILE"),
+    "advertise": Setting("INFRAKIT_MANAGER_ADVERTISE", "", str,
+                         "The name other machines reach the listener by [default: the address "
+                         "it binds, or this machine's name].",
+                         option="--advertise", metavar="HOST"),
+}
+"""The settings of a manager, by the name of the field of
+:class:`infrakit.manager.run.Settings` each fills."""
