@@ -1,0 +1,220 @@
+"""The group plugin in one process, handed plugin objects for its instance and flavor
+plugins: the lookup is all it calls, so a fault of either side of the wire can be staged
+exactly, and each test runs in milliseconds. The same plugin over real sockets is in
+test_group_plugin.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from infrakit.plugins.group.plan import GROUP_TAG
+from infrakit.plugins.group.plugin import GroupPlugin
+from infrakit.spi import Allocation, Description, GroupSpec, Health, Index, Spec
+from infrakit.spi.calls import AsyncFlavorAPI, AsyncInstanceAPI
+from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.store.sqlite import SQLiteStore
+
+POLL = 0.02
+
+
+class Cloud:
+    """An instance plugin in memory. ``fault`` stages what the next provisions meet:
+    ``refused`` (the plugin answers an error per item: nothing made) or ``lost`` (the
+    instances are made, but no answer comes back)."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, Description] = {}
+        self.fault = ""
+        self._ids = itertools.count(1)
+
+    async def validate(self, properties: Any) -> None:
+        if properties == "bad":
+            raise CallFailed("cloud", "Instance", "Properties: bad")
+
+    async def provision(self, spec: Spec) -> str:
+        iid = f"vm-{next(self._ids)}"
+        self.made[iid] = Description(id=iid, logical_id=spec.logical_id,
+                                     tags=dict(spec.tags or {}))
+        return iid
+
+    async def provision_each(self, specs: list[Spec]) -> list[str | Exception]:
+        if self.fault == "refused":
+            return [CallFailed("cloud", "Instance", "no capacity left")] * len(specs)
+        made: list[str | Exception] = [await self.provision(s) for s in specs]
+        if self.fault == "lost":
+            raise Unreachable("cloud", "Instance", "no answer within 60s")
+        return made
+
+    async def label(self, instance: str, labels: dict[str, str]) -> None:
+        self.made[instance].tags = {**(self.made[instance].tags or {}), **labels}
+
+    async def destroy(self, instance: str) -> None:
+        del self.made[instance]
+
+    async def describe_instances(self, tags: dict[str, str],
+                                 properties: bool) -> list[Description]:
+        return [d for d in self.made.values()
+                if tags.items() <= (d.tags or {}).items()]
+
+
+class Flavor:
+    """A flavor that prepares specs unchanged and finds every member healthy."""
+
+    async def validate(self, properties: Any, allocation: Allocation) -> None:
+        return None
+
+    async def prepare(self, properties: Any, spec: Spec, allocation: Allocation,
+                      index: Index) -> Spec:
+        return spec
+
+    async def prepare_each(self, properties: Any, allocation: Allocation,
+                           items: list[tuple[Spec, Index]]) -> list[Spec | Exception]:
+        return [spec for spec, _ in items]
+
+    async def healthy(self, properties: Any, instance: Description) -> Health:
+        return Health.HEALTHY
+
+    async def healthy_each(self, properties: Any,
+                           instances: list[Description]) -> list[Health | Exception]:
+        return [Health.HEALTHY] * len(instances)
+
+    async def drain(self, properties: Any, instance: Description) -> None:
+        return None
+
+
+class Lookup:
+    """The plugins by name; any other name is not running."""
+
+    def __init__(self, cloud: Cloud, flavor: Flavor) -> None:
+        self.cloud, self.flavor_ = cloud, flavor
+
+    def instance(self, name: str) -> AsyncInstanceAPI:
+        if name != "cloud":
+            raise PluginError(f"no plugin named {name!r} is running")
+        return self.cloud
+
+    def flavor(self, name: str) -> AsyncFlavorAPI:
+        if name != "plain":
+            raise PluginError(f"no plugin named {name!r} is running")
+        return self.flavor_
+
+    async def close(self) -> None:
+        return None
+
+
+def spec(size: int, instance: str = "cloud", properties: Any = None) -> GroupSpec:
+    return GroupSpec(id="web", properties={
+        "Allocation": {"Size": size}, "Instance": {"Plugin": instance, "Properties": properties},
+        "Flavor": {"Plugin": "plain"}, "ProvisionDeadline": 60})
+
+
+Scenario = Callable[[GroupPlugin, Cloud], Awaitable[None]]
+
+
+def run(tmp_path: Path, scenario: Scenario) -> None:
+    """Run ``scenario`` against a started group plugin on a SQLite store in ``tmp_path``."""
+
+    async def main() -> None:
+        cloud = Cloud()
+        plugin = GroupPlugin(SQLiteStore(tmp_path / "groups.db"), Lookup(cloud, Flavor()), POLL)
+        await plugin.start()
+        try:
+            await scenario(plugin, cloud)
+        finally:
+            await plugin.stop()
+
+    asyncio.run(main())
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(POLL)
+
+
+def test_a_group_converges_on_plugin_objects_in_the_same_process(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        assert await plugin.commit_group(spec(3), False) == "Managing 3 instances"
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        await until(converged)
+        assert len(cloud.made) == 3
+        assert all((d.tags or {})[GROUP_TAG] == "web" for d in cloud.made.values())
+        del cloud.made[next(iter(cloud.made))]  # a member vanishes: it is replaced
+        await until(converged)
+        assert len(cloud.made) == 3
+
+    run(tmp_path, scenario)
+
+
+def test_provisions_that_got_no_answer_count_until_their_deadline(tmp_path: Path) -> None:
+    """The instances were made but the answer was lost: the group must not make more, as
+    the reference did with a slow provider; it waits for the deadline instead."""
+
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        cloud.fault = "lost"
+        await plugin.commit_group(spec(3), False)
+
+        async def in_flight() -> bool:
+            return len((await plugin.describe_status("web")).in_flight) == 3
+
+        await until(in_flight)
+        passes = (await plugin.describe_status("web")).passes
+        await until(lambda: _passed(plugin, passes + 5))
+        status = await plugin.describe_status("web")
+        assert len(cloud.made) == 3, "provisioned again while the first ones were in flight"
+        assert len(status.in_flight) == 3
+        assert not status.converged
+
+    run(tmp_path, scenario)
+
+
+def test_provisions_the_plugin_refused_are_forgotten_and_named(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        cloud.fault = "refused"
+        await plugin.commit_group(spec(2), False)
+
+        async def failing() -> bool:
+            return (await plugin.describe_status("web")).failures >= 2
+
+        await until(failing)
+        status = await plugin.describe_status("web")
+        assert status.in_flight == []  # nothing was made: nothing is waited for
+        assert status.errors[0] == "Instance plugin 'cloud': no capacity left"
+        cloud.fault = ""
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        await until(converged, timeout=10)  # the backoff is short at this poll
+        assert len(cloud.made) == 2
+
+    run(tmp_path, scenario)
+
+
+def test_a_commit_the_plugins_refuse_changes_nothing(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        for bad, said in ((spec(2, instance="nope"), "no plugin named 'nope' is running"),
+                          (spec(2, properties="bad"), "Instance plugin 'cloud': Properties")):
+            try:
+                await plugin.commit_group(bad, False)
+            except PluginError as exc:
+                assert said in str(exc)
+            else:
+                raise AssertionError("committed")
+        assert await plugin.inspect_groups() == []
+        assert plugin.store.load_groups() == {}
+        assert cloud.made == {}
+
+    run(tmp_path, scenario)
+
+
+async def _passed(plugin: GroupPlugin, passes: int) -> bool:
+    return (await plugin.describe_status("web")).passes >= passes
