@@ -29,22 +29,13 @@ def _plugin_run(args: list[str]) -> tuple[int, str] | None:
 
 def _serve_kind(level: int, spec: str) -> bool:
     """Run the plugin ``spec`` names until SIGINT or SIGTERM; False if it names no kind."""
-    from infrakit.cli.kinds import KINDS, parse_kind
+    from infrakit.cli.kinds import parse_kind, serve_kind
 
     try:
         kind, name = parse_kind(spec)
     except ValueError:
         return False
-    if not KINDS[kind].tls:
-        from infrakit.rpc.eventloop import import_asyncio_without_tls
-
-        import_asyncio_without_tls()
-    from infrakit.rpc.logs import configure_logging
-    from infrakit.rpc.paths import plugin_dir
-    from infrakit.rpc.server import serve
-
-    configure_logging(level)
-    serve(name, directory=plugin_dir(), **KINDS[kind].build(name))
+    serve_kind(kind, name, level)
     return True
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
 from infrakit.cli.output import dump, emit, format_tags, output_option, table
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
-from infrakit.spi.calls import GroupAPI
 from infrakit.spi.group import GroupSpec
+
+if TYPE_CHECKING:
+    from infrakit.spi.calls import GroupAPI
 
 
 @click.group("group", params=[timeout_option(), *remote_options()])

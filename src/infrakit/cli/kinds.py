@@ -124,3 +124,19 @@ def parse_kind(spec: str) -> tuple[str, str]:
     if kind not in KINDS:
         raise ValueError(f"unknown plugin kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
     return kind, name or KINDS[kind].default_name or kind
+
+
+def serve_kind(kind: str, name: str, level: int) -> None:
+    """Run the built-in plugin ``kind`` as ``name`` until SIGINT or SIGTERM, logging at
+    ``--log`` level ``level``. A kind that needs no TLS first imports asyncio without it
+    (when nothing has imported asyncio or ssl yet), so its process holds no OpenSSL."""
+    if not KINDS[kind].tls:
+        from infrakit.rpc.eventloop import import_asyncio_without_tls
+
+        import_asyncio_without_tls()
+    from infrakit.rpc.logs import configure_logging
+    from infrakit.rpc.paths import plugin_dir
+    from infrakit.rpc.server import serve
+
+    configure_logging(level)
+    serve(name, directory=plugin_dir(), **KINDS[kind].build(name))

@@ -15,7 +15,6 @@ from infrakit.cli.main import log_level
 from infrakit.cli.output import emit, output_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
-from infrakit.rpc.logs import configure_logging
 from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
 
 if TYPE_CHECKING:
@@ -199,12 +198,10 @@ def _await_exit(path: Path, timeout: float) -> bool:
 @click.argument("plugin", metavar="KIND[:NAME]")
 def run(plugin: str) -> None:
     """Run one built-in plugin in the foreground until SIGINT or SIGTERM."""
-    from infrakit.cli.kinds import KINDS, parse_kind
-    from infrakit.rpc.server import serve
+    from infrakit.cli.kinds import parse_kind, serve_kind
 
-    configure_logging(log_level())
     try:
         kind, name = parse_kind(plugin)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
-    serve(name, directory=plugin_dir(), **KINDS[kind].build(name))
+    serve_kind(kind, name, log_level())
