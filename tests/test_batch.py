@@ -9,7 +9,7 @@ from pathlib import Path
 
 from infrakit.rpc.client import AsyncRPCClient
 from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
-from infrakit.spi import Allocation, Description, Health, Index, Spec
+from infrakit.spi import Allocation, Description, Health, HealthReport, Index, Spec
 from infrakit.spi.errors import CallFailed
 from tests.conftest import StartScript
 from tests.helpers import error_of, result_of
@@ -104,7 +104,10 @@ def test_vanilla_batches_natively(flavor_vanilla: Path) -> None:
                                               "Timeout": 1}},
         "Instances": [{"ID": "a", "Properties": {"port": 1}}, {"ID": "b"}]})["Results"]
     # nothing listens on port 1: unhealthy; no port to aim at: unknown
-    assert health == [{"Health": 2}, {"Health": 0}]
+    assert health == [
+        {"Health": 2, "Reason": "TCP 127.0.0.1:1: connection refused"},
+        {"Health": 0, "Reason": "the probe names {{ .Properties.port }}, which this member "
+                                "does not have"}]
 
 
 def test_client_falls_back_to_one_item_calls_where_the_batch_is_missing(
@@ -132,7 +135,7 @@ def test_client_falls_back_to_one_item_calls_where_the_batch_is_missing(
             assert isinstance(out[0], Spec) and out[0].init == "x"
             assert frpc.unbatched == set()  # served (from the one-item verb)
             health = await flavor.healthy_each({}, [Description(id="bad-2")])
-            assert health == [Health.UNHEALTHY]
+            assert health == [HealthReport(Health.UNHEALTHY)]
             provisioned = await AsyncInstanceClient(frpc).provision_each(
                 [Spec(properties={"bad": True})])
             assert isinstance(provisioned[0], CallFailed)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, RPCClient
-from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.jsonrpc import METHOD_NOT_FOUND, RPCError
 from infrakit.spi.calls import (
     AsyncFlavorAPI,
     AsyncGroupAPI,
@@ -23,7 +23,7 @@ from infrakit.spi.calls import (
     GroupAPI,
     InstanceAPI,
 )
-from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.spi.errors import CallFailed, PluginError, Unreachable, Unsupported
 from infrakit.spi.flavor import FLAVOR
 from infrakit.spi.group import GROUP
 from infrakit.spi.instance import INSTANCE
@@ -55,6 +55,8 @@ class _Client:
     def _fault(self, exc: Exception) -> Exception:
         """A transport error as the SPI's error that names this plugin; other values
         (an item's answer) as they are."""
+        if isinstance(exc, RPCError) and exc.code == METHOD_NOT_FOUND:
+            return Unsupported(self.name, self.kind, exc.message, exc.code)
         if isinstance(exc, RPCError):
             return CallFailed(self.name, self.kind, exc.message, exc.code)
         if isinstance(exc, PluginUnreachable):

@@ -15,12 +15,14 @@ _HOME = {
     "GroupDescription": "group", "GroupPlugin": "group", "GroupSpec": "group",
     "FLAVOR_API": "types", "GROUP_API": "types", "INSTANCE_API": "types",
     "Allocation": "types", "Attachment": "types", "Description": "types", "Health": "types",
+    "HealthReport": "types", "EndedInstance": "instance",
     "Index": "types", "InterfaceSpec": "types", "Spec": "types", "nonblocking": "methods",
 }
 
 __all__ = [
     "FLAVOR_API", "GROUP_API", "INSTANCE_API", "Allocation", "Attachment", "Description",
-    "FlavorPlugin", "GroupDescription", "GroupPlugin", "GroupSpec", "Health", "Index",
+    "EndedInstance", "FlavorPlugin", "GroupDescription", "GroupPlugin", "GroupSpec", "Health",
+    "HealthReport", "Index",
     "InstancePlugin", "InterfaceSpec", "NotFoundError", "PluginError", "Spec", "nonblocking",
 ]
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from infrakit.spi.errors import NotFoundError, PluginError
     from infrakit.spi.flavor import FlavorPlugin
     from infrakit.spi.group import GroupDescription, GroupPlugin, GroupSpec
-    from infrakit.spi.instance import InstancePlugin
+    from infrakit.spi.instance import EndedInstance, InstancePlugin
     from infrakit.spi.methods import nonblocking
     from infrakit.spi.types import (
         FLAVOR_API,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         Attachment,
         Description,
         Health,
+        HealthReport,
         Index,
         InterfaceSpec,
         Spec,

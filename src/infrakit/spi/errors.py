@@ -30,6 +30,11 @@ class CallFailed(PluginError):
         """The JSON-RPC error code it answered with."""
 
 
+class Unsupported(CallFailed):
+    """The other plugin does not serve the method called: one of our extensions, asked of
+    a plugin that predates it (the caller falls back to the reference's behaviour)."""
+
+
 class Unreachable(PluginError):
     """Another plugin gave no answer (not running, or too slow): the call may or may not
     have happened, so whatever it was asked to make may exist."""

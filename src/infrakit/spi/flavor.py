@@ -9,7 +9,16 @@ import msgspec
 from infrakit.spi.errors import PluginError
 from infrakit.spi.instance import OKResult
 from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing, outcomes
-from infrakit.spi.types import FLAVOR_API, Allocation, Description, Health, Index, Spec, Wire
+from infrakit.spi.types import (
+    FLAVOR_API,
+    Allocation,
+    Description,
+    Health,
+    HealthReport,
+    Index,
+    Spec,
+    Wire,
+)
 
 
 class FlavorPlugin(Protocol):
@@ -29,7 +38,8 @@ class FlavorPlugin(Protocol):
     # without them the runtime calls the one-item method per item):
     # ``prepare_each(properties, allocation, items: list[tuple[Spec, Index]])
     # -> list[Spec | Exception]`` and
-    # ``healthy_each(properties, instances) -> list[Health | Exception]``.
+    # ``healthy_each(properties, instances) -> list[Health | HealthReport | Exception]``,
+    # where a :class:`HealthReport` also says why (callers always get reports).
 
 
 class ValidateRequest(Wire, kw_only=True):
@@ -81,6 +91,8 @@ class PrepareOutcome(Wire, kw_only=True, omit_defaults=True):
 
 class HealthOutcome(Wire, kw_only=True, omit_defaults=True):
     health: Health | None = None
+    reason: str | None = None
+    """Why, in words (our extension; a caller that does not know it ignores it)."""
     error: str | None = None
 
 
@@ -108,12 +120,28 @@ def _ok(req: Any, _: Any) -> OKResult:
     return OKResult(type=req.type, ok=True)
 
 
+def _verdict(value: Health | HealthReport) -> Health:
+    return Health(value.health if isinstance(value, HealthReport) else value)
+
+
+def _health_fields(value: Health | HealthReport) -> dict[str, Any]:
+    if isinstance(value, HealthReport):
+        return {"health": Health(value.health), "reason": value.reason or None}
+    return {"health": Health(value)}
+
+
+def _report(outcome: HealthOutcome) -> HealthReport | PluginError:
+    if outcome.error is not None or outcome.health is None:
+        return PluginError(outcome.error or "no verdict")
+    return HealthReport(outcome.health, outcome.reason or "")
+
+
 PREPARE = Method("Flavor.Prepare", PrepareRequest, PrepareResult, "prepare",
                  lambda r: (r.properties, r.spec, r.allocation, r.index),
                  lambda r, v: PrepareResult(type=r.type, spec=v), lambda res: res.spec)
 HEALTHY = Method("Flavor.Healthy", InstanceRequest, HealthResult, "healthy",
                  lambda r: (r.properties, r.instance),
-                 lambda r, v: HealthResult(type=r.type, health=Health(v)),
+                 lambda r, v: HealthResult(type=r.type, health=_verdict(v)),
                  lambda res: res.health)
 
 FLAVOR = interface(
@@ -133,10 +161,8 @@ FLAVOR = interface(
     Method("Flavor.HealthyEach", HealthyEachRequest, HealthyEachResult, "healthy_each",
            lambda r: (r.properties, r.instances),
            lambda r, v: HealthyEachResult(
-               type=r.type, results=outcomes(v, HealthOutcome,
-                                             lambda h: {"health": Health(h)})),
-           lambda res: [PluginError(o.error) if o.error is not None else o.health
-                        for o in res.results],
+               type=r.type, results=outcomes(v, HealthOutcome, _health_fields)),
+           lambda res: [_report(o) for o in res.results],
            single=HEALTHY,
            items=lambda r: [(r.properties, i) for i in r.instances]),
     HEALTHY,

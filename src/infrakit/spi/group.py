@@ -28,11 +28,20 @@ class MemberStatus(Wire, kw_only=True):
     id: str = msgspec.field(name="ID")
     logical_id: str | None = msgspec.field(default=None, name="LogicalID")
     health: str
-    """``healthy``, ``starting``, ``unhealthy`` or ``failed`` (to be replaced)."""
+    """``healthy``, ``starting``, ``unhealthy``, ``failed`` (to be replaced) or
+    ``unknown`` (the flavor cannot tell)."""
     age: float
     """Seconds since the controller first saw the member."""
     current: bool
     """Whether the member carries the committed config hash."""
+    reason: str = ""
+    """Why its health is what it is, when it is not healthy (``GET ...: HTTP 503``)."""
+    restarts: int = 0
+    """How many members ended before it in its place."""
+    last_exit: str = ""
+    """How the member before it ended (``proc-4 exited with status 2 after 0.1s``)."""
+    last_output: list[str] | None = None
+    """The last lines of that member's output, when its plugin has them."""
 
 
 class OperationStatus(Wire, kw_only=True):
@@ -65,6 +74,13 @@ class GroupStatus(Wire, kw_only=True):
     """Passes in a row that met an error; the controller backs off exponentially."""
     passes: int = 0
     """Reconcile passes since the group plugin started watching the group."""
+    backoff: str = ""
+    """The crash-loop backoff, when launches are being held back
+    (``next launch in 40s after 5 failures in a row (last: ...)``)."""
+    health_unknown: str = ""
+    """Why some members' health is unknown (a flavor plugin that does not answer)."""
+    destroying: bool = False
+    """The group is being destroyed: it provisions nothing; destroy it again to finish."""
 
 
 class GroupPlugin(Protocol):

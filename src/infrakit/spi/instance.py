@@ -33,6 +33,34 @@ class InstancePlugin(Protocol):
         self, tags: dict[str, str], properties: bool
     ) -> MaybeAwaitable[list[Description]]: ...
 
+    # Optional: ``describe_ended(tags) -> list[EndedInstance]`` (``Instance.DescribeEnded``,
+    # our extension) tells how the instances that ended without a ``Destroy`` ended. A
+    # plugin that knows its instances (a process's exit status, a container's) serves it;
+    # without it, a group counts an instance it never saw as in flight until its deadline.
+
+
+class EndedInstance(Wire, kw_only=True, omit_defaults=True):
+    """An instance that ended without a ``Destroy``: how and when. A plugin keeps what it
+    learnt for a while (at least the last 100 endings, or the last hour) and reports it on
+    every call; the caller tells new endings from those it has seen by ``ID``."""
+
+    id: str = msgspec.field(name="ID")
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    tags: dict[str, str] | None = None
+    reason: str
+    """In words: ``exited with status 2``, ``killed by signal 9 (SIGKILL)``."""
+    crashed: bool = True
+    """It ended by itself (it exited or crashed); false when someone removed it outside
+    the plugin, which is no fault of the spec."""
+    exit_status: int | None = None
+    """The exit status, when it exited."""
+    started: float = 0.0
+    """When it started (seconds since the epoch; 0 when unknown)."""
+    ended: float = 0.0
+    """When the plugin found it ended."""
+    output: list[str] | None = None
+    """The last lines of its output, when the plugin has them."""
+
 
 class ValidateRequest(Wire, kw_only=True):
     type: str = ""
@@ -80,6 +108,16 @@ class DescribeRequest(Wire, kw_only=True):
     properties: bool = False
 
 
+class DescribeEndedRequest(Wire, kw_only=True):
+    type: str = ""
+    tags: dict[str, str] | None = None
+
+
+class DescribeEndedResult(Wire, kw_only=True):
+    type: str = ""
+    ended: list[EndedInstance] | None
+
+
 class OKResult(Wire, kw_only=True):
     type: str = ""
     ok: bool = msgspec.field(name="OK")
@@ -123,4 +161,8 @@ INSTANCE = interface(
            lambda r: (r.tags or {}, r.properties),
            lambda r, v: DescribeResult(type=r.type, descriptions=list(v)),
            lambda res: res.descriptions or []),
+    Method("Instance.DescribeEnded", DescribeEndedRequest, DescribeEndedResult,
+           "describe_ended", lambda r: (r.tags or {},),
+           lambda r, v: DescribeEndedResult(type=r.type, ended=list(v)),
+           lambda res: res.ended or []),
 )

@@ -81,6 +81,16 @@ class Health(enum.IntEnum):
     UNHEALTHY = 2
 
 
+class HealthReport(msgspec.Struct, frozen=True):
+    """A flavor's verdict on one instance with its reason in words (``HTTP 503``,
+    ``connection refused``), so that a user sees why a member is judged as it is.
+    ``Flavor.Healthy`` answers the bare verdict, as the reference does; ``HealthyEach``
+    carries the reason too."""
+
+    health: Health
+    reason: str = ""
+
+
 INSTANCE_API = InterfaceSpec(name="Instance", version="0.5.0")
 FLAVOR_API = InterfaceSpec(name="Flavor", version="0.1.0")
 GROUP_API = InterfaceSpec(name="Group", version="0.1.0")

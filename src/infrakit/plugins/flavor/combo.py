@@ -18,7 +18,7 @@ import msgspec.structs
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import PluginError
 from infrakit.spi.properties import decode_properties
-from infrakit.spi.types import Allocation, Description, Health, Index, Spec, Wire
+from infrakit.spi.types import Allocation, Description, Health, HealthReport, Index, Spec, Wire
 
 
 class FlavorRef(Wire, kw_only=True, forbid_unknown_fields=True):
@@ -77,26 +77,27 @@ class ComboFlavor:
         return results
 
     async def healthy(self, properties: Any, instance: Description) -> Health:
-        [health] = await self.healthy_each(properties, [instance])
-        if isinstance(health, Exception):
-            raise health
-        return health
+        [report] = await self.healthy_each(properties, [instance])
+        if isinstance(report, Exception):
+            raise report
+        return report.health
 
     async def healthy_each(self, properties: Any,
-                           instances: list[Description]) -> list[Health | Exception]:
-        """Healthy when every flavor says so, unhealthy when any does, else unknown."""
+                           instances: list[Description]) -> list[HealthReport | Exception]:
+        """Healthy when every flavor says so, unhealthy when any does (with its reason),
+        else unknown."""
         outputs = await self._each(properties, "healthy_each", instances)
-        results: list[Health | Exception] = []
+        results: list[HealthReport | Exception] = []
         for k in range(len(instances)):
             answers = [out[k] for out in outputs]
             failed = next((a for a in answers if isinstance(a, Exception)), None)
             if failed is not None:
                 results.append(failed)
-            elif Health.UNHEALTHY in answers:
-                results.append(Health.UNHEALTHY)
-            else:
-                results.append(Health.HEALTHY if all(a is Health.HEALTHY for a in answers)
-                               else Health.UNKNOWN)
+                continue
+            reports = [a for a in answers if isinstance(a, HealthReport)]
+            worst = next((r for r in reports if r.health is Health.UNHEALTHY), None)
+            worst = worst or next((r for r in reports if r.health is not Health.HEALTHY), None)
+            results.append(worst or HealthReport(Health.HEALTHY))
         return results
 
     async def drain(self, properties: Any, instance: Description) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import msgspec
 
 from infrakit.spi.errors import PluginError
-from infrakit.spi.types import Description, Health, Wire
+from infrakit.spi.types import Description, Health, HealthReport, Wire
 
 PROBES_AT_ONCE = 64
 """How many probes a flavor runs at a time; HTTP probes have as many threads."""
@@ -74,36 +75,48 @@ def fill(template: str, instance: Description) -> str:
     return _FIELD.sub(value, template)
 
 
-async def probe(spec: ProbeSpec, instance: Description) -> Health:
-    """Run the probe against ``instance``."""
+async def probe(spec: ProbeSpec, instance: Description) -> HealthReport:
+    """Run the probe against ``instance``: the verdict, and why when it is not healthy."""
     try:
         target = fill(spec.command or spec.tcp or spec.http or "", instance)
-    except _Unfilled:
-        return Health.UNKNOWN
+    except _Unfilled as exc:
+        return HealthReport(Health.UNKNOWN, f"the probe names {exc}, which this member "
+                                            "does not have")
     try:
-        ok = await asyncio.wait_for(_run(spec, target), spec.timeout)
-    except (TimeoutError, OSError):
-        ok = False
-    return Health.HEALTHY if ok else Health.UNHEALTHY
+        failure = await asyncio.wait_for(_run(spec, target), spec.timeout)
+    except TimeoutError:
+        failure = f"no answer within {spec.timeout:g}s"
+    except OSError as exc:
+        failure = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+    if failure is None:
+        return HealthReport(Health.HEALTHY)
+    return HealthReport(Health.UNHEALTHY, f"{_what(spec, target)}: {failure}")
 
 
-async def _run(spec: ProbeSpec, target: str) -> bool:
+def _what(spec: ProbeSpec, target: str) -> str:
+    kind = "command" if spec.command is not None else "TCP" if spec.tcp is not None else "GET"
+    return f"{kind} {target}"
+
+
+async def _run(spec: ProbeSpec, target: str) -> str | None:
+    """None when the probe passes; why it failed otherwise."""
     if spec.command is not None:
         proc = await asyncio.create_subprocess_shell(
             target, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL)
         try:
-            return await proc.wait() == 0
+            code = await proc.wait()
         except asyncio.CancelledError:
             proc.kill()
             raise
+        return None if code == 0 else f"exit status {code}"
     if spec.tcp is not None:
         host, _, port = target.rpartition(":")
         _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
         writer.close()
-        return True
+        return None
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_http_threads(), _http_ok, target, spec.timeout)
+    return await loop.run_in_executor(_http_threads(), _http_failure, target, spec.timeout)
 
 
 @functools.cache
@@ -113,15 +126,22 @@ def _http_threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(PROBES_AT_ONCE, thread_name_prefix="probe")
 
 
-def _http_ok(url: str, timeout: float) -> bool:
-    """Whether a GET of ``url`` answers 2xx, after redirects; an answer that is not HTTP
-    counts as a failure. No proxy: a probe reaches the member itself."""
+def _http_failure(url: str, timeout: float) -> str | None:
+    """None when a GET of ``url`` answers 2xx, after redirects; else why not (an answer
+    that is not HTTP counts as a failure). No proxy: a probe reaches the member itself."""
     import http.client
+    import urllib.error
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout) as resp:
-            return 200 <= int(resp.status) < 300
-    except http.client.HTTPException:
-        return False
+            status = int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        return (getattr(reason, "strerror", None) or str(reason)).lower()
+    except http.client.HTTPException as exc:
+        return f"not an HTTP answer ({type(exc).__name__})"
+    return None if 200 <= status < 300 else f"HTTP {status}"

@@ -12,7 +12,15 @@ import msgspec.structs
 from infrakit.plugins.flavor.probes import PROBES_AT_ONCE, ProbeSpec, probe
 from infrakit.spi.methods import nonblocking
 from infrakit.spi.properties import decode_properties
-from infrakit.spi.types import Allocation, Attachment, Description, Health, Index, Spec
+from infrakit.spi.types import (
+    Allocation,
+    Attachment,
+    Description,
+    Health,
+    HealthReport,
+    Index,
+    Spec,
+)
 
 
 class VanillaProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=True):
@@ -64,24 +72,24 @@ class VanillaFlavor:
         return [_prepared(props, spec) for spec, _ in items]
 
     async def healthy(self, properties: Any, instance: Description) -> Health:
-        [health] = await self.healthy_each(properties, [instance])
-        return health
+        [report] = await self.healthy_each(properties, [instance])
+        return report.health
 
     async def healthy_each(self, properties: Any,
-                           instances: list[Description]) -> list[Health]:
+                           instances: list[Description]) -> list[HealthReport]:
         """Without a probe, every member is healthy at no cost; with one, at most
         ``PROBES_AT_ONCE`` probes run at a time, so that a large group cannot exhaust
         file descriptors or processes."""
         props = decode_properties(properties, VanillaProperties)
         spec = props.health
         if spec is None:
-            return [Health.HEALTHY] * len(instances)
+            return [HealthReport(Health.HEALTHY)] * len(instances)
         spec.check()
         if self._probes is None:
             self._probes = asyncio.Semaphore(PROBES_AT_ONCE)
         slots = self._probes
 
-        async def one(instance: Description) -> Health:
+        async def one(instance: Description) -> HealthReport:
             async with slots:
                 return await probe(spec, instance)
 
