@@ -156,7 +156,9 @@ def test_a_rolling_update_whose_new_members_keep_failing_halts(judged: Judged) -
 
     wait_until(halted, 20, what="the update to halt")
     status = judged.status()
-    assert status.update_halted == "2 members of the new config failed their health checks"
+    assert status.update_halted.startswith("2 members of the new config failed (last: ")
+    assert status.update_halted.endswith(" failed its health checks: never healthy in 0.5s: "
+                                         "unhealthy)")
     assert status.outdated == 3 and not status.converged
     assert peak <= 4 and old <= judged.members()  # never beyond MaxSurge; the old ones kept
     # the halt is decided in the pass that replaces the last failing member; its destroy

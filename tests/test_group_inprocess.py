@@ -13,9 +13,18 @@ from typing import Any
 
 from infrakit.plugins.group.plan import GROUP_TAG
 from infrakit.plugins.group.plugin import GroupPlugin
-from infrakit.spi import Allocation, Description, GroupSpec, Health, Index, Spec
+from infrakit.spi import (
+    Allocation,
+    Description,
+    EndedInstance,
+    GroupSpec,
+    Health,
+    HealthReport,
+    Index,
+    Spec,
+)
 from infrakit.spi.calls import AsyncFlavorAPI, AsyncInstanceAPI
-from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.spi.errors import CallFailed, PluginError, Unreachable, Unsupported
 from infrakit.store.sqlite import SQLiteStore
 
 POLL = 0.02
@@ -60,6 +69,9 @@ class Cloud:
         return [d for d in self.made.values()
                 if tags.items() <= (d.tags or {}).items()]
 
+    async def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:
+        raise Unsupported("cloud", "Instance", "Method not found", -32601)
+
 
 class Flavor:
     """A flavor that prepares specs unchanged and finds every member healthy."""
@@ -79,8 +91,8 @@ class Flavor:
         return Health.HEALTHY
 
     async def healthy_each(self, properties: Any,
-                           instances: list[Description]) -> list[Health | Exception]:
-        return [Health.HEALTHY] * len(instances)
+                           instances: list[Description]) -> list[HealthReport | Exception]:
+        return [HealthReport(Health.HEALTHY)] * len(instances)
 
     async def drain(self, properties: Any, instance: Description) -> None:
         return None
@@ -182,12 +194,13 @@ def test_provisions_the_plugin_refused_are_forgotten_and_named(tmp_path: Path) -
         await plugin.commit_group(spec(2), False)
 
         async def failing() -> bool:
-            return (await plugin.describe_status("web")).failures >= 2
+            return "after 2 failures in a row" in (await plugin.describe_status("web")).backoff
 
         await until(failing)
         status = await plugin.describe_status("web")
         assert status.in_flight == []  # nothing was made: nothing is waited for
-        assert status.errors[0] == "Instance plugin 'cloud': no capacity left"
+        assert "(last: launch failed: Instance plugin 'cloud': no capacity left)" in \
+            status.backoff
         cloud.fault = ""
 
         async def converged() -> bool:
@@ -218,3 +231,20 @@ def test_a_commit_the_plugins_refuse_changes_nothing(tmp_path: Path) -> None:
 
 async def _passed(plugin: GroupPlugin, passes: int) -> bool:
     return (await plugin.describe_status("web")).passes >= passes
+
+
+def test_a_commit_that_changes_only_tunables_says_what_it_changes(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        await plugin.commit_group(spec(2), False)
+        tuned = GroupSpec(id="web", properties={**spec(2).properties, "HealthGrace": 5,
+                                                "StartupGrace": 2.5})
+        assert await plugin.commit_group(tuned, True) == (
+            "Changing HealthGrace from 60 to 5, StartupGrace from 0 to 2.5")
+        bigger = GroupSpec(id="web", properties={**tuned.properties,
+                                                 "Allocation": {"Size": 3}})
+        assert await plugin.commit_group(bigger, False) == (
+            "Adding 1 instances to increase the group size to 3; changing HealthGrace from 60 "
+            "to 5, StartupGrace from 0 to 2.5")
+        assert await plugin.commit_group(bigger, False) == "Noop"
+
+    run(tmp_path, scenario)

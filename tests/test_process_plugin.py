@@ -18,7 +18,7 @@ import pytest
 from infrakit.plugins.instance import cgroups
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
-from infrakit.spi import GroupSpec
+from infrakit.spi import EndedInstance, GroupSpec
 from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Description, Spec
 from tests.conftest import Plugin, StartPlugin
@@ -302,10 +302,41 @@ def test_a_group_of_processes_heals_a_killed_member_and_leaves_nothing_behind(
         killed = time.monotonic()
         wait_until(lambda: victim not in proc.describe() and len(proc.describe()) == 3, 10,
                    interval=0.02, what="a replacement")
-        # the next pass after the kill sees it gone and provisions at once
-        assert time.monotonic() - killed <= 2 * poll + 0.5
+        # the next pass after the kill learns how it ended; it died young (within
+        # StartupGrace + HealthGrace), so the first backoff step (1 s) comes first
+        assert time.monotonic() - killed <= 1 + 2 * poll + 0.5
         wait_until(lambda: client.describe_group("web").converged, 20, what="healthy again")
+        [heir] = [m for m in client.describe_status("web").members if m.restarts]
+        assert heir.restarts == 1
+        assert heir.last_exit.startswith(f"{victim} killed by signal 9 (SIGKILL) after ")
+        assert "(died young); last output: Serving HTTP on 127.0.0.1" in heir.last_exit
         pids = [int(d.properties["PID"]) for d in proc.describe().values()]
         client.destroy_group("web")
     assert proc.describe() == {}
     assert not any(in_session(pid) for pid in pids)
+
+
+def test_a_shell_line_command_runs_whole_and_its_end_is_reported(proc: Proc) -> None:
+    iid = proc.provision(Command="echo a; echo b > out; exit 2")
+
+    def ended() -> list[EndedInstance]:
+        return [e for e in proc.client.describe_ended({"t": "1"}) if e.id == iid]
+
+    wait_until(lambda: bool(ended()), 5, what="the instance's end to be reported")
+    [end] = ended()
+    assert (end.reason, end.exit_status, end.crashed) == ("exited with status 2", 2, True)
+    assert end.output == ["a"] and end.started <= end.ended
+    assert (proc.state / iid / "out").read_text() == "b\n"  # the whole line ran
+    assert proc.client.describe_ended({"t": "other"}) == []
+    assert iid not in proc.describe()
+    proc.client.destroy(iid)  # an ended instance is destroyed at once: its files go
+    assert not (proc.state / iid).exists() and not ended()
+
+
+def test_an_instance_killed_by_a_signal_says_which(proc: Proc) -> None:
+    iid = proc.provision(Command="sleep 600")
+    os.kill(proc.pid(iid), signal.SIGKILL)
+    wait_until(lambda: any(e.id == iid for e in proc.client.describe_ended({})), 5,
+               what="the instance's end to be reported")
+    [end] = [e for e in proc.client.describe_ended({}) if e.id == iid]
+    assert end.reason == "killed by signal 9 (SIGKILL)" and end.exit_status is None

@@ -92,6 +92,19 @@ def key_prefix(raw: str) -> str:
 GROUP_POLL = Setting("INFRAKIT_GROUP_POLL", "5", seconds,
                      "Seconds between two passes of a group's controller.")
 
+CALL_TIMEOUT = Setting(
+    "INFRAKIT_CALL_TIMEOUT", "60", seconds,
+    "Seconds a plugin waits for another plugin's answer (the group for its instance and "
+    "flavor plugins) before it gives up and names the plugin that did not answer.")
+
+
+def waiting_timeout() -> float:
+    """The CLI's default wait for a verb that makes its plugin call others (a commit
+    validates with the flavor and the instance plugin; a destroy drains and destroys):
+    longer than two such calls, so that when one hangs, the answer that names it comes
+    back before the CLI gives up."""
+    return 2 * CALL_TIMEOUT.read() + 15
+
 STORES = ("sqlite", "etcd")
 
 MANAGER: dict[str, Setting[Any]] = {

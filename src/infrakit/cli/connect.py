@@ -71,7 +71,17 @@ def remote_of(url: str, token_file: str, tls_ca: str) -> Remote | None:
         raise click.ClickException(str(exc)) from None
 
 
-def timeout_option() -> click.Option:
-    return click.Option(["--timeout"], type=click.FloatRange(min=0.1), default=30.0,
-                        show_default=True, envvar="INFRAKIT_TIMEOUT",
-                        help="Seconds to wait for the plugin's answer to each call.")
+def timeout_option(calls_plugins: bool = False) -> click.Option:
+    """``--timeout``; for a plugin that calls other plugins (``calls_plugins``), the
+    default outlasts its own calls, so that a plugin that hangs is named by the answer."""
+    if not calls_plugins:
+        return click.Option(["--timeout"], type=click.FloatRange(min=0.1), default=30.0,
+                            show_default=True, envvar="INFRAKIT_TIMEOUT",
+                            help="Seconds to wait for the plugin's answer to each call.")
+    from infrakit.settings import waiting_timeout
+
+    return click.Option(["--timeout"], type=click.FloatRange(min=0.1), default=waiting_timeout,
+                        show_default="twice INFRAKIT_CALL_TIMEOUT (60) + 15",
+                        envvar="INFRAKIT_TIMEOUT",
+                        help="Seconds to wait for the answer to each call: longer than the "
+                        "group's own calls to its plugins, so that one that hangs is named.")

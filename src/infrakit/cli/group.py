@@ -10,13 +10,13 @@ from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeo
 from infrakit.cli.output import dump, emit, format_tags, output_option, table
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
-from infrakit.spi.group import GroupSpec
+from infrakit.spi.group import GroupSpec, GroupStatus
 
 if TYPE_CHECKING:
     from infrakit.spi.calls import GroupAPI
 
 
-@click.group("group", params=[timeout_option(), *remote_options()])
+@click.group("group", params=[timeout_option(calls_plugins=True), *remote_options()])
 @click.option("--name", default="group", show_default=True,
               help="The group plugin (or manager) to talk to.")
 @click.pass_context
@@ -60,6 +60,8 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
                 + (" (update paused)" if st.update_paused and st.outdated else "")
                 + (f" (update halted: {st.update_halted})" if st.update_halted else "")
                 + (", breaker OPEN" if st.breaker_open else "")
+                + (f", backoff: {st.backoff}" if st.backoff else "")
+                + (f", health unknown: {st.health_unknown}" if st.health_unknown else "")
                 + (f", error: {st.errors[-1]}" if st.errors else ""))
         if line != last:
             click.echo(f"\r\033[K{line}" if tty else line, nl=not tty)
@@ -134,9 +136,10 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
     if output != "table":
         click.echo(dump(st, output))
         return
-    click.echo(table(["ID", "LOGICAL", "HEALTH", "AGE", "CONFIG"], [
+    click.echo(table(["ID", "LOGICAL", "HEALTH", "AGE", "CONFIG", "RESTARTS"], [
         [m.id, m.logical_id or "-", m.health, f"{m.age:.0f}s",
-         "current" if m.current else "outdated"] for m in st.members]))
+         "current" if m.current else "outdated", str(m.restarts)] for m in st.members]))
+    _member_details(st)
     if st.in_flight:
         click.echo("\nin flight:")
         click.echo(table(["OP", "INSTANCE", "LOGICAL", "AGE", "EXPIRES IN"], [
@@ -153,6 +156,12 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
         else:
             state = ""
         click.echo(f"rolling update: {st.outdated} members still to replace{state}")
+    if st.backoff:
+        click.echo(f"backoff: {st.backoff}")
+    if st.health_unknown:
+        click.echo(f"health unknown: {st.health_unknown}")
+    if st.destroying:
+        click.echo(f"being destroyed: run 'infrakit group destroy {st.id}' again to finish")
     breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
     click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "
                f"{breaker})")
@@ -160,6 +169,19 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
         click.echo(f"error: {err}")
     if st.failures:
         click.echo(f"failing passes in a row: {st.failures} (backing off)")
+
+
+def _member_details(st: GroupStatus) -> None:
+    """Why each member that is not healthy is not, and how the one before it ended."""
+    lines = []
+    for m in st.members:
+        if m.reason:
+            lines.append(f"  {m.id}: {m.health}: {m.reason}")
+        if m.last_exit:
+            lines.append(f"  {m.id}: after {m.last_exit}")
+            lines += [f"      | {line}" for line in m.last_output or []]
+    if lines:
+        click.echo("\n".join(["", "members:", *lines]))
 
 
 @command.command("set-size")

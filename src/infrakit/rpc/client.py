@@ -138,7 +138,7 @@ class RPCClient:
                                          *item))
             except (jsonrpc.RPCError, PluginUnreachable) as exc:
                 answers.append(exc)
-        return answers
+        return method.lifted(answers)
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.remote is None:
@@ -242,7 +242,7 @@ class AsyncRPCClient:
 
         calls = [self.call(cast(Method[Any, Any], method.single), type_name, *item)
                  for item in _items(method, type_name, args)]
-        return list(await asyncio.gather(*calls, return_exceptions=True))
+        return method.lifted(list(await asyncio.gather(*calls, return_exceptions=True)))
 
 
 def _try_batch(unbatched: set[str], method: Method[Any, Any]) -> bool:

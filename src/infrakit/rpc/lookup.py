@@ -7,18 +7,18 @@ from infrakit.rpc.client import AsyncRPCClient
 from infrakit.rpc.discovery import socket_of
 from infrakit.rpc.paths import PluginPathError
 from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
+from infrakit.settings import CALL_TIMEOUT
 from infrakit.spi.calls import AsyncFlavorAPI, AsyncInstanceAPI
 from infrakit.spi.errors import PluginError
-
-CALL_TIMEOUT = 60.0
 
 
 class SocketPlugins:
     """A :class:`~infrakit.spi.calls.PluginLookup` over the plugin directory: one
-    keep-alive connection per plugin socket, opened on first use."""
+    keep-alive connection per plugin socket, opened on first use. A call waits
+    ``timeout`` seconds for its answer (by default ``INFRAKIT_CALL_TIMEOUT``)."""
 
-    def __init__(self, timeout: float = CALL_TIMEOUT) -> None:
-        self._timeout = timeout
+    def __init__(self, timeout: float | None = None) -> None:
+        self._timeout = CALL_TIMEOUT.read() if timeout is None else timeout
         self._rpcs: dict[str, AsyncRPCClient] = {}
 
     def _rpc(self, full_name: str) -> tuple[AsyncRPCClient, str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, RPCClient
-from infrakit.rpc.jsonrpc import METHOD_NOT_FOUND, RPCError
+from infrakit.rpc.jsonrpc import RPCError
 from infrakit.spi.calls import (
     AsyncFlavorAPI,
     AsyncGroupAPI,
@@ -55,7 +55,7 @@ class _Client:
     def _fault(self, exc: Exception) -> Exception:
         """A transport error as the SPI's error that names this plugin; other values
         (an item's answer) as they are."""
-        if isinstance(exc, RPCError) and exc.code == METHOD_NOT_FOUND:
+        if isinstance(exc, RPCError) and exc.method_not_found:
             return Unsupported(self.name, self.kind, exc.message, exc.code)
         if isinstance(exc, RPCError):
             return CallFailed(self.name, self.kind, exc.message, exc.code)

@@ -49,6 +49,17 @@ class Method(Generic[Req, Res]):
     pack: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
     """A client's arguments as the request's fields, where the two differ (the inverse of
     ``args``)."""
+    lift: Callable[[Any], Any] | None = None
+    """A batch method whose items differ from the one-item method's answers: an item as
+    the batch method gives it, from the one-item method's answer (for a client that falls
+    back to one-item calls)."""
+
+    def lifted(self, answers: list[Any]) -> list[Any]:
+        """One-item answers as this batch method's items; errors as they are."""
+        lift = self.lift
+        if lift is None:
+            return answers
+        return [a if isinstance(a, BaseException) else lift(a) for a in answers]
 
     def build(self, type_name: str | None, args: tuple[Any, ...]) -> Req:
         """The request for a client call: ``args`` fill the fields after ``Type``, in order."""

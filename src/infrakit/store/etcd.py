@@ -5,6 +5,7 @@ Keys, under a prefix (default ``/infrakit/``)::
     spec/<group>        the committed spec (JSON, as committed)
     previous/<group>    the spec committed before it
     paused/<group>      "1" while an operator has paused the rolling update
+    destroying/<group>  "1" once the group is being destroyed: it never provisions again
     sequence/<group>    the last member sequence number handed out
     inflight/<key>      an in-flight record (JSON)
 
@@ -58,9 +59,15 @@ class EtcdStore:
     def paused(self, group: str) -> bool:
         return self.client.get_value(f"{self.prefix}paused/{group}")[0] == b"1"
 
+    def set_destroying(self, group: str) -> None:
+        self.client.txn([put(f"{self.prefix}destroying/{group}", "1")])
+
+    def destroying(self, group: str) -> bool:
+        return self.client.get_value(f"{self.prefix}destroying/{group}")[0] == b"1"
+
     def delete_group(self, group: str) -> None:
         ops = [delete(f"{self.prefix}{part}/{group}")
-               for part in ("spec", "previous", "paused", "sequence")]
+               for part in ("spec", "previous", "paused", "destroying", "sequence")]
         keys = [op.key for op in self.inflight(group)]
         self.client.txn(ops + [delete(self._inflight_key(k))
                                for k in keys[:TXN_OPS - len(ops)]])

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS groups (
     spec BLOB NOT NULL,
     previous BLOB,
     paused INTEGER NOT NULL DEFAULT 0,
+    destroying INTEGER NOT NULL DEFAULT 0,
     sequence INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS inflight (
@@ -46,6 +47,10 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(groups)")}
+            if "destroying" not in columns:  # a store made before groups could be
+                self._db.execute("ALTER TABLE groups ADD COLUMN destroying INTEGER NOT NULL "
+                                 "DEFAULT 0")
         self._mirror: dict[str, dict[str, InFlight]] = {}
         """The in-flight table, read on every pass, kept in memory: what this connection
         committed is applied to it; a commit by another connection (``data_version``
@@ -81,6 +86,16 @@ class SQLiteStore:
     def paused(self, group: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT paused FROM groups WHERE id = ?", (group,)).fetchone()
+        return bool(row and row[0])
+
+    def set_destroying(self, group: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE groups SET destroying = 1 WHERE id = ?", (group,))
+
+    def destroying(self, group: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT destroying FROM groups WHERE id = ?",
+                                   (group,)).fetchone()
         return bool(row and row[0])
 
     def delete_group(self, group: str) -> None:

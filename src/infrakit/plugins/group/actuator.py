@@ -9,6 +9,8 @@ to describe what it made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from infrakit.plugins.group.storage import GroupStore, InFlight
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import PluginError, Unreachable
 from infrakit.spi.types import Description, Index, Spec
+
+log = logging.getLogger("infrakit.group")
 
 Fence = Callable[[], None]
 """Raises :class:`PluginError` unless this process may still act on providers; blocking."""
@@ -160,12 +164,42 @@ class Actuator:
                 self._destroying.discard(op.key)
 
     async def destroy_recorded(self, members: list[Description],
-                               ops: list[InFlight]) -> list[str]:
-        """Carry out the destroys :meth:`record_destroys` recorded; returns the errors."""
+                               ops: list[InFlight]) -> dict[str, str]:
+        """Carry out the destroys :meth:`record_destroys` recorded; returns why each member
+        that is still there could not be destroyed. A member its plugin no longer has is
+        destroyed as asked, whatever its plugin answered."""
         results = await asyncio.gather(*(self.destroy(m, op) for m, op in
                                          zip(members, ops, strict=True)),
                                        return_exceptions=True)
-        return [str(r) for r in results if isinstance(r, BaseException)]
+        failed = {m.id: str(r) for m, r in zip(members, results, strict=True)
+                  if isinstance(r, BaseException)}
+        if failed:
+            with contextlib.suppress(PluginError):  # cannot tell: they count as left
+                still = {d.id for d in await self._described()}
+                failed = {i: why for i, why in failed.items() if i in still}
+        return failed
+
+    async def destroy_all(self) -> dict[str, str]:
+        """Destroy every member, those made but not described yet included, each drained
+        first; returns why each member left could not be destroyed."""
+        members = await self._described()
+        members += await self._made_not_described({m.id for m in members})
+        return await self.destroy_recorded(members, await self.record_destroys(members))
+
+    async def _described(self) -> list[Description]:
+        return await self.plugins.instance(self.props.instance.plugin).describe_instances(
+            {GROUP_TAG: self.group}, False)
+
+    async def _made_not_described(self, described: set[str]) -> list[Description]:
+        """Members a slow provider made and has not described yet, by their recorded ID."""
+        inflight = await asyncio.to_thread(self.store.inflight, self.group)
+        unanswered = sum(op.op == "provision" and op.instance is None for op in inflight)
+        if unanswered:
+            log.warning("group %s: %d provisions never answered (the instance plugin was "
+                        "unreachable); if they made instances, those are not destroyed",
+                        self.group, unanswered)
+        return [Description(id=op.instance) for op in inflight
+                if op.op == "provision" and op.instance and op.instance not in described]
 
     def orphaned_destroys(self, inflight: list[InFlight], decision: Plan) -> list[InFlight]:
         """Destroys recorded by a process that died before carrying them out (this one

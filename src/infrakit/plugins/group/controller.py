@@ -3,8 +3,10 @@ status as the loop sees it.
 
 The controller decides with the pure :func:`~infrakit.plugins.group.plan.plan`; the
 verdicts come from :class:`~infrakit.plugins.group.health.HealthJudge`, the acting is the
-:class:`~infrakit.plugins.group.actuator.Actuator`'s, and the rolling update's own state
-is the :class:`~infrakit.plugins.group.rollout.Rollout`'s.
+:class:`~infrakit.plugins.group.actuator.Actuator`'s, the rolling update's own state is
+the :class:`~infrakit.plugins.group.rollout.Rollout`'s, and what ended members leave
+behind (restarts, last exits, the crash-loop backoff) is in
+:mod:`~infrakit.plugins.group.endings`.
 """
 
 from __future__ import annotations
@@ -14,19 +16,30 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from infrakit.plugins.group.actuator import Actuator, Fence
+from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.health import HealthJudge
-from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Desired, Member, Plan, plan
+from infrakit.plugins.group.plan import (
+    BOOTSTRAP,
+    CONFIG_TAG,
+    GROUP_TAG,
+    Desired,
+    Member,
+    Plan,
+    Verdict,
+    plan,
+)
+from infrakit.plugins.group.report import log_pass
 from infrakit.plugins.group.rollout import Rollout
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import GroupStore, InFlight
-from infrakit.spi.calls import PluginLookup
-from infrakit.spi.errors import PluginError
-from infrakit.spi.group import GroupStatus, MemberStatus, OperationStatus
+from infrakit.spi.calls import AsyncInstanceAPI, PluginLookup
+from infrakit.spi.errors import PluginError, Unsupported
+from infrakit.spi.instance import EndedInstance
 from infrakit.spi.types import Description
 
 log = logging.getLogger("infrakit.group")
@@ -64,19 +77,36 @@ class GroupController:
         self.health = HealthJudge(group)
         self.actuator = Actuator(group, store, plugins, fence)
         self.rollout = Rollout(group, paused)
+        self.endings = Endings()
+        self.backoff = Backoff(group)
+        self._ended: frozenset[str] = frozenset()
+        """The instances the plugin last reported ended."""
+        self._tells_endings = True
+        """Whether the instance plugin reports endings (until it says it cannot)."""
         self._wake = asyncio.Event()
         self._last_batch = -math.inf
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.destroying = False
+        """The group is being destroyed: its loop never runs again."""
         self.sha = ""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
         """Take a newly committed spec; the next pass starts at once."""
         self.props = props
-        self.sha = config_sha(props)
+        sha = config_sha(props)
+        if sha != self.sha:  # a new config: its launches start afresh
+            self.backoff.reset("a new config was committed")
+        self.sha = sha
         self.rollout.commit(self.sha)
         self.actuator.update(props, self.sha)
+        self.health.remember(self.sha, props.flavor)
+        self.backoff.limit = props.backoff_limit
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Start the next pass at once."""
         self._wake.set()
 
     def set_paused(self, paused: bool) -> None:
@@ -84,8 +114,9 @@ class GroupController:
         self.rollout.set_paused(paused)
         self._wake.set()
 
-    def desired(self) -> Desired:
-        """The committed spec as the plan reads it."""
+    def desired(self, now: float) -> Desired:
+        """The committed spec, and the state of the update and the backoff at ``now``, as
+        the plan reads them."""
         props = self.props
         return Desired(size=props.allocation.size,
                        logical_ids=tuple(props.allocation.logical_ids or ()),
@@ -93,10 +124,12 @@ class GroupController:
                        max_unavailable=props.max_unavailable,
                        max_unhealthy=props.unhealthy_limit(),
                        newest_first=props.scale_in_order == "newest",
-                       update_paused=self.rollout.held, batch_pause=props.update_pause)
+                       update_paused=self.rollout.held, batch_pause=props.update_pause,
+                       launch_held=self.backoff.held(now))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+        if not self.destroying:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop once the pass under way is over, so that every provision it started has
@@ -135,31 +168,85 @@ class GroupController:
                 wait = min(self.poll, FOLLOW_UP)
             else:
                 wait = self.poll
+            hold = self.backoff.next_launch - time.time()
+            if hold > 0:  # launch again as soon as the backoff allows
+                wait = min(wait, hold + FOLLOW_UP)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def observe(self, judge: bool = True, properties: bool | None = None,
                       ) -> tuple[list[Member], list[InFlight], Plan]:
         """Describe the members and plan, without acting. With ``judge``, ask the flavor
-        about each member's health; without, reuse the verdicts of the last pass (so that
-        DescribeGroup costs one call, not one per member). The members' properties are
-        described when asked for, and by default only to judge (a flavor's health probe
-        may be aimed by them)."""
+        about each member's health and the instance plugin about the members that ended;
+        without, reuse what the last pass learnt (so that DescribeGroup costs one call, not
+        one per member). The members' properties are described when asked for, and by
+        default only to judge (a flavor's health probe may be aimed by them)."""
         # In-flight records first, then the description: an operation that ends in between
         # then errs on the safe side (a finished destroy's instance is simply gone; a
         # finished provision counts twice for a pass, which delays, never duplicates). The
         # other order would count a just-destroyed instance as a live member.
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
-        observed = await self.plugins.instance(self.props.instance.plugin).describe_instances(
+        instance = self.plugins.instance(self.props.instance.plugin)
+        observed = await instance.describe_instances(
             {GROUP_TAG: self.group}, judge if properties is None else properties)
-        now = time.time()
         if judge:
-            members = await self.health.judge(self.plugins.flavor(self.props.flavor.plugin),
-                                              self.props, observed)
+            members = await self._judge(instance, observed)
         else:
+            now = time.time()
             members = [self.health.last(d, now) for d in observed]
-        return members, inflight, plan(self.desired(), members, inflight, now,
-                                       self._last_batch)
+        now = time.time()
+        return members, inflight, plan(self.desired(now), members, inflight, now,
+                                       self._last_batch, self._ended)
+
+    async def _judge(self, instance: AsyncInstanceAPI,
+                     observed: list[Description]) -> list[Member]:
+        """Learn the endings the plugin reports (before judging, which forgets the members
+        that are gone), then judge the members and settle the backoff."""
+        ended = await self._describe_ended(instance)
+        if ended is not None:  # unknown this pass: what was handled stays handled
+            self._ended = frozenset(e.id for e in ended)
+            self._learn(self.endings.new(ended), observed, time.time())
+        self.endings.adopt([(d.id, d.logical_id) for d in observed
+                            if self.health.seen(d.id) is None])
+        members = await self.health.judge(self.plugins, self.props, self.sha, observed)
+        props = self.props
+        self.backoff.settle([m.since for m in members if m.verdict is Verdict.HEALTHY],
+                            time.time(), props.startup_grace + props.health_grace)
+        return members
+
+    async def _describe_ended(self, instance: AsyncInstanceAPI) -> list[EndedInstance] | None:
+        """What the instance plugin knows of members that ended; None when it cannot tell
+        (now, or ever)."""
+        if not self._tells_endings:
+            return None
+        try:
+            return await instance.describe_ended({GROUP_TAG: self.group})
+        except Unsupported:  # a plugin that predates it: members only go missing
+            self._tells_endings = False
+        except PluginError as exc:
+            log.warning("group %s: cannot learn which members ended: %s", self.group, exc)
+        return None
+
+    def _learn(self, fresh: list[EndedInstance], observed: list[Description],
+               now: float) -> None:
+        """Handle each new ending once: say it, back off after a failure, and count the
+        failures of the new config's members during a rolling update."""
+        if not fresh:
+            return
+        props = self.props
+        updating = any((d.tags or {}).get(CONFIG_TAG) not in (self.sha, BOOTSTRAP)
+                       for d in observed)
+        failed = []
+        for ended in fresh:
+            ending = self.endings.classify(ended, self.health.seen(ended.id),
+                                           props.startup_grace + props.health_grace)
+            log.warning("group %s: member %s", self.group, ending.describe())
+            if ending.failure:
+                failed.append(ending.describe())
+            if updating and ending.config == self.sha and ending.kind != "removed":
+                self.rollout.failed(1, ending.describe(), props.update_failure_limit)
+        if failed:  # one step per round of launches, however many members it had
+            self.backoff.failed(now, failed[-1])
 
     async def reconcile(self) -> Plan | None:
         """One pass: observe, plan, act."""
@@ -175,119 +262,42 @@ class GroupController:
             self._last_batch = time.time()
         if decision.resolved:
             await asyncio.to_thread(self.store.forget, *decision.resolved)
-        errors = await self._act(observed, inflight, decision)
-        if decision.provision or decision.destroy:
-            log.info("group %s: provisioned %d, destroyed %d (%d for health)%s", self.group,
-                     len(decision.provision), len(decision.destroy), len(decision.replace),
-                     f"; errors: {'; '.join(errors)}" if errors else "")
-        if decision.breaker_open and not self.status.breaker_open:
-            log.warning("group %s: circuit breaker open: %d members unhealthy, more than "
-                        "MaxUnhealthy (%d); not replacing any for health", self.group,
-                        decision.unhealthy, self.props.unhealthy_limit())
+        errors, launch_errors = await self._act(observed, inflight, decision)
+        log_pass(self, decision, errors)
+        if launch_errors:
+            what = f"launch failed: {launch_errors[0]}"
+            self.backoff.failed(time.time(), what)
+            if decision.outdated:
+                self.rollout.failed(len(launch_errors), what, self.props.update_failure_limit)
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)
         return decision
 
     async def _act(self, observed: list[Member], inflight: list[InFlight],
-                   decision: Plan) -> list[str]:
-        """Carry out ``decision`` at once; returns the errors."""
+                   decision: Plan) -> tuple[list[str], list[str]]:
+        """Carry out ``decision`` at once; returns the errors, and those of them that were
+        provisions."""
         act = self.actuator
         orphans = act.orphaned_destroys(inflight, decision)
-        by_id = {m.id: m.desc for m in observed} if decision.destroy or orphans else {}
+        by_id = {m.id: m for m in observed} if decision.destroy or orphans else {}
         self.rollout.count(decision, by_id, self.props.update_failure_limit)
+        for iid in decision.replace:
+            log.warning("group %s: replacing %s: %s", self.group, iid, by_id[iid].reason)
         jobs: list[Coroutine[Any, Any, list[str] | None]] = [
             act.relabel(iid) for iid in decision.relabel]
-        jobs += [act.destroy(by_id[iid]) for iid in decision.destroy]
-        jobs += [act.destroy(by_id[op.instance], op) for op in orphans if op.instance in by_id]
-        if decision.provision:
-            jobs.append(act.provision(decision.provision))
+        jobs += [act.destroy(by_id[iid].desc) for iid in decision.destroy]
+        jobs += [act.destroy(by_id[op.instance].desc, op) for op in orphans
+                 if op.instance in by_id]
+        self.endings.forget(set(decision.destroy))
+        provisions = act.provision(decision.provision) if decision.provision else None
+        results = await asyncio.gather(*jobs, *([provisions] if provisions else []),
+                                       return_exceptions=True)
         errors: list[str] = []
-        for result in await asyncio.gather(*jobs, return_exceptions=True):
+        for result in results:
             if isinstance(result, list):
                 errors += result
             elif isinstance(result, BaseException):
                 errors.append(str(result))
-        return errors
-
-    async def report(self) -> GroupStatus:
-        """The group as the loop sees it: members with their verdicts, what is in flight,
-        the rolling update, the breaker and the last errors."""
-        members, inflight, decision = await self.observe(judge=False)
-        now = time.time()
-        return GroupStatus(
-            id=self.group, target=self.props.target(), converged=decision.converged,
-            members=[MemberStatus(id=m.id, logical_id=m.desc.logical_id,
-                                  health=m.verdict.value, age=round(now - m.since, 1),
-                                  current=(m.desc.tags or {}).get(CONFIG_TAG) == self.sha)
-                     for m in members],
-            in_flight=[OperationStatus(op=op.op, instance=op.instance, logical_id=op.logical_id,
-                                       age=round(now - op.started, 1),
-                                       expires_in=round(op.deadline - now, 1))
-                       for op in inflight],
-            outdated=decision.outdated, update_paused=self.rollout.paused,
-            update_halted=self.rollout.halted, unhealthy=decision.unhealthy,
-            max_unhealthy=self.props.unhealthy_limit(), breaker_open=decision.breaker_open,
-            errors=self.status.errors, failures=self.status.failures, passes=self.passes)
-
-    async def changes(self, props: GroupProperties) -> str:
-        """What committing ``props`` would do, in the reference's words."""
-        steps = []
-        if config_sha(props) != self.sha:
-            members, _, _ = await self.observe(judge=False)
-            steps.append(f"Performing a rolling update on {len(members)} instances")
-        target, current = props.target(), self.props.target()
-        if target > current:
-            steps.append(f"adding {target - current} instances to increase the group size "
-                         f"to {target}")
-        elif target < current:
-            steps.append(f"terminating {current - target} instances to reduce the group size "
-                         f"to {target}")
-        text = ", then ".join(steps) or "Noop"
-        return text[0].upper() + text[1:]
-
-    async def destroy_members(self, ids: list[str],
-                              recorded: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Drain and destroy the members ``ids``; ``recorded`` runs once their destroys are
-        recorded, before any is carried out (a shrink commits the smaller size there)."""
-        # with their properties: the flavor drains them
-        observed, _, _ = await self.observe(judge=False, properties=True)
-        members = {m.id: m.desc for m in observed}
-        strangers = [i for i in ids if i not in members]
-        if not ids or strangers:
-            raise PluginError(f"Instances: {', '.join(map(repr, strangers)) or 'none given'}: "
-                              f"not members of group '{self.group}'")
-        chosen = [members[i] for i in dict.fromkeys(ids)]
-        ops = await self.actuator.record_destroys(chosen)
-        if recorded is not None:
-            await recorded()
-        errors = await self.actuator.destroy_recorded(chosen, ops)
-        self._wake.set()
-        if errors:
-            raise PluginError("; ".join(errors))
-
-    async def destroy_group(self) -> None:
-        """Stop the loop and destroy every member, those made but not described yet
-        included; on an error the loop runs again, so nothing is forgotten half-way."""
-        await self.stop()  # after the pass under way: its provisions have answered
-        try:
-            members = await self.plugins.instance(self.props.instance.plugin).describe_instances(
-                {GROUP_TAG: self.group}, False)
-            members += await self._made_not_described({m.id for m in members})
-            errors = await self.actuator.destroy_recorded(
-                members, await self.actuator.record_destroys(members))  # each drained first
-            if errors:
-                raise PluginError("; ".join(errors))
-        except Exception:
-            self.start()
-            raise
-
-    async def _made_not_described(self, described: set[str]) -> list[Description]:
-        """Members a slow provider made and has not described yet, by their recorded ID."""
-        inflight = await asyncio.to_thread(self.store.inflight, self.group)
-        unanswered = sum(op.op == "provision" and op.instance is None for op in inflight)
-        if unanswered:
-            log.warning("group %s: %d provisions never answered (the instance plugin was "
-                        "unreachable); if they made instances, those are not destroyed",
-                        self.group, unanswered)
-        return [Description(id=op.instance) for op in inflight
-                if op.op == "provision" and op.instance and op.instance not in described]
+        launch = results[-1] if provisions else []
+        return errors, (launch if isinstance(launch, list)
+                        else [str(launch)] if isinstance(launch, BaseException) else [])

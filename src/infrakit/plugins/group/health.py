@@ -1,17 +1,26 @@
 """Health verdicts: a flavor's answers about a group's members, turned into what the plan
-acts on, with the grace periods that keep a slow starter or a blip from being replaced."""
+acts on, with the grace periods that keep a slow starter or a blip from being replaced.
+
+Each member is judged by the health check of the spec it was made from (the flavor block
+of its config), so a commit that changes the probe never judges old members by a check
+they were not built to pass. A member that has never been healthy is ``starting`` until
+``StartupGrace + HealthGrace`` have passed, then it failed to launch; one that was healthy
+is ``unhealthy`` for ``HealthGrace`` before it failed. A flavor that cannot answer makes its
+members ``unknown``, with the reason, never the last verdict.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import defaultdict
 
-from infrakit.plugins.group.plan import Member, Verdict
-from infrakit.plugins.group.spec import GroupProperties
-from infrakit.spi.calls import AsyncFlavorAPI
-from infrakit.spi.errors import PluginError
-from infrakit.spi.types import Description, Health
+from infrakit.plugins.group.plan import CONFIG_TAG, Member, Verdict
+from infrakit.plugins.group.spec import GroupProperties, PluginSpec
+from infrakit.spi.calls import AsyncFlavorAPI, PluginLookup
+from infrakit.spi.errors import PluginError, Unreachable
+from infrakit.spi.types import Description, Health, HealthReport
 
 log = logging.getLogger("infrakit.group")
 
@@ -20,80 +29,142 @@ BATCH = 500
 
 
 class HealthJudge:
-    """Remembers, per member, since when it is known and since when it is unhealthy, and
-    the last verdicts other than healthy, so that a pass that does not ask the flavor
-    (DescribeGroup) still shows them."""
+    """Remembers, per member, since when it is known, whether it was ever healthy, since
+    when it is unhealthy, and the last verdicts other than healthy with their reasons, so
+    that a pass that does not ask the flavor (DescribeGroup) still shows them."""
 
     def __init__(self, group: str) -> None:
         self.group = group
         self._first_seen: dict[str, float] = {}
+        self._ever_healthy: set[str] = set()
         self._unhealthy_since: dict[str, float] = {}
-        self._verdicts: dict[str, Verdict] = {}
+        self._verdicts: dict[str, tuple[Verdict, str]] = {}
+        self._checks: dict[str, PluginSpec] = {}
+        """The flavor block of each config whose members may still exist, by config hash."""
+        self.unreachable: dict[str, float] = {}
+        """Flavor plugins that did not answer, and since when."""
+
+    def remember(self, sha: str, flavor: PluginSpec) -> None:
+        """A committed config: its members are judged by this flavor block."""
+        self._checks[sha] = flavor
+
+    def seen(self, member: str) -> tuple[float, bool] | None:
+        """When ``member`` was first seen and whether it was ever healthy; None if never."""
+        since = self._first_seen.get(member)
+        return None if since is None else (since, member in self._ever_healthy)
 
     def last(self, desc: Description, now: float) -> Member:
         """A member as the last pass judged it; one it has not seen yet is starting."""
         since = self._first_seen.get(desc.id)
         if since is None:
-            return Member(desc, Verdict.STARTING, now)
-        return Member(desc, self._verdicts.get(desc.id, Verdict.HEALTHY), since)
+            return Member(desc, Verdict.STARTING, now, "not judged yet")
+        verdict, reason = self._verdicts.get(desc.id, (Verdict.HEALTHY, ""))
+        return Member(desc, verdict, since, reason)
 
-    async def judge(self, flavor: AsyncFlavorAPI, props: GroupProperties,
+    def unknown_reason(self) -> str:
+        """Why some health is unknown, in words, or empty."""
+        return "; ".join(f"flavor plugin {name!r} unreachable since "
+                         f"{time.strftime('%H:%M:%S', time.localtime(since))}"
+                         for name, since in sorted(self.unreachable.items()))
+
+    async def judge(self, plugins: PluginLookup, props: GroupProperties, sha: str,
                     observed: list[Description]) -> list[Member]:
-        """Ask the flavor about every member and turn the answers into verdicts.
+        """Ask each member's flavor about it and turn the answers into verdicts.
 
         An error from the flavor counts as "unknown", never as "unhealthy", so a broken
         health check cannot get members destroyed; and if it says "unhealthy" of too many
         at once, the plan's circuit breaker stops the replacing.
         """
-        answers = await _ask(flavor, props, observed)
-        failed = [(d.id, a) for d, a in zip(observed, answers, strict=True)
-                  if isinstance(a, Exception)]
-        if failed:
-            first_id, first = failed[0]
-            log.warning("group %s: health of %d members unknown; %s: %s", self.group,
-                        len(failed), first_id, first)
+        current = props.flavor
+        self._checks[sha] = current
+        by_check: dict[str, list[int]] = defaultdict(list)
+        for k, desc in enumerate(observed):
+            tag = (desc.tags or {}).get(CONFIG_TAG, sha)
+            by_check[tag if tag in self._checks else sha].append(k)
+        answers: list[HealthReport | Exception] = [HealthReport(Health.UNKNOWN)] * len(observed)
+        asked = list(by_check.items())
+        replies = await asyncio.gather(*(
+            _ask(plugins, self._checks[tag], [observed[k] for k in ks]) for tag, ks in asked))
+        for (_, ks), reply in zip(asked, replies, strict=True):
+            for k, answer in zip(ks, reply, strict=True):
+                answers[k] = answer
+        self._checks = {t: c for t, c in self._checks.items() if t in by_check or t == sha}
+        self._note_reachability(asked, replies)
         return self._verdicts_of(props, observed, answers, time.time())
 
+    def _note_reachability(self, asked: list[tuple[str, list[int]]],
+                           replies: list[list[HealthReport | Exception]]) -> None:
+        for (tag, _), reply in zip(asked, replies, strict=True):
+            name = self._checks.get(tag, PluginSpec()).plugin
+            failed = [a for a in reply if isinstance(a, Exception)]
+            if any(isinstance(a, Unreachable) for a in failed):
+                if name not in self.unreachable:
+                    log.warning("group %s: flavor plugin %r is not answering; health of %d "
+                                "members unknown: %s", self.group, name, len(failed), failed[0])
+                self.unreachable.setdefault(name, time.time())
+            elif name in self.unreachable:
+                del self.unreachable[name]
+                log.info("group %s: flavor plugin %r answers again", self.group, name)
+            if failed and not any(isinstance(a, Unreachable) for a in failed):
+                log.warning("group %s: health of %d members unknown: %s", self.group,
+                            len(failed), failed[0])
+
     def _verdicts_of(self, props: GroupProperties, observed: list[Description],
-                     answers: list[Health | Exception], now: float) -> list[Member]:
+                     answers: list[HealthReport | Exception], now: float) -> list[Member]:
         first_seen, unhealthy_since = self._first_seen, self._unhealthy_since
-        verdicts: dict[str, Verdict] = {}
+        verdicts: dict[str, tuple[Verdict, str]] = {}
         members: list[Member] = []
         append = members.append
+        young = props.startup_grace + props.health_grace
         for desc, answer in zip(observed, answers, strict=True):
             iid = desc.id
             since = first_seen.get(iid)
             if since is None:
                 since = first_seen[iid] = now
-            if answer is not Health.UNHEALTHY:  # an error counts as unknown
+            if isinstance(answer, HealthReport) and answer.health is Health.HEALTHY:
+                self._ever_healthy.add(iid)
                 if unhealthy_since:
                     unhealthy_since.pop(iid, None)
                 append(Member(desc, Verdict.HEALTHY, since))
                 continue
-            if now - since < props.startup_grace:
-                verdict = Verdict.STARTING
+            if isinstance(answer, Exception) or answer.health is not Health.UNHEALTHY:
+                verdict = Verdict.UNKNOWN
+                reason = str(answer) if isinstance(answer, Exception) else \
+                    answer.reason or "the flavor cannot tell"
+            elif iid not in self._ever_healthy:
+                verdict = Verdict.STARTING if now - since < young else Verdict.FAILED
+                reason = answer.reason if verdict is Verdict.STARTING else \
+                    f"never healthy in {young:g}s: {answer.reason or 'unhealthy'}"
+            elif now - since < props.startup_grace:
+                verdict, reason = Verdict.STARTING, answer.reason
             else:
                 bad = unhealthy_since.setdefault(iid, now)
                 verdict = Verdict.FAILED if now - bad >= props.health_grace else \
                     Verdict.UNHEALTHY
-            verdicts[iid] = verdict
-            append(Member(desc, verdict, since))
+                reason = f"unhealthy for {now - bad:.0f}s: {answer.reason or 'unhealthy'}"
+            verdicts[iid] = (verdict, reason)
+            append(Member(desc, verdict, since, reason))
         if len(first_seen) > len(observed):  # some members are gone: forget them
             for gone in set(first_seen).difference(d.id for d in observed):
                 del first_seen[gone]
                 unhealthy_since.pop(gone, None)
+                self._ever_healthy.discard(gone)
         self._verdicts = verdicts
         return members
 
 
-async def _ask(flavor: AsyncFlavorAPI, props: GroupProperties,
-               observed: list[Description]) -> list[Health | Exception]:
+async def _ask(plugins: PluginLookup, check: PluginSpec,
+               observed: list[Description]) -> list[HealthReport | Exception]:
     """The flavor's answer per member, in batches at once; a failed batch answers each of
     its members with its error."""
+    try:
+        flavor: AsyncFlavorAPI = plugins.flavor(check.plugin)
+    except PluginError as exc:  # not running: as unreachable as a plugin that hangs
+        return [Unreachable(check.plugin, "Flavor", str(exc))] * len(observed)
 
-    async def health(chunk: list[Description]) -> list[Health | Exception]:
+    async def health(chunk: list[Description]) -> list[HealthReport | Exception]:
         try:
-            return await flavor.healthy_each(props.flavor.properties, chunk)
+            return await flavor.healthy_each(check.properties, chunk)
         except PluginError as exc:
             return [exc] * len(chunk)
 

@@ -26,9 +26,11 @@ class Verdict(enum.Enum):
     """What the controller concluded about one member's health."""
 
     HEALTHY = "healthy"
-    """Healthy, or of unknown health: a flavor that cannot tell never gets members killed."""
+    UNKNOWN = "unknown"
+    """The flavor cannot tell: never replaced for it, never counted as healthy by a
+    rolling update."""
     STARTING = "starting"
-    """Within its startup grace: not judged yet."""
+    """Young and not healthy yet: within ``StartupGrace + HealthGrace``."""
     UNHEALTHY = "unhealthy"
     """Unhealthy, for less than the grace period."""
     FAILED = "failed"
@@ -42,6 +44,8 @@ class Member(msgspec.Struct, frozen=True, gc=False):
     desc: Description
     verdict: Verdict = Verdict.HEALTHY
     since: float = 0.0
+    reason: str = ""
+    """Why the verdict, when it is not healthy."""
 
     @property
     def id(self) -> str:
@@ -65,6 +69,8 @@ class Desired:
     """An operator paused the rolling update: outdated members are left as they are."""
     batch_pause: float = 0.0
     """Seconds to wait after one batch of a rolling update starts before the next."""
+    launch_held: bool = False
+    """Members failed to launch or died young: no provision until the backoff is over."""
 
 
 @dataclass
@@ -92,9 +98,11 @@ class Plan:
 
 
 def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
-         now: float, last_batch: float = -math.inf) -> Plan:
+         now: float, last_batch: float = -math.inf,
+         ended: frozenset[str] = frozenset()) -> Plan:
     """What to do next to bring ``observed`` (plus what is in flight) to ``desired``;
-    ``last_batch`` is when the rolling update's last batch started."""
+    ``last_batch`` is when the rolling update's last batch started, and ``ended`` the
+    instances their plugin reported ended (a provision whose instance ended is over)."""
     out = Plan()
     destroying: set[str | None] = set()
     pending: list[InFlight] = []
@@ -107,8 +115,8 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
                 destroying.add(op.instance)
             else:
                 out.resolved.append(op.key)  # gone, as asked
-        elif op.instance is not None and op.instance in seen:
-            out.resolved.append(op.key)  # described: it counts as a member from now on
+        elif op.instance is not None and (op.instance in seen or op.instance in ended):
+            out.resolved.append(op.key)  # described (a member from now on), or ended
         else:
             pending.append(op)
     census = _Census.of(observed, destroying, desired.config_sha, out)
@@ -120,8 +128,11 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
         _plan_quorum(desired, census, pending, out, may_start_batch)
     else:
         _plan_size(desired, census, pending, out, may_start_batch)
+    if desired.launch_held:
+        out.provision, out.batch = [], False
     out.converged = (out.idle and not pending and not destroying and not census.outdated
-                     and census.healthy == len(census.live))
+                     and census.healthy + census.unknown == len(census.live)
+                     and len(census.live) == (len(desired.logical_ids) or desired.size))
     return out
 
 
@@ -135,6 +146,7 @@ class _Census:
     outdated: list[Member] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     healthy: int = 0
+    unknown: int = 0
     unhealthy: int = 0
     """Unhealthy or failed members."""
     destroying: int = 0
@@ -148,7 +160,7 @@ class _Census:
         adopted, not updated."""
         census = cls(destroying=len(destroying))
         live, outdated, failed = census.live, census.outdated, census.failed
-        healthy = unhealthy = 0
+        healthy = unhealthy = unknown = 0
         for m in observed:
             desc = m.desc
             if desc.id in destroying:
@@ -168,7 +180,9 @@ class _Census:
                 unhealthy += 1
             elif verdict is Verdict.UNHEALTHY:
                 unhealthy += 1
-        census.healthy, census.unhealthy = healthy, unhealthy
+            elif verdict is Verdict.UNKNOWN:
+                unknown += 1
+        census.healthy, census.unhealthy, census.unknown = healthy, unhealthy, unknown
         return census
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import msgspec
 
 from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
+from infrakit.plugins.group.report import commit_details, report
 from infrakit.plugins.group.spec import GroupProperties, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.spi.calls import PluginLookup
@@ -45,6 +48,9 @@ class GroupPlugin:
         self._locks: dict[str, asyncio.Lock] = {}
         """One per group: the verbs that change a group take turns, so that the spec a
         controller runs is always the one stored last, whatever the callers' timing."""
+        self._endings: dict[tuple[str, str], asyncio.Task[None]] = {}
+        """Destroys and frees under way, by verb and group: they run to their end even
+        when their caller gives up, and a second call of the same verb waits for them."""
 
     def _lock(self, gid: str) -> asyncio.Lock:
         return self._locks.setdefault(gid, asyncio.Lock())
@@ -57,21 +63,27 @@ class GroupPlugin:
             except PluginError as exc:
                 log.error("group %s: stored spec no longer valid, not resumed: %s", gid, exc)
                 continue
-            self._watch(spec, props)
-            log.info("group %s: resumed", gid)
+            destroying = await asyncio.to_thread(self.store.destroying, gid)
+            self._watch(spec, props, destroying)
+            log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
+                     "finishes it" if destroying else "resumed")
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
-        """Stop every controller once the pass it is in has ended (or after ``wait``)."""
+        """Stop every controller once the pass it is in has ended (or after ``wait``), and
+        let the destroys and frees under way end first."""
+        if self._endings:
+            await asyncio.wait(list(self._endings.values()), timeout=wait)
         await asyncio.gather(*(c.stop(wait) for c in self._controllers.values()))
         await self.plugins.close()
 
-    def _watch(self, spec: GroupSpec, props: GroupProperties) -> None:
+    def _watch(self, spec: GroupSpec, props: GroupProperties, destroying: bool = False) -> None:
         self._specs[spec.id] = spec
         controller = self._controllers.get(spec.id)
         if controller is None:
             paused = self.store.paused(spec.id)
             controller = GroupController(spec.id, props, self.store, self.plugins, self.poll,
                                          paused, self.fence)
+            controller.destroying = destroying
             self._controllers[spec.id] = controller
             controller.start()
         else:
@@ -98,9 +110,12 @@ class GroupPlugin:
 
     async def _commit(self, spec: GroupSpec, pretend: bool) -> str:
         props = parse_group(spec)
-        await self._validate(props)
         controller = self._controllers.get(spec.id)
-        details = (await controller.changes(props) if controller is not None
+        if controller is not None and controller.destroying:
+            raise PluginError(f"Group '{spec.id}' is being destroyed; run 'infrakit group "
+                              f"destroy {spec.id}' to finish, then commit it anew")
+        await self._validate(props)
+        details = (await commit_details(controller, props) if controller is not None
                    else f"Managing {props.target()} instances")
         if not pretend:
             await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
@@ -114,7 +129,7 @@ class GroupPlugin:
                                 converged=decision.converged)
 
     async def describe_status(self, id: str) -> GroupStatus:
-        return await self._controller(id).report()
+        return await report(self._controller(id))
 
     async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
         async with self._lock(id):
@@ -127,7 +142,7 @@ class GroupPlugin:
             async def commit_smaller() -> None:
                 await self._commit(resized(self._specs[id], size), False)
 
-            await controller.destroy_members(instances, commit_smaller if shrink else None)
+            await _destroy_members(controller, instances, commit_smaller if shrink else None)
         what = f"reducing the group size to {size}" if shrink else "to be replaced"
         return f"Destroyed {len(set(instances))} instances, {what}"
 
@@ -155,16 +170,81 @@ class GroupPlugin:
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
-        async with self._lock(id):
-            await self._controller(id).stop()
-            self._forget(id)
-            await asyncio.to_thread(self.store.delete_group, id)
+        await self._to_the_end("free", id, self._free)
 
     async def destroy_group(self, id: str) -> None:
-        async with self._lock(id):
-            await self._controller(id).destroy_group()
-            self._forget(id)
-            await asyncio.to_thread(self.store.delete_group, id)
+        await self._to_the_end("destroy", id, self._destroy)
+
+    async def _to_the_end(self, verb: str, gid: str,
+                          work: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` in a task of its own that its caller's disconnect, Ctrl-C or
+        timeout cannot cancel: a group half freed or half destroyed must never be left
+        with a loop that provisions again. A second call of the verb waits for the first."""
+        task = self._endings.get((verb, gid))
+        if task is None:
+            task = asyncio.get_running_loop().create_task(work(gid), name=f"{verb} {gid}")
+            self._endings[(verb, gid)] = task
+            task.add_done_callback(lambda t: self._ended(verb, gid, t))
+        await asyncio.shield(task)
+
+    def _ended(self, verb: str, gid: str, task: asyncio.Task[None]) -> None:
+        """A destroy or free is over: say how, since its caller may have left."""
+        self._endings.pop((verb, gid), None)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.warning("group %s: %s did not finish: %s", gid, verb, error)
+        else:
+            log.info("group %s: %s", gid, "destroyed" if verb == "destroy" else "freed")
+
+    async def _free(self, gid: str) -> None:
+        async with self._lock(gid):
+            await self._controller(gid).stop()
+            self._forget(gid)
+            await asyncio.to_thread(self.store.delete_group, gid)
+
+    async def _destroy(self, gid: str) -> None:
+        """Mark the group destroyed (durably: it never provisions again), stop its loop,
+        then destroy every member; what is left is named, and destroying again retries."""
+        async with self._lock(gid):
+            controller = self._controller(gid)
+            if not controller.destroying:
+                await asyncio.to_thread(self.store.set_destroying, gid)
+                controller.destroying = True
+            await controller.stop()  # after the pass under way: its provisions answered
+            again = f"the group provisions no more; run 'infrakit group destroy {gid}' again"
+            try:
+                left = await controller.actuator.destroy_all()
+            except PluginError as exc:
+                raise PluginError(f"Group '{gid}': cannot list its members ({exc}); "
+                                  f"{again}") from None
+            if left:
+                controller.status.errors = [f"{iid}: {why}" for iid, why in left.items()]
+                raise PluginError(
+                    f"Group '{gid}': {len(left)} members are left; {again} to finish: "
+                    + "; ".join(f"{iid}: {why}" for iid, why in sorted(left.items())))
+            self._forget(gid)
+            await asyncio.to_thread(self.store.delete_group, gid)
 
     async def inspect_groups(self) -> list[GroupSpec]:
         return [self._specs[gid] for gid in sorted(self._specs)]
+
+
+async def _destroy_members(controller: GroupController, ids: list[str],
+                           recorded: Callable[[], Awaitable[None]] | None) -> None:
+    """Drain and destroy the members ``ids``; ``recorded`` runs once their destroys are
+    recorded, before any is carried out (a shrink commits the smaller size there)."""
+    # with their properties: the flavor drains them
+    observed, _, _ = await controller.observe(judge=False, properties=True)
+    members = {m.id: m.desc for m in observed}
+    strangers = [i for i in ids if i not in members]
+    if not ids or strangers:
+        raise PluginError(f"Instances: {', '.join(map(repr, strangers)) or 'none given'}: "
+                          f"not members of group '{controller.group}'")
+    chosen = [members[i] for i in dict.fromkeys(ids)]
+    ops = await controller.actuator.record_destroys(chosen)
+    if recorded is not None:
+        await recorded()
+    failed = await controller.actuator.destroy_recorded(chosen, ops)
+    controller.wake()
+    if failed:
+        raise PluginError("; ".join(f"{iid}: {why}" for iid, why in failed.items()))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from infrakit.plugins.group.plan import CONFIG_TAG, Plan
-from infrakit.spi.types import Description
+from infrakit.plugins.group.plan import CONFIG_TAG, Member, Plan
 
 log = logging.getLogger("infrakit.group")
 
@@ -44,18 +43,27 @@ class Rollout:
         if not paused:
             self.halted, self.failures = "", 0
 
-    def count(self, decision: Plan, observed: dict[str, Description], limit: int) -> bool:
+    def count(self, decision: Plan, observed: dict[str, Member], limit: int) -> bool:
         """Count the members of the new config that ``decision`` replaces for their health
         during an update; returns whether the update halted just now."""
         if not decision.outdated or not decision.replace:
             return False
-        self.failures += sum((observed[i].tags or {}).get(CONFIG_TAG) == self._sha
-                             for i in decision.replace)
+        failed = [observed[i] for i in decision.replace
+                  if (observed[i].desc.tags or {}).get(CONFIG_TAG) == self._sha]
+        return bool(failed) and self.failed(
+            len(failed), f"{failed[-1].id} failed its health checks: {failed[-1].reason}",
+            limit)
+
+    def failed(self, n: int, what: str, limit: int) -> bool:
+        """``n`` members of the new config failed (``what`` says how the last did): to
+        launch, by dying, or their health checks; returns whether the update halted just
+        now."""
+        self.failures += n
         if not limit or self.failures < limit or self.halted:
             return False
-        self.halted = f"{self.failures} members of the new config failed their health checks"
+        self.halted = f"{self.failures} members of the new config failed (last: {what})"
         self._halted_sha = self._sha
-        log.warning("group %s: rolling update halted: %s; commit a fixed spec, roll back "
-                    "with cancel-update, or try again with resume-update", self.group,
-                    self.halted)
+        log.warning("group %s: rolling update halted: %s; the old members keep serving; "
+                    "commit a fixed spec, roll back with cancel-update, or try again with "
+                    "resume-update", self.group, self.halted)
         return True

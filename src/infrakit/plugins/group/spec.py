@@ -23,6 +23,7 @@ _PERCENT = re.compile(r"(100|[0-9]{1,2})(\.[0-9]+)?%")
 
 DEFAULT_PROVISION_DEADLINE = 600.0
 DEFAULT_MAX_PARALLEL = 16
+DEFAULT_BACKOFF_LIMIT = 300.0
 MAX_MEMBERS = 100_000
 """The most members one group may have: far beyond any real group, and far below what
 would exhaust the controller's memory planning a typo's worth of instances."""
@@ -64,7 +65,11 @@ class GroupProperties(Wire, kw_only=True, omit_defaults=True):
     health_grace: float = 60.0
     """Seconds a member may stay unhealthy before it is drained, destroyed and replaced."""
     startup_grace: float = 0.0
-    """Seconds a new member is left unjudged while it starts."""
+    """Seconds a new member is left unjudged while it starts; one that is not healthy
+    within ``StartupGrace + HealthGrace`` failed to launch."""
+    backoff_limit: float = DEFAULT_BACKOFF_LIMIT
+    """The longest wait between launches after failed launches or members that died young
+    (the wait starts at 1 s and doubles with each failure in a row)."""
     scale_in_order: Literal["newest", "oldest"] = "newest"
     """Which members go first when the group shrinks, after unhealthy and outdated ones."""
 
@@ -122,7 +127,10 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         raise PluginError("Properties.UpdateFailureLimit: must not be negative")
     if props.health_grace < 0 or props.startup_grace < 0:
         raise PluginError("Properties.HealthGrace and StartupGrace: must not be negative")
+    if props.backoff_limit < 1:
+        raise PluginError("Properties.BackoffLimit: must be at least 1 second")
     for name, seconds in (("ProvisionDeadline", props.provision_deadline),
+                          ("BackoffLimit", props.backoff_limit),
                           ("UpdatePause", props.update_pause),
                           ("HealthGrace", props.health_grace),
                           ("StartupGrace", props.startup_grace)):

@@ -45,6 +45,13 @@ class GroupStore(Protocol):
 
     def paused(self, group: str) -> bool: ...
 
+    def set_destroying(self, group: str) -> None:
+        """Mark the group as being destroyed, durably: it never provisions again, even
+        after a restart, until :meth:`delete_group`."""
+        ...
+
+    def destroying(self, group: str) -> bool: ...
+
     def delete_group(self, group: str) -> None:
         """Forget a group and its in-flight records."""
         ...

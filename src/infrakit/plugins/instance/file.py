@@ -1,9 +1,12 @@
 """The ``file`` instance plugin: one JSON file per instance, for development and tests.
 
 Each instance is ``<dir>/<ID>.json``, written atomically. IDs come from a counter kept in
-``<dir>/.next-id`` and are never reused, even across restarts. The plugin owns its directory:
-records are read once at start and then served from memory, and every change is written
-through to disk before the call returns.
+``<dir>/.next-id`` and are never reused, even across restarts. Records are read at start
+and served from memory, and every change is written through to disk before the call
+returns. The directory is read again whenever it changed (its modification time tells, at
+the cost of one ``stat`` per describe): an instance whose file was removed by hand is gone,
+and reported by ``DescribeEnded`` as removed outside the plugin, as the reference's plugin,
+which reads the directory on every call, would no longer list it.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ import msgspec.structs
 from infrakit.atomicfile import fsync_dir, write_atomic, write_atomic_many
 from infrakit.plugins.instance.state import load_records, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.instance import EndedInstance
 from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Attachment, Description, Spec
+
+ENDED_KEPT = 128
+"""Removed instances remembered, for a group to learn of each removal."""
 
 
 class InstanceRecord(msgspec.Struct, rename="pascal", kw_only=True):
@@ -55,6 +62,9 @@ class FileInstancePlugin:
         self._records, self._ids = load_records(self.directory, "instance-", _decode_record)
         self._described = {i: r.descriptions() for i, r in self._records.items()}
         """Each record's descriptions, made once: describing is the hot path."""
+        self._ended: dict[str, EndedInstance] = {}
+        """Instances whose files were removed outside the plugin, the last ENDED_KEPT."""
+        self._mtime = self._dir_mtime()
 
     def _put(self, record: InstanceRecord) -> None:
         """Add or replace a record (under the lock)."""
@@ -116,9 +126,40 @@ class FileInstancePlugin:
             fsync_dir(self.directory)
             del self._records[instance], self._described[instance]
 
+    def _dir_mtime(self) -> int:
+        return os.stat(self.directory).st_mtime_ns
+
+    def _notice_removed(self) -> None:
+        """If the directory changed since it was last read, forget the instances whose
+        files are gone: they were removed outside the plugin."""
+        mtime = self._dir_mtime()
+        if mtime == self._mtime:
+            return
+        names = set(os.listdir(self.directory))
+        with self._lock:
+            self._mtime = mtime
+            gone = [r for i, r in self._records.items() if f"{i}.json" not in names]
+            for record in gone:
+                del self._records[record.id], self._described[record.id]
+                self._ended[record.id] = EndedInstance(
+                    id=record.id, logical_id=record.logical_id, tags=record.tags,
+                    reason="removed outside the plugin (its file is gone)", crashed=False,
+                    started=record.created, ended=time.time())
+            for old in list(self._ended)[:-ENDED_KEPT]:
+                del self._ended[old]
+
+    @nonblocking
+    def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:
+        """The instances whose files were removed by hand, the last ``ENDED_KEPT``."""
+        self._notice_removed()
+        wanted = tags.items()
+        return [e for e in list(self._ended.values()) if wanted <= (e.tags or {}).items()]
+
     @nonblocking
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
-        """Served from memory, so it runs on the event loop without a thread hop."""
+        """Served from memory, so it runs on the event loop without a thread hop; the
+        directory is read again only when it changed."""
+        self._notice_removed()
         wanted = tags.items()
         # list() of a dict's values runs in C without releasing the GIL: a consistent
         # snapshot even while a pool thread adds or removes a record

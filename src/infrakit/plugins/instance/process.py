@@ -1,7 +1,8 @@
 """The ``process`` instance plugin: each instance is a supervised local process group.
 
 An instance runs ``/bin/sh`` on a script made of the spec's ``Init`` and, when
-``Properties.Command`` is given, ``exec`` of that command. It runs in its own session (so
+``Properties.Command`` is given, ``exec`` of that command (a string is a shell command
+line, run whole by ``sh -c``; a list is an argv). It runs in its own session (so
 it outlives the plugin and gets none of its signals), in its own working directory
 ``<state>/<ID>/``, with its output in a log file, and an environment holding
 ``INFRAKIT_INSTANCE_ID``, ``INFRAKIT_LOGICAL_ID``, ``INFRAKIT_TAGS`` (the tags as JSON),
@@ -11,8 +12,10 @@ it outlives the plugin and gets none of its signals), in its own working directo
 An instance is known by its pid *and* the kernel's start time of that pid, so a pid that
 was reused by another process is never mistaken for the instance. Records live in
 ``<state>/<ID>.json``; a restarted plugin reads them and reports the instances that still
-run. An instance whose process died is dropped from its records when it is next described
-(its working directory and log stay for a post-mortem); ``Destroy`` removes both.
+run. An instance whose process died is dropped from its records when it is next described,
+and reported by ``DescribeEnded`` with its exit status and the last lines of its log; the
+working directories and logs of the last ``ENDED_KEPT`` ended instances stay for a
+post-mortem. ``Destroy`` removes both.
 """
 
 from __future__ import annotations
@@ -37,11 +40,18 @@ from infrakit.atomicfile import write_atomic
 from infrakit.plugins.instance import cgroups
 from infrakit.plugins.instance.state import load_records, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.instance import EndedInstance
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec, Wire
 
 DEFAULT_STOP_GRACE = 10.0
 _PREFIX = "proc-"
+ENDED_KEPT = 128
+"""Ended instances remembered (and whose files are kept): enough for a group to learn of
+each ending, and for a user to read why the last ones ended; a crash loop cannot fill the
+disk with their logs."""
+OUTPUT_LINES = 20
+_SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%\n")
 
 
 class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +70,8 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
     def check(self) -> None:
         """Everything that can be checked before running anything."""
         argv = self.argv()
+        if isinstance(self.command, str) and _SHELL_SYNTAX.intersection(self.command):
+            argv = None  # a shell line: the shell says what is wrong with it, in the log
         if argv is not None:
             if not argv:
                 raise PluginError("Properties.Command: must not be empty")
@@ -161,6 +173,53 @@ def _session(sid: int) -> list[int]:
     return out
 
 
+def _ended_as(record: ProcessRecord, status: int | None) -> EndedInstance:
+    """How an instance ended, from its wait status (None when this process is not its
+    parent), with the last lines of its log."""
+    if status is None:
+        reason = "ended (its exit status is unknown: the plugin restarted since it began)"
+        code = None
+    elif os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = f" ({signal.Signals(sig).name})"
+        except ValueError:
+            name = ""
+        reason, code = f"killed by signal {sig}{name}", None
+    else:
+        code = os.WEXITSTATUS(status)
+        reason = f"exited with status {code}"
+    return EndedInstance(id=record.id, logical_id=record.logical_id, tags=record.tags,
+                         reason=reason, exit_status=code, started=record.started,
+                         ended=time.time(), output=_tail(Path(record.log)) or None)
+
+
+def _tail(log: Path, lines: int = OUTPUT_LINES) -> list[str]:
+    """The last ``lines`` lines of a log (read from its last 8 KiB)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            data = f.read()
+    except OSError:
+        return []
+    return [line.decode(errors="replace") for line in data.splitlines()[-lines:]]
+
+
+def _await_session_end(sid: int, timeout: float) -> None:
+    """Wait until nothing of session ``sid`` runs any more: a killed process takes a moment
+    to die, and Destroy answers once the instance is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+            (_stat(pid) or ("Z", 0))[0] not in "ZX" for pid in _session(sid)):
+        time.sleep(0.005)
+
+
+def _remove_files(record: ProcessRecord) -> None:
+    shutil.rmtree(record.work_dir, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record.log)
+
+
 def _free_port() -> int:
     """A loopback port nothing listens on now (the instance binds it a moment later)."""
     with socket.socket() as s:
@@ -180,6 +239,8 @@ class ProcessInstancePlugin:
         self._reserved: set[int] = set()
         """Ports handed to instances being provisioned, not yet in a record."""
         self._records, self._ids = load_records(self.directory, _PREFIX, _decode_record)
+        self._ended: dict[str, tuple[EndedInstance, ProcessRecord]] = {}
+        """The instances that ended by themselves, oldest first, with their records."""
         for record in [r for r in self._records.values() if r.pid == 0]:
             self._recover(record)
 
@@ -271,10 +332,10 @@ class ProcessInstancePlugin:
         lines += [f"echo $$ > {shlex.quote(g + '/cgroup.procs')} || exit 1" for g in groups]
         if spec.init.strip():
             lines.append(spec.init)
-        argv = props.argv()
-        if argv is not None:
-            lines.append(f"exec {props.command}" if isinstance(props.command, str)
-                         else f"exec {shlex.join(argv)}")
+        if isinstance(props.command, str):  # a shell line runs whole, not just its first part
+            lines.append(f"exec /bin/sh -c {shlex.quote(props.command)}")
+        elif props.command is not None:
+            lines.append(f"exec {shlex.join(props.command)}")
         script = work / "init.sh"
         script.write_text("\n".join(lines) + "\n")
         env = {**os.environ, **(props.env or {}), "INFRAKIT_INSTANCE_ID": iid,
@@ -296,9 +357,20 @@ class ProcessInstancePlugin:
             self._records[instance] = updated
 
     def destroy(self, instance: str) -> None:
-        """SIGTERM to the whole process group, SIGKILL after the grace period."""
+        """Stop the instance and remove its files; one that ended by itself is destroyed
+        at once: its files go."""
         with self._lock:
-            record = self._existing(instance)
+            gone = self._ended.pop(instance, None)
+            record = gone[1] if gone else self._existing(instance)
+        if gone:
+            _remove_files(record)
+            return
+        self._stop(record)
+        self._forget(record, keep_files=False)
+        _await_session_end(record.pid, 5.0)
+
+    def _stop(self, record: ProcessRecord) -> None:
+        """SIGTERM to the whole process group, SIGKILL after the grace period."""
         if self._alive(record):
             self._signal(record, signal.SIGTERM)
             deadline = time.monotonic() + record.stop_grace
@@ -309,21 +381,32 @@ class ProcessInstancePlugin:
                 deadline = time.monotonic() + 5
                 while self._alive(record) and time.monotonic() < deadline:
                     time.sleep(0.02)
-        self._forget(record, keep_files=False)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """The instances that run: one that died is dropped here, its leftovers killed."""
+        wanted = tags.items()
+        return [r.describe(properties) for r in self._sweep() if wanted <= r.tags.items()]
+
+    def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:
+        """The instances that ended by themselves, the last ``ENDED_KEPT`` of them, with
+        their exit status and the last lines of their logs."""
+        self._sweep()
+        wanted = tags.items()
+        with self._lock:
+            ended = [e for e, _ in self._ended.values()]
+        return [e for e in ended if wanted <= (e.tags or {}).items()]
+
+    def _sweep(self) -> list[ProcessRecord]:
+        """The records whose process runs; the others end here."""
         with self._lock:
             records = list(self._records.values())
-        wanted = tags.items()
-        out = []
+        alive = []
         for record in records:
             if self._alive(record):
-                if wanted <= record.tags.items():
-                    out.append(record.describe(properties))
+                alive.append(record)
             else:
                 self._forget(record, keep_files=True)
-        return out
+        return alive
 
     def _existing(self, instance: str) -> ProcessRecord:
         record = (self._records.get(instance) if self._ids.pattern.fullmatch(instance)
@@ -340,25 +423,29 @@ class ProcessInstancePlugin:
         return found is not None and found[1] == record.start_ticks and found[0] not in "ZX"
 
     @staticmethod
-    def _kill_leftovers(record: ProcessRecord) -> None:
-        """Kill what the instance's process left running in its session, and reap it.
+    def _kill_leftovers(record: ProcessRecord) -> int | None:
+        """Kill what the instance's process left running in its session, and reap it;
+        returns its wait status when this process is its parent (None when not, as after
+        a restart of the plugin).
 
         While the dead process is our unreaped child, its pid (the session's and group's
         id) cannot be reused, so the group is killed whole. Once no process has that pid,
         no new session can have that id either: the processes of session ``pid`` are ours.
         A pid now held by another process means the session is gone: nothing to do."""
         if record.pid <= 1:
-            return
+            return None
         found = _stat(record.pid)
         if found is not None and found[1] == record.start_ticks:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGKILL)
+                os.killpg(record.pid, signal.SIGKILL)  # a zombie's status stays its own
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(record.pid, os.WNOHANG)
+                pid, status = os.waitpid(record.pid, os.WNOHANG)
+                return status if pid == record.pid else None
         elif found is None:
             for pid in _session(record.pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+        return None
 
     @staticmethod
     def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
@@ -366,14 +453,21 @@ class ProcessInstancePlugin:
             os.killpg(record.pid, sig)
 
     def _forget(self, record: ProcessRecord, keep_files: bool) -> None:
+        """Drop an instance: destroyed (its files go), or ended by itself (its files stay
+        for a while, and its ending is reported)."""
         with self._lock:
             if self._records.pop(record.id, None) is None:
                 return  # forgotten by another call meanwhile
-        self._kill_leftovers(record)
+        status = self._kill_leftovers(record)
+        if keep_files:
+            ended = _ended_as(record, status)
+            with self._lock:
+                self._ended[record.id] = (ended, record)
+                dropped = [self._ended.pop(i)[1] for i in list(self._ended)[:-ENDED_KEPT]]
+            for old in dropped:
+                _remove_files(old)
         cgroups.remove(record.cgroups)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.directory / f"{record.id}.json")
         if not keep_files:
-            shutil.rmtree(record.work_dir, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(record.log)
+            _remove_files(record)
