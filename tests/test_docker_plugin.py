@@ -1,5 +1,6 @@
 """The instance-docker plugin against a real, private Docker engine: the plugin runs as its
 own process and is driven over its socket; containers are checked through the engine's API.
+How an ending is told is checked last, without an engine.
 
 Every wait polls with a deadline. The engine starts once per session; every test leaves it
 without a container.
@@ -7,6 +8,7 @@ without a container.
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +16,17 @@ from typing import Any
 
 import pytest
 
+from infrakit.plugins.instance.docker_ended import (
+    EndedContainers,
+    Listed,
+    how_it_ended,
+    output_lines,
+    parse_time,
+)
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
-from infrakit.spi import Description, GroupSpec, Spec
+from infrakit.spi import Description, EndedInstance, GroupSpec, Spec
 from infrakit.spi.calls import InstanceAPI
 from infrakit.spi.errors import CallFailed
 from tests.conftest import Plugin, StartPlugin
@@ -296,3 +305,65 @@ def test_group_heals_a_killed_container_and_leaves_nothing_behind(
 
         groups.destroy_group("web")
     assert containers(docker_engine) == []
+
+
+# -- how an ending is told, without an engine -------------------------------------------------
+
+
+def test_an_ending_in_words() -> None:
+    second = calendar.timegm((2026, 11, 29, 16, 47, 34))
+    assert parse_time("2026-11-29T16:47:34.217334457Z") == pytest.approx(second + 0.217334457)
+    assert parse_time("2026-11-29T18:47:34+02:00") == second
+    assert parse_time("2026-11-29T16:47:34Z") == second
+    for never in ("0001-01-01T00:00:00Z", "", None, "yesterday"):
+        assert parse_time(never) == 0.0
+
+    assert how_it_ended({"ExitCode": 2}) == ("exited with status 2", 2)
+    assert how_it_ended({"ExitCode": 0}) == ("exited with status 0", 0)
+    assert how_it_ended({"ExitCode": 255}) == ("exited with status 255", 255)
+    assert how_it_ended({"ExitCode": 137}) == ("killed by signal 9 (SIGKILL)", None)
+    assert how_it_ended({"ExitCode": 143}) == ("killed by signal 15 (SIGTERM)", None)
+    assert how_it_ended({"ExitCode": 128 + 40}) == ("killed by signal 40", None)
+    assert how_it_ended({"ExitCode": 137, "OOMKilled": True}) == \
+        ("killed: out of memory (OOMKilled)", None)
+    assert how_it_ended({"ExitCode": 1, "OOMKilled": True}) == \
+        ("exited with status 1, out of memory (OOMKilled)", 1)
+    assert how_it_ended({"ExitCode": 127, "Error": "exec: no such file"}) == \
+        ("exited with status 127: exec: no such file", 127)
+
+    logs = b"".join(b"line %d\n" % i for i in range(30)) + b"x" * 600 + b"\n\xff"
+    lines = output_lines(logs)
+    assert len(lines) == 20 and lines[0] == "line 12"
+    assert lines[-2:] == ["x" * 500, "\ufffd"]
+
+
+def _listed(state: str, **labels: str) -> list[Listed]:
+    container = {"Id": "c1", "State": state, "Created": 5, "Labels": {OWNER: "p", **labels}}
+    return [Listed("p-000000000001", container, dict(labels))]
+
+
+def _never(item: Listed) -> EndedInstance | None:
+    raise AssertionError(f"{item.instance} inspected as ended")
+
+
+def test_a_listing_taken_while_a_destroy_runs_reports_nothing() -> None:
+    endings = EndedContainers()
+
+    def sweep(listed: list[Listed], **filters: str) -> None:
+        with endings.lock:
+            assert endings.sweep(listed, {OWNER: "p", **filters}, _never) == []
+
+    for while_destroyed in (_listed("exited", g="a"), []):  # stopped, or removed, by it
+        sweep(_listed("running", g="a"))
+        with endings.destroying("p-000000000001"):
+            sweep(while_destroyed)
+            assert endings.report({}) == []
+        sweep([])
+        assert endings.report({}) == []
+
+    sweep(_listed("running", g="a"))
+    sweep([], g="b")  # a listing that would not have shown it
+    assert endings.report({}) == []
+    sweep([], g="a")
+    [gone] = endings.report({"g": "a"})
+    assert (gone.crashed, gone.reason, gone.started) == (False, "removed outside the plugin", 5)
