@@ -1,5 +1,7 @@
 """The instance-docker plugin against a real, private Docker engine: the plugin runs as its
-own process and is driven over its socket; containers are checked through the engine's API.
+own process and is driven over its socket (in this process where a test lowers its limits);
+containers are checked through the engine's API. How an ending is told is checked last,
+without an engine.
 
 Every wait polls with a deadline. The engine starts once per session; every test leaves it
 without a container.
@@ -7,6 +9,7 @@ without a container.
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +17,21 @@ from typing import Any
 
 import pytest
 
+from infrakit.plugins.instance import docker_ended
+from infrakit.plugins.instance.docker import DockerInstancePlugin
+from infrakit.plugins.instance.docker_ended import (
+    EndedContainers,
+    Listed,
+    how_it_ended,
+    output_lines,
+    parse_time,
+)
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
-from infrakit.spi import Description, GroupSpec, Spec
+from infrakit.spi import Description, EndedInstance, GroupSpec, Spec
 from infrakit.spi.calls import InstanceAPI
-from infrakit.spi.errors import CallFailed
+from infrakit.spi.errors import CallFailed, NotFoundError
 from tests.conftest import Plugin, StartPlugin
 from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
 from tests.helpers import require_engine, stop_process, wait_until
@@ -41,6 +53,10 @@ CONTAINER: dict[str, Any] = {
     "PidsLimit": 32,
     "StopTimeout": 5,
 }
+
+#: A container that prints a line on each of its streams and exits with status 3.
+FAILING: dict[str, Any] = {**CONTAINER, "Command": [
+    "sh", "-c", "echo starting; sleep 0.1; echo 'no config found' >&2; exit 3"]}
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +108,10 @@ def kill(engine: Engine, instance: str) -> None:
     engine.api.kill(instance)
     wait_until(lambda: not engine.api.inspect_container(instance)["State"]["Running"], 5.0,
                what=f"{instance} to exit")
+
+
+def exited(engine: Engine, instance: str) -> bool:
+    return bool(engine.api.inspect_container(instance)["State"]["Status"] == "exited")
 
 
 def in_container(engine: Engine, instance: str, *cmd: str) -> str:
@@ -172,7 +192,7 @@ def test_label_is_kept_by_the_plugin_and_survives_a_restart(
     assert f"{NAME}-000000000000" in error(inst.label, f"{NAME}-000000000000", {"x": "y"})
 
 
-def test_a_container_that_stops_is_not_described_and_is_removed(
+def test_a_container_that_stops_is_not_described_but_kept_and_debris_is_removed(
         plugin: Plugin, docker_engine: Engine) -> None:
     inst = client(plugin)
     doomed = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
@@ -183,8 +203,103 @@ def test_a_container_that_stops_is_not_described_and_is_removed(
     api.create_container(IMAGE, ["sleep", "3600"], name=f"{NAME}-00000000000c",
                          labels={"t": "x", OWNER: NAME})
     assert ids(inst.describe_instances({"t": "x"}, False)) == {kept}  # at once
-    # that describe removed both: no container that is not running is left behind
-    assert [c["Names"] for c in containers(docker_engine)] == [[f"/{kept}"]]
+    # that describe removed the one never started; the killed one stays, to tell its end
+    states = {c["Names"][0][1:]: c["State"] for c in containers(docker_engine)}
+    assert states == {kept: "running", doomed: "exited"}
+    [ended] = inst.describe_ended({"t": "x"})
+    assert (ended.id, ended.reason, ended.exit_status, ended.crashed) == \
+        (doomed, "killed by signal 9 (SIGKILL)", None, True)
+
+
+def test_an_ended_container_says_how_and_destroy_clears_it(plugin: Plugin,
+                                                            docker_engine: Engine) -> None:
+    rpc = RPCClient(plugin.path, timeout=30)
+    inst = InstanceClient(rpc)
+    before = time.time()
+    failed = inst.provision(Spec(properties=FAILING, tags={"t": "x", "n": "1"},
+                                 logical_id="failing-1"))
+    alive = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+    wait_until(lambda: exited(docker_engine, failed), DEADLINE, what=f"{failed} to exit")
+    assert ids(inst.describe_instances({}, False)) == {alive}
+
+    [ended] = inst.describe_ended({"t": "x"})
+    assert (ended.id, ended.logical_id, ended.tags) == (failed, "failing-1", {"t": "x", "n": "1"})
+    assert (ended.reason, ended.exit_status, ended.crashed) == ("exited with status 3", 3, True)
+    assert sorted(ended.output or []) == ["no config found", "starting"]  # both streams
+    assert before - 1 < ended.started <= ended.ended + 0.01 < time.time() + 1
+    assert ended.ended - ended.started < 5
+    # reported again on every call, the same; every given tag must match
+    assert inst.describe_ended({"n": "1"}) == [ended] == inst.describe_ended({})
+    assert inst.describe_ended({"t": "x", "n": "2"}) == []
+    assert inst.describe_ended({"tier": "x"}) == []
+    # on the wire
+    raw = rpc.call_raw("Instance.DescribeEnded", {"Tags": {"t": "x"}}, dict)
+    assert [(e["ID"], e["ExitStatus"], e["Reason"]) for e in raw["Ended"]] == \
+        [(failed, 3, "exited with status 3")]
+    # the container is still there for whoever looks into it
+    assert docker_engine.api.inspect_container(failed)["State"]["ExitCode"] == 3
+
+    inst.destroy(failed)
+    assert inst.describe_ended({}) == []
+    assert [c["Names"] for c in containers(docker_engine)] == [[f"/{alive}"]]
+    inst.destroy(alive)
+    assert inst.describe_ended({}) == [] and containers(docker_engine) == []
+    rpc.close()
+
+
+def test_a_container_removed_behind_the_plugins_back_is_told_apart(
+        plugin: Plugin, docker_engine: Engine) -> None:
+    inst = client(plugin)
+    gone = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}, logical_id="g-1"))
+    other = inst.provision(Spec(properties=CONTAINER, tags={"t": "y"}))
+    assert ids(inst.describe_instances({}, False)) == {gone, other}  # seen running
+    docker_engine.api.remove_container(gone, force=True)
+    # a listing that would not have shown it tells nothing
+    assert inst.describe_ended({"t": "y"}) == []
+    [ended] = inst.describe_ended({"t": "x"})
+    assert (ended.id, ended.logical_id, ended.crashed, ended.reason) == \
+        (gone, "g-1", False, "removed outside the plugin")
+    assert (ended.exit_status, ended.output) == (None, None)
+    assert ended.started > 0 and ended.ended >= ended.started
+    # nothing is left to destroy, and the plugin forgets it
+    assert "no container" in error(inst.destroy, gone)
+    assert inst.describe_ended({}) == []
+    inst.destroy(other)
+
+
+def test_only_the_most_recent_exited_containers_stay(
+        docker_engine: Engine, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docker_ended, "KEEP_EXITED", 2)
+    monkeypatch.setattr(docker_ended, "KEEP_ENDINGS", 3)
+    learnt: list[str] = []
+    learn = docker_ended.learn
+
+    def counted(api: Any, item: Listed) -> EndedInstance | None:
+        learnt.append(item.instance)
+        return learn(api, item)
+
+    monkeypatch.setattr(docker_ended, "learn", counted)
+    plugin = DockerInstancePlugin(NAME, home / NAME)  # in this process, with those limits
+    made = []
+    for status in (1, 2, 3, 4):
+        props = {**CONTAINER, "Command": ["sh", "-c", f"exit {status}"]}
+        made.append(plugin.provision(Spec(properties=props, tags={"t": "x"})))
+        wait_until(lambda: exited(docker_engine, made[-1]), DEADLINE, what="an exit")
+
+    # the last three endings are reported, the last two containers kept
+    ended = plugin.describe_ended({"t": "x"})
+    assert [(e.id, e.exit_status) for e in ended] == list(zip(made[1:], (2, 3, 4), strict=True))
+    assert {c["Names"][0][1:] for c in containers(docker_engine)} == set(made[2:])
+    assert plugin.describe_instances({}, False) == []
+    assert plugin.describe_ended({}) == ended
+    assert sorted(learnt) == sorted(made)  # each inspected, and its logs read, once
+    # one remembered without its container: nothing to destroy, and it is forgotten
+    with pytest.raises(NotFoundError):
+        plugin.destroy(made[1])
+    assert [e.id for e in plugin.describe_ended({})] == made[2:]
+    for instance in made[2:]:
+        plugin.destroy(instance)
+    assert plugin.describe_ended({}) == [] and containers(docker_engine) == []
 
 
 def test_containers_it_did_not_make_are_never_touched(plugin: Plugin,
@@ -260,7 +375,7 @@ def converged(group: Plugin, plugin: Plugin, size: int) -> set[str]:
     return got if desc.converged and len(got) == size and got == members(plugin) else set()
 
 
-def test_group_heals_a_killed_container_and_leaves_nothing_behind(
+def test_group_heals_a_killed_container_and_leaves_only_its_ending_behind(
         docker_engine: Engine, start_plugin: StartPlugin, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("INFRAKIT_GROUP_POLL", str(POLL))
@@ -285,8 +400,11 @@ def test_group_heals_a_killed_container_and_leaves_nothing_behind(
         assert victim not in healed and len(healed & first) == 2
         # noticed at the next pass, replaced at once: two polls and a container start
         assert took < 2 * POLL + 5.0, took
-        running = {c["Names"][0][1:] for c in docker_engine.api.containers(all=True)}
-        assert running == healed  # the killed container is gone too
+        running = {c["Names"][0][1:] for c in docker_engine.api.containers()}
+        assert running == healed
+        # the killed container is kept, exited, to tell how it ended
+        [ended] = InstanceClient(RPCClient(plugin.path)).describe_ended({GROUP_TAG: "web"})
+        assert (ended.id, ended.reason) == (victim, "killed by signal 9 (SIGKILL)")
 
         # a new instance plugin finds the same containers; the group changes nothing
         assert stop_process(plugin.proc) == 0
@@ -295,4 +413,69 @@ def test_group_heals_a_killed_container_and_leaves_nothing_behind(
         assert wait_until(lambda: converged(group, plugin, 3), DEADLINE) == healed
 
         groups.destroy_group("web")
+    # the group destroys its members; what is left is the ended one, until destroyed
+    assert [c["Names"] for c in containers(docker_engine)] == [[f"/{victim}"]]
+    client(plugin).destroy(victim)
     assert containers(docker_engine) == []
+
+
+# -- how an ending is told, without an engine -------------------------------------------------
+
+
+def test_an_ending_in_words() -> None:
+    second = calendar.timegm((2026, 11, 29, 16, 47, 34))
+    assert parse_time("2026-11-29T16:47:34.217334457Z") == pytest.approx(second + 0.217334457)
+    assert parse_time("2026-11-29T18:47:34+02:00") == second
+    assert parse_time("2026-11-29T16:47:34Z") == second
+    for never in ("0001-01-01T00:00:00Z", "", None, "yesterday"):
+        assert parse_time(never) == 0.0
+
+    assert how_it_ended({"ExitCode": 2}) == ("exited with status 2", 2)
+    assert how_it_ended({"ExitCode": 0}) == ("exited with status 0", 0)
+    assert how_it_ended({"ExitCode": 255}) == ("exited with status 255", 255)
+    assert how_it_ended({"ExitCode": 137}) == ("killed by signal 9 (SIGKILL)", None)
+    assert how_it_ended({"ExitCode": 143}) == ("killed by signal 15 (SIGTERM)", None)
+    assert how_it_ended({"ExitCode": 128 + 40}) == ("killed by signal 40", None)
+    assert how_it_ended({"ExitCode": 137, "OOMKilled": True}) == \
+        ("killed: out of memory (OOMKilled)", None)
+    assert how_it_ended({"ExitCode": 1, "OOMKilled": True}) == \
+        ("exited with status 1, out of memory (OOMKilled)", 1)
+    assert how_it_ended({"ExitCode": 127, "Error": "exec: no such file"}) == \
+        ("exited with status 127: exec: no such file", 127)
+
+    logs = b"".join(b"line %d\n" % i for i in range(30)) + b"x" * 600 + b"\n\xff"
+    lines = output_lines(logs)
+    assert len(lines) == 20 and lines[0] == "line 12"
+    assert lines[-2:] == ["x" * 500, "\ufffd"]
+
+
+def _listed(state: str, **labels: str) -> list[Listed]:
+    container = {"Id": "c1", "State": state, "Created": 5, "Labels": {OWNER: "p", **labels}}
+    return [Listed("p-000000000001", container, dict(labels))]
+
+
+def _never(item: Listed) -> EndedInstance | None:
+    raise AssertionError(f"{item.instance} inspected as ended")
+
+
+def test_a_listing_taken_while_a_destroy_runs_reports_nothing() -> None:
+    endings = EndedContainers()
+
+    def sweep(listed: list[Listed], **filters: str) -> None:
+        with endings.lock:
+            assert endings.sweep(listed, {OWNER: "p", **filters}, _never) == []
+
+    for while_destroyed in (_listed("exited", g="a"), []):  # stopped, or removed, by it
+        sweep(_listed("running", g="a"))
+        with endings.destroying("p-000000000001"):
+            sweep(while_destroyed)
+            assert endings.report({}) == []
+        sweep([])
+        assert endings.report({}) == []
+
+    sweep(_listed("running", g="a"))
+    sweep([], g="b")  # a listing that would not have shown it
+    assert endings.report({}) == []
+    sweep([], g="a")
+    [gone] = endings.report({"g": "a"})
+    assert (gone.crashed, gone.reason, gone.started) == (False, "removed outside the plugin", 5)

@@ -21,9 +21,19 @@ Tags
 Liveness
     Only a container that is running (or paused, or being restarted by its own
     ``RestartPolicy``) is described: the group replaces a member that is killed or exits
-    at its next pass. A container of the plugin found exited, dead, or created and never
-    started is removed by the describe that finds it (without force, so a container that
-    came back to life in the meantime stays), so none is left behind as an orphan.
+    at its next pass. A container of the plugin found created and never started is removed
+    by the describe that finds it (without force, so a container that came back to life in
+    the meantime stays), so none is left behind as an orphan.
+
+Endings
+    A container that exited or died is not described, but kept, so that
+    Instance.DescribeEnded tells how it ended: its exit status or the signal that killed it
+    (``OOMKilled`` too), when it started and finished, and the last lines of its logs. The
+    most recent ones stay on the engine (``docker logs`` shows them whole) and older ones
+    are removed, so a crash loop leaves a bounded number behind; a container that was seen
+    running and then removed behind the plugin's back is reported as such. Both describes
+    list the plugin's containers in one call and learn from it; each ending costs one
+    inspection and one read of the logs, once. Details in :mod:`.docker_ended`.
 
 Images
     ``Properties.Image`` must be pinned, to a tag other than ``latest`` or to a digest
@@ -42,7 +52,8 @@ Init and Command
 
 Destroy
     Stops the container with the grace period of ``Properties.StopTimeout`` (SIGTERM, then
-    SIGKILL once it has passed), then removes it with its anonymous volumes.
+    SIGKILL once it has passed), then removes it with its anonymous volumes. An ended
+    container is destroyed the same way, and is no longer reported as ended.
 """
 
 from __future__ import annotations
@@ -61,16 +72,13 @@ import docker.errors
 import docker.types
 import msgspec
 
-from infrakit.plugins.instance import provider_tags
+from infrakit.plugins.instance import docker_ended, provider_tags
+from infrakit.plugins.instance.docker_ended import LIVE, EndedContainers, Listed
 from infrakit.plugins.instance.state import StateFile, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.instance import EndedInstance
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
-
-LIVE = frozenset({"running", "paused", "restarting"})
-"""Container states that count as an instance."""
-OVER = frozenset({"exited", "dead"})
-"""Container states whose container the plugin removes when it sees them."""
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 WORKERS = 16
@@ -200,6 +208,7 @@ class DockerInstancePlugin:
         self._facts: dict[str, dict[str, Any]] = {}
         """What an inspect says of each running container, by container ID: the list of
         containers lacks it, and a describe with properties runs on every group pass."""
+        self._endings = EndedContainers()
         self._client: Any = None
         self._client_lock = threading.Lock()
 
@@ -320,7 +329,7 @@ class DockerInstancePlugin:
         _check_tags(labels, "Labels")
         self._owned(instance)
         with self._engine("listing containers"):
-            present = {self._instance_of(c) for c in self._api().containers(
+            present = {docker_ended.instance_of(c, self._id) for c in self._api().containers(
                 all=True, filters={"label": f"{provider_tags.OWNER}={self.name}"})}
 
         def relabel(state: LabelState, now: float) -> bool:
@@ -332,49 +341,27 @@ class DockerInstancePlugin:
         self._state.update(relabel)
 
     def destroy(self, instance: str) -> None:
-        info = self._owned(instance)
-        cid = info["Id"]
-        grace = info["Config"].get("StopTimeout")
-        with self._engine(f"stopping container {instance}"), \
-                contextlib.suppress(docker.errors.NotFound):
-            self._api().stop(cid, timeout=10 if grace is None else grace)
-        with self._engine(f"removing container {instance}"), \
-                contextlib.suppress(docker.errors.NotFound):
-            self._api().remove_container(cid, force=True, v=True)
-        self._forget(instance, cid)
+        with self._endings.destroying(instance):  # ended or not, it is forgotten after
+            info = self._owned(instance)
+            cid = info["Id"]
+            grace = info["Config"].get("StopTimeout")
+            with self._engine(f"stopping container {instance}"), \
+                    contextlib.suppress(docker.errors.NotFound):
+                self._api().stop(cid, timeout=10 if grace is None else grace)
+            with self._engine(f"removing container {instance}"), \
+                    contextlib.suppress(docker.errors.NotFound):
+                self._api().remove_container(cid, force=True, v=True)
+            self._forget(instance, cid)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
-        """The plugin's live containers that carry every tag. The engine filters on the
-        tags that no Instance.Label has set, the plugin on the others; containers found
-        stopped are removed on the way."""
-        with self._lock:
-            overrides = {i: dict(ls) for i, ls in self._state.state.labels.items()}
-        relabelled = {k for ls in overrides.values() for k in ls}
-        on_engine = [f"{provider_tags.OWNER}={self.name}"] + [f"{k}={v}" for k, v in tags.items()
-                                                if k not in relabelled and "=" not in k]
-        with self._engine("listing containers"):
-            listed = self._api().containers(all=True, filters={"label": on_engine})
-        with self._lock:  # after the listing: a container listed as created was either
-            starting = set(self._starting)  # still starting then, or is running now
-        wanted = tags.items()
+        """The plugin's live containers that carry every tag."""
         found: list[Description] = []
-        for c in listed:
-            instance = self._instance_of(c)
-            if instance is None:
-                continue
+        for instance, c, merged in self._list(tags):
             state = c["State"]
-            if state in OVER or (state == "created" and instance not in starting):
-                self._reap(instance, c["Id"])
+            if state not in LIVE or not tags.items() <= merged.items():
                 continue
-            if state not in LIVE:
-                continue
-            labels = c.get("Labels") or {}
-            merged = provider_tags.without_reserved(labels)
-            merged.update(overrides.get(instance, {}))
-            if not wanted <= merged.items():
-                continue
-            desc = Description(id=instance, logical_id=labels.get(provider_tags.LOGICAL_ID),
-                               tags=merged)
+            desc = Description(id=instance, tags=merged,
+                               logical_id=(c.get("Labels") or {}).get(provider_tags.LOGICAL_ID))
             if properties:
                 desc.properties = {"ContainerID": c["Id"], "Image": c["Image"],
                                    "ImageID": c["ImageID"], "State": state,
@@ -382,13 +369,40 @@ class DockerInstancePlugin:
             found.append(desc)
         return found
 
-    def _instance_of(self, container: dict[str, Any]) -> str | None:
-        """The instance ID of a listed container, if it is one of the plugin's."""
-        for name in container.get("Names") or []:
-            instance: str = name[1:]  # "/name"; a linked name has a second "/"
-            if self._id.fullmatch(instance):
-                return instance
-        return None
+    def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:
+        """How the plugin's containers that carried every tag ended, when they ended
+        without a Destroy."""
+        self._list(tags)
+        return self._endings.report(tags)
+
+    def _list(self, tags: dict[str, str]) -> list[Listed]:
+        """The plugin's containers, in one listing. The engine filters on the tags that no
+        Instance.Label has set (the caller on the others); what ended is learnt on the way,
+        and containers created but never started are removed, as are exited ones past
+        those kept."""
+        with self._lock:
+            overrides = {i: dict(ls) for i, ls in self._state.state.labels.items()}
+        relabelled = {k for ls in overrides.values() for k in ls}
+        on_engine = {provider_tags.OWNER: self.name, **{
+            k: v for k, v in tags.items() if k not in relabelled and "=" not in k}}
+        with self._endings.lock:
+            with self._engine("listing containers"):
+                listed = self._api().containers(all=True, filters={
+                    "label": [f"{k}={v}" for k, v in on_engine.items()]})
+            with self._lock:  # after the listing: a container listed as created was either
+                starting = set(self._starting)  # still starting then, or is running now
+            mine, debris = docker_ended.sort_out(listed, self._id, starting, overrides)
+            debris += self._endings.sweep(mine, on_engine, self._learn)
+        for instance, cid in debris:
+            self._reap(instance, cid)
+        running = self._endings.running()
+        with self._lock:  # an ended container's facts are of no use any more
+            self._facts = {cid: f for cid, f in self._facts.items() if cid in running}
+        return mine
+
+    def _learn(self, item: Listed) -> EndedInstance | None:
+        with self._engine(f"inspecting container {item.instance}, which ended"):
+            return docker_ended.learn(self._api(), item)
 
     def _facts_of(self, container: dict[str, Any]) -> dict[str, Any]:
         """When a container was created and last started, and how often Docker restarted
@@ -417,8 +431,9 @@ class DockerInstancePlugin:
         return facts
 
     def _reap(self, instance: str, container_id: str) -> None:
-        """Remove a container of the plugin that no longer runs. Not forced: one that was
-        started again meanwhile is refused by the engine, and stays."""
+        """Remove a container of the plugin that never started or ended long enough ago.
+        Not forced: one that was started again meanwhile is refused by the engine, and
+        stays."""
         try:
             self._api().remove_container(container_id, v=True)
         except (docker.errors.DockerException, OSError):  # gone already, being removed,
