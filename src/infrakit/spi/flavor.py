@@ -130,10 +130,17 @@ def _health_fields(value: Health | HealthReport) -> dict[str, Any]:
     return {"health": Health(value)}
 
 
+_BARE = {h: HealthReport(h) for h in Health}
+"""The reports without a reason, made once: a large group's every member gets one on every
+pass."""
+
+
 def _report(outcome: HealthOutcome) -> HealthReport | PluginError:
     if outcome.error is not None or outcome.health is None:
         return PluginError(outcome.error or "no verdict")
-    return HealthReport(outcome.health, outcome.reason or "")
+    if outcome.reason:
+        return HealthReport(outcome.health, outcome.reason)
+    return _BARE[outcome.health]
 
 
 PREPARE = Method("Flavor.Prepare", PrepareRequest, PrepareResult, "prepare",

@@ -81,6 +81,7 @@ class GroupController:
         self.backoff = Backoff(group)
         self._ended: frozenset[str] = frozenset()
         """The instances the plugin last reported ended."""
+        self._born = time.time()
         self._tells_endings = True
         """Whether the instance plugin reports endings (until it says it cannot)."""
         self._wake = asyncio.Event()
@@ -206,12 +207,14 @@ class GroupController:
         if ended is not None:  # unknown this pass: what was handled stays handled
             self._ended = frozenset(e.id for e in ended)
             self._learn(self.endings.new(ended), observed, time.time())
-        self.endings.adopt([(d.id, d.logical_id) for d in observed
-                            if self.health.seen(d.id) is None])
+        if self.endings.waiting:
+            self.endings.adopt([(d.id, d.logical_id) for d in observed
+                                if self.health.seen(d.id) is None])
         members = await self.health.judge(self.plugins, self.props, self.sha, observed)
         props = self.props
-        self.backoff.settle([m.since for m in members if m.verdict is Verdict.HEALTHY],
-                            time.time(), props.startup_grace + props.health_grace)
+        if self.backoff.failures:
+            self.backoff.settle([m.since for m in members if m.verdict is Verdict.HEALTHY],
+                                time.time(), props.startup_grace + props.health_grace)
         return members
 
     async def _describe_ended(self, instance: AsyncInstanceAPI) -> list[EndedInstance] | None:
@@ -231,6 +234,8 @@ class GroupController:
                now: float) -> None:
         """Handle each new ending once: say it, back off after a failure, and count the
         failures of the new config's members during a rolling update."""
+        # what ended before this controller began was handled, or not, by its predecessor
+        fresh = [e for e in fresh if not e.ended or e.ended >= self._born]
         if not fresh:
             return
         props = self.props

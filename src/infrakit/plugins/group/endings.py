@@ -152,6 +152,11 @@ class Endings:
             del self._waiting[match]
             self.restarts[iid], self.last[iid] = restarts, ending
 
+    @property
+    def waiting(self) -> bool:
+        """Some ending waits for the member that replaces it."""
+        return bool(self._waiting)
+
     def forget(self, gone: set[str]) -> None:
         """Members that were destroyed: nothing of theirs is inherited."""
         for iid in gone:

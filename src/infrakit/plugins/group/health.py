@@ -36,7 +36,9 @@ class HealthJudge:
     def __init__(self, group: str) -> None:
         self.group = group
         self._first_seen: dict[str, float] = {}
-        self._ever_healthy: set[str] = set()
+        self._never_healthy: set[str] = set()
+        """Members seen but not healthy yet (kept small: the usual member leaves it at its
+        first healthy answer)."""
         self._unhealthy_since: dict[str, float] = {}
         self._verdicts: dict[str, tuple[Verdict, str]] = {}
         self._checks: dict[str, PluginSpec] = {}
@@ -51,7 +53,7 @@ class HealthJudge:
     def seen(self, member: str) -> tuple[float, bool] | None:
         """When ``member`` was first seen and whether it was ever healthy; None if never."""
         since = self._first_seen.get(member)
-        return None if since is None else (since, member in self._ever_healthy)
+        return None if since is None else (since, member not in self._never_healthy)
 
     def last(self, desc: Description, now: float) -> Member:
         """A member as the last pass judged it; one it has not seen yet is starting."""
@@ -75,24 +77,36 @@ class HealthJudge:
         health check cannot get members destroyed; and if it says "unhealthy" of too many
         at once, the plan's circuit breaker stops the replacing.
         """
-        current = props.flavor
-        self._checks[sha] = current
+        self._checks[sha] = props.flavor
+        asked = self._by_check(sha, observed)
+        replies = await asyncio.gather(*(
+            _ask(plugins, self._checks[tag],
+                 observed if ks is None else [observed[k] for k in ks]) for tag, ks in asked))
+        if len(asked) == 1:
+            answers = replies[0]
+        else:
+            answers = [HealthReport(Health.UNKNOWN)] * len(observed)
+            for (_, ks), reply in zip(asked, replies, strict=True):
+                for k, answer in zip(ks or (), reply, strict=True):
+                    answers[k] = answer
+        used = {tag for tag, _ in asked}
+        self._checks = {t: c for t, c in self._checks.items() if t in used or t == sha}
+        self._note_reachability(asked, replies)
+        return self._verdicts_of(props, observed, answers, time.time())
+
+    def _by_check(self, sha: str, observed: list[Description],
+                  ) -> list[tuple[str, list[int] | None]]:
+        """The members to judge by each config's check, by index (None: all of them, the
+        usual case, when only the current config has a check that differs)."""
+        if all(c == self._checks[sha] for c in self._checks.values()):
+            return [(sha, None)]
         by_check: dict[str, list[int]] = defaultdict(list)
         for k, desc in enumerate(observed):
             tag = (desc.tags or {}).get(CONFIG_TAG, sha)
             by_check[tag if tag in self._checks else sha].append(k)
-        answers: list[HealthReport | Exception] = [HealthReport(Health.UNKNOWN)] * len(observed)
-        asked = list(by_check.items())
-        replies = await asyncio.gather(*(
-            _ask(plugins, self._checks[tag], [observed[k] for k in ks]) for tag, ks in asked))
-        for (_, ks), reply in zip(asked, replies, strict=True):
-            for k, answer in zip(ks, reply, strict=True):
-                answers[k] = answer
-        self._checks = {t: c for t, c in self._checks.items() if t in by_check or t == sha}
-        self._note_reachability(asked, replies)
-        return self._verdicts_of(props, observed, answers, time.time())
+        return list(by_check.items())
 
-    def _note_reachability(self, asked: list[tuple[str, list[int]]],
+    def _note_reachability(self, asked: list[tuple[str, list[int] | None]],
                            replies: list[list[HealthReport | Exception]]) -> None:
         for (tag, _), reply in zip(asked, replies, strict=True):
             name = self._checks.get(tag, PluginSpec()).plugin
@@ -112,6 +126,7 @@ class HealthJudge:
     def _verdicts_of(self, props: GroupProperties, observed: list[Description],
                      answers: list[HealthReport | Exception], now: float) -> list[Member]:
         first_seen, unhealthy_since = self._first_seen, self._unhealthy_since
+        never_healthy = self._never_healthy
         verdicts: dict[str, tuple[Verdict, str]] = {}
         members: list[Member] = []
         append = members.append
@@ -121,8 +136,10 @@ class HealthJudge:
             since = first_seen.get(iid)
             if since is None:
                 since = first_seen[iid] = now
+                never_healthy.add(iid)
             if isinstance(answer, HealthReport) and answer.health is Health.HEALTHY:
-                self._ever_healthy.add(iid)
+                if never_healthy:
+                    never_healthy.discard(iid)
                 if unhealthy_since:
                     unhealthy_since.pop(iid, None)
                 append(Member(desc, Verdict.HEALTHY, since))
@@ -131,7 +148,7 @@ class HealthJudge:
                 verdict = Verdict.UNKNOWN
                 reason = str(answer) if isinstance(answer, Exception) else \
                     answer.reason or "the flavor cannot tell"
-            elif iid not in self._ever_healthy:
+            elif iid in never_healthy:
                 verdict = Verdict.STARTING if now - since < young else Verdict.FAILED
                 reason = answer.reason if verdict is Verdict.STARTING else \
                     f"never healthy in {young:g}s: {answer.reason or 'unhealthy'}"
@@ -148,7 +165,7 @@ class HealthJudge:
             for gone in set(first_seen).difference(d.id for d in observed):
                 del first_seen[gone]
                 unhealthy_since.pop(gone, None)
-                self._ever_healthy.discard(gone)
+                never_healthy.discard(gone)
         self._verdicts = verdicts
         return members
 
