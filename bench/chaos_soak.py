@@ -124,7 +124,10 @@ def main() -> None:
     args = parser.parse_args()
     duration = min(args.duration, MAX_DURATION)
     rng = random.Random(args.seed)
-    with plugin_stack("instance-process", "flavor-vanilla", "group", poll=0.5) as stack:
+    # the soak restarts the plugins it kills itself, after a random pause, as an operator
+    # would: no supervisor may restart them first
+    with plugin_stack("instance-process", "flavor-vanilla", "group", poll=0.5,
+                      supervise=False) as stack:
         rate_file = stack.home / "error-rate"
         rate_file.write_text("0")
         logs = stack.home / "logs"
@@ -186,7 +189,7 @@ def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: S
             continue
         faults[f"kill -9 of the {kind}"] += 1
         time.sleep(rng.uniform(0, 1.0))
-        subprocess.run([infrakit, "plugin", "start", name], env=stack.env,
+        subprocess.run([infrakit, "plugin", "start", "--no-supervise", name], env=stack.env,
                        stdout=subprocess.DEVNULL, check=True)
 
     rate_file.write_text("0")

@@ -31,15 +31,18 @@ class Stack:
 
 @contextmanager
 def plugin_stack(*kinds: str, poll: float, parent: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+                 extra_env: dict[str, str] | None = None,
+                 supervise: bool = True) -> Iterator[Stack]:
     """Start ``kinds`` with the group's poll interval ``poll`` (and ``extra_env`` in their
-    environment); stop them at the end."""
+    environment), each under its supervisor unless ``supervise`` is False; stop them at
+    the end."""
     infrakit = str(Path(sys.executable).parent / "infrakit")
     home = Path(tempfile.mkdtemp(prefix=".ikb", dir=parent or Path.home()))
     env = {**os.environ, **(extra_env or {}), "INFRAKIT_HOME": str(home),
            "INFRAKIT_GROUP_POLL": f"{poll:g}"}
     env.pop("INFRAKIT_PLUGINS_DIR", None)
-    subprocess.run([infrakit, "plugin", "start", *kinds], env=env, check=True,
+    subprocess.run([infrakit, "plugin", "start", *kinds,
+                    *([] if supervise else ["--no-supervise"])], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     try:
         yield Stack(home, env)

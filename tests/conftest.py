@@ -25,6 +25,7 @@ from tests.helpers import (
     require_engine,
     stop_pid,
     stop_process,
+    supervisors_of,
     wait_until,
 )
 from tests.moto_engine import MotoServer, moto_problem, moto_server
@@ -43,8 +44,11 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield path
     finally:
-        # plugins started in the background by `plugin start` are not our children:
-        # stop them by the pids they wrote in this (private) plugin directory
+        # plugins started in the background by `plugin start` are not our children. First
+        # their supervisors, which pass SIGTERM on and restart nothing after it ...
+        for pid in supervisors_of(path):
+            stop_pid(pid)
+        # ... then any plugin left, by the pids they wrote in this (private) plugin directory
         plugins = path / "plugins"
         if plugins.is_dir():
             for pid_file in plugins.glob("*.pid"):

@@ -160,6 +160,23 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def supervisors_of(home: Path) -> list[int]:
+    """The live supervisors (``python -m infrakit.supervise``) of plugins under ``home``,
+    found by their command lines, whether or not they have written their pid files."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"infrakit.supervise" in args and any(
+                a.startswith(os.fsencode(home) + b"/") for a in args):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 @contextlib.contextmanager
 def builtin_plugins(*kinds: str) -> Iterator[dict[str, Path]]:
     """Run built-in plugins in a private, short INFRAKIT_HOME for as long as the context

@@ -131,7 +131,7 @@ def test_plugin_stop_unknown_name_is_error(cli: Cli) -> None:
 
 
 def test_plugin_stop_of_killed_plugin_removes_stale_files(cli: Cli, plugins_dir: Path) -> None:
-    ok(cli("plugin", "start", "instance-file"))
+    ok(cli("plugin", "start", "--no-supervise", "instance-file"))  # or it comes back
     pid = int((plugins_dir / "instance-file.pid").read_text())
     os.kill(pid, 9)
     wait_until(lambda: not pid_alive(pid), 5.0, what="the plugin to die")

@@ -16,9 +16,11 @@ from infrakit.cli.output import emit, output_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
 from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
+from infrakit.supervise import Running, find_supervisor, supervisor_pid
 
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable
 
 POLL = 0.02
 
@@ -48,10 +50,13 @@ def _rows(infos: list[PluginInfo]) -> list[list[str]]:
 def ls(output: str) -> None:
     """List the plugins in the plugin directory: one row per interface.
 
-    A socket that nothing answers on (left by a killed plugin) is shown as stale.
+    A socket that nothing answers on (left by a killed plugin) is shown as stale. With -o
+    json or yaml, Supervisor is the pid of the process that restarts the plugin if it dies
+    (null if it was started with --no-supervise or by `plugin run`).
     """
     infos = list_plugins()
     data = [{"Name": i.name, "Listen": str(i.path), "State": i.state, "Pid": i.pid,
+             "Supervisor": supervisor_pid(i.path),
              "Implements": [str(a) for a in i.apis], "Types": i.types,
              "Error": i.error or None} for i in infos]
     emit(data, output, ["INTERFACE", "LISTEN", "NAME"], lambda: _rows(infos))
@@ -77,10 +82,15 @@ def _log_path(name: str) -> Path:
 @click.argument("plugins", nargs=-1, required=True, metavar="KIND[:NAME]...")
 @click.option("--wait", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds to wait for each plugin to answer its handshake.")
-def start(plugins: tuple[str, ...], wait: float) -> None:
+@click.option("--supervise/--no-supervise", default=True, show_default=True,
+              help="Run each plugin under a supervisor that restarts it when it crashes or "
+              "is killed (after 1s, doubling to 60s while it keeps failing), saying so in "
+              "its log. --no-supervise starts the plugin alone: once dead, it stays dead.")
+def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
     """Start built-in plugins in the background and wait until each answers.
 
-    NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log.
+    NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log. A plugin
+    that exits with status 0 (as on `infrakit plugin stop`) is not restarted.
     """
     from infrakit.cli.kinds import parse_kind
 
@@ -96,24 +106,37 @@ def start(plugins: tuple[str, ...], wait: float) -> None:
         if is_live(path):
             failed.append(f"{name}: already running (pid {read_pid(path)}) at {path}")
             continue
-        import subprocess
-
+        keeper = supervisor_pid(path)
+        if keeper is not None:
+            failed.append(f"{name}: its supervisor (pid {keeper}) is restarting it; see "
+                          f"{_log_path(name)}, or stop both with `infrakit plugin stop {name}`")
+            continue
         log = _log_path(name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "infrakit", "--log", str(level), "plugin", "run",
-                 f"{kind}:{name}"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                close_fds=True,
-            )
+        proc = _spawn([sys.executable, "-m", "infrakit", "--log", str(level), "plugin", "run",
+                       f"{kind}:{name}"], path if supervise else None, log)
         error = _await_handshake(proc, path, wait)
         if error:
             failed.append(f"{name}: {error}: {_last_line(log)} (log {log})")
+        elif supervise:
+            click.echo(f"started {name} (pid {read_pid(path)}), supervised by pid {proc.pid}, "
+                       f"log {log}")
         else:
             click.echo(f"started {name} (pid {proc.pid}), log {log}")
     if failed:
         raise click.ClickException("could not start:\n  " + "\n  ".join(failed))
+
+
+def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` detached, logging to ``log``; under a supervisor (see
+    :mod:`infrakit.supervise`) watching the socket ``supervised``, unless that is None."""
+    import subprocess
+
+    if supervised is not None:
+        command = [sys.executable, "-m", "infrakit.supervise", str(supervised), "--", *command]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, close_fds=True)
 
 
 def _last_line(log: Path) -> str:
@@ -155,40 +178,90 @@ def stop(names: tuple[str, ...], timeout: float, force: bool) -> None:
 
 def _stop_one(name: str, timeout: float, force: bool) -> None:
     path = socket_path(name)
-    pid = read_pid(path)
-    if not is_live(path):
-        stale = [p for p in (path, pid_path(path)) if p.exists() or p.is_socket()]
-        if not stale:
-            from infrakit.rpc.discovery import running_names
+    keeper = find_supervisor(path)
+    try:
+        if is_live(path):
+            _stop_live(name, path, keeper, timeout, force)
+        else:
+            _stop_dead(name, path, keeper, timeout, force)
+    finally:
+        if keeper is not None:
+            keeper.close()
 
-            running = ", ".join(running_names()) or "none"
-            raise click.ClickException(
-                f"no plugin named {name!r} is running (running: {running})")
-        for p in stale:
-            p.unlink(missing_ok=True)
-        click.echo(f"{name} was not running; removed its stale files")
-        return
+
+def _stop_live(name: str, path: Path, keeper: Running | None, timeout: float,
+               force: bool) -> None:
+    pid = read_pid(path)
     if pid is None:
         raise click.ClickException(f"{name} is running but its pid file is unreadable")
-    os.kill(pid, signal.SIGTERM)
-    if _await_exit(path, timeout):
+    # A supervised plugin is stopped through its supervisor, which passes the SIGTERM on and
+    # then does not restart it, even if the plugin dies of it (as it does early in its start).
+    if keeper is None or not _signal(keeper.pid, signal.SIGTERM):
+        os.kill(pid, signal.SIGTERM)
+    if _await(lambda: not is_live(path), timeout):
+        _await_supervisor(name, keeper, force)
         click.echo(f"stopped {name} (pid {pid})")
         return
     if not force:
         raise click.ClickException(
             f"{name} (pid {pid}) did not stop within {timeout:g}s; use --force to kill it")
     os.kill(pid, signal.SIGKILL)
-    if not _await_exit(path, 5.0):
+    if not _await(lambda: not is_live(path), 5.0):
         raise click.ClickException(f"{name} (pid {pid}) survived SIGKILL")
+    _await_supervisor(name, keeper, force)
     for p in (path, pid_path(path)):
         p.unlink(missing_ok=True)
     click.echo(f"killed {name} (pid {pid})")
 
 
-def _await_exit(path: Path, timeout: float) -> bool:
+def _stop_dead(name: str, path: Path, keeper: Running | None, timeout: float,
+               force: bool) -> None:
+    """Clean up after a plugin that is not running, and stop its supervisor if it has one
+    (it is waiting to restart the plugin, or restarting it)."""
+    said = f"{name} was not running"
+    if keeper is not None:
+        _signal(keeper.pid, signal.SIGTERM)
+        _await_supervisor(name, keeper, force, timeout)
+        said += f"; stopped its supervisor (pid {keeper.pid}), which was about to restart it"
+    stale = [p for p in (path, pid_path(path)) if p.exists() or p.is_socket()]
+    if not stale and keeper is None:
+        from infrakit.rpc.discovery import running_names
+
+        running = ", ".join(running_names()) or "none"
+        raise click.ClickException(f"no plugin named {name!r} is running (running: {running})")
+    for p in stale:
+        p.unlink(missing_ok=True)
+    click.echo(said + ("; removed its stale files" if stale else ""))
+
+
+def _await_supervisor(name: str, keeper: Running | None, force: bool,
+                      timeout: float = 5.0) -> None:
+    """Wait for a supervisor that has been asked to stop, or whose plugin has stopped, to
+    exit, so that nothing is left running; it exits once it has the plugin's status."""
+    if keeper is None or _await(keeper.exited, timeout):
+        return
+    if not force:
+        raise click.ClickException(
+            f"{name}: its supervisor (pid {keeper.pid}) did not exit within {timeout:g}s; "
+            "use --force to kill it")
+    _signal(keeper.pid, signal.SIGKILL)
+    if not _await(keeper.exited, 5.0):
+        raise click.ClickException(f"{name}: its supervisor (pid {keeper.pid}) survived SIGKILL")
+
+
+def _signal(pid: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid``; False if it has already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _await(done: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_live(path):
+        if done():
             return True
         time.sleep(POLL)
     return False
