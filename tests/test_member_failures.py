@@ -277,3 +277,20 @@ def test_a_hung_flavor_is_named_before_the_cli_gives_up(stack: Stack, cli: Cli) 
         os.kill(stack.flavor.proc.pid, signal.SIGCONT)
     assert resized.returncode == 1
     assert "Flavor plugin 'flavor-vanilla' is not reachable" in resized.stderr
+
+
+def test_after_a_restart_old_members_keep_their_check_too(stack: Stack) -> None:
+    stack.commit(2, HTTP, {"HTTP": PROBE + "/"}, HealthGrace=1)
+    wait_until(lambda: stack.status().converged, 15, what="2 healthy members")
+    old = stack.alive()
+    stack.commit(2, HTTP, {"HTTP": PROBE + "/healthz"}, HealthGrace=1, UpdateFailureLimit=1)
+    wait_until(lambda: bool(stack.status().update_halted), 20, what="the update to halt")
+    stack.group_plugin.proc.terminate()
+    stack.group_plugin.proc.wait(10)
+    stack.group_plugin = stack.start_plugin("group")
+    deadline = time.monotonic() + 2.5  # past StartupGrace + HealthGrace
+    while time.monotonic() < deadline:
+        assert all(m.health in ("healthy", "starting") for m in stack.status().members
+                   if m.id in old)
+        time.sleep(POLL)
+    assert all(m.health == "healthy" for m in stack.status().members if m.id in old)

@@ -9,6 +9,7 @@ sockets and, in tests, over plugin objects in the same process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -18,7 +19,7 @@ import msgspec
 from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
 from infrakit.plugins.group.report import commit_details, report
-from infrakit.plugins.group.spec import GroupProperties, parse_group, resized
+from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
@@ -65,8 +66,19 @@ class GroupPlugin:
                 continue
             destroying = await asyncio.to_thread(self.store.destroying, gid)
             self._watch(spec, props, destroying)
+            await self._remember_previous(gid)
             log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
                      "finishes it" if destroying else "resumed")
+
+    async def _remember_previous(self, gid: str) -> None:
+        """The health check of the spec before the current one: members made from it
+        during an update that a restart interrupted are judged by it still."""
+        raw = await asyncio.to_thread(self.store.previous_spec, gid)
+        if raw is None:
+            return
+        with contextlib.suppress(PluginError, msgspec.DecodeError):
+            old = parse_group(_decode_spec(raw))
+            self._controllers[gid].health.remember(config_sha(old), old.flavor)
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop every controller once the pass it is in has ended (or after ``wait``), and
