@@ -239,11 +239,11 @@ def test_a_commit_that_changes_only_tunables_says_what_it_changes(tmp_path: Path
         tuned = GroupSpec(id="web", properties={**spec(2).properties, "HealthGrace": 5,
                                                 "StartupGrace": 2.5})
         assert await plugin.commit_group(tuned, True) == (
-            "Changing HealthGrace from 60 to 5, StartupGrace from 0 to 2.5")
+            "Noop\nChanging HealthGrace from 60 to 5, StartupGrace from 0 to 2.5")
         bigger = GroupSpec(id="web", properties={**tuned.properties,
                                                  "Allocation": {"Size": 3}})
         assert await plugin.commit_group(bigger, False) == (
-            "Adding 1 instances to increase the group size to 3; changing HealthGrace from 60 "
+            "Adding 1 instances to increase the group size to 3\nChanging HealthGrace from 60 "
             "to 5, StartupGrace from 0 to 2.5")
         assert await plugin.commit_group(bigger, False) == "Noop"
 

@@ -35,11 +35,10 @@ async def report(c: GroupController) -> GroupStatus:
 
 async def commit_details(c: GroupController, props: GroupProperties) -> str:
     """What committing ``props`` would do to the group ``c`` runs."""
-    members = None
-    if config_sha(props) != c.sha:
-        observed, _, _ = await c.observe(judge=False)
-        members = len(observed)
-    return changes(c.props, props, members)
+    observed, _, _ = await c.observe(judge=False)
+    sha = config_sha(props)
+    current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in observed)
+    return changes(c.props, props, len(observed) - current, current)
 
 
 def status_of(c: GroupController, members: list[Member], inflight: list[InFlight],
@@ -82,25 +81,52 @@ def _member(sha: str, m: Member, restarts: int, last: Any, now: float) -> Member
         last_output=list(last.output) if last and last.output else None)
 
 
-def changes(old: GroupProperties, new: GroupProperties, members: int | None) -> str:
-    """What committing ``new`` over ``old`` would do; ``members`` is how many members a
-    rolling update would replace (None when the config does not change)."""
-    steps = []
-    if members is not None and config_sha(new) != config_sha(old):
-        steps.append(f"Performing a rolling update on {members} instances")
-    target, current = new.target(), old.target()
-    if target > current:
-        steps.append(f"adding {target - current} instances to increase the group size "
-                     f"to {target}")
-    elif target < current:
-        steps.append(f"terminating {current - target} instances to reduce the group size "
-                     f"to {target}")
-    text = ", then ".join(steps)
+def changes(old: GroupProperties, new: GroupProperties, undesired: int, desired: int) -> str:
+    """What committing ``new`` over ``old`` would do, given how many members do not have
+    (``undesired``) and have (``desired``) the new config: the reference's sentence, word
+    for word, then a line naming the tunables of ours that change, if any."""
+    text = _quorum_change(old, new) if new.allocation.logical_ids else \
+        _size_change(old, new, undesired, desired)
     tuned = _tunables(old, new)
-    if tuned:
-        text = f"{text}; changing {tuned}" if text else f"changing {tuned}"
-    text = text or "Noop"
-    return text[0].upper() + text[1:]
+    return f"{text}\nChanging {tuned}" if tuned else text
+
+
+def _size_change(old: GroupProperties, new: GroupProperties, undesired: int,
+                 desired: int) -> str:
+    size, change = new.allocation.size, new.allocation.size - old.allocation.size
+    if change < 0:
+        roll = max(size - desired, 0)
+        text = f"Terminating {-change} instances to reduce the group size to {size}"
+        return f"{text}, then performing a rolling update on {roll} instances" if roll else text
+    if change > 0:
+        text = f"adding {change} instances to increase the group size to {size}"
+        if undesired:
+            return f"Performing a rolling update on {undesired} instances, then {text}"
+        return text[0].upper() + text[1:]
+    if undesired:
+        return f"Performing a rolling update on {undesired} instances"
+    if config_sha(new) == config_sha(old):
+        return "Noop"
+    return "Adjusting the instance configuration, no restarts necessary"
+
+
+def _quorum_change(old: GroupProperties, new: GroupProperties) -> str:
+    before, after = old.allocation.logical_ids or [], new.allocation.logical_ids or []
+    if len(before) > len(after) and set(after) <= set(before):
+        return f"Terminating {len(before) - len(after)} instances to reduce the group size " \
+               f"to {len(after)}"
+    if len(before) < len(after) and set(before) <= set(after):
+        return f"Adding {len(after) - len(before)} instances to increase the group size " \
+               f"to {len(after)}"
+    if before != after:  # the reference refuses this; we add and remove members
+        added = [i for i in after if i not in before]
+        removed = [i for i in before if i not in after]
+        return "Changing the logical IDs: " + "; ".join(
+            part for part in (f"adding {', '.join(added)}" if added else "",
+                              f"removing {', '.join(removed)}" if removed else "") if part)
+    if config_sha(new) == config_sha(old):
+        return "Noop"
+    return f"Performing a rolling update on {len(after)} instances"
 
 
 def _tunables(old: GroupProperties, new: GroupProperties) -> str:
