@@ -666,7 +666,7 @@ def test_commit_wait_shows_progress_until_converged(stack: Stack, cli: Cli, home
     spec_file.write_text(json.dumps({"ID": GID, "Properties": props(4)}))
     done = ok(cli("group", "commit", "--wait", str(spec_file)))
     lines = done.stdout.splitlines()
-    assert lines[0] == "Managing 4 instances"
+    assert lines[0] == f"Committed {GID}: Managing 4 instances"
     assert lines[-1] == "converged: 4 members"
     assert any(line.startswith("4/4 ready") for line in lines)
     assert len(members(stack.instance)) == 4

@@ -118,7 +118,8 @@ def test_the_cli_talks_to_a_manager_over_tls(procs: Processes, home: Path, cli: 
               "--tls-ca", str(tls["cert"])]
     env = {"INFRAKIT_PLUGINS_DIR": str(tmp_path / "elsewhere")}  # no local socket to use
     done = cli("group", *remote, "commit", str(spec), env=env)
-    assert done.returncode == 0 and done.stdout.strip() == "Managing 1 instances", done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "Committed web: Managing 1 instances", \
+        done.stderr
     listed = cli("manager", *remote, "inspect", "-o", "json", env=env)
     assert listed.returncode == 0 and "web" in json.loads(listed.stdout)["Groups"]
     wrong = tmp_path / "wrong"

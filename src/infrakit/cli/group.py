@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
-from infrakit.cli.output import dump, emit, format_tags, output_option, table
+from infrakit.cli.output import dump, emit, format_tags, output_option, quiet_option, table
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.group import GroupSpec, GroupStatus
@@ -38,7 +38,10 @@ def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
     """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML)."""
     spec = read_as(file, GroupSpec, "group spec")
     with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).commit_group(spec, pretend))
+        details = GroupClient(rpc).commit_group(spec, pretend)
+        # the reference's words, which scripts compare
+        click.echo(f"Committing {spec.id} would involve: {details}" if pretend
+                   else f"Committed {spec.id}: {details}")
         if wait and not pretend:
             _wait_converged(GroupClient(rpc), spec.id, wait_timeout)
 
@@ -85,13 +88,14 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
 
 
 @command.command("ls")
+@quiet_option("Print only the IDs.")
 @output_option()
 @click.pass_context
-def ls(ctx: click.Context, output: str) -> None:
+def ls(ctx: click.Context, quiet: bool, output: str) -> None:
     """List the groups being watched."""
     with plugin_client(*ctx.obj) as (rpc, _):
         groups = GroupClient(rpc).inspect_groups()
-    emit(groups, output, ["ID"], lambda: [[g.id] for g in groups])
+    emit(groups, output, ["ID"], lambda: [[g.id] for g in groups], quiet)
 
 
 @command.command()

@@ -51,12 +51,47 @@ class _LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module = self._modules.get(cmd_name)
         if module is None:
-            return super().get_command(ctx, cmd_name)
-        import importlib
+            return super().get_command(ctx, cmd_name) or _plugin_command(cmd_name)
+        return _command_of(module)
 
-        cmd = importlib.import_module(module).command
-        assert isinstance(cmd, click.Command)
-        return cmd
+
+def _command_of(module: str) -> click.Command:
+    import importlib
+
+    cmd = importlib.import_module(module).command
+    assert isinstance(cmd, click.Command)
+    return cmd
+
+
+_BY_INTERFACE = {"Group": "infrakit.cli.group", "Instance": "infrakit.cli.instance",
+                 "Flavor": "infrakit.cli.flavor"}
+
+
+def _plugin_command(name: str) -> click.Command | None:
+    """``infrakit NAME VERB ...`` for a running plugin NAME (``instance-file``,
+    ``flavor-vanilla/web``), as the reference's CLI has it: the verbs of the interface it
+    implements, aimed at it, as ``infrakit instance --name NAME VERB ...`` would be."""
+    from infrakit.rpc.discovery import probe, socket_of
+    from infrakit.rpc.paths import PluginPathError
+
+    try:
+        found = socket_of(name)
+    except PluginPathError:
+        return None
+    if found is None:
+        return None
+    info = probe(found[0])
+    module = next((_BY_INTERFACE[api.name] for api in info.apis if api.name in _BY_INTERFACE),
+                  None)
+    if module is None:
+        return None
+    base = _command_of(module)
+    assert isinstance(base, click.Group) and base.callback is not None
+    callback = base.callback
+    return click.Group(
+        name, commands=base.commands, help=f"{base.help} (aimed at the plugin {name!r})",
+        params=[p for p in base.params if p.name != "name"],
+        callback=lambda **kwargs: callback(name=name, **kwargs))
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from infrakit.cli.connect import plugin_client, remote_of, timeout_option
-from infrakit.cli.output import dump, emit
+from infrakit.cli.output import dump, emit, output_option
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import Settings, build_manager, current_leader
@@ -80,8 +80,7 @@ def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields
 
 
 @command.command()
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
-              show_default=True, help="How to print the result.")
+@output_option()
 @click.pass_context
 def status(ctx: click.Context, output: str) -> None:
     """Who leads, since when, which store it uses, and the socket it serves on."""
@@ -136,8 +135,7 @@ def commit(ctx: click.Context, file: str, pretend: bool, prune: bool) -> None:
 
 
 @command.command()
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
-              show_default=True, help="How to print the result.")
+@output_option()
 @click.pass_context
 def inspect(ctx: click.Context, output: str) -> None:
     """Show every committed group: its size, its plugins."""

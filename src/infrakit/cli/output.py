@@ -14,11 +14,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def output_option(default: str = "table") -> Callable[[F], F]:
-    """The ``--output/-o`` option of every read command."""
-    return click.option(
+    """The ``--output/-o`` option of every read command, and ``-y/--yaml``, the
+    reference's way to ask for YAML."""
+    choice = click.option(
         "--output", "-o", type=click.Choice(FORMATS), default=default, show_default=True,
-        help="How to print the result.",
-    )
+        help="How to print the result.")
+    yaml = click.option("-y", "--yaml", "output", flag_value="yaml",
+                        help="Print YAML (the same as -o yaml).")
+
+    def both(fn: F) -> F:
+        return choice(yaml(fn))
+
+    return both
 
 
 def to_data(value: Any) -> Any:
@@ -36,12 +43,12 @@ def dump(value: Any, fmt: str) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain left-aligned table with a header row."""
-    widths = [len(h) for h in headers]
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], header: bool = True) -> str:
+    """A plain left-aligned table, with a header row unless ``header`` is false."""
+    widths = [len(h) for h in headers] if header else [0] * len(headers)
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [headers, *rows]
+    lines = [headers, *rows] if header else list(rows)
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
         for line in lines
@@ -49,9 +56,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def emit(value: Any, fmt: str, headers: Sequence[str],
-         rows: Callable[[], Sequence[Sequence[str]]]) -> None:
-    """Print ``value`` as ``fmt``; ``rows`` builds the table form only when it is asked for."""
-    click.echo(table(headers, rows()) if fmt == "table" else dump(value, fmt))
+         rows: Callable[[], Sequence[Sequence[str]]], quiet: bool = False) -> None:
+    """Print ``value`` as ``fmt``; ``rows`` builds the table form only when it is asked for
+    (without its header when ``quiet``)."""
+    if fmt != "table":
+        click.echo(dump(value, fmt))
+        return
+    text = table(headers, rows(), header=not quiet)
+    if text:
+        click.echo(text)
+
+
+def quiet_option(what: str = "Print rows without column headers.") -> Callable[[F], F]:
+    """``-q/--quiet``, as the reference's CLI has it."""
+    return click.option("-q", "--quiet", is_flag=True, help=what)
 
 
 def format_tags(tags: dict[str, str] | None) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from infrakit.cli.main import log_level
-from infrakit.cli.output import emit, output_option
+from infrakit.cli.output import emit, output_option, quiet_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
 from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
@@ -46,8 +46,9 @@ def _rows(infos: list[PluginInfo]) -> list[list[str]]:
 
 
 @command.command("ls")
+@quiet_option()
 @output_option()
-def ls(output: str) -> None:
+def ls(quiet: bool, output: str) -> None:
     """List the plugins in the plugin directory: one row per interface.
 
     A socket that nothing answers on (left by a killed plugin) is shown as stale. With -o
@@ -59,7 +60,7 @@ def ls(output: str) -> None:
              "Supervisor": supervisor_pid(i.path),
              "Implements": [str(a) for a in i.apis], "Types": i.types,
              "Error": i.error or None} for i in infos]
-    emit(data, output, ["INTERFACE", "LISTEN", "NAME"], lambda: _rows(infos))
+    emit(data, output, ["INTERFACE", "LISTEN", "NAME"], lambda: _rows(infos), quiet)
 
 
 def _kinds_help() -> str:
@@ -159,13 +160,20 @@ def _await_handshake(proc: subprocess.Popen[bytes], path: Path, wait: float) -> 
 
 
 @command.command("stop")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Stop every plugin in the plugin directory.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds to wait for each plugin to exit after SIGTERM.")
 @click.option("--force", is_flag=True, help="Send SIGKILL to a plugin that does not exit "
               "in time, and clean up what it leaves.")
-def stop(names: tuple[str, ...], timeout: float, force: bool) -> None:
+def stop(names: tuple[str, ...], every: bool, timeout: float, force: bool) -> None:
     """Stop plugins cleanly: SIGTERM, then wait until they have removed their sockets."""
+    if every == bool(names):
+        raise click.UsageError("give the NAMES of the plugins to stop, or --all")
+    if every:
+        from infrakit.rpc.discovery import list_plugins
+
+        names = tuple(i.name for i in list_plugins())
     failed = []
     for name in names:
         try:

@@ -25,11 +25,12 @@ from infrakit.spi.types import (
 
 class VanillaProperties(msgspec.Struct, rename="pascal", forbid_unknown_fields=True):
     """``Init``: a script, as one string or a list of lines. ``Tags``: merged into the
-    instance's tags. ``Attachments``: per logical ID, what to attach to that instance."""
+    instance's tags. ``Attachments``: what to attach, as the reference has it (a list of
+    ``{ID, Type}`` for every instance) or per logical ID (a map of such lists)."""
 
     init: str | list[str] = ""
     tags: dict[str, str] | None = None
-    attachments: dict[str, list[Attachment]] | None = None
+    attachments: list[Attachment] | dict[str, list[Attachment]] | None = None
     health: ProbeSpec | None = None
     """How to tell whether a member is healthy; without it, every member is."""
 
@@ -41,10 +42,11 @@ def _prepared(props: VanillaProperties, spec: Spec) -> Spec:
     lines = [line for line in [spec.init, *props.init_lines()] if line]
     tags = {**(spec.tags or {}), **(props.tags or {})}
     attachments = spec.attachments
-    if spec.logical_id is not None and props.attachments:
-        extra = props.attachments.get(spec.logical_id)
-        if extra:
-            attachments = [*(attachments or []), *extra]
+    extra = props.attachments
+    if isinstance(extra, dict):
+        extra = extra.get(spec.logical_id or "") if spec.logical_id is not None else None
+    if extra:
+        attachments = [*(attachments or []), *extra]
     return msgspec.structs.replace(
         spec, init="\n".join(lines), tags=tags or spec.tags, attachments=attachments
     )

@@ -129,13 +129,15 @@ class FileInstancePlugin:
     def _dir_mtime(self) -> int:
         return os.stat(self.directory).st_mtime_ns
 
-    def _notice_removed(self) -> None:
+    def _follow_directory(self) -> None:
         """If the directory changed since it was last read, forget the instances whose
-        files are gone: they were removed outside the plugin."""
+        files are gone (they were removed outside the plugin) and take in the instance
+        files written there by hand."""
         mtime = self._dir_mtime()
         if mtime == self._mtime:
             return
         names = set(os.listdir(self.directory))
+        self._take_in(names)
         with self._lock:
             self._mtime = mtime
             gone = [r for i, r in self._records.items() if f"{i}.json" not in names]
@@ -148,10 +150,29 @@ class FileInstancePlugin:
             for old in list(self._ended)[:-ENDED_KEPT]:
                 del self._ended[old]
 
+    def _take_in(self, names: set[str]) -> None:
+        """Records in files named ``<ID>.json`` this plugin did not write (by hand, in its
+        format); a file that does not decode is left alone."""
+        with self._lock:
+            known = {f"{i}.json" for i in self._records}
+        for name in names - known:
+            iid = name.removesuffix(".json")
+            if name == iid or not self._ids.pattern.fullmatch(iid):
+                continue
+            try:
+                record = _decode_record(self._path(iid).read_bytes())
+            except (OSError, msgspec.DecodeError):
+                continue
+            if record.id == iid:
+                self._ids.claim(iid)
+                with self._lock:
+                    self._records.setdefault(iid, record)
+                    self._described.setdefault(iid, record.descriptions())
+
     @nonblocking
     def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:
         """The instances whose files were removed by hand, the last ``ENDED_KEPT``."""
-        self._notice_removed()
+        self._follow_directory()
         wanted = tags.items()
         return [e for e in list(self._ended.values()) if wanted <= (e.tags or {}).items()]
 
@@ -159,7 +180,7 @@ class FileInstancePlugin:
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """Served from memory, so it runs on the event loop without a thread hop; the
         directory is read again only when it changed."""
-        self._notice_removed()
+        self._follow_directory()
         wanted = tags.items()
         # list() of a dict's values runs in C without releasing the GIL: a consistent
         # snapshot even while a pool thread adds or removes a record

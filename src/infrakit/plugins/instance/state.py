@@ -91,6 +91,14 @@ class IdCounter:
     def number(self, instance: str) -> int:
         return int(instance.removeprefix(self.prefix))
 
+    def claim(self, instance: str) -> None:
+        """An ID that appeared from outside (a file written by hand): never hand it out."""
+        with self._lock:
+            self._next = max(self._next, self.number(instance) + 1)
+            if self._next > self._reserved:
+                self._reserved = self._next + _ID_BLOCK
+                write_atomic(self._path, f"{self._reserved}\n".encode())
+
     def take(self, n: int) -> list[str]:
         """The next ``n`` IDs."""
         with self._lock:
