@@ -149,9 +149,11 @@ def test_properties_returned_only_when_asked(running: Running) -> None:
     full = result_of(sock, "Instance.DescribeInstances", {"Type": "", "Tags": {},
                                                           "Properties": True})
     by_id = {d["ID"]: d for d in full["Descriptions"]}
-    assert by_id[with_props]["Properties"] == {"size": "large", "n": [1, 2]}
-    assert "Properties" in by_id[without]
-    assert by_id[without]["Properties"] is None
+    # as the reference's file plugin: the whole spec the instance was provisioned with
+    assert by_id[with_props]["Properties"] == {
+        "Properties": {"size": "large", "n": [1, 2]}, "Tags": None, "Init": "",
+        "LogicalID": None, "Attachments": None}
+    assert by_id[without]["Properties"]["Properties"] is None
 
 
 def test_label_merges_into_tags(running: Running) -> None:
@@ -187,7 +189,9 @@ def test_state_survives_restart(running: Running) -> None:
     after = running.client.describe_instances({}, True)
     assert after == before
     assert [d.id for d in after] == [first, second]
-    assert after[0].properties == {"k": "v"}
+    assert after[0].properties == {"Properties": {"k": "v"}, "Tags": {"t": "1"},
+                                   "Init": "echo hi", "LogicalID": "lid-1",
+                                   "Attachments": [{"ID": "vol-1", "Type": "ebs"}]}
     assert after[0].logical_id == "lid-1"
     assert after[1].tags == {"t": "2", "labelled": "yes"}
 

@@ -41,13 +41,20 @@ class InstanceRecord(msgspec.Struct, rename="pascal", kw_only=True):
     properties: Any = None
     attachments: list[Attachment] | None = None
     created: float = 0.0
+    spec_tags: dict[str, str] | None = None
+    """The tags it was provisioned with (``Tags`` are those and any labels since)."""
 
     def descriptions(self) -> tuple[dict[str, str], Description, Description]:
         """Its tags, to filter on, and how it is described: without and with its
-        properties."""
+        properties, which are, as the reference's file plugin has them, the whole spec it
+        was provisioned with (``Properties``, ``Tags``, ``Init``, ``LogicalID``,
+        ``Attachments``)."""
         bare = Description(id=self.id, logical_id=self.logical_id,
                            tags=self.tags)  # records are replaced, never changed
-        return self.tags, bare, msgspec.structs.replace(bare, properties=self.properties)
+        spec = {"Properties": self.properties, "Tags": self.spec_tags, "Init": self.init,
+                "LogicalID": self.logical_id,
+                "Attachments": msgspec.to_builtins(self.attachments)}
+        return self.tags, bare, msgspec.structs.replace(bare, properties=spec)
 
 
 _decode_record = msgspec.json.Decoder(InstanceRecord).decode
@@ -88,7 +95,8 @@ class FileInstancePlugin:
         now = time.time()
         return [InstanceRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
                                init=spec.init, properties=spec.properties,
-                               attachments=spec.attachments, created=now)
+                               attachments=spec.attachments, created=now,
+                               spec_tags=spec.tags)
                 for iid, spec in zip(self._ids.take(len(specs)), specs, strict=True)]
 
     def provision(self, spec: Spec) -> str:
