@@ -21,7 +21,8 @@ from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import EndedInstance, GroupSpec
 from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Description, Spec
-from tests.conftest import Plugin, StartPlugin
+from tests import leaks
+from tests.conftest import Plugin, Processes, StartPlugin
 from tests.helpers import require_engine, rpc, stop_process, wait_until
 
 NAME = "instance-process"
@@ -81,18 +82,22 @@ class Proc:
 
 
 @pytest.fixture
-def proc(start_plugin: StartPlugin, home: Path) -> Iterator[Proc]:
+def proc(start_plugin: StartPlugin, home: Path, procs: Processes) -> Iterator[Proc]:
     p = Proc(start_plugin, home)
     try:
         yield p
     finally:
         p.rpc.close()
-        # the instances outlive the plugin by design: end them with the test
+        # the instances outlive the plugin by design: end them with the test. First stop
+        # every plugin of the test (a group plugin would replace the members killed), then
+        # kill every instance of this home, by its environment: a record may be gone
+        # (a test that fakes a reused pid makes the plugin drop it) or have no pid yet
+        procs.stop_all()
+        mine = f"INFRAKIT_HOME={home}"
+        leaks.kill(leaks.instances_with(mine))
+        wait_until(lambda: not leaks.instances_with(mine), 5, what="the instances to die")
         for record in p.state.glob("proc-*.json"):
-            data = json.loads(record.read_text())
-            for member in in_session(data["PID"]):
-                os.kill(member, signal.SIGKILL)
-            cgroups.remove(data.get("Cgroups", []))
+            cgroups.remove(json.loads(record.read_text()).get("Cgroups", []))
 
 
 def test_an_instance_runs_init_then_command_in_its_own_dir_and_environment(
