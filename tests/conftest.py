@@ -1,4 +1,5 @@
-"""Shared fixtures: a short INFRAKIT_HOME, real plugin processes, and the CLI.
+"""Shared fixtures: a short INFRAKIT_HOME, real plugin processes, and the CLI; and the
+check that no instance process outlives the test that made it (see tests/leaks.py).
 
 AF_UNIX socket paths are limited to 107 bytes, so every home is a short directory under
 /tmp rather than pytest's (long) ``tmp_path``.
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from infrakit.rpc.lifecycle import is_locked
+from tests import leaks
 from tests.etcd_engine import etcd_problem, private_etcd
 from tests.helpers import (
     PY,
@@ -29,6 +31,52 @@ from tests.helpers import (
     wait_until,
 )
 from tests.moto_engine import MotoServer, moto_problem, moto_server
+
+# -- no instance process outlives its test ---------------------------------------------------
+
+_leaked_at_the_end: list[leaks.Member] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before any test starts a plugin: every process started from here on inherits it
+    os.environ[leaks.MARKER] = leaks.new_marker()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a test and the fixtures torn down with it (a module's or the session's too,
+    after the last test that uses them), no instance process made meanwhile may live on.
+    Each one found is killed, and the test's teardown fails, naming them."""
+    where = f"{item.nodeid} and its fixtures"
+    try:
+        yield
+    except BaseException:
+        found = leaks.settled(os.environ[leaks.MARKER])
+        if found:  # the teardown failed already: say it beside that error
+            leaks.kill(found)
+            item.add_report_section("teardown", "leaked instances", leaks.report(found, where))
+        raise
+    found = leaks.settled(os.environ[leaks.MARKER])
+    if found:
+        leaks.kill(found)
+        pytest.fail(leaks.report(found, where), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The last word: anything made since the last test's teardown (by a thread or a
+    process still running then) fails the session."""
+    found = leaks.settled(os.environ[leaks.MARKER])
+    if found:
+        leaks.kill(found)
+        _leaked_at_the_end.extend(found)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _leaked_at_the_end:
+        terminalreporter.section("leaked instance processes", sep="=", red=True, bold=True)
+        terminalreporter.line(leaks.report(_leaked_at_the_end, "the test session"))
+
 
 #: Variables of the caller's environment that would change what the tests see.
 _CLEARED = ("INFRAKIT_PLUGINS_DIR", "INFRAKIT_LOG", "INFRAKIT_DEBUG", "INFRAKIT_TIMEOUT")
