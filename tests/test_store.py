@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,11 +22,6 @@ from infrakit.store.sqlite import SQLiteStore
 from tests.etcd_engine import etcd_problem, private_etcd_cluster
 from tests.helpers import require_engine
 
-
-def _db() -> Path:
-    return Path(tempfile.mkdtemp(prefix="ik", dir="/tmp")) / "groups.db"
-
-
 Opener = Callable[[], GroupStore]
 
 
@@ -36,7 +30,7 @@ def opener(request: pytest.FixtureRequest) -> Iterator[Opener]:
     """Opens stores on one and the same data: a SQLite file, or a prefix of one etcd."""
     opened: list[SQLiteStore | EtcdStore] = []
     if request.param == "sqlite":
-        path = _db()
+        path = request.getfixturevalue("tmp_path") / "groups.db"
 
         def open_store() -> GroupStore:
             opened.append(SQLiteStore(path))
@@ -85,8 +79,8 @@ def test_many_records_at_once_and_by_group(opener: Opener) -> None:
     assert store.load_groups() == {"a": b"{}"}
 
 
-def test_wal_mode_and_busy_timeout() -> None:
-    path = _db()
+def test_wal_mode_and_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "groups.db"
     SQLiteStore(path).save_group("g", b"{}")
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -106,8 +100,8 @@ while True:
 """
 
 
-def test_a_writer_killed_mid_write_leaves_a_readable_store() -> None:
-    path = _db()
+def test_a_writer_killed_mid_write_leaves_a_readable_store(tmp_path: Path) -> None:
+    path = tmp_path / "groups.db"
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
                                 stdout=subprocess.PIPE)
