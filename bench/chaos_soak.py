@@ -9,7 +9,9 @@ which fails a share of the calls (``--error-rate``).
 Throughout, a sampler counts the member processes that exist (from /proc, not from what
 any plugin says) every 20 ms; no sample may exceed Size + MaxSurge. At the end the faults
 stop, and the group must come back to exactly Size healthy members of the last config,
-with no process left that no member owns, and with the committed spec intact.
+with no process left that no member owns, and with the committed spec intact. Last, the
+group is destroyed through the group plugin (whether the soak passed or not), and no member
+process may be left.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.stack import Stack, plugin_stack
+from bench.stack import Stack, cleaning_up, instance_processes, plugin_stack
 from infrakit.rpc.client import PluginUnreachable, RPCClient
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient, InstanceClient
-from infrakit.spi import GroupSpec
+from infrakit.spi import GroupSpec, PluginError
 from infrakit.spi.group import GroupStatus
+from tests import leaks
 
 GID = "soak"
 MAX_DURATION = 600.0
@@ -96,11 +99,12 @@ class Sampler(threading.Thread):
 
 
 def call(sock: Path, fn: Any, timeout: float = 10) -> Any:
-    """One call on a fresh connection; None when the plugin is down (it may be killed)."""
+    """One call on a fresh connection; None when the plugin is down (it may be killed) or
+    answers an error (an injected fault)."""
     try:
         with RPCClient(sock, timeout=timeout) as conn:
             return fn(conn)
-    except (OSError, PluginUnreachable, RPCError):
+    except (OSError, PluginUnreachable, RPCError, PluginError):
         return None
 
 
@@ -138,11 +142,44 @@ def main() -> None:
                  str(rate_file)], env=stack.env, stdout=out, stderr=out,
                 cwd=Path(__file__).resolve().parent.parent)
         try:
-            soak(args, duration, rng, stack, rate_file)
+            # the group's members are processes that outlive every plugin: destroy the
+            # group while the plugins it goes through (the faulty one included) still run
+            with cleaning_up(lambda: destroy(stack, rate_file)):
+                soak(args, duration, rng, stack, rate_file)
         finally:
             faulty.send_signal(signal.SIGTERM)
             faulty.wait(10)
-            call(stack.socket("group"), lambda c: GroupClient(c).destroy_group(GID), 120)
+
+
+def destroy(stack: Stack, rate_file: Path) -> list[str]:
+    """Destroy the group through the group plugin (``infrakit group destroy``), with no
+    injected faults and with the plugins a fault may have killed started again, then check
+    that none of its member processes is left. Returns what went wrong: the members left
+    (killed now) and the destroy's error."""
+    infrakit = str(Path(sys.executable).parent / "infrakit")
+    rate_file.write_text("0")
+    for name in ("instance-process", "group"):  # "already running" is no error here
+        subprocess.run([infrakit, "plugin", "start", "--no-supervise", name], env=stack.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    failed = ""
+    deadline = time.monotonic() + 120
+    while True:
+        specs = call(stack.socket("group"), lambda c: GroupClient(c).inspect_groups())
+        if specs is not None and GID not in {s.id for s in specs}:
+            break  # never committed (the soak failed before), or destroyed
+        done = subprocess.run([infrakit, "group", "--timeout", "120", "destroy", GID],
+                              env=stack.env, capture_output=True, text=True)
+        failed = "" if done.returncode == 0 else f"group destroy {GID}: {done.stderr.strip()}"
+        if not failed or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    left = instance_processes(stack.home)
+    leaks.kill(left)
+    problems = [leaks.report(left, "the group's destroy")] if left else []
+    problems += [failed] if failed else []
+    if not problems:
+        print(f"group {GID} destroyed: no member process left", flush=True)
+    return problems
 
 
 def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: Stack,
@@ -200,6 +237,8 @@ def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: S
     sampler.join()
     described = call(stack.socket("instance-process"), lambda c: {
         d.id for d in InstanceClient(c).describe_instances({"infrakit.group": GID}, False)})
+    if described is None:
+        raise SystemExit("the instance plugin does not describe the members")
     processes = member_processes(stack.home)
     orphans = {pid: iid for pid, iid in processes.items() if iid not in described}
     stored = call(group_sock, lambda c: GroupClient(c).inspect_groups())
