@@ -18,11 +18,14 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.stack import Stack, plugin_stack
+from bench.stack import Stack, cleaning_up, destroy_groups, plugin_stack
 from infrakit.rpc.client import PluginUnreachable, RPCClient
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient
-from infrakit.spi import GroupSpec
+from infrakit.spi import GroupSpec, PluginError
+
+#: What a call to a manager that is down, or not leading yet, raises.
+DOWN = (OSError, PluginUnreachable, RPCError, PluginError)
 
 
 def spec(size: int) -> GroupSpec:
@@ -39,7 +42,7 @@ def serving(sock: Path) -> bool:
         with RPCClient(sock, timeout=5) as conn:
             GroupClient(conn).describe_group("web")
         return True
-    except (OSError, PluginUnreachable, RPCError):
+    except DOWN:
         return False
 
 
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace, stack: Stack) -> None:
     logs = Path(tempfile.mkdtemp(prefix=".ikm", dir=stack.home))
     names = (f"group-{n}" for n in itertools.count())
     label = args.store if args.store == "sqlite" else f"etcd x{args.members}"
+    managers: list[subprocess.Popen[bytes]] = []
 
     def manager() -> tuple[subprocess.Popen[bytes], Path]:
         name = "group" if args.store == "sqlite" else next(names)
@@ -94,22 +98,33 @@ def run(args: argparse.Namespace, stack: Stack) -> None:
             proc = subprocess.Popen([sys.executable, "-m", "infrakit", "manager", "--name", name],
                                     env=stack.env, stdout=out, stderr=out,
                                     stdin=subprocess.DEVNULL)
+        managers.append(proc)
         return proc, stack.socket(name)
 
-    leader, sock = manager()
-    with RPCClient(sock, timeout=10) as conn:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                GroupClient(conn).commit_group(spec(2), False)
-                break
-            except (OSError, PluginUnreachable, RPCError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-    report(f"{label}: commit through the leader", commits(sock, args.commits))
     failovers = []
-    try:
+    sock: Path | None = None
+
+    def cleanup() -> list[str]:
+        try:  # the group is the managers' to destroy, through the one that led last
+            return destroy_groups(stack, sock.name, "as the run ends") if sock else []
+        finally:
+            for proc in managers:
+                stop_process(proc)
+            shutil.rmtree(logs, ignore_errors=True)
+
+    with cleaning_up(cleanup):
+        leader, sock = manager()
+        with RPCClient(sock, timeout=10) as conn:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    GroupClient(conn).commit_group(spec(2), False)
+                    break
+                except DOWN:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        report(f"{label}: commit through the leader", commits(sock, args.commits))
         for kill in range(args.kills):
             standby, standby_sock = manager()
             time.sleep(1.0)  # it starts, finds the lock or the leader key taken, and waits
@@ -123,12 +138,18 @@ def run(args: argparse.Namespace, stack: Stack) -> None:
                 time.sleep(0.005)
             failovers.append(time.perf_counter() - killed)
             leader, sock = standby, standby_sock
-    finally:
-        leader.send_signal(signal.SIGTERM)
-        leader.wait(10)
-        shutil.rmtree(logs, ignore_errors=True)
     report(f"{label}: failover, SIGKILL of the leader to the next one describing the group",
            failovers)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":
