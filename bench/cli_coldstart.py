@@ -41,9 +41,9 @@ def main() -> None:
     env.pop("INFRAKIT_PLUGINS_DIR", None)
     # As on a user's machine: bytecode is cached after the first run (the warm-up runs).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([infrakit, "plugin", "start", "instance-file", "flavor-vanilla",
-                    "instance-file:spare"], env=env, check=True, stdout=subprocess.DEVNULL)
-    try:
+    try:  # a plugin that fails to start must not leave those started before it
+        subprocess.run([infrakit, "plugin", "start", "instance-file", "flavor-vanilla",
+                        "instance-file:spare"], env=env, check=True, stdout=subprocess.DEVNULL)
         for i in range(10):
             subprocess.run([infrakit, "instance", "--name", "instance-file", "provision", "-"],
                            input=f'{{"Tags": {{"n": "{i}"}}}}'.encode(), env=env, check=True,
@@ -60,8 +60,8 @@ def main() -> None:
                   f"  p90 {s[int(len(s)*0.9)]*1e3:6.1f} ms  min {s[0]*1e3:6.1f} ms"
                   f"  (n={len(s)})")
     finally:
-        subprocess.run([infrakit, "plugin", "stop", "instance-file", "flavor-vanilla", "spare"],
-                       env=env, stdout=subprocess.DEVNULL)
+        subprocess.run([infrakit, "plugin", "stop", "--force", "instance-file",
+                        "flavor-vanilla", "spare"], env=env, stdout=subprocess.DEVNULL)
         shutil.rmtree(home, ignore_errors=True)
 
 

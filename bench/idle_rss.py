@@ -25,9 +25,9 @@ def main() -> None:
     env = {**os.environ, "INFRAKIT_HOME": home}
     env.pop("INFRAKIT_PLUGINS_DIR", None)
     kinds = ["instance-file", "flavor-vanilla"]
-    subprocess.run([infrakit, "plugin", "start", *kinds], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    try:
+    try:  # a plugin that fails to start must not leave those started before it
+        subprocess.run([infrakit, "plugin", "start", *kinds], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
         for _ in range(3):
             subprocess.run([infrakit, "instance", "--name", "instance-file", "provision", "-"],
                            input=b'{"Tags": {"a": "b"}}', env=env, check=True,
@@ -39,7 +39,8 @@ def main() -> None:
             pid = int(Path(home, "plugins", f"{kind}.pid").read_text())
             print(f"{kind:16s} peak RSS (VmHWM) {vm_hwm_mb(pid):5.1f} MB")
     finally:
-        subprocess.run([infrakit, "plugin", "stop", *kinds], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run([infrakit, "plugin", "stop", "--force", *kinds], env=env,
+                       stdout=subprocess.DEVNULL)
         shutil.rmtree(home, ignore_errors=True)
 
 

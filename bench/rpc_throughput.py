@@ -60,9 +60,9 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="ikb", dir="/tmp")
     env = {**os.environ, "INFRAKIT_HOME": home}
     env.pop("INFRAKIT_PLUGINS_DIR", None)
-    subprocess.run([infrakit, "plugin", "start", "instance-file"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
     try:
+        subprocess.run([infrakit, "plugin", "start", "instance-file"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
         for i in range(10):
             subprocess.run([infrakit, "instance", "--name", "instance-file", "provision", "-"],
                            input=f'{{"Tags": {{"n": "{i}"}}}}'.encode(), env=env, check=True,
@@ -75,7 +75,7 @@ def main() -> None:
             print(f"round {r + 1}: {rps:7.0f} calls/s  p50 {pct[50]:.3f} ms  p99 {pct[99]:.3f} ms"
                   f"  max {lat[-1] * 1e3:.2f} ms  (n={args.calls}, 10 instances)")
     finally:
-        subprocess.run([infrakit, "plugin", "stop", "instance-file"], env=env,
+        subprocess.run([infrakit, "plugin", "stop", "--force", "instance-file"], env=env,
                        stdout=subprocess.DEVNULL)
         shutil.rmtree(home, ignore_errors=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -40,11 +41,14 @@ def _serve(path: str, use_uvloop: bool) -> None:
 
 def main() -> None:
     for use_uvloop in (False, True):
-        path = os.path.join(tempfile.mkdtemp(prefix="ikb", dir="/tmp"), "aiohttp.sock")
+        where = tempfile.mkdtemp(prefix="ikb", dir="/tmp")
+        path = os.path.join(where, "aiohttp.sock")
         pid = os.fork()
         if pid == 0:
-            _serve(path, use_uvloop)
-            os._exit(0)
+            try:
+                _serve(path, use_uvloop)
+            finally:  # never return into the parent's code (and its finally) in the child
+                os._exit(1)
         try:
             deadline = time.monotonic() + 10
             while not os.path.exists(path) and time.monotonic() < deadline:
@@ -57,6 +61,7 @@ def main() -> None:
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            shutil.rmtree(where, ignore_errors=True)
 
 
 if __name__ == "__main__":
