@@ -87,6 +87,9 @@ def run(engine: Engine, args: argparse.Namespace) -> None:
         left = engine.api.containers(all=True)
         print(f"DestroyGroup of {size}: {time.perf_counter() - start:.2f} s; "
               f"containers left: {len(left)}")
+        if left:  # the engine removes them as it stops; the group should have
+            raise SystemExit(f"the group's destroy left {len(left)} containers: "
+                             f"{sorted(c['Names'][0] for c in left)}")
 
 
 def main() -> None:
