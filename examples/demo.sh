@@ -13,10 +13,47 @@ unset INFRAKIT_PLUGINS_DIR
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+# Members are processes in sessions of their own: they outlive the plugins by design, so
+# whatever happened, the demo destroys them before it stops the plugins, and then checks
+# that none is left (each has the plugin's environment: this INFRAKIT_HOME and an instance
+# ID). One that is left is named, killed with its process group, and the demo fails.
+members_left() {
+    python3 - "$INFRAKIT_HOME" <<'EOF'
+import os, signal, sys
+home = f"INFRAKIT_HOME={sys.argv[1]}".encode()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        continue
+    iid = [v.split(b"=", 1)[1].decode() for v in env if v.startswith(b"INFRAKIT_INSTANCE_ID=")]
+    if home in env and iid:
+        print(f"  pid {pid} instance {iid[0]}: {cmd}")
+        try:
+            os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
+        except OSError:
+            pass
+EOF
+}
 cleanup() {
+    local status=$? left
     infrakit group destroy web >/dev/null 2>&1 || true
-    infrakit plugin stop group instance-process flavor-vanilla >/dev/null 2>&1 || true
+    infrakit plugin stop --force group >/dev/null 2>&1 || true
+    # members the group could not destroy (its plugin died, say): one by one
+    for id in $(infrakit instance --name instance-process describe -q 2>/dev/null); do
+        infrakit instance --name instance-process destroy "$id" >/dev/null 2>&1 || true
+    done
+    infrakit plugin stop --force instance-process flavor-vanilla >/dev/null 2>&1 || true
+    left="$(members_left)"
+    if [ -n "$left" ]; then
+        printf 'member processes outlived the demo (now killed):\n%s\n' "$left" >&2
+        status=1
+    fi
     rm -rf "$INFRAKIT_HOME"
+    exit "$status"
 }
 trap cleanup EXIT
 
