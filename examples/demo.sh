@@ -73,7 +73,7 @@ show() { run infrakit group describe web -v; }
 converged() {
     local deadline=$((SECONDS + 60))
     until [ "$(infrakit group describe web -q | wc -l)" -eq "$1" ] &&
-          infrakit group describe web -o json | grep -q '"Converged": true'; do
+          infrakit group describe web -o json | grep '"Converged": true' >/dev/null; do
         [ "$SECONDS" -lt "$deadline" ] || { echo "group web did not converge" >&2; exit 1; }
         sleep 0.1
     done
@@ -87,7 +87,7 @@ step "Commit a group of 3 web servers; --wait shows progress until all are healt
 run infrakit group commit --pretend "$here/process/group.yml"
 run infrakit group commit --wait --wait-timeout 60 "$here/process/group.yml"
 show
-first="$(infrakit group describe web -q | head -n 1)"
+first="$(infrakit group describe web -q | sed -n 1p)"  # reads all: no SIGPIPE
 port="$(fact "$first" Ports | python3 -c 'import ast, sys; print(ast.literal_eval(sys.stdin.read())["http"])')"
 printf '$ GET http://127.0.0.1:%s/\n' "$port"
 page "http://127.0.0.1:$port/"
@@ -96,7 +96,7 @@ step "Kill a member with SIGKILL behind the group's back: the group replaces it"
 pid="$(fact "$first" PID)"
 run kill -9 "$pid"
 started="$(date +%s.%N)"
-until ! infrakit group describe web -q | grep -qx "$first"; do sleep 0.05; done
+until ! infrakit group describe web -q | grep -x "$first" >/dev/null; do sleep 0.05; done
 converged 3
 printf '%s (pid %s) is gone; its replacement was healthy %s s after the kill\n' \
     "$first" "$pid" "$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")"
