@@ -252,8 +252,9 @@ def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: S
           f"{len(sampler.seen) - args.size}")
     print(f"reconverged {reconverged:.1f} s after the faults stopped: "
           f"{healthy_members(stack)} healthy members of {args.size}, "
-          f"{len(processes)} member processes, {len(orphans)} orphans, spec intact: {intact}")
-    print(f"largest count of member processes seen: {sampler.peak} (Size + MaxSurge = "
+          f"{len(set(processes.values()))} members with processes ({len(processes)} "
+          f"processes), {len(orphans)} orphans, spec intact: {intact}")
+    print(f"largest count of members with processes seen: {sampler.peak} (Size + MaxSurge = "
           f"{args.size + 1}; over-size {max(0, sampler.peak - args.size - 1)}) over "
           f"{sampler.samples} samples", flush=True)
     if orphans or not intact or sampler.peak > args.size + 1:
@@ -273,7 +274,8 @@ def wait_converged(stack: Stack, size: int, timeout: float) -> None:
     """Wait for exactly ``size`` healthy members; every 10 s, say what the group waits on."""
     start = time.monotonic()
     said = start
-    while healthy_members(stack) != size or len(member_processes(stack.home)) != size:
+    while (healthy_members(stack) != size
+           or len(set(member_processes(stack.home).values())) != size):
         now = time.monotonic()
         if now > start + timeout:
             raise SystemExit(f"not converged within {timeout:g} s")
