@@ -176,10 +176,12 @@ def test_provision_from_json_yaml_and_stdin(inst: Cli, home: Path) -> None:
     assert len(set(ids)) == 3
     described = {d["ID"]: d for d in _describe(inst, "--properties")}
     assert described[from_json]["Tags"] == {"src": "json"}
-    assert described[from_json]["Properties"] == {"size": "s"}
+    # the file plugin describes the whole spec an instance was made with
+    assert described[from_json]["Properties"]["Properties"] == {"size": "s"}
+    assert described[from_json]["Properties"]["Init"] == "echo json"
     assert described[from_yaml]["Tags"] == {"src": "yaml"}
     assert described[from_yaml]["LogicalID"] == "db-1"
-    assert described[from_yaml]["Properties"] == {"size": "m"}
+    assert described[from_yaml]["Properties"]["Properties"] == {"size": "m"}
     assert described[from_stdin]["Tags"] == {"src": "stdin"}
     assert described[from_stdin]["LogicalID"] is None
 
@@ -211,7 +213,8 @@ def test_describe_tags_must_all_match(inst: Cli, three: list[str]) -> None:
 def test_describe_properties_column(inst: Cli, three: list[str]) -> None:
     headers, rows = table(ok(inst("describe", "--properties", "--tags", "env=prod")).stdout)
     assert headers == ["ID", "LOGICAL", "TAGS", "PROPERTIES"]
-    assert [(r[0], json.loads(r[3])) for r in rows] == [(three[0], {"n": 1}), (three[2], None)]
+    assert [(r[0], json.loads(r[3])["Properties"]) for r in rows] == [
+        (three[0], {"n": 1}), (three[2], None)]
 
 
 def test_describe_quiet_prints_only_ids(inst: Cli, three: list[str]) -> None:
@@ -225,7 +228,7 @@ def test_describe_json_and_yaml_agree(inst: Cli, three: list[str]) -> None:
     assert [d["ID"] for d in as_json] == three
     assert all("Properties" not in d for d in as_json)
     with_props = json.loads(ok(inst("describe", "-o", "json", "--properties")).stdout)
-    assert [d["Properties"] for d in with_props] == [{"n": 1}, {"n": 2}, None]
+    assert [d["Properties"]["Properties"] for d in with_props] == [{"n": 1}, {"n": 2}, None]
 
 
 def test_label(inst: Cli, three: list[str]) -> None:
