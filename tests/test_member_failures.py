@@ -82,6 +82,8 @@ class Stack:
     def close(self) -> None:
         for rpc in self._rpcs.values():
             rpc.close()
+        self.group_plugin.proc.terminate()  # first, so that it replaces nothing killed below
+        self.group_plugin.proc.wait(30)
         # members outlive their plugin by design: end them with the test
         for record in self.state.glob("proc-*.json"):
             pid = json.loads(record.read_text())["PID"]

@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1 if exc.exit_code == 0 else exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # the reader had enough (`| head`): not a failure of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
     except Exception as exc:
         if _state["debug"] or os.environ.get("INFRAKIT_DEBUG"):
             raise
