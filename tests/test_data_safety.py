@@ -50,6 +50,8 @@ NOT_STATE = {
     ("manager/lock_leader.py", "os.O_RDWR | os.O_CREAT, 0o600"):
         "the leader lock file, never written: only flock()ed",
     ("cli/plugin.py", 'open(log, "ab")'): "a plugin's log",
+    ("cli/main.py", "os.open(os.devnull, os.O_WRONLY)"):
+        "stdout sent to /dev/null once its reader has gone",
     ("supervise.py", "os.O_RDWR | os.O_CREAT | os.O_CLOEXEC"):
         "a supervisor's pid file, locked while it lives; readers trust only a locked one",
     ("supervise.py", "os.pwrite(fd"): "a supervisor's pid file (as above)",
