@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
+from infrakit.plugins.flavor.probes import ProbeSpec
+from infrakit.plugins.flavor.probes import probe as run_probe
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import FlavorClient
 from infrakit.spi import Allocation, Description, Health
 from infrakit.spi.errors import CallFailed
+from infrakit.spi.types import HealthReport
+from tests.helpers import result_of
 
 
 def _health(sock: Path, probe: dict[str, Any], properties: Any) -> Health:
@@ -93,3 +99,165 @@ def test_bad_probes_are_refused_by_validate(flavor_vanilla: Path, probe: dict[st
     with RPCClient(flavor_vanilla) as conn, pytest.raises(CallFailed) as err:
         FlavorClient(conn).validate({"Health": probe}, Allocation(size=1))
     assert "Health" in err.value.reason and word in err.value.reason
+
+
+# --- a filled value is data: it never changes what runs or where a probe goes ---
+
+def _report(probe: dict[str, Any], instance: Description) -> HealthReport:
+    """One probe run in this process, as the flavor runs it."""
+    spec = msgspec.convert(probe, ProbeSpec)
+    spec.check()
+    return asyncio.run(run_probe(spec, instance))
+
+
+def _each(sock: Path, probe: dict[str, Any], instances: list[dict[str, Any]]) -> list[Any]:
+    return list(result_of(sock, "Flavor.HealthyEach", {
+        "Type": "", "Properties": {"Health": probe}, "Instances": instances})["Results"])
+
+
+def test_a_tag_cannot_run_a_command_through_a_command_probe(flavor_vanilla: Path,
+                                                           home: Path) -> None:
+    """The reported case: a quoted placeholder, and a tag that closes the quote."""
+    pwned = home / "pwned"
+    probe = {"Command": "test -n '{{ .Tags.role }}'"}
+    results = _each(flavor_vanilla, probe, [
+        {"ID": "a", "Tags": {"role": f"x'; id > {pwned}; echo '"}},
+        {"ID": "b", "Tags": {"role": "web"}},
+        {"ID": "c", "Tags": {"role": ""}}])
+    assert not pwned.exists()
+    assert [r["Health"] for r in results] == [1, 1, 2]  # healthy, healthy, unhealthy
+
+
+NASTY = ["plain", "two words", "x'; touch {home}/pwned; echo '", 'x"; touch {home}/pwned; "',
+         "$(touch {home}/pwned)", "`touch {home}/pwned`", "a\\b\\", "line\nbreak", "*", "-n",
+         "${HOME}", "'", '"', "", "}}{{"]
+PLACES = [
+    "printf %s {{ .Tags.v }} > {out}",
+    "printf %s '{{ .Tags.v }}' > {out}",
+    'printf %s "{{ .Tags.v }}" > {out}',
+    "printf %s pre'-{{ .Tags.v }}-'post > {out}",
+    'printf %s "pre-{{ .Tags.v }}-post" > {out}',
+    "printf %s \"$(printf %s '{{ .Tags.v }}')\" > {out}",
+    "printf %s \"`printf %s '{{ .Tags.v }}'`\" > {out}",
+    "x=\"{{ .Tags.v }}\"; printf %s \"$x\" > {out}",
+    "# {{ .Tags.v }} in a comment\nprintf %s '{{ .Tags.v }}' > {out}",
+    # the template's own unquoted substitution splits and globs what it prints: only safe
+    "printf %s $(printf %s \"{{ .Tags.v }}\") > {out}",
+]
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_a_filled_value_reaches_a_command_whole_wherever_it_stands(place: str,
+                                                                   home: Path) -> None:
+    """Unquoted, in single or double quotes, inside a command substitution: the command
+    sees the value itself, one word, and nothing in it is run."""
+    out = home / "out"
+    exact = place != PLACES[-1]
+    for nasty in NASTY:
+        value = nasty.replace("{home}", str(home))
+        out.unlink(missing_ok=True)
+        report = _report({"Command": place.replace("{out}", str(out))},
+                         Description(id="i-1", tags={"v": value}))
+        assert report.health is Health.HEALTHY, (value, report.reason)
+        assert not (home / "pwned").exists(), (place, value)
+        expected = "pre-" + value + "-post" if "pre" in place else value
+        if exact:
+            # a command substitution drops trailing newlines, as it does for any output
+            trimmed = "$(" in place or "`" in place
+            assert out.read_text() == (expected.rstrip("\n") if trimmed else expected), \
+                (place, value)
+
+
+def test_a_value_filled_into_arithmetic_must_be_a_number(home: Path) -> None:
+    probe = {"Command": "test $(( {{ .Tags.n }} + 1 )) -eq 3"}
+    assert _report(probe, Description(id="i", tags={"n": "2"})).health is Health.HEALTHY
+    bad = _report(probe, Description(id="i", tags={"n": f"a[$(touch {home}/pwned)]"}))
+    assert bad.health is Health.UNKNOWN and "not an integer" in (bad.reason or "")
+    assert not (home / "pwned").exists()
+
+
+def test_a_value_with_a_nul_byte_is_unknown(home: Path) -> None:
+    report = _report({"Command": "true {{ .Tags.v }}"},
+                     Description(id="i", tags={"v": "a\0b"}))
+    assert report.health is Health.UNKNOWN and "NUL" in (report.reason or "")
+
+
+@pytest.mark.parametrize(("template", "tags", "why"), [
+    ("127.0.0.1:{{ .Tags.port }}", {"port": "abc"}, "port 'abc' is not a port number"),
+    ("127.0.0.1:{{ .Tags.port }}", {"port": "99999"}, "port '99999' is not a port number"),
+    ("127.0.0.1:{{ .Tags.port }}", {"port": ""}, "port '' is not a port number"),
+    ("{{ .Tags.host }}:1", {"host": "10.0.0.1:22 #"}, "not a host name"),
+    ("{{ .Tags.host }}:1", {"host": "a/b"}, "not a host name"),
+    ("[{{ .Tags.host }}]:1", {"host": "::1]:22#["}, "not a host name"),
+])
+def test_a_bad_tcp_target_is_unknown(template: str, tags: dict[str, str], why: str) -> None:
+    report = _report({"TCP": template, "Timeout": 1}, Description(id="i", tags=tags))
+    assert report.health is Health.UNKNOWN and why in (report.reason or ""), report.reason
+
+
+def test_tcp_targets_filled_whole_or_in_parts(listener: int) -> None:
+    for template, tags in [("{{ .Tags.addr }}", {"addr": f"127.0.0.1:{listener}"}),
+                           ("{{ .Tags.h }}:{{ .Tags.p }}", {"h": "localhost", "p": str(listener)}),
+                           ("[{{ .Tags.h }}]:{{ .Tags.p }}", {"h": "::1", "p": str(listener)}),
+                           (":{{ .Tags.p }}", {"p": str(listener)})]:
+        report = _report({"TCP": template, "Timeout": 1}, Description(id="i", tags=tags))
+        if "::1" in template + str(tags) and report.health is not Health.HEALTHY:
+            assert "refused" in (report.reason or "") or "address" in (report.reason or "")
+            continue  # no IPv6 loopback here: the listener is on 127.0.0.1
+        assert report.health is Health.HEALTHY, (template, report.reason)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        _Recorder.seen.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[int, list[str]]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Recorder.seen = []
+    yield int(server.server_address[1]), _Recorder.seen
+    server.shutdown()
+
+
+def test_a_value_filled_into_a_url_path_or_query_stays_there(
+        recorder: tuple[int, list[str]]) -> None:
+    port, seen = recorder
+    probe = {"HTTP": f"http://127.0.0.1:{port}/health/{{{{ .Tags.p }}}}?who={{{{ .ID }}}}"}
+    for value in ["ok", "../../admin?x=1#y", "@other.example/", "a b", "é", "%2F"]:
+        report = _report(probe, Description(id="i-1&z=2", tags={"p": value}))
+        assert report.health is Health.HEALTHY, (value, report.reason)
+    assert seen == ["/health/ok?who=i-1%26z%3D2", "/health/..%2F..%2Fadmin%3Fx%3D1%23y"
+                    "?who=i-1%26z%3D2", "/health/%40other.example%2F?who=i-1%26z%3D2",
+                    "/health/a%20b?who=i-1%26z%3D2", "/health/%C3%A9?who=i-1%26z%3D2",
+                    "/health/%252F?who=i-1%26z%3D2"]
+
+
+@pytest.mark.parametrize(("template", "tags", "why"), [
+    ("http://127.0.0.1:{{ .Tags.port }}/", {"port": "abc"}, "port 'abc' is not a port number"),
+    ("http://127.0.0.1:{{ .Tags.port }}/", {"port": "1@evil.example"},
+     "port '1@evil.example' is not a port number"),
+    ("http://{{ .Tags.host }}/", {"host": "evil.example@127.0.0.1"}, "not a host name"),
+    ("http://{{ .Tags.host }}/", {"host": "127.0.0.1:1/x#"}, "port '1/x#' is not a port"),
+    ("http://{{ .Tags.host }}:80/", {"host": "evil.example/"}, "not a host name"),
+    ("{{ .Tags.url }}", {"url": "file:///etc/passwd"}, "not http or https"),
+    ("{{ .Tags.url }}", {"url": "ftp://127.0.0.1/"}, "not http or https"),
+])
+def test_a_bad_http_target_is_unknown(template: str, tags: dict[str, str], why: str) -> None:
+    report = _report({"HTTP": template, "Timeout": 1}, Description(id="i", tags=tags))
+    assert report.health is Health.UNKNOWN and why in (report.reason or ""), report.reason
+
+
+def test_a_url_filled_whole_from_a_tag_still_works(recorder: tuple[int, list[str]]) -> None:
+    port, seen = recorder
+    report = _report({"HTTP": "{{ .Tags.url }}"},
+                     Description(id="i", tags={"url": f"http://127.0.0.1:{port}/x?y=1"}))
+    assert report.health is Health.HEALTHY and seen == ["/x?y=1"]
