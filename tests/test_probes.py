@@ -261,3 +261,70 @@ def test_a_url_filled_whole_from_a_tag_still_works(recorder: tuple[int, list[str
     report = _report({"HTTP": "{{ .Tags.url }}"},
                      Description(id="i", tags={"url": f"http://127.0.0.1:{port}/x?y=1"}))
     assert report.health is Health.HEALTHY and seen == ["/x?y=1"]
+
+
+# --- one member's probe answers for that member only ---
+
+@pytest.fixture
+def hangs_up() -> Iterator[int]:
+    """A server that accepts each connection, reads the request, and closes it unanswered."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield int(srv.getsockname()[1])
+    stop.set()
+    srv.close()
+
+
+def test_one_bad_member_does_not_spoil_the_batch(flavor_vanilla: Path, listener: int,
+                                                 hangs_up: int, web: int) -> None:
+    dead = _free_port()
+    tcp = _each(flavor_vanilla, {"TCP": "{{ .Tags.host }}:{{ .Tags.port }}", "Timeout": 1}, [
+        {"ID": "a", "Tags": {"host": "127.0.0.1", "port": "abc"}},
+        {"ID": "b", "Tags": {"host": "127.0.0.1", "port": str(dead)}},
+        {"ID": "c", "Tags": {"host": "a" * 64 + ".invalid", "port": "1"}},  # idna refuses it
+        {"ID": "d", "Tags": {"host": "127.0.0.1", "port": str(listener)}}])
+    assert [r["Health"] for r in tcp] == [0, 2, 0, 1]
+    assert "port 'abc' is not a port number" in tcp[0]["Reason"]
+    assert tcp[1]["Reason"] == f"TCP 127.0.0.1:{dead}: connection refused"
+    assert "the probe failed: UnicodeError" in tcp[2]["Reason"]
+    http_ = _each(flavor_vanilla, {"HTTP": "http://127.0.0.1:{{ .Tags.port }}/ok",
+                                   "Timeout": 2}, [
+        {"ID": "a", "Tags": {"port": str(hangs_up)}}, {"ID": "b", "Tags": {"port": "x"}},
+        {"ID": "c", "Tags": {"port": str(dead)}}, {"ID": "d", "Tags": {"port": str(web)}}])
+    assert [r["Health"] for r in http_] == [2, 0, 2, 1]
+    assert http_[0]["Reason"].startswith(f"GET http://127.0.0.1:{hangs_up}/ok: ")
+    assert "closed" in http_[0]["Reason"]
+    assert http_[2]["Reason"] == f"GET http://127.0.0.1:{dead}/ok: connection refused"
+
+
+def test_an_answer_that_is_not_http_is_unhealthy(listener: int) -> None:
+    garbage = socket.socket()
+    garbage.bind(("127.0.0.1", 0))
+    garbage.listen()
+
+    def serve() -> None:
+        conn, _ = garbage.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        report = _report({"HTTP": f"http://127.0.0.1:{garbage.getsockname()[1]}/"},
+                         Description(id="i"))
+    finally:
+        garbage.close()
+    assert report.health is Health.UNHEALTHY and "not an HTTP answer" in (report.reason or "")

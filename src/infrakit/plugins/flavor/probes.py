@@ -6,7 +6,8 @@ Templates use the reference's notation for fields: ``{{ .ID }}``, ``{{ .LogicalI
 value is data: it never changes the shape of the command or where the probe goes (see
 :mod:`infrakit.plugins.flavor.targets`). A probe whose template cannot be filled, or whose
 filled target is not one it can aim at, answers "unknown": a probe that cannot run must never
-get a member destroyed.
+get a member destroyed. Whatever goes wrong in one member's probe answers for that member
+only.
 
 A probe loads what it needs when a probe of its kind first runs: an HTTP probe is a GET
 through :mod:`urllib.request` in a thread of its own (with TLS for ``https``), so that a
@@ -61,7 +62,8 @@ class _CannotRun(Exception):
 
 
 async def probe(spec: ProbeSpec, instance: Description) -> HealthReport:
-    """Run the probe against ``instance``: the verdict, and why when it is not healthy."""
+    """Run the probe against ``instance``: the verdict, and why when it is not healthy.
+    Never raises but to be cancelled."""
     template = spec.command or spec.tcp or spec.http or ""
     shown = _what(spec, template)
     try:
@@ -76,6 +78,9 @@ async def probe(spec: ProbeSpec, instance: Description) -> HealthReport:
         failure = f"no answer within {spec.timeout:g}s"
     except OSError as exc:
         failure = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+    except Exception as exc:  # one member's probe answers for that member only
+        return HealthReport(Health.UNKNOWN, f"{shown}: the probe failed: "
+                                            f"{type(exc).__name__}: {exc}")
     if failure is None:
         return HealthReport(Health.HEALTHY)
     return HealthReport(Health.UNHEALTHY, f"{shown}: {failure}")
@@ -141,6 +146,8 @@ def _http_failure(url: str, timeout: float) -> str | None:
     except urllib.error.URLError as exc:
         reason = exc.reason
         return (getattr(reason, "strerror", None) or str(reason)).lower()
+    except http.client.RemoteDisconnected:
+        return "the connection was closed without an answer"
     except http.client.HTTPException as exc:
         return f"not an HTTP answer ({type(exc).__name__})"
     return None if 200 <= status < 300 else f"HTTP {status}"
