@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from infrakit.rpc.typed import FlavorClient
 from infrakit.spi import Allocation, Description, Health
 from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import HealthReport
-from tests.helpers import result_of
+from tests.helpers import result_of, wait_until
 
 
 def _health(sock: Path, probe: dict[str, Any], properties: Any) -> Health:
@@ -328,3 +329,49 @@ def test_an_answer_that_is_not_http_is_unhealthy(listener: int) -> None:
     finally:
         garbage.close()
     assert report.health is Health.UNHEALTHY and "not an HTTP answer" in (report.reason or "")
+
+
+# --- a probe that runs too long leaves nothing running ---
+
+def _running(word: str) -> list[int]:
+    """Processes (not zombies) whose command line holds ``word``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if word.encode() in cmdline.split(b"\0") and state not in "ZX":
+            found.append(int(entry))
+    return found
+
+
+def test_a_probe_that_times_out_leaves_no_process(flavor_vanilla: Path) -> None:
+    seconds = str(3000 + os.getpid() % 1000) + ".5"
+    results = _each(flavor_vanilla, {"Command": f"sleep {seconds}; true", "Timeout": 0.5},
+                    [{"ID": str(n)} for n in range(3)])
+    assert [r["Health"] for r in results] == [2, 2, 2]
+    assert all("no answer within 0.5s" in r["Reason"] for r in results)
+    wait_until(lambda: not _running(seconds), 5, what="the probes' children to be gone")
+
+
+def test_a_probe_leaves_nothing_running_when_it_ends_or_is_cancelled() -> None:
+    seconds = str(4000 + os.getpid() % 1000) + ".5"
+    passed = _report({"Command": f"sleep {seconds} & true"}, Description(id="i"))
+    assert passed.health is Health.HEALTHY
+    wait_until(lambda: not _running(seconds), 5, what="a background child to be gone")
+
+    async def cancelled() -> None:
+        spec = ProbeSpec(command=f"sleep {seconds}; true", timeout=60)
+        task = asyncio.ensure_future(run_probe(spec, Description(id="i")))
+        await asyncio.sleep(0.3)
+        assert _running(seconds)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    wait_until(lambda: not _running(seconds), 5, what="a cancelled probe's child to be gone")

@@ -9,6 +9,9 @@ filled target is not one it can aim at, answers "unknown": a probe that cannot r
 get a member destroyed. Whatever goes wrong in one member's probe answers for that member
 only.
 
+A command runs in a session of its own; when it ends, times out or is abandoned, its whole
+process group is killed, so that nothing it started outlives it.
+
 A probe loads what it needs when a probe of its kind first runs: an HTTP probe is a GET
 through :mod:`urllib.request` in a thread of its own (with TLS for ``https``), so that a
 flavor with no HTTP probe carries neither an HTTP client nor OpenSSL.
@@ -17,8 +20,11 @@ flavor with no HTTP probe carries neither an HTTP client nor OpenSSL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
@@ -106,20 +112,72 @@ async def _run(spec: ProbeSpec, instance: Description) -> str | None:
     return await loop.run_in_executor(_http_threads(), _http_failure, url, spec.timeout)
 
 
+class _Child:
+    """A probe command's process, the leader of a session of its own. A thread waits for
+    it to end, then kills what it left in its group and reaps it; :meth:`kill` kills the
+    group sooner. Both hold a lock, so the group is only signalled while its leader is
+    not yet reaped: until then its id cannot be another process's."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._lock = threading.Lock()
+        self._reaped = False
+
+    def watch(self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[int]) -> None:
+        status = -1
+        try:
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped
+        except ChildProcessError:  # reaped by someone else: its id may be another's now
+            with self._lock:
+                self._reaped = True
+        else:
+            with self._lock:
+                self._kill_group()
+                with contextlib.suppress(ChildProcessError):
+                    status = os.waitpid(self.pid, 0)[1]
+                self._reaped = True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(_settle, ended, status)
+
+    def kill(self) -> None:
+        with self._lock:
+            if not self._reaped:
+                self._kill_group()
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def _settle(ended: asyncio.Future[int], status: int) -> None:
+    if not ended.done():
+        ended.set_result(status)
+
+
+_DEVNULL = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+
+
 async def _command_failure(script: str, args: list[str]) -> str | None:
     """Run ``script`` with ``sh -c``, ``args`` its positional parameters."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", script, "infrakit-probe", *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", script, "infrakit-probe", *args],
+                             os.environ, file_actions=_DEVNULL, setsid=True)
     except OSError as exc:
         raise _CannotRun(f"cannot run the probe: {exc.strerror or exc}") from None
+    child = _Child(pid)
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[int] = loop.create_future()
+    threading.Thread(target=child.watch, args=(loop, ended), name=f"probe-{pid}",
+                     daemon=True).start()
     try:
-        code = await proc.wait()
-    except asyncio.CancelledError:
-        proc.kill()
-        raise
+        status = await ended
+    finally:  # timed out or abandoned: the group dies now (ended: it is dead already)
+        child.kill()
+    if status == -1:
+        return "its exit status is unknown"
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return f"killed by signal {-code}"
     return None if code == 0 else f"exit status {code}"
 
 
