@@ -206,6 +206,18 @@ def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) ->
     ({"Command": "sleep 1", "LogDir": "../logs"},
      "Properties.LogDir: '../logs' must be an absolute path"),
     ({"Command": "sleep 1", "Ports": ["a b"]}, "Properties.Ports: 'a b' is not a port name"),
+    ({"Command": "sleep 1", "Ports": ["\u00e9"]}, "Properties.Ports: '\u00e9' is not a port name"),
+    ({"Command": "sleep 1", "Env": {"A=B": "1"}}, "Properties.Env: 'A=B' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"A.B": "1"}}, "Properties.Env: 'A.B' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"": "1"}}, "Properties.Env: '' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"1A": "1"}}, "Properties.Env: '1A' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"A\u0000": "1"}}, "Properties.Env: 'A\\x00' is not a variable"),
+    ({"Command": "sleep 1", "Env": {"A": "x\u0000y"}},
+     "Properties.Env: the value of 'A' holds a NUL byte"),
+    ({"Command": "sleep 1\u0000"}, "Properties.Command: holds a NUL byte"),
+    ({"Command": "sleep 1; \u0000"}, "Properties.Command: holds a NUL byte"),
+    ({"Command": ["sleep", "1\u0000"]}, "Properties.Command: holds a NUL byte"),
+    ({"Command": "sleep 1", "LogDir": "/tmp/a\u0000b"}, "Properties.LogDir: holds a NUL byte"),
     ({"Comand": "sleep 1"}, "Comand"),
     ({}, "nothing to run"),
 ])
@@ -218,6 +230,22 @@ def test_bad_properties_are_refused_and_nothing_runs(proc: Proc, props: dict[str
     with pytest.raises(CallFailed) as provisioned:
         proc.client.provision(Spec(properties=props))
     assert message in provisioned.value.reason
+    assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (Spec(logical_id="db\u00001"), "LogicalID: 'db\\x001' holds a NUL byte"),
+    (Spec(tags={"role": "db\u0000"}), "Tags: the value of 'role' holds a NUL byte"),
+    (Spec(tags={"ro\u0000le": "db"}), "Tags: 'ro\\x00le' holds a NUL byte"),
+])
+def test_a_spec_the_process_cannot_be_given_is_refused_and_nothing_runs(
+        proc: Proc, spec: Spec, message: str) -> None:
+    spec = Spec(properties={"Command": ["sleep", "600"]}, logical_id=spec.logical_id,
+                tags=spec.tags)
+    for _ in range(3):
+        with pytest.raises(CallFailed) as provisioned:
+            proc.client.provision(spec)
+        assert message in provisioned.value.reason
     assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
 
 

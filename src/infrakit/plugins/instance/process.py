@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -52,6 +53,9 @@ each ending, and for a user to read why the last ones ended; a crash loop cannot
 disk with their logs."""
 OUTPUT_LINES = 20
 _SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%\n")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A name ``/bin/sh`` passes on: it drops others from the environment it runs with."""
+_PORT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
@@ -68,7 +72,12 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
     stop_grace: float = DEFAULT_STOP_GRACE
 
     def check(self) -> None:
-        """Everything that can be checked before running anything."""
+        """Everything that can be checked before running anything: what the kernel would
+        refuse to start (a NUL byte in an argument, a value or a path; a variable name
+        with ``=``) included, so that Validate refuses what Provision could not do."""
+        words = [self.command] if isinstance(self.command, str) else self.command or []
+        if any("\0" in word for word in words):
+            raise PluginError("Properties.Command: holds a NUL byte")
         argv = self.argv()
         if isinstance(self.command, str) and _SHELL_SYNTAX.intersection(self.command):
             argv = None  # a shell line: the shell says what is wrong with it, in the log
@@ -82,10 +91,18 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
                 raise PluginError(f"Properties.Command: {program!r} is not an executable "
                                   "program" + ("" if "/" in program else " on PATH"))
         for name in self.ports or ():
-            if not name or not name.replace("_", "").isalnum():
+            if not _PORT_NAME.fullmatch(name):
                 raise PluginError(f"Properties.Ports: {name!r} is not a port name "
                                   "(letters, digits and _)")
+        for name, value in (self.env or {}).items():
+            if not _VARIABLE.fullmatch(name):
+                raise PluginError(f"Properties.Env: {name!r} is not a variable name (letters, "
+                                  "digits and _, not first a digit)")
+            if "\0" in value:
+                raise PluginError(f"Properties.Env: the value of {name!r} holds a NUL byte")
         if self.log_dir is not None:
+            if "\0" in self.log_dir:
+                raise PluginError("Properties.LogDir: holds a NUL byte")
             _check_dir(Path(self.log_dir), "Properties.LogDir")
         if self.stop_grace < 0:
             raise PluginError("Properties.StopGrace: must not be negative")
@@ -220,6 +237,18 @@ def _remove_files(record: ProcessRecord) -> None:
         os.unlink(record.log)
 
 
+def _check_spec(spec: Spec) -> None:
+    """Refuse what no process can be given: a NUL byte ends a C string, so a logical ID
+    or a tag holding one cannot go into the environment whole."""
+    if spec.logical_id is not None and "\0" in spec.logical_id:
+        raise PluginError(f"LogicalID: {spec.logical_id!r} holds a NUL byte")
+    for key, value in (spec.tags or {}).items():
+        if "\0" in key:
+            raise PluginError(f"Tags: {key!r} holds a NUL byte")
+        if "\0" in value:
+            raise PluginError(f"Tags: the value of {key!r} holds a NUL byte")
+
+
 def _free_port() -> int:
     """A loopback port nothing listens on now (the instance binds it a moment later)."""
     with socket.socket() as s:
@@ -270,6 +299,7 @@ class ProcessInstancePlugin:
     def provision(self, spec: Spec) -> str:
         props = decode_properties(spec.properties, ProcessProperties)
         props.check()
+        _check_spec(spec)
         if props.command is None and not spec.init.strip():
             raise PluginError("Properties.Command: nothing to run: give a Command or an Init "
                               "script")
