@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from infrakit.plugins.instance import cgroups
+from infrakit.atomicfile import write_atomic
+from infrakit.plugins.instance import cgroups, process
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import EndedInstance, GroupSpec
@@ -247,6 +248,51 @@ def test_a_spec_the_process_cannot_be_given_is_refused_and_nothing_runs(
             proc.client.provision(spec)
         assert message in provisioned.value.reason
     assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
+
+
+@pytest.mark.parametrize("failure", [ValueError("spawn"), KeyboardInterrupt()],
+                         ids=["ValueError", "KeyboardInterrupt"])
+def test_whatever_fails_in_provision_leaves_nothing_behind(
+        monkeypatch: pytest.MonkeyPatch, home: Path, failure: BaseException) -> None:
+    plugin = process.ProcessInstancePlugin(home / "in-process")
+
+    def fail(*_: Any, **__: Any) -> int:
+        raise failure
+
+    monkeypatch.setattr(os, "posix_spawn", fail)
+    with pytest.raises(type(failure)):
+        plugin.provision(Spec(properties={"Command": ["sleep", "600"], "Ports": ["a"]}))
+    assert not list(plugin.directory.glob("proc-*")) and not plugin._reserved
+
+
+def test_an_instance_started_but_not_recorded_is_stopped(monkeypatch: pytest.MonkeyPatch,
+                                                         home: Path) -> None:
+    """The pid cannot be written (a full disk, say): the process that started is killed,
+    so that nothing runs that no record knows of."""
+    plugin = process.ProcessInstancePlugin(home / "in-process")
+    spawned: list[int] = []
+    spawn = os.posix_spawn
+
+    def spawn_and_note(*args: Any, **kwargs: Any) -> int:
+        spawned.append(spawn(*args, **kwargs))
+        return spawned[-1]
+
+    def write_once(path: Path, data: bytes) -> None:
+        if spawned:
+            raise OSError(28, "No space left on device")
+        write_atomic(path, data)
+
+    monkeypatch.setattr(os, "posix_spawn", spawn_and_note)
+    monkeypatch.setattr(process, "write_atomic", write_once)
+    try:
+        with pytest.raises(OSError):
+            plugin.provision(Spec(properties={"Command": ["sleep", "600"],
+                                              "LogDir": str(home / "logs")}))
+        assert spawned and not running(spawned[0]) and not in_session(spawned[0])
+        assert not list(plugin.directory.glob("proc-*")) and not list((home / "logs").iterdir())
+    finally:
+        for member in in_session(spawned[0]) if spawned else ():
+            os.kill(member, signal.SIGKILL)
 
 
 def test_validate_creates_no_log_dir_and_provision_does(proc: Proc, home: Path) -> None:

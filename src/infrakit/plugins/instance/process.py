@@ -249,6 +249,23 @@ def _check_spec(spec: Spec) -> None:
             raise PluginError(f"Tags: the value of {key!r} holds a NUL byte")
 
 
+def _undo_start(pid: int, groups: list[str], files: list[Path]) -> None:
+    """Undo a start that failed part way: the process, if it started (our unreaped child:
+    its pid is its group's and still ours), its cgroups, and its files and record."""
+    if pid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    cgroups.remove(groups)
+    for path in files:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def _free_port() -> int:
     """A loopback port nothing listens on now (the instance binds it a moment later)."""
     with socket.socket() as s:
@@ -305,12 +322,16 @@ class ProcessInstancePlugin:
                               "script")
         [iid] = self._ids.take(1)
         work = self.directory / iid
-        work.mkdir(mode=0o700)
-        if props.log_dir is not None:
-            _make_dir(Path(props.log_dir), "Properties.LogDir")
+        path = self.directory / f"{iid}.json"
+        ports: dict[str, int] = {}
+        groups: list[str] = []
         log = Path(props.log_dir or work) / f"{iid}.log"
-        ports = self._allocate_ports(props.ports or [])
+        pid = 0
+        work.mkdir(mode=0o700)
         try:
+            if props.log_dir is not None:
+                _make_dir(Path(props.log_dir), "Properties.LogDir")
+            ports = self._allocate_ports(props.ports or [])
             groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
             record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
                                    pid=0, start_ticks=0, started=time.time(), work_dir=str(work),
@@ -318,14 +339,10 @@ class ProcessInstancePlugin:
                                    cgroups=groups)
             # recorded before it starts (pid 0): a crash before the pid is recorded must not
             # leave a process nobody knows of (see _recover)
-            path = self.directory / f"{iid}.json"
             write_atomic(path, msgspec.json.encode(record))
             try:
                 pid = self._spawn(spec, props, iid, work, log, ports, groups)
             except OSError as exc:
-                cgroups.remove(groups)
-                shutil.rmtree(work, ignore_errors=True)
-                os.unlink(path)
                 raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
             found = _stat(pid)
             record = msgspec.structs.replace(record, pid=pid,
@@ -334,6 +351,9 @@ class ProcessInstancePlugin:
             with self._lock:
                 self._records[iid] = record
             return iid
+        except BaseException:  # whatever failed, nothing of the instance is left
+            _undo_start(pid, groups, [work, log, path])
+            raise
         finally:  # in the record by now, or never started
             with self._lock:
                 self._reserved.difference_update(ports.values())
