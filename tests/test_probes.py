@@ -94,6 +94,9 @@ def test_a_slow_probe_times_out_as_unhealthy(flavor_vanilla: Path) -> None:
     ({"TCP": "{{ .Properties.port ", "Timeout": 1}, "malformed"),
     ({"Command": "true", "Timeout": 0}, "Timeout"),
     ({"Tcp": "h:1"}, "Tcp"),
+    ({"HTTP": "ftp://127.0.0.1/{{ .ID }}"}, "'ftp' is not http or https"),
+    ({"HTTP": "127.0.0.1:80/{{ .ID }}"}, "must begin with http:// or https://"),
+    ({"HTTP": "http://[::1/{{ .ID }}"}, "Invalid IPv6 URL"),
 ])
 def test_bad_probes_are_refused_by_validate(flavor_vanilla: Path, probe: dict[str, Any],
                                             word: str) -> None:
