@@ -61,6 +61,8 @@ NOT_STATE = {
         "an instance's init script, written before its process and its record exist",
     ("plugins/instance/process.py", "os.O_WRONLY | os.O_CREAT | os.O_APPEND"):
         "an instance's log",
+    ("plugins/flavor/probes.py", "os.devnull, os.O_RDWR"):
+        "a probe command's stdin, stdout and stderr: /dev/null",
     ("plugins/instance/cgroups.py", "cgroup.subtree_control\").write_text("):
         "kernel cgroup control files",
     ("plugins/instance/cgroups.py", "_V2_FILES[controller]).write_text("):

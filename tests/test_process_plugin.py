@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from infrakit.plugins.instance import cgroups
+from infrakit.atomicfile import write_atomic
+from infrakit.plugins.instance import cgroups, process
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import EndedInstance, GroupSpec
@@ -206,6 +207,18 @@ def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) ->
     ({"Command": "sleep 1", "LogDir": "../logs"},
      "Properties.LogDir: '../logs' must be an absolute path"),
     ({"Command": "sleep 1", "Ports": ["a b"]}, "Properties.Ports: 'a b' is not a port name"),
+    ({"Command": "sleep 1", "Ports": ["\u00e9"]}, "Properties.Ports: '\u00e9' is not a port name"),
+    ({"Command": "sleep 1", "Env": {"A=B": "1"}}, "Properties.Env: 'A=B' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"A.B": "1"}}, "Properties.Env: 'A.B' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"": "1"}}, "Properties.Env: '' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"1A": "1"}}, "Properties.Env: '1A' is not a variable name"),
+    ({"Command": "sleep 1", "Env": {"A\u0000": "1"}}, "Properties.Env: 'A\\x00' is not a variable"),
+    ({"Command": "sleep 1", "Env": {"A": "x\u0000y"}},
+     "Properties.Env: the value of 'A' holds a NUL byte"),
+    ({"Command": "sleep 1\u0000"}, "Properties.Command: holds a NUL byte"),
+    ({"Command": "sleep 1; \u0000"}, "Properties.Command: holds a NUL byte"),
+    ({"Command": ["sleep", "1\u0000"]}, "Properties.Command: holds a NUL byte"),
+    ({"Command": "sleep 1", "LogDir": "/tmp/a\u0000b"}, "Properties.LogDir: holds a NUL byte"),
     ({"Comand": "sleep 1"}, "Comand"),
     ({}, "nothing to run"),
 ])
@@ -219,6 +232,67 @@ def test_bad_properties_are_refused_and_nothing_runs(proc: Proc, props: dict[str
         proc.client.provision(Spec(properties=props))
     assert message in provisioned.value.reason
     assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (Spec(logical_id="db\u00001"), "LogicalID: 'db\\x001' holds a NUL byte"),
+    (Spec(tags={"role": "db\u0000"}), "Tags: the value of 'role' holds a NUL byte"),
+    (Spec(tags={"ro\u0000le": "db"}), "Tags: 'ro\\x00le' holds a NUL byte"),
+])
+def test_a_spec_the_process_cannot_be_given_is_refused_and_nothing_runs(
+        proc: Proc, spec: Spec, message: str) -> None:
+    spec = Spec(properties={"Command": ["sleep", "600"]}, logical_id=spec.logical_id,
+                tags=spec.tags)
+    for _ in range(3):
+        with pytest.raises(CallFailed) as provisioned:
+            proc.client.provision(spec)
+        assert message in provisioned.value.reason
+    assert proc.describe() == {} and not list(proc.state.glob("proc-*"))
+
+
+@pytest.mark.parametrize("failure", [ValueError("spawn"), KeyboardInterrupt()],
+                         ids=["ValueError", "KeyboardInterrupt"])
+def test_whatever_fails_in_provision_leaves_nothing_behind(
+        monkeypatch: pytest.MonkeyPatch, home: Path, failure: BaseException) -> None:
+    plugin = process.ProcessInstancePlugin(home / "in-process")
+
+    def fail(*_: Any, **__: Any) -> int:
+        raise failure
+
+    monkeypatch.setattr(os, "posix_spawn", fail)
+    with pytest.raises(type(failure)):
+        plugin.provision(Spec(properties={"Command": ["sleep", "600"], "Ports": ["a"]}))
+    assert not list(plugin.directory.glob("proc-*")) and not plugin._reserved
+
+
+def test_an_instance_started_but_not_recorded_is_stopped(monkeypatch: pytest.MonkeyPatch,
+                                                         home: Path) -> None:
+    """The pid cannot be written (a full disk, say): the process that started is killed,
+    so that nothing runs that no record knows of."""
+    plugin = process.ProcessInstancePlugin(home / "in-process")
+    spawned: list[int] = []
+    spawn = os.posix_spawn
+
+    def spawn_and_note(*args: Any, **kwargs: Any) -> int:
+        spawned.append(spawn(*args, **kwargs))
+        return spawned[-1]
+
+    def write_once(path: Path, data: bytes) -> None:
+        if spawned:
+            raise OSError(28, "No space left on device")
+        write_atomic(path, data)
+
+    monkeypatch.setattr(os, "posix_spawn", spawn_and_note)
+    monkeypatch.setattr(process, "write_atomic", write_once)
+    try:
+        with pytest.raises(OSError):
+            plugin.provision(Spec(properties={"Command": ["sleep", "600"],
+                                              "LogDir": str(home / "logs")}))
+        assert spawned and not running(spawned[0]) and not in_session(spawned[0])
+        assert not list(plugin.directory.glob("proc-*")) and not list((home / "logs").iterdir())
+    finally:
+        for member in in_session(spawned[0]) if spawned else ():
+            os.kill(member, signal.SIGKILL)
 
 
 def test_validate_creates_no_log_dir_and_provision_does(proc: Proc, home: Path) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -52,6 +53,9 @@ each ending, and for a user to read why the last ones ended; a crash loop cannot
 disk with their logs."""
 OUTPUT_LINES = 20
 _SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%\n")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A name ``/bin/sh`` passes on: it drops others from the environment it runs with."""
+_PORT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
@@ -68,7 +72,12 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
     stop_grace: float = DEFAULT_STOP_GRACE
 
     def check(self) -> None:
-        """Everything that can be checked before running anything."""
+        """Everything that can be checked before running anything: what the kernel would
+        refuse to start (a NUL byte in an argument, a value or a path; a variable name
+        with ``=``) included, so that Validate refuses what Provision could not do."""
+        words = [self.command] if isinstance(self.command, str) else self.command or []
+        if any("\0" in word for word in words):
+            raise PluginError("Properties.Command: holds a NUL byte")
         argv = self.argv()
         if isinstance(self.command, str) and _SHELL_SYNTAX.intersection(self.command):
             argv = None  # a shell line: the shell says what is wrong with it, in the log
@@ -82,10 +91,18 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
                 raise PluginError(f"Properties.Command: {program!r} is not an executable "
                                   "program" + ("" if "/" in program else " on PATH"))
         for name in self.ports or ():
-            if not name or not name.replace("_", "").isalnum():
+            if not _PORT_NAME.fullmatch(name):
                 raise PluginError(f"Properties.Ports: {name!r} is not a port name "
                                   "(letters, digits and _)")
+        for name, value in (self.env or {}).items():
+            if not _VARIABLE.fullmatch(name):
+                raise PluginError(f"Properties.Env: {name!r} is not a variable name (letters, "
+                                  "digits and _, not first a digit)")
+            if "\0" in value:
+                raise PluginError(f"Properties.Env: the value of {name!r} holds a NUL byte")
         if self.log_dir is not None:
+            if "\0" in self.log_dir:
+                raise PluginError("Properties.LogDir: holds a NUL byte")
             _check_dir(Path(self.log_dir), "Properties.LogDir")
         if self.stop_grace < 0:
             raise PluginError("Properties.StopGrace: must not be negative")
@@ -220,6 +237,35 @@ def _remove_files(record: ProcessRecord) -> None:
         os.unlink(record.log)
 
 
+def _check_spec(spec: Spec) -> None:
+    """Refuse what no process can be given: a NUL byte ends a C string, so a logical ID
+    or a tag holding one cannot go into the environment whole."""
+    if spec.logical_id is not None and "\0" in spec.logical_id:
+        raise PluginError(f"LogicalID: {spec.logical_id!r} holds a NUL byte")
+    for key, value in (spec.tags or {}).items():
+        if "\0" in key:
+            raise PluginError(f"Tags: {key!r} holds a NUL byte")
+        if "\0" in value:
+            raise PluginError(f"Tags: the value of {key!r} holds a NUL byte")
+
+
+def _undo_start(pid: int, groups: list[str], files: list[Path]) -> None:
+    """Undo a start that failed part way: the process, if it started (our unreaped child:
+    its pid is its group's and still ours), its cgroups, and its files and record."""
+    if pid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    cgroups.remove(groups)
+    for path in files:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def _free_port() -> int:
     """A loopback port nothing listens on now (the instance binds it a moment later)."""
     with socket.socket() as s:
@@ -270,17 +316,22 @@ class ProcessInstancePlugin:
     def provision(self, spec: Spec) -> str:
         props = decode_properties(spec.properties, ProcessProperties)
         props.check()
+        _check_spec(spec)
         if props.command is None and not spec.init.strip():
             raise PluginError("Properties.Command: nothing to run: give a Command or an Init "
                               "script")
         [iid] = self._ids.take(1)
         work = self.directory / iid
-        work.mkdir(mode=0o700)
-        if props.log_dir is not None:
-            _make_dir(Path(props.log_dir), "Properties.LogDir")
+        path = self.directory / f"{iid}.json"
+        ports: dict[str, int] = {}
+        groups: list[str] = []
         log = Path(props.log_dir or work) / f"{iid}.log"
-        ports = self._allocate_ports(props.ports or [])
+        pid = 0
+        work.mkdir(mode=0o700)
         try:
+            if props.log_dir is not None:
+                _make_dir(Path(props.log_dir), "Properties.LogDir")
+            ports = self._allocate_ports(props.ports or [])
             groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
             record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
                                    pid=0, start_ticks=0, started=time.time(), work_dir=str(work),
@@ -288,14 +339,10 @@ class ProcessInstancePlugin:
                                    cgroups=groups)
             # recorded before it starts (pid 0): a crash before the pid is recorded must not
             # leave a process nobody knows of (see _recover)
-            path = self.directory / f"{iid}.json"
             write_atomic(path, msgspec.json.encode(record))
             try:
                 pid = self._spawn(spec, props, iid, work, log, ports, groups)
             except OSError as exc:
-                cgroups.remove(groups)
-                shutil.rmtree(work, ignore_errors=True)
-                os.unlink(path)
                 raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
             found = _stat(pid)
             record = msgspec.structs.replace(record, pid=pid,
@@ -304,6 +351,9 @@ class ProcessInstancePlugin:
             with self._lock:
                 self._records[iid] = record
             return iid
+        except BaseException:  # whatever failed, nothing of the instance is left
+            _undo_start(pid, groups, [work, log, path])
+            raise
         finally:  # in the record by now, or never started
             with self._lock:
                 self._reserved.difference_update(ports.values())
