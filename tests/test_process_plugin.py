@@ -170,6 +170,25 @@ def test_a_process_started_but_never_recorded_is_killed_at_the_next_start(
     wait_until(lambda: not in_session(pid), 5, what="the unrecorded process to be killed")
 
 
+def test_recovery_never_touches_another_plugin_s_instance_of_the_same_id(
+        proc: Proc, start_plugin: StartPlugin) -> None:
+    other = start_plugin("instance-process", "other")
+    with RPCClient(other.path, timeout=30) as conn:
+        theirs = InstanceClient(conn).provision(Spec(properties={"Command": "sleep 600"}))
+        their_pid = InstanceClient(conn).describe_instances({}, True)[0].properties["PID"]
+    iid = proc.provision(Command="sleep 600")
+    assert iid == theirs  # IDs are unique per plugin only
+    record = proc.state / f"{iid}.json"
+    proc.rpc.close()
+    stop_process(proc.plugin.proc)
+    data = json.loads(record.read_text())
+    pid, data["PID"], data["StartTicks"] = data["PID"], 0, 0
+    record.write_text(json.dumps(data))
+    proc.restart()
+    wait_until(lambda: not in_session(pid), 5, what="the unrecorded process to be killed")
+    assert in_session(their_pid), "another plugin's instance was killed"
+
+
 def test_a_killed_instance_is_no_longer_described_and_its_leftovers_die(proc: Proc) -> None:
     iid = proc.provision("sleep 600 &\nsleep 601")  # a child in the background, then the shell
     pid = proc.pid(iid)

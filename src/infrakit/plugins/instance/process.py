@@ -5,7 +5,8 @@ An instance runs ``/bin/sh`` on a script made of the spec's ``Init`` and, when
 line, run whole by ``sh -c``; a list is an argv). It runs in its own session (so
 it outlives the plugin and gets none of its signals), in its own working directory
 ``<state>/<ID>/``, with its output in a log file, and an environment holding
-``INFRAKIT_INSTANCE_ID``, ``INFRAKIT_LOGICAL_ID``, ``INFRAKIT_TAGS`` (the tags as JSON),
+``INFRAKIT_INSTANCE_ID``, ``INFRAKIT_INSTANCE_DIR`` (its working directory),
+``INFRAKIT_LOGICAL_ID``, ``INFRAKIT_TAGS`` (the tags as JSON),
 ``PORT_<NAME>`` for each declared port (a free loopback port chosen per instance) and
 ``Properties.Env``. Optional memory, CPU and pids limits go through cgroups.
 
@@ -293,8 +294,10 @@ class ProcessInstancePlugin:
     def _recover(self, record: ProcessRecord) -> None:
         """A record without a pid: the plugin stopped between recording an instance and
         recording its pid, so Provision never answered and nobody knows the instance. Its
-        process, if it started, is found by its environment and killed."""
-        marker = f"INFRAKIT_INSTANCE_ID={record.id}".encode()
+        process, if it started, is found by its environment and killed: by its working
+        directory, which only this plugin's instance has (IDs are unique per plugin only,
+        and another plugin's ``proc-7`` must never be touched)."""
+        marker = f"INFRAKIT_INSTANCE_DIR={record.work_dir}".encode()
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 try:
@@ -389,6 +392,7 @@ class ProcessInstancePlugin:
         script = work / "init.sh"
         script.write_text("\n".join(lines) + "\n")
         env = {**os.environ, **(props.env or {}), "INFRAKIT_INSTANCE_ID": iid,
+               "INFRAKIT_INSTANCE_DIR": str(work),
                "INFRAKIT_LOGICAL_ID": spec.logical_id or "",
                "INFRAKIT_TAGS": json.dumps(spec.tags or {}, sort_keys=True),
                **{f"PORT_{p.upper()}": str(n) for p, n in ports.items()}}
