@@ -292,11 +292,10 @@ class ProcessInstancePlugin:
             self._recover(record)
 
     def _recover(self, record: ProcessRecord) -> None:
-        """A record without a pid: the plugin stopped between recording an instance and
-        recording its pid, so Provision never answered and nobody knows the instance. Its
-        process, if it started, is found by its environment and killed: by its working
-        directory, which only this plugin's instance has (IDs are unique per plugin only,
-        and another plugin's ``proc-7`` must never be touched)."""
+        """A record without a pid: the plugin stopped between recording an instance and its
+        pid, so nobody knows the instance. Its process, if it started, is found by its
+        working directory in its environment (IDs are unique per plugin only: another
+        plugin's ``proc-7`` must never be touched) and killed."""
         marker = f"INFRAKIT_INSTANCE_DIR={record.work_dir}".encode()
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
