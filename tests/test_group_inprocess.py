@@ -248,3 +248,21 @@ def test_a_commit_that_changes_only_tunables_says_what_it_changes(tmp_path: Path
         assert await plugin.commit_group(bigger, False) == "Noop"
 
     run(tmp_path, scenario)
+
+
+def test_a_freed_group_committed_again_says_which_members_it_adopts(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        await plugin.commit_group(spec(2), False)
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        await until(converged)
+        await plugin.free_group("web")
+        assert await plugin.commit_group(spec(2, properties={"v": 2}), True) == (
+            "Managing 2 instances\nAdopting 2 existing members; 2 of them have another "
+            "config and will be replaced by a rolling update")
+        assert await plugin.commit_group(spec(2), False) == (
+            "Managing 2 instances\nAdopting 2 existing members")
+
+    run(tmp_path, scenario)

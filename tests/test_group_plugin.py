@@ -575,7 +575,7 @@ def test_free_stops_managing_and_leaves_the_members_alone(stack: Stack, cli: Cli
                                                           start_plugin: StartPlugin) -> None:
     commit(stack.group.path, GID, props(3))
     before = ids(converge(stack, 3))
-    assert ok(cli("group", "free", GID)).stdout.strip() == f"freed {GID}"
+    assert ok(cli("group", "free", GID)).stdout.strip() == f"Freed {GID}"
     assert GID not in listed(cli)
     assert ids(members(stack.instance)) == before
     done = cli("group", "describe", GID)

@@ -208,7 +208,7 @@ def free(ctx: click.Context, group_id: str) -> None:
     """Stop managing a group; its members are left as they are."""
     with plugin_client(*ctx.obj) as (rpc, _):
         GroupClient(rpc).free_group(group_id)
-    click.echo(f"freed {group_id}")
+    click.echo(f"Freed {group_id}")  # the reference's words
 
 
 @command.command()

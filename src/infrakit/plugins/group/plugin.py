@@ -18,7 +18,7 @@ import msgspec
 
 from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
-from infrakit.plugins.group.report import commit_details, report
+from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.spi.calls import PluginLookup
@@ -128,7 +128,8 @@ class GroupPlugin:
                               f"destroy {spec.id}' to finish, then commit it anew")
         await self._validate(props)
         details = (await commit_details(controller, props) if controller is not None
-                   else f"Managing {props.target()} instances")
+                   else f"Managing {props.target()} instances"
+                   + await adoption(self.plugins, spec.id, props))
         if not pretend:
             await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
             self._watch(spec, props)

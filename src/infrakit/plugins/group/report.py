@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.group.plan import CONFIG_TAG, Member, Plan
+from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, GROUP_TAG, Member, Plan
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import InFlight
+from infrakit.spi.calls import PluginLookup
+from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupStatus, MemberStatus, OperationStatus
 
 if TYPE_CHECKING:
@@ -39,6 +41,23 @@ async def commit_details(c: GroupController, props: GroupProperties) -> str:
     sha = config_sha(props)
     current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in observed)
     return changes(c.props, props, len(observed) - current, current)
+
+
+async def adoption(plugins: PluginLookup, gid: str, props: GroupProperties) -> str:
+    """For a group not watched yet, the members it will adopt (a freed group committed
+    again): a line after the reference's sentence, which says nothing of them."""
+    try:
+        found = await plugins.instance(props.instance.plugin).describe_instances(
+            {GROUP_TAG: gid}, False)
+    except PluginError:
+        return ""  # the commit does not depend on it; the first pass will tell
+    if not found:
+        return ""
+    sha = config_sha(props)
+    other = sum((d.tags or {}).get(CONFIG_TAG) not in (sha, BOOTSTRAP) for d in found)
+    replaced = (f"; {other} of them have another config and will be replaced by a rolling "
+                "update") if other else ""
+    return f"\nAdopting {len(found)} existing members{replaced}"
 
 
 def status_of(c: GroupController, members: list[Member], inflight: list[InFlight],
