@@ -82,8 +82,9 @@ def test_async_instance_client_round_trip(instance_file: Path) -> None:
             await client.destroy(ids[1])
             left = {d.id for d in await client.describe_instances({"g": "x"}, False)}
             assert left == set(ids) - {ids[1]}
-            with pytest.raises(CallFailed) as err:
-                await client.destroy(ids[1])
+            await client.destroy(ids[1])  # destroyed already: nothing to do, no error
+            with pytest.raises(CallFailed) as err:  # but what is gone cannot be labelled
+                await client.label(ids[1], {"role": "gone"})
             assert err.value.code == APPLICATION_ERROR
             assert ids[1] in err.value.reason
 

@@ -202,9 +202,43 @@ def test_destroy_removes_instance(running: Running) -> None:
     running.client.destroy(drop)
     assert _ids(running) == [keep]
     assert not (running.data_dir / f"{drop}.json").exists()
+
+
+def _gone_for_label(running: Running, iid: str) -> str:
     with pytest.raises(CallFailed) as info:
-        running.client.destroy(drop)
+        running.client.label(iid, {"a": "b"})
     assert info.value.code == -32000
+    return info.value.reason
+
+
+def test_destroy_of_an_instance_already_destroyed_succeeds(running: Running) -> None:
+    keep = running.client.provision(Spec())
+    drop = running.client.provision(Spec())
+    running.client.destroy(drop)
+    running.client.destroy(drop)  # a retried destroy
+    assert _ids(running) == [keep]
+    assert f"{drop} was already gone" in running.plugin.output()
+    reason = _gone_for_label(running, drop)
+    assert repr(drop) in reason and "gone" in reason and "cannot label" in reason
+
+
+def test_destroy_of_an_instance_whose_file_was_removed_by_hand_succeeds(
+        running: Running) -> None:
+    seen, unseen, keep = (running.client.provision(Spec(tags={"t": "x"})) for _ in range(3))
+    (running.data_dir / f"{seen}.json").unlink()
+    assert _ids(running) == [unseen, keep]  # the plugin has noticed this one ...
+    (running.data_dir / f"{unseen}.json").unlink()  # ... and not yet this one
+    reason = _gone_for_label(running, unseen)  # a label must not bring its file back
+    assert repr(unseen) in reason and "gone" in reason
+    assert not (running.data_dir / f"{unseen}.json").exists()
+    for iid in (seen, unseen):
+        running.client.destroy(iid)
+        assert f"{iid} was already gone" in running.plugin.output()
+    assert _ids(running) == [keep]
+    # destroyed through the plugin: the group that destroyed them learns nothing more
+    assert running.client.describe_ended({}) == []
+    running.client.destroy(keep)
+    assert _ids(running) == []
 
 
 def test_destroy_of_unknown_id_is_error(running: Running) -> None:

@@ -7,10 +7,16 @@ returns. The directory is read again whenever it changed (its modification time 
 the cost of one ``stat`` per describe): an instance whose file was removed by hand is gone,
 and reported by ``DescribeEnded`` as removed outside the plugin, as the reference's plugin,
 which reads the directory on every call, would no longer list it.
+
+Destroy of an instance the plugin made that is gone already (destroyed before, or its file
+removed by hand) succeeds, and logs that it was gone; an ID of another form, or one the
+plugin never handed out, is refused. Label of a gone instance is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -26,6 +32,8 @@ from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.instance import EndedInstance
 from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Attachment, Description, Spec
+
+log = logging.getLogger(__name__)
 
 ENDED_KEPT = 128
 """Removed instances remembered, for a group to learn of each removal."""
@@ -81,11 +89,12 @@ class FileInstancePlugin:
     def _path(self, instance: str) -> Path:
         return self.directory / f"{instance}.json"
 
-    def _existing(self, instance: str) -> InstanceRecord:
-        record = (self._records.get(instance) if self._ids.pattern.fullmatch(instance)
-                  else None)
+    def _existing(self, instance: str, doing: str) -> InstanceRecord | None:
+        """The record of an instance (under the lock); None for one the plugin made that
+        is gone, an error for an ID it never handed out."""
+        record = self._records.get(instance)
         if record is None:
-            raise NotFoundError(f"Instance: no instance {instance!r} in {self.directory}")
+            self._ids.refuse_unknown(instance, self.directory, doing)
         return record
 
     def validate(self, properties: Any) -> None:
@@ -121,18 +130,31 @@ class FileInstancePlugin:
         return [r.id for r in records]
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
+        self._follow_directory()  # a file removed by hand must not be written again
         with self._lock:
-            record = self._existing(instance)
+            record = self._existing(instance, "label")
+            if record is None:
+                raise NotFoundError(f"Instance: {instance!r} is gone (destroyed, or its "
+                                    "file removed outside the plugin); cannot label it")
             updated = msgspec.structs.replace(record, tags={**record.tags, **labels})
             write_atomic(self._path(instance), msgspec.json.encode(updated))
             self._put(updated)
 
     def destroy(self, instance: str) -> None:
+        """Remove the instance's file; an instance already gone is destroyed already, and
+        no longer reported as removed outside the plugin."""
+        self._follow_directory()
         with self._lock:
-            self._existing(instance)
-            os.unlink(self._path(instance))
-            fsync_dir(self.directory)
-            del self._records[instance], self._described[instance]
+            record = self._existing(instance, "destroy")
+            self._ended.pop(instance, None)
+            if record is not None:
+                with contextlib.suppress(FileNotFoundError):  # removed by hand just now
+                    os.unlink(self._path(instance))
+                fsync_dir(self.directory)
+                del self._records[instance], self._described[instance]
+        if record is None:
+            log.info("Instance %s was already gone (destroyed before, or its file removed "
+                     "outside the plugin): nothing to destroy", instance)
 
     def _dir_mtime(self) -> int:
         return os.stat(self.directory).st_mtime_ns

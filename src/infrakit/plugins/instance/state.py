@@ -16,7 +16,7 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 
 from infrakit.atomicfile import remove_stale_temps, write_atomic
-from infrakit.spi.errors import PluginError
+from infrakit.spi.errors import NotFoundError, PluginError
 
 _COUNTER = ".next-id"
 _ID_BLOCK = 64
@@ -90,6 +90,28 @@ class IdCounter:
 
     def number(self, instance: str) -> int:
         return int(instance.removeprefix(self.prefix))
+
+    def handed_out(self, instance: str) -> bool:
+        """Whether ``instance`` is an ID of this counter's form that it has handed out (or
+        that was claimed): one the plugin made, whether it still exists or not."""
+        if not self.pattern.fullmatch(instance):
+            return False
+        number = self.number(instance)
+        if instance != f"{self.prefix}{number}":  # "instance-01": never written so
+            return False
+        with self._lock:
+            return number < self._next
+
+    def refuse_unknown(self, instance: str, where: Path, doing: str) -> None:
+        """Refuse an ``instance`` of which there is no record, unless it is one that was
+        handed out (it is gone): an ID of another form, or one never handed out, belongs
+        to no instance of this plugin."""
+        if not self.pattern.fullmatch(instance):
+            raise NotFoundError(f"Instance: no instance {instance!r}: not an ID of this "
+                                f"plugin's, which are {self.prefix}<n>; cannot {doing} it")
+        if not self.handed_out(instance):
+            raise NotFoundError(f"Instance: no instance {instance!r} in {where}: the plugin "
+                                f"has made none by that ID; cannot {doing} it")
 
     def claim(self, instance: str) -> None:
         """An ID that appeared from outside (a file written by hand): never hand it out."""
