@@ -267,6 +267,43 @@ def _undo_start(pid: int, groups: list[str], files: list[Path]) -> None:
                 path.unlink()
 
 
+def _alive(record: ProcessRecord) -> bool:
+    """Whether the instance's process runs: the same pid *and* start time, not a
+    zombie."""
+    found = _stat(record.pid)
+    return found is not None and found[1] == record.start_ticks and found[0] not in "ZX"
+
+
+def _kill_leftovers(record: ProcessRecord) -> int | None:
+    """Kill what the instance's process left running in its session, and reap it;
+    returns its wait status when this process is its parent (None when not, as after
+    a restart of the plugin).
+
+    While the dead process is our unreaped child, its pid (the session's and group's
+    id) cannot be reused, so the group is killed whole. Once no process has that pid,
+    no new session can have that id either: the processes of session ``pid`` are ours.
+    A pid now held by another process means the session is gone: nothing to do."""
+    if record.pid <= 1:
+        return None
+    found = _stat(record.pid)
+    if found is not None and found[1] == record.start_ticks:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, signal.SIGKILL)  # a zombie's status stays its own
+        with contextlib.suppress(ChildProcessError):
+            pid, status = os.waitpid(record.pid, os.WNOHANG)
+            return status if pid == record.pid else None
+    elif found is None:
+        for pid in _session(record.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    return None
+
+
+def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, sig)
+
+
 def _free_port() -> int:
     """A loopback port nothing listens on now (the instance binds it a moment later)."""
     with socket.socket() as s:
@@ -424,15 +461,15 @@ class ProcessInstancePlugin:
 
     def _stop(self, record: ProcessRecord) -> None:
         """SIGTERM to the whole process group, SIGKILL after the grace period."""
-        if self._alive(record):
-            self._signal(record, signal.SIGTERM)
+        if _alive(record):
+            _signal(record, signal.SIGTERM)
             deadline = time.monotonic() + record.stop_grace
-            while self._alive(record) and time.monotonic() < deadline:
+            while _alive(record) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if self._alive(record):
-                self._signal(record, signal.SIGKILL)
+            if _alive(record):
+                _signal(record, signal.SIGKILL)
                 deadline = time.monotonic() + 5
-                while self._alive(record) and time.monotonic() < deadline:
+                while _alive(record) and time.monotonic() < deadline:
                     time.sleep(0.02)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
@@ -455,7 +492,7 @@ class ProcessInstancePlugin:
             records = list(self._records.values())
         alive = []
         for record in records:
-            if self._alive(record):
+            if _alive(record):
                 alive.append(record)
             else:
                 self._forget(record, keep_files=True)
@@ -468,50 +505,13 @@ class ProcessInstancePlugin:
             raise NotFoundError(f"Instance: no instance {instance!r} in {self.directory}")
         return record
 
-    @staticmethod
-    def _alive(record: ProcessRecord) -> bool:
-        """Whether the instance's process runs: the same pid *and* start time, not a
-        zombie."""
-        found = _stat(record.pid)
-        return found is not None and found[1] == record.start_ticks and found[0] not in "ZX"
-
-    @staticmethod
-    def _kill_leftovers(record: ProcessRecord) -> int | None:
-        """Kill what the instance's process left running in its session, and reap it;
-        returns its wait status when this process is its parent (None when not, as after
-        a restart of the plugin).
-
-        While the dead process is our unreaped child, its pid (the session's and group's
-        id) cannot be reused, so the group is killed whole. Once no process has that pid,
-        no new session can have that id either: the processes of session ``pid`` are ours.
-        A pid now held by another process means the session is gone: nothing to do."""
-        if record.pid <= 1:
-            return None
-        found = _stat(record.pid)
-        if found is not None and found[1] == record.start_ticks:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGKILL)  # a zombie's status stays its own
-            with contextlib.suppress(ChildProcessError):
-                pid, status = os.waitpid(record.pid, os.WNOHANG)
-                return status if pid == record.pid else None
-        elif found is None:
-            for pid in _session(record.pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        return None
-
-    @staticmethod
-    def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, sig)
-
     def _forget(self, record: ProcessRecord, keep_files: bool) -> None:
         """Drop an instance: destroyed (its files go), or ended by itself (its files stay
         for a while, and its ending is reported)."""
         with self._lock:
             if self._records.pop(record.id, None) is None:
                 return  # forgotten by another call meanwhile
-        status = self._kill_leftovers(record)
+        status = _kill_leftovers(record)
         if keep_files:
             ended = _ended_as(record, status)
             with self._lock:
