@@ -216,6 +216,45 @@ def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) ->
     assert not (proc.state / polite).exists()
 
 
+def _label_refused(proc: Proc, iid: str) -> str:
+    with pytest.raises(CallFailed) as err:
+        proc.client.label(iid, {"a": "b"})
+    return err.value.reason
+
+
+def test_destroy_of_an_instance_already_destroyed_succeeds(proc: Proc) -> None:
+    iid = proc.provision(Command="sleep 600")
+    pid = proc.pid(iid)
+    proc.client.destroy(iid)
+    proc.client.destroy(iid)  # a retried destroy
+    assert not in_session(pid) and proc.describe() == {}
+    assert f"{iid} was already gone" in proc.plugin.output()
+    reason = _label_refused(proc, iid)
+    assert repr(iid) in reason and "gone" in reason and "cannot label" in reason
+
+
+def test_destroy_of_an_instance_killed_behind_the_plugins_back_succeeds(proc: Proc) -> None:
+    unseen, seen, keep = (proc.provision(Command="sleep 600") for _ in range(3))
+    pids = {iid: proc.pid(iid) for iid in (unseen, seen)}
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(running(p) for p in pids.values()), 5, what="both to die")
+    # killed and not described since: what is gone cannot be labelled
+    reason = _label_refused(proc, unseen)
+    assert repr(unseen) in reason and "ended" in reason and "cannot label" in reason
+    proc.client.destroy(unseen)
+    assert not (proc.state / unseen).exists()
+    # killed, seen to end, and then the plugin restarted: it no longer remembers the end
+    wait_until(lambda: seen not in proc.describe(), 5, what=f"{seen} to be seen gone")
+    proc.restart()
+    proc.client.destroy(seen)
+    proc.client.destroy(unseen)
+    assert f"{seen} was already gone" in proc.plugin.output()
+    assert f"{unseen} was already gone" in proc.plugin.output()
+    assert list(proc.describe()) == [keep]
+    proc.client.destroy(keep)
+
+
 @pytest.mark.parametrize(("props", "message"), [
     ({"Command": ["no-such-program-here"]}, "Properties.Command: 'no-such-program-here' is not "
                                             "an executable program on PATH"),

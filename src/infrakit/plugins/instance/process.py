@@ -17,6 +17,11 @@ run. An instance whose process died is dropped from its records when it is next 
 and reported by ``DescribeEnded`` with its exit status and the last lines of its log; the
 working directories and logs of the last ``ENDED_KEPT`` ended instances stay for a
 post-mortem. ``Destroy`` removes both.
+
+Destroy of an instance the plugin made that is gone already (destroyed before, or ended
+and no longer remembered, as after a restart) succeeds, and logs that it was gone; an ID of
+another form, or one the plugin never handed out, is refused. Label of an instance whose
+process no longer runs is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -45,6 +51,8 @@ from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.instance import EndedInstance
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec, Wire
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STOP_GRACE = 10.0
 _PREFIX = "proc-"
@@ -441,17 +449,26 @@ class ProcessInstancePlugin:
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
         with self._lock:
-            record = self._existing(instance)
+            record = self._existing(instance, "label")
+            if record is None or not _alive(record):
+                how = ("has ended (its process no longer runs)"
+                       if record is not None or instance in self._ended
+                       else "is gone (destroyed, or ended)")
+                raise NotFoundError(f"Instance: {instance!r} {how}; cannot label it")
             updated = msgspec.structs.replace(record, tags={**record.tags, **labels})
             write_atomic(self.directory / f"{instance}.json", msgspec.json.encode(updated))
             self._records[instance] = updated
 
     def destroy(self, instance: str) -> None:
         """Stop the instance and remove its files; one that ended by itself is destroyed
-        at once: its files go."""
+        at once: its files go. One that is no longer known is destroyed already."""
         with self._lock:
             gone = self._ended.pop(instance, None)
-            record = gone[1] if gone else self._existing(instance)
+            record = gone[1] if gone else self._existing(instance, "destroy")
+        if record is None:
+            log.info("Instance %s was already gone (destroyed before, or ended): nothing to "
+                     "destroy", instance)
+            return
         if gone:
             _remove_files(record)
             return
@@ -498,11 +515,12 @@ class ProcessInstancePlugin:
                 self._forget(record, keep_files=True)
         return alive
 
-    def _existing(self, instance: str) -> ProcessRecord:
-        record = (self._records.get(instance) if self._ids.pattern.fullmatch(instance)
-                  else None)
+    def _existing(self, instance: str, doing: str) -> ProcessRecord | None:
+        """The record of an instance (under the lock); None for one the plugin made that
+        is no longer known, an error for an ID it never handed out."""
+        record = self._records.get(instance)
         if record is None:
-            raise NotFoundError(f"Instance: no instance {instance!r} in {self.directory}")
+            self._ids.refuse_unknown(instance, self.directory, doing)
         return record
 
     def _forget(self, record: ProcessRecord, keep_files: bool) -> None:
