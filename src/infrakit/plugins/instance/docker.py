@@ -184,6 +184,17 @@ def _host_config(api: Any, props: DockerProperties) -> Any:
     )
 
 
+def _reaped(api: Any, container_id: str) -> bool:
+    """Remove a container of the plugin that never started or ended long enough ago; whether
+    it was removed. Not forced: one that was started again meanwhile is refused by the
+    engine, and stays."""
+    try:
+        api.remove_container(container_id, v=True)
+    except (docker.errors.DockerException, OSError):  # gone already, being removed,
+        return False  # running again, or the engine went away: the next describe tries again
+    return True
+
+
 def _check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
         provider_tags.refuse_reserved(key, where)
@@ -394,7 +405,8 @@ class DockerInstancePlugin:
             mine, debris = docker_ended.sort_out(listed, self._id, starting, overrides)
             debris += self._endings.sweep(mine, on_engine, self._learn)
         for instance, cid in debris:
-            self._reap(instance, cid)
+            if _reaped(self._api(), cid):
+                self._forget(instance, cid)
         running = self._endings.running()
         with self._lock:  # an ended container's facts are of no use any more
             self._facts = {cid: f for cid, f in self._facts.items() if cid in running}
@@ -429,13 +441,3 @@ class DockerInstancePlugin:
             with self._lock:
                 self._facts[cid] = facts
         return facts
-
-    def _reap(self, instance: str, container_id: str) -> None:
-        """Remove a container of the plugin that never started or ended long enough ago.
-        Not forced: one that was started again meanwhile is refused by the engine, and
-        stays."""
-        try:
-            self._api().remove_container(container_id, v=True)
-        except (docker.errors.DockerException, OSError):  # gone already, being removed,
-            return  # running again, or the engine went away: the next describe tries again
-        self._forget(instance, container_id)
