@@ -10,6 +10,7 @@ without a container.
 from __future__ import annotations
 
 import calendar
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import Description, EndedInstance, GroupSpec, Spec
 from infrakit.spi.calls import InstanceAPI
-from infrakit.spi.errors import CallFailed, NotFoundError
+from infrakit.spi.errors import CallFailed
 from tests.conftest import Plugin, StartPlugin
 from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
 from tests.helpers import require_engine, stop_process, wait_until
@@ -261,10 +262,41 @@ def test_a_container_removed_behind_the_plugins_back_is_told_apart(
         (gone, "g-1", False, "removed outside the plugin")
     assert (ended.exit_status, ended.output) == (None, None)
     assert ended.started > 0 and ended.ended >= ended.started
-    # nothing is left to destroy, and the plugin forgets it
-    assert "no container" in error(inst.destroy, gone)
+    # nothing is left to destroy: destroyed already, and the plugin forgets it
+    inst.destroy(gone)
     assert inst.describe_ended({}) == []
     inst.destroy(other)
+
+
+def test_destroy_of_a_container_already_destroyed_succeeds(plugin: Plugin,
+                                                           docker_engine: Engine) -> None:
+    inst = client(plugin)
+    made = inst.provision(Spec(properties=CONTAINER))
+    inst.destroy(made)
+    inst.destroy(made)  # a retried destroy
+    assert containers(docker_engine) == [] and inst.describe_instances({}, False) == []
+    assert f"{made} was already gone" in plugin.output()
+    message = error(inst.label, made, {"x": "y"})
+    assert repr(made) in message and "gone" in message and "cannot label" in message
+
+
+def test_destroy_of_a_container_removed_with_the_engines_api_succeeds(
+        plugin: Plugin, docker_engine: Engine, home: Path) -> None:
+    inst = client(plugin)
+    seen, unseen, keep = (inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+                          for _ in range(3))
+    inst.label(seen, {"v": "2"})  # the plugin keeps this label: it must go with the container
+    docker_engine.api.remove_container(seen, force=True)
+    assert ids(inst.describe_instances({}, False)) == {unseen, keep}  # seen to go ...
+    docker_engine.api.remove_container(unseen, force=True)  # ... and not this one
+    for instance in (seen, unseen):
+        inst.destroy(instance)
+        assert f"{instance} was already gone" in plugin.output()
+    assert inst.describe_ended({}) == []  # destroyed through the plugin: nothing to report
+    assert ids(inst.describe_instances({}, False)) == {keep}
+    assert seen not in json.loads((home / NAME / NAME / "labels.json").read_text())["Labels"]
+    inst.destroy(keep)
+    assert containers(docker_engine) == []
 
 
 def test_only_the_most_recent_exited_containers_stay(
@@ -293,9 +325,8 @@ def test_only_the_most_recent_exited_containers_stay(
     assert plugin.describe_instances({}, False) == []
     assert plugin.describe_ended({}) == ended
     assert sorted(learnt) == sorted(made)  # each inspected, and its logs read, once
-    # one remembered without its container: nothing to destroy, and it is forgotten
-    with pytest.raises(NotFoundError):
-        plugin.destroy(made[1])
+    # one remembered without its container: destroyed already, and it is forgotten
+    plugin.destroy(made[1])
     assert [e.id for e in plugin.describe_ended({})] == made[2:]
     for instance in made[2:]:
         plugin.destroy(instance)
@@ -343,7 +374,7 @@ def test_bad_input_is_refused_and_makes_nothing(plugin: Plugin, docker_engine: E
                                                     tags={OWNER: "x"}))
 
     nobody = f"{NAME}-fedcba987654"
-    message = error(inst.destroy, nobody)
+    message = error(inst.label, nobody, {"x": "y"})
     assert repr(nobody) in message and "no container" in message
     assert "'../../etc'" in error(inst.destroy, "../../etc")
     assert containers(docker_engine) == []

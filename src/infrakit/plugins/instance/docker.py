@@ -53,12 +53,16 @@ Init and Command
 Destroy
     Stops the container with the grace period of ``Properties.StopTimeout`` (SIGTERM, then
     SIGKILL once it has passed), then removes it with its anonymous volumes. An ended
-    container is destroyed the same way, and is no longer reported as ended.
+    container is destroyed the same way, and is no longer reported as ended. An ID of the
+    plugin's form that no container has any more (destroyed before, or removed behind the
+    plugin's back) is destroyed already: the call succeeds, and the log says it was gone.
+    Label of such an ID is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -79,6 +83,8 @@ from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.instance import EndedInstance
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 WORKERS = 16
@@ -319,26 +325,30 @@ class DockerInstancePlugin:
                 self._starting.discard(instance)
         return instance
 
-    def _owned(self, instance: str) -> dict[str, Any]:
-        """The inspection of one of the plugin's containers, or a NotFoundError."""
+    def _owned(self, instance: str, doing: str) -> dict[str, Any] | None:
+        """The inspection of one of the plugin's containers; None when no container has
+        the name (it is gone); an error for a name of another form or a container the
+        plugin did not make."""
         if not self._id.fullmatch(instance):
             raise NotFoundError(f"Instance: {instance!r} is not an instance of plugin "
-                                f"{self.name} (its IDs are {self.name}-<12 hex digits>)")
+                                f"{self.name} (its IDs are {self.name}-<12 hex digits>); "
+                                f"cannot {doing} it")
         with self._engine(f"inspecting container {instance}"):
             try:
                 info: dict[str, Any] = self._api().inspect_container(instance)
             except docker.errors.NotFound:
-                raise NotFoundError(f"Instance: no container {instance!r} on the Docker "
-                                    f"engine at {self.engine}") from None
+                return None
         if (info["Config"].get("Labels") or {}).get(provider_tags.OWNER) != self.name:
             raise NotFoundError(f"Instance: container {instance!r} was not made by plugin "
-                                f"{self.name} (it lacks the label "
-                                f"{provider_tags.OWNER}={self.name})")
+                                f"{self.name} (it lacks the label {provider_tags.OWNER}="
+                                f"{self.name}); refusing to {doing} it")
         return info
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
         _check_tags(labels, "Labels")
-        self._owned(instance)
+        if self._owned(instance, "label") is None:
+            raise NotFoundError(f"Instance: no container {instance!r} on the Docker engine "
+                                f"at {self.engine} (it is gone, or never was); cannot label it")
         with self._engine("listing containers"):
             present = {docker_ended.instance_of(c, self._id) for c in self._api().containers(
                 all=True, filters={"label": f"{provider_tags.OWNER}={self.name}"})}
@@ -353,7 +363,12 @@ class DockerInstancePlugin:
 
     def destroy(self, instance: str) -> None:
         with self._endings.destroying(instance):  # ended or not, it is forgotten after
-            info = self._owned(instance)
+            info = self._owned(instance, "destroy")
+            if info is None:
+                self._forget(instance, "")  # what Label kept of it
+                log.info("Instance %s was already gone (no container has its name): nothing "
+                         "to destroy", instance)
+                return
             cid = info["Id"]
             grace = info["Config"].get("StopTimeout")
             with self._engine(f"stopping container {instance}"), \
