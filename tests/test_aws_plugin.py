@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from infrakit.plugins.instance.aws import AwsInstancePlugin
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec, Spec
 from infrakit.spi.calls import InstanceAPI
-from infrakit.spi.errors import CallFailed
+from infrakit.spi.errors import CallFailed, NotFoundError
 from tests.conftest import Plugin, StartPlugin
 from tests.helpers import stop_process, wait_until
 from tests.moto_engine import (
@@ -154,9 +156,53 @@ def test_instances_of_others_are_never_touched(plugin: Plugin, ec2: EC2) -> None
         assert f"not made by plugin {NAME}" in error(inst.destroy, other)
         assert f"not made by plugin {NAME}" in error(inst.label, other, {"x": "y"})
     nobody = "i-0123456789abcdef0"
-    assert f"no EC2 instance {nobody!r}" in error(inst.destroy, nobody)
+    assert f"no EC2 instance {nobody!r}" in error(inst.label, nobody, {"x": "y"})
     assert "'../etc' is not an EC2 instance ID" in error(inst.destroy, "../etc")
     assert len(ec2.instances()) == 2  # both still running
+    # terminated, another's instance is still not the plugin's to destroy
+    ec2.api.terminate_instances(InstanceIds=[theirs])
+    assert f"not made by plugin {NAME}" in error(inst.destroy, theirs)
+
+
+def test_destroy_of_an_instance_already_terminated_succeeds(plugin: Plugin, ec2: EC2) -> None:
+    inst = client(plugin)
+    made = inst.provision(Spec(properties={"ImageId": ec2.image}))
+    inst.destroy(made)
+    ec2.proxy.reset_counts()
+    inst.destroy(made)  # a retried destroy
+    assert ec2.proxy.calls["TerminateInstances"] == 0
+    assert f"{made} was already gone" in plugin.output()
+    message = error(inst.label, made, {"x": "y"})
+    assert repr(made) in message and "gone" in message and "cannot label" in message
+    assert inst.describe_instances({}, False) == [] and ec2.instances() == []
+
+
+def test_destroy_of_an_instance_terminated_behind_the_plugins_back_succeeds(
+        plugin: Plugin, ec2: EC2) -> None:
+    inst = client(plugin)
+    made, keep = (inst.provision(Spec(properties={"ImageId": ec2.image})) for _ in range(2))
+    ec2.api.terminate_instances(InstanceIds=[made])  # through moto's own EC2 API
+    inst.destroy(made)
+    assert f"{made} was already gone" in plugin.output()
+    # one EC2 no longer lists at all (terminated long ago) is gone as well
+    nobody = "i-0123456789abcdef0"
+    inst.destroy(nobody)
+    assert f"{nobody} was already gone" in plugin.output()
+    assert [d.id for d in inst.describe_instances({}, False)] == [keep]
+    inst.destroy(keep)
+    assert ec2.instances() == []
+
+
+def test_a_malformed_instance_id_is_refused_not_taken_for_gone(home: Path) -> None:
+    """EC2 answers InvalidInstanceID.Malformed for an ID that no instance can have (moto
+    never does): that is no instance that went away."""
+    plugin = AwsInstancePlugin(NAME, home / NAME)
+    fault = ClientError({"Error": {"Code": "InvalidInstanceID.Malformed",
+                                   "Message": "Invalid id: \"i-0123456789ab\""}},
+                        "DescribeInstances")
+    made = plugin._client_error("DescribeInstances", fault)
+    assert not isinstance(made, NotFoundError)
+    assert "InvalidInstanceID.Malformed" in str(made)
 
 
 def test_bad_properties_are_refused_and_make_nothing(plugin: Plugin, ec2: EC2) -> None:

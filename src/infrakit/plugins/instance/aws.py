@@ -34,6 +34,12 @@ Eventual consistency
     live in memory and in ``launched.json`` in the plugin's directory (written
     atomically), so a restarted plugin does not lose sight of them.
 
+Destroy
+    Terminates the instance. One of the plugin's that is terminated (or shutting down)
+    already, or that EC2 no longer lists at all, is destroyed already: the call succeeds
+    and the log says it was gone. An instance without the plugin's tag is refused, whatever
+    its state; so is Label of an instance that is gone.
+
 Errors
     Throttling and other transient faults are retried with a jittered exponential backoff
     for at most ``$INFRAKIT_AWS_RETRY_SECONDS`` seconds (30 by default); other faults come
@@ -80,6 +86,7 @@ for _chatty in ("botocore", "boto3", "urllib3"):
     logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 DESCRIBED_STATES = ["pending", "running", "stopping", "stopped"]
+GONE_STATES = frozenset({"shutting-down", "terminated"})
 PAGE = 1000
 """DescribeInstances' largest page: one call per pass for any group up to that size."""
 
@@ -228,8 +235,10 @@ class AwsInstancePlugin:
         if code in CREDENTIAL_ERRORS:
             return PluginError(f"EC2 {operation}: the credentials were refused: {code}: "
                                f"{message}")
-        if code.startswith("InvalidInstanceID"):
+        if code == "InvalidInstanceID.NotFound":
             return NotFoundError(f"EC2 {operation}: {code}: {message}")
+        if code.startswith("InvalidInstanceID"):  # malformed: no instance can have it
+            return PluginError(f"Instance: EC2 {operation}: {code}: {message}")
         field = FIELD_OF_ERROR.get(code.split(".")[0])
         where = f"Properties.{field}: " if field else ""
         return PluginError(f"{where}EC2 {operation}: {code}: {message}")
@@ -304,19 +313,20 @@ class AwsInstancePlugin:
         self._state.update(add)
         return instance
 
-    def _owned(self, instance: str, doing: str) -> None:
-        """Refuse an instance the plugin did not make, with the reason."""
+    def _owned(self, instance: str, doing: str) -> str | None:
+        """The EC2 state of one of the plugin's instances (``launched`` for one launched
+        here that EC2 does not list yet); None when EC2 lists no instance by that ID (gone
+        long ago, or never was). An ID not of EC2's form, or an instance the plugin did
+        not make, is refused with the reason."""
         if not _INSTANCE_ID.fullmatch(instance):
             raise NotFoundError(f"Instance: {instance!r} is not an EC2 instance ID "
-                                "(i-<hex digits>)")
+                                f"(i-<hex digits>); cannot {doing} it")
         with self._lock:
-            if instance in self._state.state.launched:
-                return  # launched here, perhaps not listed yet
+            unlisted = "launched" if instance in self._state.state.launched else None
         try:
             found = self._call("describe_instances", InstanceIds=[instance])
         except NotFoundError:
-            raise NotFoundError(f"Instance: no EC2 instance {instance!r} (cannot "
-                                f"{doing} it)") from None
+            return unlisted
         for reservation in found["Reservations"]:
             for inst in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
@@ -324,8 +334,8 @@ class AwsInstancePlugin:
                     raise NotFoundError(
                         f"Instance: {instance!r} was not made by plugin {self.name} (it "
                         f"lacks the tag {provider_tags.OWNER}={self.name}); refusing to {doing} it")
-                return
-        raise NotFoundError(f"Instance: no EC2 instance {instance!r} (cannot {doing} it)")
+                return str(inst["State"]["Name"])
+        return unlisted
 
     def _call_known(self, instance: str, operation: str, **params: Any) -> None:
         """A call on an instance known to exist: EC2 may not know a new one everywhere
@@ -335,7 +345,13 @@ class AwsInstancePlugin:
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
         check_tags(labels, "Labels")
-        self._owned(instance, "label")
+        ec2_state = self._owned(instance, "label")
+        if ec2_state is None:
+            raise NotFoundError(f"Instance: no EC2 instance {instance!r} (it is gone, or never "
+                                "was); cannot label it")
+        if ec2_state in GONE_STATES:
+            raise NotFoundError(f"Instance: EC2 instance {instance!r} is gone ({ec2_state}); "
+                                "cannot label it")
         if not labels:
             return
         self._call_known(instance, "create_tags", Resources=[instance],
@@ -351,7 +367,12 @@ class AwsInstancePlugin:
         self._state.update(relabel)
 
     def destroy(self, instance: str) -> None:
-        self._owned(instance, "terminate")
+        ec2_state = self._owned(instance, "terminate")
+        if ec2_state is None or ec2_state in GONE_STATES:
+            log.info("Instance %s was already gone (%s): nothing to terminate", instance,
+                     ec2_state or "EC2 lists no instance by that ID")
+            self._state.update(lambda state, now: state.launched.pop(instance, None) is not None)
+            return
         self._call_known(instance, "terminate_instances", InstanceIds=[instance])
 
         def forget(state: Visibility, now: float) -> bool:
