@@ -243,6 +243,25 @@ def check_properties(properties: Any) -> Checked:
                    cls=cls, user_data_arg=user_data, takes_token="ex_clienttoken" in params)
 
 
+def _create(driver: Any, kwargs: dict[str, Any]) -> Any:
+    """create_node; the driver's own complaints about its arguments name Extra."""
+    try:
+        return driver.create_node(**kwargs)
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise PluginError(f"Properties.Extra: the driver's create_node refused its "
+                          f"arguments: {exc}") from None
+
+
+def _by_id(driver: Any, instance: str) -> Any:
+    """The nodes of one ID; :class:`Absent` when the provider says it has none."""
+    try:
+        return driver.list_nodes(ex_node_ids=[instance])
+    except BaseHTTPError as exc:
+        if not_found(exc):
+            raise Absent() from None
+        raise
+
+
 class CloudInstancePlugin:
     """Instance/0.5.0 over the nodes libcloud's compute drivers make."""
 
@@ -295,7 +314,7 @@ class CloudInstancePlugin:
 
         self._state.update(before)
         try:
-            node = self._drivers.call(place, "creating a node", self._create, driver, kwargs,
+            node = self._drivers.call(place, "creating a node", _create, driver, kwargs,
                                       passes=transient if checked.takes_token else throttled)
         except PluginError:
             self._state.update(lambda state, now: state.named.pop(name, None) is not None)
@@ -309,15 +328,6 @@ class CloudInstancePlugin:
 
         self._state.update(add)
         return str(node.id)
-
-    @staticmethod
-    def _create(driver: Any, kwargs: dict[str, Any]) -> Any:
-        """create_node; the driver's own complaints about its arguments name Extra."""
-        try:
-            return driver.create_node(**kwargs)
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise PluginError(f"Properties.Extra: the driver's create_node refused its "
-                              f"arguments: {exc}") from None
 
     def _owns(self, place: Place, node: Any) -> bool:
         tags = _node_tags(node)
@@ -358,18 +368,9 @@ class CloudInstancePlugin:
             return [n for n in nodes if n.id == instance]
         try:
             return list(self._drivers.call(place, f"looking up node {instance!r}",
-                                           self._by_id, driver, instance))
+                                           _by_id, driver, instance))
         except Absent:
             return []
-
-    @staticmethod
-    def _by_id(driver: Any, instance: str) -> Any:
-        try:
-            return driver.list_nodes(ex_node_ids=[instance])
-        except BaseHTTPError as exc:
-            if not_found(exc):
-                raise Absent() from None
-            raise
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
         check_tags(labels, "Labels")
