@@ -30,6 +30,7 @@ import msgspec
 import pytest
 
 from infrakit.plugins.instance.cloud import CloudInstancePlugin
+from infrakit.plugins.instance.cloud_drivers import Drivers, Place
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.jsonrpc import APPLICATION_ERROR
 from infrakit.rpc.typed import GroupClient, InstanceClient
@@ -294,11 +295,60 @@ def test_nodes_of_others_are_never_touched(cloud: CloudInstancePlugin, ec2: EC2)
         with pytest.raises(NotFoundError, match=f"not made by plugin {NAME}"):
             cloud.label(other, {"x": "y"})
     nobody = "i-0123456789abcdef0"
-    assert f"no node {nobody!r} where plugin {NAME} makes nodes" in refused(cloud.destroy,
-                                                                           nobody)
+    assert f"no node {nobody!r} where plugin {NAME} makes nodes" in refused(
+        cloud.label, nobody, {"x": "y"})
     assert "'../etc' is not a node ID" in refused(cloud.destroy, "../etc")
     assert len(ec2.instances()) == 4  # all still running
+    # terminated, another's node is still not the plugin's to destroy
+    ec2.api.terminate_instances(InstanceIds=[theirs])
+    with pytest.raises(NotFoundError, match=f"not made by plugin {NAME}; refusing to destroy"):
+        cloud.destroy(theirs)
     assert "'infrakit.plugin' is reserved" in refused(cloud.label, mine, {OWNER: "x"})
+
+
+def gone_logged(caplog: pytest.LogCaptureFixture, instance: str) -> bool:
+    return any(f"{instance} was already gone" in r.getMessage() and r.levelname == "INFO"
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("style", ["metadata", "name"])
+def test_destroy_of_a_node_already_destroyed_succeeds(
+        cloud: CloudInstancePlugin, ec2: EC2, style: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="infrakit.plugins.instance.cloud")
+    made = cloud.provision(Spec(properties=props(ec2, TagStyle=style)))
+    cloud.destroy(made)
+    ec2.proxy.reset_counts()
+    cloud.destroy(made)  # a retried destroy
+    assert ec2.proxy.calls["TerminateInstances"] == 0 and gone_logged(caplog, made)
+    message = refused(cloud.label, made, {"x": "y"})
+    assert repr(made) in message and "gone" in message and "cannot label" in message
+    assert cloud.describe_instances({}, False) == [] and ec2.instances() == []
+
+
+def test_destroy_of_a_node_destroyed_through_the_driver_succeeds(
+        cloud: CloudInstancePlugin, ec2: EC2, home: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="infrakit.plugins.instance.cloud")
+    tagged = cloud.provision(Spec(properties=props(ec2)))
+    named = cloud.provision(Spec(properties=props(ec2, TagStyle="name"), tags={"t": "x"}))
+    keep = cloud.provision(Spec(properties=props(ec2)))
+    # libcloud's own driver, made apart from the plugin, destroys two of them
+    driver = Drivers(5).driver(Place(driver="ec2", region=REGION, tag_style="metadata"))
+    for node in driver.list_nodes(ex_node_ids=[tagged, named]):
+        assert driver.destroy_node(node)
+    for instance in (tagged, named):
+        cloud.destroy(instance)
+        assert gone_logged(caplog, instance)
+    # one no longer listed at all is gone as well
+    nobody = "i-0123456789abcdef0"
+    cloud.destroy(nobody)
+    assert gone_logged(caplog, nobody)
+    assert [d.id for d in cloud.describe_instances({}, False)] == [keep]
+    state = json.loads((home / "instance-cloud" / "state.json").read_bytes())
+    assert state["Named"] == {}  # the tags it kept for the named node went with it
+    cloud.destroy(keep)
+    assert ec2.instances() == []
 
 
 def test_an_id_belonging_to_nobody_before_anything_was_made(cloud: CloudInstancePlugin,

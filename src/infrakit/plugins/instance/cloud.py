@@ -42,9 +42,13 @@ Tags
         ``name`` one. An entry whose node is gone is dropped once the visibility deadline
         has passed since it was written.
 
-    Either way a node the plugin did not make is never described, labelled or destroyed,
-    and an ID that belongs to no node is a clear error. Only nodes that are pending,
-    starting, running or rebooting are described.
+    Either way a node the plugin did not make is never described, labelled or destroyed.
+    Only nodes that are pending, starting, running or rebooting are described.
+
+Destroy
+    A node of the plugin's that is terminated already, or an ID that no node has where the
+    plugin makes nodes (destroyed long ago), is destroyed already: the call succeeds and the
+    log says it was gone. Label of such a node is refused.
 
 Eventual consistency
     A provider may not list a node for a while after ``create_node`` returned it. Until it
@@ -71,6 +75,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import re
 import secrets
 import time
@@ -102,6 +107,8 @@ from infrakit.plugins.instance.visibility import VisibilityFile
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
+
+log = logging.getLogger(__name__)
 
 NAME_TAG = "Name"
 """The tag EC2-family drivers write the node's name into: not one of the spec's tags."""
@@ -335,21 +342,18 @@ class CloudInstancePlugin:
             return tags.get(provider_tags.OWNER) == self.name
         return bool(self._own_name.fullmatch(node.name or "")) and provider_tags.OWNER not in tags
 
-    def _find(self, instance: str, doing: str) -> tuple[Place, Any]:
-        """The place and node of one of the plugin's instances, or an error saying why it
-        is none."""
+    def _find(self, instance: str, doing: str) -> tuple[Place, Any] | None:
+        """The place and node of one of the plugin's instances, terminated or not; None
+        when no node has the ID where the plugin makes nodes; an error for an ID that is
+        no node's, or a node the plugin did not make."""
         if not _NODE_ID.fullmatch(instance):
-            raise NotFoundError(f"Instance: {instance!r} is not a node ID")
+            raise NotFoundError(f"Instance: {instance!r} is not a node ID; cannot {doing} it")
         with self._lock:
             record = self._state.state.launched.get(instance)
             places = list(self._state.state.places.values())
             made_in = self._state.state.places[record.place] if record is not None else None
-        if record is not None and made_in is not None:  # made here, perhaps not listed yet
-            return made_in, Node(id=instance, name=record.name, state=NodeState.PENDING,
-                                 public_ips=[], private_ips=[],
-                                 driver=self._drivers.driver(made_in))
         others = False
-        for place in places:
+        for place in [made_in] if made_in is not None else places:
             for node in self._lookup(place, instance):
                 if self._owns(place, node):
                     return place, node
@@ -357,9 +361,18 @@ class CloudInstancePlugin:
         if others:
             raise NotFoundError(f"Instance: {instance!r} was not made by plugin {self.name}; "
                                 f"refusing to {doing} it")
-        where = ", ".join(sorted({str(p) for p in places})) or "nowhere yet"
-        raise NotFoundError(f"Instance: no node {instance!r} where plugin {self.name} makes "
-                            f"nodes ({where}); cannot {doing} it")
+        if record is not None and made_in is not None:  # made here, not listed yet
+            return made_in, Node(id=instance, name=record.name, state=NodeState.PENDING,
+                                 public_ips=[], private_ips=[],
+                                 driver=self._drivers.driver(made_in))
+        return None
+
+    def _nowhere(self, instance: str) -> str:
+        """Where the plugin looked for a node that it found nowhere."""
+        with self._lock:
+            places = sorted({str(p) for p in self._state.state.places.values()})
+        return (f"no node {instance!r} where plugin {self.name} makes nodes "
+                f"({', '.join(places) or 'nowhere yet'})")
 
     def _lookup(self, place: Place, instance: str) -> list[Any]:
         driver = self._drivers.driver(place)
@@ -374,7 +387,14 @@ class CloudInstancePlugin:
 
     def label(self, instance: str, labels: dict[str, str]) -> None:
         check_tags(labels, "Labels")
-        place, node = self._find(instance, "label")
+        found = self._find(instance, "label")
+        if found is None:
+            raise NotFoundError(f"Instance: {self._nowhere(instance)}: it is gone, or never "
+                                "was; cannot label it")
+        place, node = found
+        if node.state == NodeState.TERMINATED:
+            raise NotFoundError(f"Instance: node {instance!r} is gone (terminated); cannot "
+                                "label it")
         if not labels:
             return
         if place.tag_style == "metadata":
@@ -401,10 +421,17 @@ class CloudInstancePlugin:
         return transient_or_unknown if fresh else transient
 
     def destroy(self, instance: str) -> None:
-        place, node = self._find(instance, "destroy")
-        driver = self._drivers.driver(place)
-        if not self._drivers.call(place, f"destroying node {instance!r}", driver.destroy_node,
-                                  node, passes=self._retry_for(instance)):
+        found = self._find(instance, "destroy")
+        if found is None:  # nothing to destroy, nothing to forget
+            log.info("Instance %s was already gone (%s): nothing to destroy", instance,
+                     self._nowhere(instance))
+            return
+        place, node = found
+        if node.state == NodeState.TERMINATED:
+            log.info("Instance %s was already gone (terminated): nothing to destroy", instance)
+        elif not self._drivers.call(place, f"destroying node {instance!r}",
+                                    self._drivers.driver(place).destroy_node, node,
+                                    passes=self._retry_for(instance)):
             raise PluginError(f"{place}: the provider did not destroy node {instance!r}")
 
         def forget(state: CloudState, now: float) -> bool:
