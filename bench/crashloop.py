@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
 
-from bench.stack import plugin_stack
+from bench.stack import plugin_stack, wait
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
@@ -36,16 +35,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait(predicate: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``predicate`` holds, polled every 10 ms."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise SystemExit("timed out")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 def main() -> None:

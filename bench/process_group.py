@@ -11,9 +11,8 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
 
-from bench.stack import plugin_stack
+from bench.stack import plugin_stack, wait
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
@@ -33,14 +32,6 @@ def spec(gid: str, size: int, instance: dict[str, object], flavor: dict[str, obj
         "Instance": {"Plugin": "instance-process", "Properties": instance},
         "Flavor": {"Plugin": "flavor-vanilla", "Properties": flavor},
         "MaxParallel": max_parallel, "StartupGrace": 10, "HealthGrace": 2})
-
-
-def wait(predicate: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out")
-        time.sleep(0.01)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,3 +118,14 @@ def instance_processes(home: Path) -> list[leaks.Member]:
     environment, so this ``INFRAKIT_HOME``), after a second's grace for those being
     killed."""
     return leaks.settled_with(f"INFRAKIT_HOME={home}")
+
+
+def wait(predicate: Callable[[], bool], timeout: float = 120.0) -> float:
+    """Seconds until ``predicate`` holds, polled every 10 ms; the bench ends if it never
+    does within ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise SystemExit("timed out")
+        time.sleep(0.01)
+    return time.monotonic() - start
