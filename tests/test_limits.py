@@ -7,6 +7,7 @@ plugin accepts a request body of at most 4 MiB and answers 413 above it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import subprocess
@@ -16,6 +17,12 @@ from pathlib import Path
 import pytest
 
 from infrakit.cli.specfile import SpecFileError, read_document
+from infrakit.rpc.client import AsyncRPCClient, RPCClient
+from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.typed import AsyncInstanceClient, InstanceClient
+from infrakit.spi import Spec
+from infrakit.spi.errors import CallFailed
+from infrakit.spi.types import MAX_BODY
 from tests.conftest import StartPlugin
 from tests.helpers import PY
 
@@ -107,3 +114,53 @@ def test_the_cli_refuses_the_bomb_without_growing(start_plugin: StartPlugin,
                  ["instance", "--name", "group", "provision", "bomb.yml"]):
         line = one_line_error(run_cli(home, *args))
         assert line.startswith("Error: bomb.yml: its YAML aliases expand it"), (args, line)
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+
+def test_the_clients_limit_is_the_servers() -> None:
+    from infrakit.rpc.http import Limits
+
+    assert Limits().body == MAX_BODY
+
+
+def test_the_cli_does_not_send_a_request_over_the_limit(start_plugin: StartPlugin,
+                                                        home: Path) -> None:
+    start_plugin("group")
+    spec = {"ID": "big", "Properties": {"Note": "x" * (5 * 2**20)}}
+    (home / "big.json").write_text(json.dumps(spec))
+    line = one_line_error(run_cli(home, "group", "commit", "big.json"))
+    assert line == ("Error: Group plugin 'group': the request is 5.0 MiB, more than the "
+                    "4 MiB a plugin accepts; not sent")
+
+
+def test_neither_client_sends_a_request_over_the_limit(instance_file: Path) -> None:
+    big = Spec(properties={"Note": "x" * MAX_BODY})
+    with RPCClient(instance_file) as rpc, pytest.raises(CallFailed) as refused:
+        InstanceClient(rpc).provision(big)
+    assert refused.value.reason.endswith("more than the 4 MiB a plugin accepts; not sent")
+
+    async def run() -> None:
+        async with AsyncRPCClient(instance_file) as arpc:
+            with pytest.raises(CallFailed) as refused:
+                await AsyncInstanceClient(arpc).provision(big)
+            assert refused.value.reason.endswith("a plugin accepts; not sent")
+            assert await AsyncInstanceClient(arpc).describe_instances({}, False) == []
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("size", [5 * 2**20, 70 * 2**20])
+def test_a_413_is_reported_as_a_413(instance_file: Path, size: int) -> None:
+    """Past 64 MiB the plugin stops reading and closes: the client's write fails, and the
+    answer it had already been sent is what it reports, not a plugin that does not
+    answer."""
+    body = b'{"jsonrpc": "2.0", "method": "Instance.Validate", "id": 1, "params": "' + \
+        b"x" * size + b'"}'
+    with RPCClient(instance_file) as rpc, pytest.raises(RPCError) as refused:
+        rpc._post(body)  # past the check of the size: as a client without one would send
+    assert str(refused.value) == ("the plugin refused the request: it is larger than "
+                                  "4 MiB (HTTP 413)")
+    with RPCClient(instance_file) as rpc:  # and it still serves
+        assert InstanceClient(rpc).describe_instances({}, False) == []

@@ -126,8 +126,10 @@ def version() -> None:
 
 def error_message(exc: BaseException) -> str:
     """What the user reads for an error: the reason, with no traceback."""
-    from infrakit.rpc.jsonrpc import RPCError
+    from infrakit.rpc.jsonrpc import RequestTooLarge, RPCError
 
+    if isinstance(exc, RequestTooLarge):  # refused here: the plugin never saw it
+        return exc.message
     if isinstance(exc, RPCError):
         return f"the plugin answered: {exc.message} (code {exc.code})"
     if isinstance(exc, OSError) and exc.strerror:
