@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from infrakit.rpc import jsonrpc
 from infrakit.spi.methods import Method
+from infrakit.spi.types import mebibytes
 
 if TYPE_CHECKING:
     import ssl
@@ -66,7 +67,7 @@ def _check_status(status: int, body: bytes) -> None:
     if status == 413:
         limit = re.search(rb"larger than ([0-9]{1,20}) bytes", body[:200])
         raise jsonrpc.RPCError(jsonrpc.INVALID_REQUEST, "the plugin refused the request: it is "
-                               + (f"larger than {jsonrpc.mebibytes(int(limit[1]))}" if limit
+                               + (f"larger than {mebibytes(int(limit[1]))}" if limit
                                   else "too large") + " (HTTP 413)")
     if status != 200:
         text = body[:200].decode(errors="replace").strip()

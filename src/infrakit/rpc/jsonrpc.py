@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from infrakit.spi.types import MAX_BODY
+from infrakit.spi.types import MAX_BODY, mebibytes
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -58,12 +58,6 @@ class RPCError(Exception):
 class RequestTooLarge(RPCError):
     """A request larger than a plugin accepts (:data:`~infrakit.spi.types.MAX_BODY`):
     refused by the caller, so never sent."""
-
-
-def mebibytes(size: int) -> str:
-    """``4 MiB``, ``5.2 MiB``."""
-    mib = size / 2**20
-    return f"{mib:.0f} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
 
 
 class _Envelope(msgspec.Struct):
