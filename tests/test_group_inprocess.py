@@ -208,6 +208,8 @@ def test_provisions_the_plugin_refused_are_forgotten_and_named(tmp_path: Path) -
         assert status.in_flight == []  # nothing was made: nothing is waited for
         assert "(last: launch failed: Instance plugin 'cloud': no capacity left)" in \
             status.backoff
+        # each error once, however many members met it
+        assert status.errors == ["Instance plugin 'cloud': no capacity left (2 times)"]
         cloud.fault = ""
 
         async def converged() -> bool:

@@ -75,7 +75,8 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
                 + (", breaker OPEN" if st.breaker_open else "")
                 + (f", backoff: {st.backoff}" if st.backoff else "")
                 + (f", health unknown: {st.health_unknown}" if st.health_unknown else "")
-                + (f", error: {st.errors[-1]}" if st.errors else ""))
+                # a backoff quotes the failure it waits after: the error would repeat it
+                + (f", error: {st.errors[-1]}" if st.errors and not st.backoff else ""))
         if line != last:
             click.echo(f"\r\033[K{line}" if tty else line, nl=not tty)
             last = line
