@@ -16,7 +16,7 @@ import infrakit
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import InstanceClient
 from infrakit.spi.types import Spec
-from tests.conftest import Cli, StartPlugin
+from tests.conftest import Cli, StartPlugin, StartScript
 from tests.helpers import answers_handshake, pid_alive, wait_until
 
 Done = subprocess.CompletedProcess[str]
@@ -399,3 +399,41 @@ def test_log_5_logs_request_and_response_bodies(inst: Cli, cli: Cli, three: list
 def test_default_log_level_does_not_log_bodies(inst: Cli, three: list[str]) -> None:
     done = ok(inst("describe", "-q"))
     assert "Instance.DescribeInstances" not in done.stderr
+
+
+FAILING_GROUP = '''
+import sys
+from pathlib import Path
+from infrakit.rpc.server import serve
+from infrakit.spi.group import GroupStatus
+
+WHY = "Instance plugin 'instance-file': no capacity left"
+
+
+class Groups:
+    def commit_group(self, spec, pretend):
+        return "Managing 2 instances"
+
+    def describe_status(self, id):
+        return GroupStatus(id=id, target=2, converged=False, members=[], in_flight=[],
+                           outdated=0, update_paused=False, unhealthy=0, max_unhealthy=1,
+                           breaker_open=False, errors=[WHY + " (2 times)"], failures=3,
+                           backoff=f"next launch in 4s after 3 failures in a row (last: "
+                                   f"launch failed: {WHY})")
+
+
+serve("failing", group=Groups(), directory=Path(sys.argv[1]))
+'''
+
+
+def test_commit_wait_names_a_failure_once(cli: Cli, start_script: StartScript,
+                                          home: Path) -> None:
+    """The backoff says what failed last; the same error after it said it twice."""
+    start_script(FAILING_GROUP, "failing")
+    (home / "g.json").write_text(json.dumps({"ID": "web", "Properties": {}}))
+    line = one_line_error(cli("group", "--name", "failing", "commit", "g.json", "--wait",
+                              "--wait-timeout", "0.5"))
+    assert line.count("Instance plugin 'instance-file'") == 1, line
+    assert line.endswith("0/2 ready, 0 in flight, backoff: next launch in 4s after 3 failures "
+                         "in a row (last: launch failed: Instance plugin 'instance-file': no "
+                         "capacity left)")

@@ -11,6 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import msgspec.structs
+import pytest
+
 from infrakit.plugins.group.plan import GROUP_TAG
 from infrakit.plugins.group.plugin import GroupPlugin
 from infrakit.spi import (
@@ -25,6 +29,7 @@ from infrakit.spi import (
 )
 from infrakit.spi.calls import AsyncFlavorAPI, AsyncInstanceAPI
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable, Unsupported
+from infrakit.spi.types import MAX_BODY
 from infrakit.store.sqlite import SQLiteStore
 
 POLL = 0.02
@@ -127,12 +132,14 @@ def spec(size: int, instance: str = "cloud", properties: Any = None) -> GroupSpe
 Scenario = Callable[[GroupPlugin, Cloud], Awaitable[None]]
 
 
-def run(tmp_path: Path, scenario: Scenario) -> None:
-    """Run ``scenario`` against a started group plugin on a SQLite store in ``tmp_path``."""
+def run(tmp_path: Path, scenario: Scenario, flavor: Flavor | None = None) -> None:
+    """Run ``scenario`` against a started group plugin on a SQLite store in ``tmp_path``
+    (with ``flavor``, else a flavor that changes nothing)."""
 
     async def main() -> None:
         cloud = Cloud()
-        plugin = GroupPlugin(SQLiteStore(tmp_path / "groups.db"), Lookup(cloud, Flavor()), POLL)
+        plugin = GroupPlugin(SQLiteStore(tmp_path / "groups.db"),
+                             Lookup(cloud, flavor or Flavor()), POLL)
         await plugin.start()
         try:
             await scenario(plugin, cloud)
@@ -201,6 +208,8 @@ def test_provisions_the_plugin_refused_are_forgotten_and_named(tmp_path: Path) -
         assert status.in_flight == []  # nothing was made: nothing is waited for
         assert "(last: launch failed: Instance plugin 'cloud': no capacity left)" in \
             status.backoff
+        # each error once, however many members met it
+        assert status.errors == ["Instance plugin 'cloud': no capacity left (2 times)"]
         cloud.fault = ""
 
         async def converged() -> bool:
@@ -266,3 +275,113 @@ def test_a_freed_group_committed_again_says_which_members_it_adopts(tmp_path: Pa
             "Managing 2 instances\nAdopting 2 existing members")
 
     run(tmp_path, scenario)
+
+
+# -- what one call carries -------------------------------------------------------------------
+
+
+class Sizes(Cloud):
+    """Records how many bytes each ProvisionEach call carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def provision_each(self, specs: list[Spec]) -> list[str | Exception]:
+        self.calls.append(len(msgspec.json.encode(specs)))
+        return await super().provision_each(specs)
+
+
+class BigInit(Flavor):
+    """Gives every member an Init of ``size`` bytes, and the logical ID ``huge`` one of
+    5 MiB; records how many bytes each PrepareEach call carried."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.calls: list[int] = []
+
+    def _init(self, spec: Spec) -> Spec:
+        size = 5 * 2**20 if spec.logical_id == "huge" else self.size
+        return msgspec.structs.replace(spec, init="x" * size)
+
+    async def prepare(self, properties: Any, spec: Spec, allocation: Allocation,
+                      index: Index) -> Spec:
+        return self._init(spec)
+
+    async def prepare_each(self, properties: Any, allocation: Allocation,
+                           items: list[tuple[Spec, Index]]) -> list[Spec | Exception]:
+        self.calls.append(len(msgspec.json.encode([properties, allocation, items])))
+        return [self._init(spec) for spec, _ in items]
+
+
+def run_sized(tmp_path: Path, scenario: Callable[[GroupPlugin, Sizes], Awaitable[None]],
+              flavor: BigInit) -> None:
+    async def main() -> None:
+        cloud = Sizes()
+        plugin = GroupPlugin(SQLiteStore(tmp_path / "groups.db"), Lookup(cloud, flavor), POLL)
+        await plugin.start()
+        try:
+            await scenario(plugin, cloud)
+        finally:
+            await plugin.stop()
+
+    asyncio.run(main())
+
+
+def sized_spec(allocation: dict[str, Any]) -> GroupSpec:
+    return GroupSpec(id="web", properties={
+        "Allocation": allocation, "Instance": {"Plugin": "cloud", "Properties": {
+            "Blob": "p" * 300_000}}, "Flavor": {"Plugin": "plain"}})
+
+
+def test_batches_are_split_to_fit_what_a_plugin_accepts(tmp_path: Path) -> None:
+    """16 members of 600 kB each: one ProvisionEach call would carry 9.6 MB, and the
+    plugin would refuse it (HTTP 413) on every pass, forever."""
+    flavor = BigInit(300_000)
+
+    async def scenario(plugin: GroupPlugin, cloud: Sizes) -> None:
+        await plugin.commit_group(sized_spec({"Size": 16}), False)
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        await until(converged)
+        assert len(cloud.made) == 16
+        assert len(cloud.calls) >= 2 and max(cloud.calls) <= MAX_BODY, cloud.calls
+        assert len(flavor.calls) >= 2 and max(flavor.calls) <= MAX_BODY, flavor.calls
+
+    run_sized(tmp_path, scenario, flavor)
+
+
+def test_a_member_whose_spec_could_never_fit_is_refused_saying_why(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Sizes) -> None:
+        await plugin.commit_group(sized_spec({"LogicalIDs": ["a", "huge", "b"]}), False)
+
+        async def failing() -> bool:
+            return bool((await plugin.describe_status("web")).backoff)
+
+        await until(failing)
+        status = await plugin.describe_status("web")
+        assert sorted(d.logical_id or "" for d in cloud.made.values()) == ["a", "b"]
+        assert max(cloud.calls) <= MAX_BODY
+        assert "launch failed: the spec of an instance is 5.3 MiB with its Init of 5 " \
+               "MiB, more than the 4 MiB a plugin accepts in one call; not sent" in \
+               status.backoff, status.backoff
+        for said in (status.backoff, *status.errors):
+            assert said.count("plugin 'cloud'") <= 1, said
+
+    run_sized(tmp_path, scenario, BigInit(1000))
+
+
+def test_a_commit_whose_members_could_never_fit_is_refused(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Sizes) -> None:
+        with pytest.raises(PluginError) as refused:
+            await plugin.commit_group(sized_spec({"LogicalIDs": ["huge", "a"]}), True)
+        assert str(refused.value) == (
+            "Init: as flavor 'plain' prepares it, the spec of an instance is 5.3 MiB "
+            "with its Init of 5 MiB, more than the 4 MiB a plugin accepts in one call; no "
+            "member could be provisioned")
+        assert await plugin.inspect_groups() == []
+        assert cloud.made == {} and cloud.calls == []
+
+    run_sized(tmp_path, scenario, BigInit(1000))

@@ -722,3 +722,55 @@ def test_kill_9_at_random_points_never_over_provisions(stack: Stack,
         stack.group = start_plugin("group")
     converge(stack, 6, sha=sha_of(NOTE_V2))
     assert sampler.stop() <= 7, "more than Size + MaxSurge members during the update"
+
+
+def test_members_with_a_large_init_are_provisioned_and_judged_in_calls_that_fit(
+        stack: Stack) -> None:
+    """16 members with an Init of 300 kB: one ProvisionEach of all of them would be over
+    the 4 MiB a plugin accepts, and so would one HealthyEach of their descriptions (the
+    file plugin describes a member with the spec it was made from)."""
+    flavor = {"Init": ["echo " + "x" * 300_000]}
+    properties = {**props(16), "Flavor": {"Plugin": "flavor-vanilla", "Properties": flavor}}
+    commit(stack.group.path, GID, properties)
+    sha = config_hash(properties["Instance"], properties["Flavor"])
+    converge(stack, 16, sha=sha)
+    status = _status(stack.group.path)
+    assert [m.health for m in status.members] == ["healthy"] * 16, status
+    assert status.errors == [] and status.health_unknown == ""
+
+
+def test_a_commit_whose_members_could_never_fit_in_a_call_is_refused(
+        stack: Stack, start_script: StartScript) -> None:
+    """The spec fits, but the Init its flavor makes of it does not: every provision would
+    be refused, forever, so the commit is."""
+    start_script(INFLATING, "flavor-inflating")
+    properties = {**props(2), "Flavor": {"Plugin": "flavor-inflating", "Properties": {
+        "InitMiB": 5}}}
+    with RPCClient(stack.group.path) as conn, pytest.raises(CallFailed) as refused:
+        GroupClient(conn).commit_group(GroupSpec(id=GID, properties=properties), False)
+    assert refused.value.reason == (
+        "Init: as flavor 'flavor-inflating' prepares it, the spec of an instance is 5.0 MiB "
+        "with its Init of 5 MiB, more than the 4 MiB a plugin accepts in one call; no member "
+        "could be provisioned")
+    assert inspect_groups(stack.group.path) == []
+    assert members(stack.instance) == []
+
+
+INFLATING = '''
+import sys
+from pathlib import Path
+import msgspec.structs
+from infrakit.rpc.server import serve
+from infrakit.plugins.flavor.vanilla import VanillaFlavor
+
+class Inflating(VanillaFlavor):
+    """Makes an Init of Properties.InitMiB mebibytes."""
+
+    def validate(self, properties, allocation):
+        pass
+
+    def prepare(self, properties, spec, allocation, index):
+        return msgspec.structs.replace(spec, init="x" * (properties["InitMiB"] << 20))
+
+serve("flavor-inflating", flavor=Inflating(), directory=Path(sys.argv[1]))
+'''

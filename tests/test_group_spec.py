@@ -45,3 +45,26 @@ def test_the_largest_values_allowed_are_accepted() -> None:
         **BASE, "Allocation": {"Size": 100_000}, "MaxParallel": 10_000,
         "ProvisionDeadline": 30 * 24 * 3600}))
     assert props.target() == 100_000 and props.max_parallel == 10_000
+
+
+@pytest.mark.parametrize("gid", ["web\x1b]0;pwned\x07", "web\nfake-row", "web\r", "a\tb",
+                                 "web\x00", "web\x7f", "web\x9b2J"])
+def test_a_group_id_with_control_characters_is_refused(gid: str) -> None:
+    """Every listing prints the ID: a terminal would act on it, a new line would fake a
+    row."""
+    with pytest.raises(PluginError) as refused:
+        parse_group(GroupSpec(id=gid, properties=BASE))
+    assert str(refused.value) == f"ID: {gid!r} must not contain control characters"
+
+
+def test_a_logical_id_with_control_characters_is_refused() -> None:
+    with pytest.raises(PluginError) as refused:
+        parse_group(GroupSpec(id="g", properties={**BASE, "Allocation": {
+            "LogicalIDs": ["db-1", "db\x1b[2J"]}}))
+    assert str(refused.value) == ("Properties.Allocation.LogicalIDs: 'db\\x1b[2J' must not "
+                                  "contain control characters")
+
+
+def test_ids_in_any_script_with_spaces_and_punctuation_are_accepted() -> None:
+    for gid in ("web", "Web Servers (eu-1)", "сервер", "ウェブ", "w/e:b.1"):
+        assert parse_group(GroupSpec(id=gid, properties=BASE)).target() == 3

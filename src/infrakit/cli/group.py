@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING
 import click
 
 from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
-from infrakit.cli.output import dump, emit, format_tags, output_option, quiet_option, table
+from infrakit.cli.output import (
+    NL,
+    dump,
+    emit,
+    format_tags,
+    output_option,
+    printable,
+    quiet_option,
+    table,
+)
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.group import GroupSpec, GroupStatus
@@ -40,8 +49,9 @@ def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
     with plugin_client(*ctx.obj) as (rpc, _):
         details = GroupClient(rpc).commit_group(spec, pretend)
         # the reference's words, which scripts compare
-        click.echo(f"Committing {spec.id} would involve: {details}" if pretend
-                   else f"Committed {spec.id}: {details}")
+        gid, said = printable(spec.id), printable(details, keep=NL)  # its own lines
+        click.echo(f"Committing {gid} would involve: {said}" if pretend
+                   else f"Committed {gid}: {said}")
         if wait and not pretend:
             _wait_converged(GroupClient(rpc), spec.id, wait_timeout)
 
@@ -58,14 +68,15 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
     while True:
         st = client.describe_status(group_id)
         ready = sum(m.health == "healthy" and m.current for m in st.members)
-        line = (f"{ready}/{st.target} ready, {len(st.in_flight)} in flight"
+        line = printable(f"{ready}/{st.target} ready, {len(st.in_flight)} in flight"
                 + (f", {st.outdated} to update" if st.outdated else "")
                 + (" (update paused)" if st.update_paused and st.outdated else "")
                 + (f" (update halted: {st.update_halted})" if st.update_halted else "")
                 + (", breaker OPEN" if st.breaker_open else "")
                 + (f", backoff: {st.backoff}" if st.backoff else "")
                 + (f", health unknown: {st.health_unknown}" if st.health_unknown else "")
-                + (f", error: {st.errors[-1]}" if st.errors else ""))
+                # a backoff quotes the failure it waits after: the error would repeat it
+                + (f", error: {st.errors[-1]}" if st.errors and not st.backoff else ""))
         if line != last:
             click.echo(f"\r\033[K{line}" if tty else line, nl=not tty)
             last = line
@@ -78,7 +89,7 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
             if tty:
                 click.echo()
             raise click.ClickException(f"group {group_id!r}: the rolling update halted: "
-                                       f"{st.update_halted}")
+                                       f"{printable(st.update_halted)}")
         if time.monotonic() >= deadline:
             if tty:
                 click.echo()
@@ -126,7 +137,7 @@ def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
     members = desc.instances or []
     if quiet:
         for m in members:
-            click.echo(m.id)
+            click.echo(printable(m.id))
         return
     emit(desc, output, ["ID", "LOGICAL", "TAGS"], lambda: [
         [m.id, m.logical_id or "-", format_tags(m.tags)] for m in members])
@@ -153,7 +164,7 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
                f"{len(st.members)} of {st.target} members; {st.passes} passes")
     if st.outdated:
         if st.update_halted:
-            state = (f" (halted: {st.update_halted}; commit a fixed spec, or "
+            state = (f" (halted: {printable(st.update_halted)}; commit a fixed spec, or "
                      "'infrakit group resume-update' tries again)")
         elif st.update_paused:
             state = " (paused: 'infrakit group resume-update' goes on)"
@@ -161,16 +172,16 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
             state = ""
         click.echo(f"rolling update: {st.outdated} members still to replace{state}")
     if st.backoff:
-        click.echo(f"backoff: {st.backoff}")
+        click.echo(f"backoff: {printable(st.backoff)}")
     if st.health_unknown:
-        click.echo(f"health unknown: {st.health_unknown}")
+        click.echo(f"health unknown: {printable(st.health_unknown)}")
     if st.destroying:
         click.echo(f"being destroyed: run 'infrakit group destroy {st.id}' again to finish")
     breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
     click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "
                f"{breaker})")
     for err in st.errors:
-        click.echo(f"error: {err}")
+        click.echo(f"error: {printable(err)}")
     if st.failures:
         click.echo(f"failing passes in a row: {st.failures} (backing off)")
 
@@ -180,10 +191,10 @@ def _member_details(st: GroupStatus) -> None:
     lines = []
     for m in st.members:
         if m.reason:
-            lines.append(f"  {m.id}: {m.health}: {m.reason}")
+            lines.append(printable(f"  {m.id}: {m.health}: {m.reason}"))
         if m.last_exit:
-            lines.append(f"  {m.id}: after {m.last_exit}")
-            lines += [f"      | {line}" for line in m.last_output or []]
+            lines.append(printable(f"  {m.id}: after {m.last_exit}"))
+            lines += [f"      | {printable(line)}" for line in m.last_output or []]
     if lines:
         click.echo("\n".join(["", "members:", *lines]))
 
@@ -198,7 +209,7 @@ def set_size(ctx: click.Context, group_id: str, size: int) -> None:
 
     spec = resized(_find(ctx, group_id), size)
     with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).commit_group(spec, False))
+        click.echo(printable(GroupClient(rpc).commit_group(spec, False), keep=NL))
 
 
 @command.command()
@@ -231,7 +242,8 @@ def destroy_instances(ctx: click.Context, group_id: str, instances: tuple[str, .
                       shrink: bool) -> None:
     """Destroy chosen members of a group."""
     with plugin_client(*ctx.obj) as (rpc, _):
-        click.echo(GroupClient(rpc).destroy_instances(group_id, list(instances), shrink))
+        click.echo(printable(GroupClient(rpc).destroy_instances(group_id, list(instances),
+                                                                shrink)))
 
 
 def _update_verb(name: str, method: str, summary: str) -> None:
@@ -243,7 +255,7 @@ def _update_verb(name: str, method: str, summary: str) -> None:
     @click.pass_context
     def verb(ctx: click.Context, group_id: str) -> None:
         with plugin_client(*ctx.obj) as (rpc, _):
-            click.echo(getattr(GroupClient(rpc), method)(group_id))
+            click.echo(printable(getattr(GroupClient(rpc), method)(group_id), keep=NL))
 
 
 for _name, _method, _summary in (
@@ -263,5 +275,5 @@ def _find(ctx: click.Context, group_id: str) -> GroupSpec:
     for spec in groups:
         if spec.id == group_id:
             return spec
-    known = ", ".join(g.id for g in groups) or "none"
+    known = ", ".join(printable(g.id) for g in groups) or "none"
     raise click.ClickException(f"Group '{group_id}' is not being watched (groups: {known})")

@@ -7,7 +7,7 @@ import json
 import click
 
 from infrakit.cli.connect import plugin_client, timeout_option
-from infrakit.cli.output import emit, format_tags, output_option
+from infrakit.cli.output import emit, format_tags, output_option, printable
 from infrakit.cli.specfile import parse_pairs, read_as, read_document
 from infrakit.rpc.typed import InstanceClient
 from infrakit.spi.types import Spec
@@ -47,7 +47,7 @@ def provision(ctx: click.Context, file: str) -> None:
     spec = read_as(file, Spec, "instance Spec")
     name, timeout = _client(ctx)
     with plugin_client(name, timeout) as (rpc, type_name):
-        click.echo(InstanceClient(rpc, type_name).provision(spec))
+        click.echo(printable(InstanceClient(rpc, type_name).provision(spec)))
 
 
 @command.command()
@@ -66,7 +66,7 @@ def describe(ctx: click.Context, tags: tuple[str, ...], properties: bool, quiet:
         found = InstanceClient(rpc, type_name).describe_instances(wanted, properties)
     if quiet:
         for d in found:
-            click.echo(d.id)
+            click.echo(printable(d.id))
         return
     headers = ["ID", "LOGICAL", "TAGS", *(["PROPERTIES"] if properties else [])]
     emit(found, output, headers, lambda: [
@@ -90,9 +90,9 @@ def destroy(ctx: click.Context, ids: tuple[str, ...]) -> None:
             try:
                 client.destroy(iid)
             except CallFailed as exc:
-                failed.append(f"{iid}: {exc.reason}")
+                failed.append(printable(f"{iid}: {exc.reason}"))
             else:
-                click.echo(f"destroyed {iid}")
+                click.echo(printable(f"destroyed {iid}"))
     if failed:
         raise click.ClickException("could not destroy:\n  " + "\n  ".join(failed))
 

@@ -31,7 +31,9 @@ def trace_hook() -> Callable[[str], None] | None:
     """At ``--log 5``, a hook that prints every request and response to stderr."""
     if _state["log"] < TRACE_LOG:
         return None
-    return lambda line: click.echo(line, err=True)
+    from infrakit.cli.output import printable
+
+    return lambda line: click.echo(printable(line), err=True)
 
 
 class _LazyGroup(click.Group):
@@ -124,8 +126,10 @@ def version() -> None:
 
 def error_message(exc: BaseException) -> str:
     """What the user reads for an error: the reason, with no traceback."""
-    from infrakit.rpc.jsonrpc import RPCError
+    from infrakit.rpc.jsonrpc import RequestTooLarge, RPCError
 
+    if isinstance(exc, RequestTooLarge):  # refused here: the plugin never saw it
+        return exc.message
     if isinstance(exc, RPCError):
         return f"the plugin answered: {exc.message} (code {exc.code})"
     if isinstance(exc, OSError) and exc.strerror:
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        _show(exc)
         sys.exit(1 if exc.exit_code == 0 else exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -155,5 +159,18 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _state["debug"] or os.environ.get("INFRAKIT_DEBUG"):
             raise
-        click.echo(f"Error: {error_message(exc)}", err=True)
+        from infrakit.cli.output import printable
+
+        click.echo(f"Error: {printable(error_message(exc))}", err=True)
         sys.exit(1)
+
+
+def _show(exc: click.ClickException) -> None:
+    """Print a command's error. Its message may quote what a plugin or a file said: what
+    a terminal would act on is escaped, save the new lines the command put there itself."""
+    if isinstance(exc, click.UsageError):  # with the usage; it quotes only the arguments
+        exc.show()
+        return
+    from infrakit.cli.output import NL, printable
+
+    click.echo(f"Error: {printable(exc.format_message(), keep=NL)}", err=True)

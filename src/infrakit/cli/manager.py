@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from infrakit.cli.connect import plugin_client, remote_of, timeout_option
-from infrakit.cli.output import dump, emit, output_option
+from infrakit.cli.output import NL, dump, emit, output_option, printable
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import Settings, build_manager, current_leader
@@ -119,19 +119,21 @@ def commit(ctx: click.Context, file: str, pretend: bool, prune: bool) -> None:
             try:
                 plans[gid] = client.commit_group(spec, True)
             except CallFailed as exc:
-                raise click.ClickException(f"{gid}: {exc.reason}; nothing was committed"
-                                           ) from None
+                raise click.ClickException(printable(f"{gid}: {exc.reason}; nothing was "
+                                                     "committed")) from None
         missing = [s.id for s in client.inspect_groups() if s.id not in specs]
         for gid, spec in specs.items():
-            click.echo(f"{gid}: {plans[gid] if pretend else client.commit_group(spec, False)}")
+            plan = plans[gid] if pretend else client.commit_group(spec, False)
+            click.echo(f"{printable(gid)}: {printable(plan, keep=NL)}")
         for gid in missing:
+            shown = printable(gid)
             if not prune:
-                click.echo(f"{gid}: left alone (not in {file}; --prune destroys it)")
+                click.echo(f"{shown}: left alone (not in {file}; --prune destroys it)")
             elif pretend:
-                click.echo(f"{gid}: would be destroyed with its members (not in {file})")
+                click.echo(f"{shown}: would be destroyed with its members (not in {file})")
             else:
                 client.destroy_group(gid)
-                click.echo(f"{gid}: destroyed with its members (not in {file})")
+                click.echo(f"{shown}: destroyed with its members (not in {file})")
 
 
 @command.command()

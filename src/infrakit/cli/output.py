@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,40 @@ def output_option(default: str = "table") -> Callable[[F], F]:
     return both
 
 
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
+"""What a terminal acts on rather than shows: control characters (C0, DEL, C1: escape
+sequences, carriage returns, new lines), and the characters that end a line or reorder
+the text around them (line and paragraph separators, bidirectional controls)."""
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+NL = "\n"
+"""For :func:`printable`'s ``keep``: a message of several lines (commit details)."""
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` as a terminal may show it: every character it would act on (an escape
+    sequence, a carriage return, a new line) written out as Python writes it (``\\x1b``,
+    ``\\r``, ``\\n``), except those in ``keep``. For what plugins and files supply (IDs,
+    tags, reasons), wherever the CLI prints them for a person to read."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escaped(m.group()), text)
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                          "\u2066-\u2069]")
+"""What :mod:`json` leaves as it is in strings that a terminal acts on (it escapes C0)."""
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def to_data(value: Any) -> Any:
     """Wire structs to plain JSON-shaped data, with their wire (PascalCase) names."""
     return msgspec.to_builtins(value)
@@ -39,12 +74,17 @@ def dump(value: Any, fmt: str) -> str:
     if fmt == "yaml":
         import yaml
 
+        # it writes every character a terminal acts on as an escape, in double quotes
         return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False)).rstrip("\n")
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    # these characters can only stand in strings, where \uXXXX means the same: the JSON
+    # read back is exact
+    return _JSON_UNSAFE.sub(_json_escaped, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], header: bool = True) -> str:
-    """A plain left-aligned table, with a header row unless ``header`` is false."""
+    """A plain left-aligned table, with a header row unless ``header`` is false. What a
+    terminal would act on in a cell is escaped (:func:`printable`): a cell is one line."""
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [len(h) for h in headers] if header else [0] * len(headers)
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
+from infrakit.spi.types import MAX_BODY
+
 T = TypeVar("T")
 
 
@@ -17,8 +19,15 @@ class SpecFileError(click.ClickException):
     """A document that cannot be read or is neither JSON nor YAML."""
 
 
+MAX_EXPANDED = 4 * MAX_BODY
+"""The most a YAML document may stand for once its aliases are expanded, as JSON (16
+MiB): more than a plugin accepts in one call, far less than would exhaust memory."""
+
+
 def read_document(source: str) -> Any:
-    """Parse ``source`` (a path, or ``-`` for standard input) as JSON, else as YAML."""
+    """Parse ``source`` (a path, or ``-`` for standard input) as JSON, else as YAML. A YAML
+    document whose aliases expand it beyond :data:`MAX_EXPANDED`, or that contains itself,
+    is refused, as is one nested too deeply to read."""
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
@@ -26,6 +35,13 @@ def read_document(source: str) -> Any:
     except UnicodeDecodeError:
         raise SpecFileError(f"{source} is not UTF-8 text") from None
     where = "standard input" if source == "-" else source
+    try:
+        return _parse(text, where)
+    except RecursionError:
+        raise SpecFileError(f"{where}: nested too deeply to read") from None
+
+
+def _parse(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as json_error:
@@ -42,7 +58,55 @@ def read_document(source: str) -> Any:
             raise SpecFileError(
                 f"{where} is neither JSON ({json_error}) nor a YAML mapping or list"
             ) from None
+        _check_expansion(data, where)
         return data
+
+
+def _check_expansion(data: dict[Any, Any] | list[Any], where: str) -> None:
+    """Refuse ``data`` if it contains itself, or if written out as JSON it would be larger
+    than :data:`MAX_EXPANDED`. YAML's loader makes an alias the very object its anchor
+    names, so nine lines can hold a list of nine lists of nine ... of 387 million strings
+    in a few kilobytes of memory; writing it out (to send it) would take gigabytes. Each
+    list and mapping is measured once, however many aliases name it, so measuring costs
+    no more than the document itself."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # lists and mappings whose insides are being measured
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, measured_inside = stack.pop()
+        key = id(node)
+        if measured_inside:
+            open_.discard(key)
+            sizes[key] = size = _json_size(node, sizes)
+            if size > MAX_EXPANDED:
+                raise SpecFileError(f"{where}: its YAML aliases expand it to more than "
+                                    f"{MAX_EXPANDED // 2**20} MiB; refused (a plugin "
+                                    f"accepts at most {MAX_BODY // 2**20} MiB in one call)")
+        elif key not in sizes:
+            if key in open_:
+                raise SpecFileError(f"{where}: a YAML alias refers to a node that contains it")
+            open_.add(key)
+            stack.append((node, True))
+            stack += [(c, False) for c in _values(node) if isinstance(c, (dict, list))]
+
+
+def _values(node: dict[Any, Any] | list[Any]) -> Any:
+    return node.values() if isinstance(node, dict) else node
+
+
+def _json_size(node: dict[Any, Any] | list[Any], sizes: dict[int, int]) -> int:
+    """About how many bytes ``node`` takes as JSON, its lists and mappings as ``sizes``
+    has them."""
+
+    def size(value: Any) -> int:
+        if isinstance(value, (dict, list)):
+            return sizes[id(value)]
+        return len(value) + 2 if isinstance(value, str) else len(str(value))
+
+    total = 2 + max(len(node) - 1, 0)  # brackets and commas
+    if isinstance(node, dict):
+        return total + sum(size(k) + 1 + size(v) for k, v in node.items())
+    return total + sum(size(v) for v in node)
 
 
 def read_as(source: str, into: type[T], what: str) -> T:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from infrakit.rpc import jsonrpc
 from infrakit.spi.methods import Method
+from infrakit.spi.types import mebibytes
 
 if TYPE_CHECKING:
     import ssl
@@ -62,6 +64,11 @@ _HEADERS = {"Content-Type": "application/json"}
 def _check_status(status: int, body: bytes) -> None:
     """A JSON-RPC server answers 200 even for errors; anything else refused the request
     at the HTTP level (413 for a body over the plugin's limit, for instance)."""
+    if status == 413:
+        limit = re.search(rb"larger than ([0-9]{1,20}) bytes", body[:200])
+        raise jsonrpc.RPCError(jsonrpc.INVALID_REQUEST, "the plugin refused the request: it is "
+                               + (f"larger than {mebibytes(int(limit[1]))}" if limit
+                                  else "too large") + " (HTTP 413)")
     if status != 200:
         text = body[:200].decode(errors="replace").strip()
         raise jsonrpc.RPCError(jsonrpc.INVALID_REQUEST,
@@ -147,6 +154,16 @@ class RPCClient:
         return http.client.HTTPSConnection(url.hostname or "", url.port or 443,
                                            timeout=self.timeout, context=self.remote.ssl)
 
+    def _early_answer(self) -> tuple[int, bytes] | None:
+        """The answer a server sent before it stopped reading the request (a 413 for a
+        body over its limit), when sending the rest failed; None if there is none."""
+        try:
+            assert self._conn is not None
+            resp = self._conn.getresponse()
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException):
+            return None
+
     def _post(self, body: bytes) -> bytes:
         reused = self._conn is not None
         for attempt in (1, 2):
@@ -157,7 +174,10 @@ class RPCClient:
                 resp = self._conn.getresponse()
                 data = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                early = self._early_answer()
                 self.close()
+                if early is not None:  # it refused the request before reading it all
+                    _check_status(*early)
                 if reused and attempt == 1:
                     continue  # the server closed an idle keep-alive connection; retry once
                 raise PluginUnreachable(self.path, str(exc) or type(exc).__name__) from None

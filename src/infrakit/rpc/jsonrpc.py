@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from infrakit.spi.types import MAX_BODY, mebibytes
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -51,6 +53,11 @@ class RPCError(Exception):
         (it answers -32000 ``rpc: can't find method "X"`` or ``... find service ...``)."""
         return self.code == METHOD_NOT_FOUND or (
             self.code == APPLICATION_ERROR and self.message.startswith("rpc: can't find "))
+
+
+class RequestTooLarge(RPCError):
+    """A request larger than a plugin accepts (:data:`~infrakit.spi.types.MAX_BODY`):
+    refused by the caller, so never sent."""
 
 
 class _Envelope(msgspec.Struct):
@@ -190,9 +197,14 @@ def encode_error(rid: Any, code: int, message: str, data: Any = None) -> bytes:
 
 
 def encode_request(method: str, params: Any, rid: int | None = None) -> tuple[int, bytes]:
-    """Encode a request; returns the id used and the body."""
+    """Encode a request; returns the id used and the body. Raises
+    :class:`RequestTooLarge` for a body no plugin of ours would read."""
     rid = next(_ids) if rid is None else rid
-    return rid, _encoder.encode({"jsonrpc": "2.0", "method": method, "params": params, "id": rid})
+    body = _encoder.encode({"jsonrpc": "2.0", "method": method, "params": params, "id": rid})
+    if len(body) > MAX_BODY:
+        raise RequestTooLarge(INVALID_REQUEST, f"the request is {mebibytes(len(body))}, more "
+                              f"than the {mebibytes(MAX_BODY)} a plugin accepts; not sent")
+    return rid, body
 
 
 _result_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}

@@ -94,3 +94,14 @@ class HealthReport(msgspec.Struct, frozen=True):
 INSTANCE_API = InterfaceSpec(name="Instance", version="0.5.0")
 FLAVOR_API = InterfaceSpec(name="Flavor", version="0.1.0")
 GROUP_API = InterfaceSpec(name="Group", version="0.1.0")
+
+MAX_BODY = 4 * 1024 * 1024
+"""The largest request body, in bytes, that a plugin of this toolkit accepts: its server
+answers 413 to a larger one. A caller splits its batches to fit, and refuses to send a
+request that cannot."""
+
+
+def mebibytes(size: int) -> str:
+    """A size as people read it: ``4 MiB``, ``5.2 MiB``, ``0.3 MiB``."""
+    mib = size / 2**20
+    return f"{mib:.0f} MiB" if mib == int(mib) else f"{mib:.1f} MiB"

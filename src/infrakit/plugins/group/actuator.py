@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 from infrakit.plugins.group.health import BATCH
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Plan
+from infrakit.plugins.group.sizing import ALONE, ROOM, runs, size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties
 from infrakit.plugins.group.storage import GroupStore, InFlight
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import PluginError, Unreachable
-from infrakit.spi.types import Description, Index, Spec
+from infrakit.spi.types import MAX_BODY, Description, Index, Spec
 
 log = logging.getLogger("infrakit.group")
 
@@ -69,9 +70,10 @@ class Actuator:
         """Provision one instance per entry; returns the errors.
 
         The intents are recorded in one transaction before any call. The calls go in
-        batches of ``MaxParallel`` (a prepare and a provision call per batch), one batch at
-        a time, and the IDs each batch's call answered are recorded in one more transaction
-        before the next batch."""
+        batches of ``MaxParallel`` (a prepare and a provision call per batch, or more where
+        the batch's specs would not fit in one call), one batch at a time, and the IDs each
+        batch's calls answered are recorded in one more transaction before the next
+        batch."""
         now = time.time()
         first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
                                         len(logical_ids))
@@ -109,29 +111,56 @@ class Actuator:
         items = [(Spec(properties=props.instance.properties, tags=dict(tags),
                        logical_id=op.logical_id), Index(group=self.group, sequence=seq + i))
                  for i, op in enumerate(ops)]
-        try:
-            prepared = await self.plugins.flavor(props.flavor.plugin).prepare_each(
-                props.flavor.properties, props.allocation, items)
-            outcomes: list[str | Exception] = [
-                _NothingMade(str(p)) if isinstance(p, Exception) else "" for p in prepared]
-            ready = [(k, p) for k, p in enumerate(prepared) if not isinstance(p, Exception)]
-            if not ready:
-                return outcomes
-            await self._fenced()
+        prepared = await self._prepare_each(items)
+        outcomes: list[str | Exception] = [
+            _NothingMade(str(p)) if isinstance(p, Exception) else "" for p in prepared]
+        ready = [(k, p) for k, p in enumerate(prepared) if not isinstance(p, Exception)]
+        if ready:
             made = await self._provision_each(props.instance.plugin, [p for _, p in ready])
-        except PluginError as exc:  # nothing was asked of the instance plugin
-            return [_NothingMade(str(exc))] * len(ops)
-        for (k, _), outcome in zip(ready, made, strict=True):
-            outcomes[k] = outcome
+            for (k, _), outcome in zip(ready, made, strict=True):
+                outcomes[k] = outcome
         return outcomes
 
+    async def _prepare_each(self, items: list[tuple[Spec, Index]]) -> list[Spec | Exception]:
+        """The flavor's spec per item, or the error; in as many calls as it takes for each
+        to fit what a plugin accepts."""
+        props = self.props
+        room = size_of(props.flavor.properties) + size_of(props.allocation) + ROOM
+        prepared: list[Spec | Exception] = []
+        for run in runs([size_of(item) for item in items], MAX_BODY - room):
+            part = items[run.start:run.stop]
+            try:
+                prepared += await self.plugins.flavor(props.flavor.plugin).prepare_each(
+                    props.flavor.properties, props.allocation, part)
+            except PluginError as exc:
+                prepared += [exc] * len(part)
+        return prepared
+
     async def _provision_each(self, plugin: str, specs: list[Spec]) -> list[str | Exception]:
-        try:
-            made = await self.plugins.instance(plugin).provision_each(specs)
-        except Unreachable as exc:
-            return [exc] * len(specs)  # they may have been made: count them until the deadline
-        return [_NothingMade(str(m)) if isinstance(m, Exception) and
-                not isinstance(m, Unreachable) else m for m in made]
+        """Provision ``specs``, in as many calls as it takes for each to fit what a plugin
+        accepts; a spec that could never fit is refused, saying why. After a call that
+        got no answer the rest are not asked for (the plugin is down or hangs)."""
+        sizes = [size_of(spec) for spec in specs]
+        made: list[str | Exception] = []
+        for run in runs(sizes, ALONE):
+            part = specs[run.start:run.stop]
+            why = too_large(part[0], sizes[run.start]) if len(part) == 1 else None
+            if why is not None:
+                made.append(_NothingMade(f"{why}; not sent"))
+                continue
+            try:
+                await self._fenced()
+                answers = await self.plugins.instance(plugin).provision_each(part)
+            except Unreachable as exc:  # they may have been made: counted until the deadline
+                made += [exc] * len(part)
+                made += [_NothingMade(f"not asked for: {exc}")] * (len(specs) - len(made))
+                break
+            except PluginError as exc:  # refused, or not ours to ask: nothing was made
+                made += [_NothingMade(str(exc))] * len(part)
+                continue
+            made += [_NothingMade(str(m)) if isinstance(m, Exception) and
+                     not isinstance(m, Unreachable) else m for m in answers]
+        return made
 
     async def record_destroys(self, members: list[Description]) -> list[InFlight]:
         """Record the destroys of ``members``, in one transaction, before anything else

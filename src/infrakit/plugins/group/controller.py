@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,6 +269,7 @@ class GroupController:
         if decision.resolved:
             await asyncio.to_thread(self.store.forget, *decision.resolved)
         errors, launch_errors = await self._act(observed, inflight, decision)
+        errors = counted(errors)  # 16 members refused alike: one error, not 16
         log_pass(self, decision, errors)
         if launch_errors:
             what = f"launch failed: {launch_errors[0]}"
@@ -306,3 +308,8 @@ class GroupController:
         launch = results[-1] if provisions else []
         return errors, (launch if isinstance(launch, list)
                         else [str(launch)] if isinstance(launch, BaseException) else [])
+
+
+def counted(errors: list[str]) -> list[str]:
+    """Each error once, in the order first met, with how many times when more than once."""
+    return [f"{e} ({n} times)" if n > 1 else e for e, n in Counter(errors).items()]

@@ -17,15 +17,17 @@ import time
 from collections import defaultdict
 
 from infrakit.plugins.group.plan import CONFIG_TAG, Member, Verdict
+from infrakit.plugins.group.sizing import ROOM, runs, size_of
 from infrakit.plugins.group.spec import GroupProperties, PluginSpec
 from infrakit.spi.calls import AsyncFlavorAPI, PluginLookup
 from infrakit.spi.errors import PluginError, Unreachable
-from infrakit.spi.types import Description, Health, HealthReport
+from infrakit.spi.types import MAX_BODY, Description, Health, HealthReport
 
 log = logging.getLogger("infrakit.group")
 
 BATCH = 500
-"""Most members in one batch call, to keep bodies small."""
+"""Most members in one batch call, to keep bodies small (and fewer where their
+descriptions would not fit in what a plugin accepts)."""
 
 
 class HealthJudge:
@@ -185,6 +187,21 @@ async def _ask(plugins: PluginLookup, check: PluginSpec,
         except PluginError as exc:
             return [exc] * len(chunk)
 
-    chunks = await asyncio.gather(*(health(observed[i:i + BATCH])
-                                    for i in range(0, len(observed), BATCH)))
+    budget = MAX_BODY - size_of(check.properties) - ROOM
+    chunks = await asyncio.gather(*(health(c) for c in _chunks(observed, budget)))
     return [a for chunk in chunks for a in chunk]
+
+
+def _chunks(observed: list[Description], budget: int) -> list[list[Description]]:
+    """``observed`` in batches of at most ``BATCH`` members and ``budget`` bytes: members
+    are described with their properties, which may hold the whole spec they were made
+    from, Init included."""
+    chunks = []
+    for i in range(0, len(observed), BATCH):
+        batch = observed[i:i + BATCH]
+        if size_of(batch) <= budget:  # as a rule: one measure for the whole batch
+            chunks.append(batch)
+        else:
+            chunks += [batch[r.start:r.stop] for r in runs([size_of(d) for d in batch],
+                                                           budget)]
+    return chunks

@@ -18,16 +18,22 @@ import msgspec
 
 from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
+from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.report import adoption, commit_details, report
+from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
+from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
 
 _decode_spec = msgspec.json.Decoder(GroupSpec).decode
+
+PREPARE_WAIT = 10.0
+"""Seconds a commit waits for the flavor to prepare a member's spec, to measure it."""
 
 
 class GroupPlugin:
@@ -127,6 +133,7 @@ class GroupPlugin:
             raise PluginError(f"Group '{spec.id}' is being destroyed; run 'infrakit group "
                               f"destroy {spec.id}' to finish, then commit it anew")
         await self._validate(props)
+        await _members_fit(self.plugins, spec.id, props)
         details = (await commit_details(controller, props) if controller is not None
                    else f"Managing {props.target()} instances"
                    + await adoption(self.plugins, spec.id, props))
@@ -240,6 +247,25 @@ class GroupPlugin:
 
     async def inspect_groups(self) -> list[GroupSpec]:
         return [self._specs[gid] for gid in sorted(self._specs)]
+
+
+async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
+    """Refuse a spec whose members could never be provisioned: a member's spec, as the
+    flavor prepares it (its Init), larger than a plugin accepts in one call. A flavor that
+    cannot prepare one now, or is slow to, leaves it to the passes, which refuse each such
+    member saying why."""
+    lid = props.allocation.logical_ids[0] if props.allocation.logical_ids else None
+    spec = Spec(properties=props.instance.properties, logical_id=lid,
+                tags={GROUP_TAG: gid, CONFIG_TAG: config_sha(props)})
+    try:
+        prepared = await asyncio.wait_for(plugins.flavor(props.flavor.plugin).prepare(
+            props.flavor.properties, spec, props.allocation, Index(group=gid)), PREPARE_WAIT)
+    except (PluginError, asyncio.TimeoutError):
+        return
+    why = too_large(prepared, size_of(prepared))
+    if why is not None:
+        raise PluginError(f"Init: as flavor {props.flavor.plugin!r} prepares it, {why}; no "
+                          "member could be provisioned")
 
 
 async def _destroy_members(controller: GroupController, ids: list[str],

@@ -20,6 +20,9 @@ from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Wire
 
 _PERCENT = re.compile(r"(100|[0-9]{1,2})(\.[0-9]+)?%")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Control characters (C0, DEL, C1): in an ID, every listing would print them, and a
+terminal would act on them or start a new line."""
 
 DEFAULT_PROVISION_DEADLINE = 600.0
 DEFAULT_MAX_PARALLEL = 16
@@ -89,6 +92,8 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
     """Check a committed spec in the reference's order, with its messages; then ours."""
     if not spec.id:
         raise PluginError("Group ID must not be blank")
+    if _CONTROL.search(spec.id):
+        raise PluginError(f"ID: {spec.id!r} must not contain control characters")
     props = decode_properties(spec.properties, GroupProperties)
     alloc = props.allocation
     if alloc.size == 0 and not alloc.logical_ids:
@@ -99,6 +104,10 @@ def parse_group(spec: GroupSpec) -> GroupProperties:
         raise PluginError("Properties.Allocation.Size: must not be negative")
     if alloc.logical_ids and len(set(alloc.logical_ids)) != len(alloc.logical_ids):
         raise PluginError("Properties.Allocation.LogicalIDs: must not repeat an ID")
+    for lid in alloc.logical_ids or ():
+        if _CONTROL.search(lid):
+            raise PluginError(f"Properties.Allocation.LogicalIDs: {lid!r} must not contain "
+                              "control characters")
     if max(alloc.size, len(alloc.logical_ids or ())) > MAX_MEMBERS:
         raise PluginError(f"Properties.Allocation: at most {MAX_MEMBERS} members in one group")
     for block, name in ((props.instance, "Instance"), (props.flavor, "Flavor")):
