@@ -118,7 +118,7 @@ def stack(monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin,
 def test_a_command_that_exits_at_once_fails_its_launch_and_backs_off(stack: Stack,
                                                                      cli: Cli) -> None:
     stack.commit(3, "echo starting; exit 2")
-    wait_until(lambda: "failed launch" in stack.status().backoff, 3 + POLL,
+    wait_until(lambda: "failed launch" in stack.status().backoff, 10,
                what="the failed launches to be known")
     status = stack.status()
     assert status.in_flight == []  # known as failed, not waited for until a deadline
