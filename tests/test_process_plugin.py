@@ -23,7 +23,7 @@ from infrakit.spi import EndedInstance, GroupSpec
 from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Description, Spec
 from tests import leaks
-from tests.conftest import Plugin, Processes, StartPlugin
+from tests.conftest import Cli, Plugin, Processes, StartPlugin
 from tests.helpers import require_engine, rpc, stop_process, wait_until
 
 NAME = "instance-process"
@@ -553,3 +553,47 @@ def test_a_log_is_read_a_bounded_piece_at_a_time_never_half_a_character(tmp_path
     assert logfile.read(log, "", 2, ended=False).data == "bbbb\ncc\u00e9\u00e9\u00e9\n"
     assert logfile.read(log, "", 9, ended=False).data == "aaaa\nbbbb\ncc\u00e9\u00e9\u00e9\n"
     assert logfile.read(tmp_path / "none.log", "", None, ended=True).ended
+
+
+def test_the_logs_command_prints_follows_until_the_end_and_names_what_failed(
+        proc: Proc, cli: Cli, instance_file: Path) -> None:
+    logs = ("instance", "--name", NAME, "logs")
+    iid = proc.provision(Command="echo one; echo two; read x < go; echo three",
+                         init="mkfifo go")
+    wait_until(lambda: "two" in proc.client.logs(iid, "", None, False).data, 10,
+               what="the instance's output")
+    done = cli(*logs, iid)
+    assert (done.returncode, done.stdout) == (0, "one\ntwo\n"), done.stderr
+    assert cli(*logs, iid, "--tail", "1").stdout == "two\n"
+    refused = cli(*logs, iid, "--previous")
+    assert refused.returncode == 1 and "has not ended" in refused.stderr
+    assert f"'{NAME}'" in refused.stderr and iid in refused.stderr
+    # -f prints what comes, and ends when the instance does
+    (proc.state / iid / "go").write_text("\n")
+    followed = cli(*logs, iid, "-f", timeout=30)
+    assert (followed.returncode, followed.stdout) == (0, "one\ntwo\nthree\n"), followed.stderr
+    assert cli(*logs, iid, "--previous").stdout == "one\ntwo\nthree\n"
+    unknown = cli(*logs, "proc-999")
+    assert unknown.returncode == 1
+    assert f"Instance plugin '{NAME}': logs of proc-999: " in unknown.stderr
+    none = cli("instance", "--name", "instance-file", "logs", "instance-1")
+    assert none.returncode == 1
+    assert "Instance plugin 'instance-file' has no logs (it does not serve Instance.Logs)" \
+        in none.stderr
+
+
+def test_logs_follow_stops_quietly_on_ctrl_c(proc: Proc, home: Path) -> None:
+    import subprocess
+
+    iid = proc.provision(Command="echo up; sleep 600")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "infrakit", "instance", "--name", NAME, "logs", "-f", iid],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home)
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "up\n"  # it follows by now
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=10)
+        assert follower.returncode == 130 and "Traceback" not in err, err
+    finally:
+        stop_process(follower)
