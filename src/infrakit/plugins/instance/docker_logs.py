@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from infrakit.plugins.instance.docker import DockerInstancePlugin
 
 _STAMP = re.compile(rb"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z")
-_CURSOR = re.compile(r"(\d+):(\d+)")
+_CURSOR = re.compile(r"([0-9]{1,19}):([0-9]{1,9})")
 _START = (0, 0)
 
 

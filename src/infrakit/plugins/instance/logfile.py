@@ -44,7 +44,7 @@ def read(log: Path, offset: str, tail: int | None, ended: bool,
 
 
 def _position(offset: str) -> int:
-    if not offset.isdigit():
+    if not (offset.isascii() and offset.isdigit()) or len(offset) > 19:
         raise PluginError(f"Offset: {offset!r} is not a cursor of this plugin's (a byte "
                           "offset): pass \"\" first, then the Offset of the last answer")
     return int(offset)
