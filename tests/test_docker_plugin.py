@@ -450,6 +450,56 @@ def test_group_heals_a_killed_container_and_leaves_only_its_ending_behind(
     assert containers(docker_engine) == []
 
 
+# -- Instance.Logs ----------------------------------------------------------------------------
+
+
+def _follow(inst: InstanceAPI, instance: str, offset: str, wanted: str) -> tuple[str, str]:
+    """Poll the logs from ``offset`` (as ``logs -f`` does) until ``wanted`` shows."""
+    text = ""
+    end = time.monotonic() + DEADLINE
+    while wanted not in text:
+        assert time.monotonic() < end, f"{wanted!r} never came; read {text!r}"
+        chunk = inst.logs(instance, offset, None, False)
+        text, offset = text + chunk.data, chunk.offset
+        if not chunk.data:
+            time.sleep(POLL)
+    return text, offset
+
+
+def test_logs_of_a_container_both_streams_followed_with_the_cursor(
+        plugin: Plugin, docker_engine: Engine) -> None:
+    inst = client(plugin)
+    talker = inst.provision(Spec(properties={**CONTAINER, "Command": [
+        "sh", "-c", "trap 'exit 0' TERM; echo one; sleep 0.1; echo two >&2; "
+                    "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo three; "
+                    "sleep 3600 & wait"]}))
+    text, offset = _follow(inst, talker, "", "two\n")
+    assert text == "one\ntwo\n"
+    assert inst.logs(talker, "", 1, False).data == "two\n"
+    now = inst.logs(talker, "", 0, False)
+    assert now.data == "" and not now.ended
+    in_container(docker_engine, talker, "sh", "-c", ": > /tmp/go")
+    for cursor in (offset, now.offset):  # neither a line twice nor one from before
+        assert _follow(inst, talker, cursor, "three\n")[0] == "three\n"
+    assert "Previous: instance" in error(inst.logs, talker, "", None, True)
+    assert "not a cursor" in error(inst.logs, talker, "12", None, False)
+    inst.destroy(talker)
+
+
+def test_logs_of_an_ended_container_and_of_none(plugin: Plugin, docker_engine: Engine) -> None:
+    inst = client(plugin)
+    failed = inst.provision(Spec(properties=FAILING))
+    wait_until(lambda: exited(docker_engine, failed), DEADLINE, what=f"{failed} to exit")
+    for previous in (False, True):
+        last = inst.logs(failed, "", None, previous)
+        assert last.data == "starting\nno config found\n" and last.ended
+    after = inst.logs(failed, last.offset, None, False)
+    assert (after.data, after.ended) == ("", True)
+    inst.destroy(failed)
+    assert "no container" in error(inst.logs, failed, "", None, False)
+    assert "not an instance of plugin" in error(inst.logs, "web-1", "", None, False)
+
+
 # -- how an ending is told, without an engine -------------------------------------------------
 
 
@@ -510,3 +560,24 @@ def test_a_listing_taken_while_a_destroy_runs_reports_nothing() -> None:
     sweep([], g="a")
     [gone] = endings.report({"g": "a"})
     assert (gone.crashed, gone.reason, gone.started) == (False, "removed outside the plugin", 5)
+
+
+def test_log_lines_of_one_instant_are_neither_lost_nor_repeated_and_answers_are_bounded(
+        ) -> None:
+    from infrakit.plugins.instance import docker_logs
+
+    stamp = "2026-01-02T03:04:05.5Z"
+    lines = [f"{stamp} {word}\n".encode() for word in ("aaa", "bbb", "ccc")]
+
+    class Engine:
+        def logs(self, _: str, **kw: Any) -> list[bytes]:
+            assert kw["follow"] is False and kw["timestamps"] is True
+            return lines
+
+    first = docker_logs.read(Engine(), "c", None, None, ended=False, limit=8)
+    assert first.data == "bbb\nccc\n"  # the last 8 bytes, whole lines
+    follow = docker_logs.read(Engine(), "c", (0, 0), None, ended=True, limit=8)
+    assert (follow.data, follow.ended) == ("aaa\nbbb\n", False)  # bounded: more to come
+    cursor = docker_logs._cursor(follow.offset)
+    rest = docker_logs.read(Engine(), "c", cursor, None, ended=True, limit=8)
+    assert (rest.data, rest.ended) == ("ccc\n", True)

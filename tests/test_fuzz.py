@@ -50,7 +50,8 @@ DEADLINE = 5.0
 
 HANDSHAKES = ["Handshake.Implements", "Handshake.Types", "Plugin.Implements"]
 METHODS = {
-    "instance-file": [*INSTANCE.methods, *HANDSHAKES],
+    # instance-file keeps no output: it answers Instance.Logs "method not found"
+    "instance-file": [*(m for m in INSTANCE.methods if m != "Instance.Logs"), *HANDSHAKES],
     "instance-process": [*INSTANCE.methods, *HANDSHAKES],
     "flavor-vanilla": [*FLAVOR.methods, *HANDSHAKES],
     "flavor-combo": [*FLAVOR.methods, *HANDSHAKES],
@@ -228,6 +229,10 @@ _FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "Instance.Label": {"Instance": _or_junk(INSTANCE_IDS), "Labels": TAGS},
     "Instance.Destroy": {"Instance": _or_junk(INSTANCE_IDS)},
     "Instance.DescribeInstances": {"Tags": TAGS, "Properties": _or_junk(st.booleans())},
+    "Instance.Logs": {"Instance": _or_junk(INSTANCE_IDS),
+                      "Offset": _or_junk(st.one_of(st.from_regex(r"\d{1,30}", fullmatch=True),
+                                                   st.text(max_size=30))),
+                      "Tail": _or_junk(st.integers()), "Previous": _or_junk(st.booleans())},
     "Flavor.Validate": {"Properties": FLAVOR_PROPERTIES, "Allocation": _or_junk(ALLOCATION)},
     "Flavor.Prepare": {"Properties": FLAVOR_PROPERTIES, "Spec": _or_junk(SPEC),
                        "Allocation": _or_junk(ALLOCATION), "Index": _or_junk(INDEX)},

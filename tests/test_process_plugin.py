@@ -23,7 +23,7 @@ from infrakit.spi import EndedInstance, GroupSpec
 from infrakit.spi.errors import CallFailed
 from infrakit.spi.types import Description, Spec
 from tests import leaks
-from tests.conftest import Plugin, Processes, StartPlugin
+from tests.conftest import Cli, Plugin, Processes, StartPlugin
 from tests.helpers import require_engine, rpc, stop_process, wait_until
 
 NAME = "instance-process"
@@ -477,3 +477,123 @@ def test_an_instance_killed_by_a_signal_says_which(proc: Proc) -> None:
                what="the instance's end to be reported")
     [end] = [e for e in proc.client.describe_ended({}) if e.id == iid]
     assert end.reason == "killed by signal 9 (SIGKILL)" and end.exit_status is None
+
+
+# -- Instance.Logs --------------------------------------------------------------------------
+
+
+def _read_until(proc: Proc, iid: str, offset: str, wanted: str,
+                deadline: float = 10.0) -> tuple[str, str]:
+    """Poll the log from ``offset`` (as ``logs -f`` does) until ``wanted`` shows; returns
+    the text read and the cursor after it."""
+    text = ""
+    end = time.monotonic() + deadline
+    while wanted not in text:
+        assert time.monotonic() < end, f"{wanted!r} never came; read {text!r}"
+        chunk = proc.client.logs(iid, offset, None, False)
+        text, offset = text + chunk.data, chunk.offset
+        if not chunk.data:
+            time.sleep(0.05)
+    return text, offset
+
+
+def test_logs_read_a_member_s_output_and_follow_it_with_the_cursor(proc: Proc) -> None:
+    iid = proc.provision(Command="for i in 1 2 3; do echo line $i; done; echo err >&2; "
+                                 "read x < go; echo after; sleep 600", init="mkfifo go")
+    text, offset = _read_until(proc, iid, "", "err\n")
+    assert text == "line 1\nline 2\nline 3\nerr\n"
+    assert proc.client.logs(iid, "", 2, False).data == "line 3\nerr\n"
+    assert proc.client.logs(iid, "", 0, False).data == ""
+    again = proc.client.logs(iid, offset, None, False)
+    assert again.data == "" and again.offset == offset and not again.ended
+    (proc.state / iid / "go").write_text("\n")
+    more, _ = _read_until(proc, iid, offset, "after\n")
+    assert more == "after\n"  # only what came after the cursor
+
+
+def test_an_ended_member_s_log_is_still_read_and_says_it_ended(proc: Proc) -> None:
+    iid = proc.provision(Command="echo bye; exit 4")
+    wait_until(lambda: proc.client.logs(iid, "", None, False).ended, 10,
+               what="the instance to end")
+    for previous in (False, True):
+        last = proc.client.logs(iid, "", None, previous)
+        assert last.data == "bye\n" and last.ended
+    assert proc.client.logs(iid, last.offset, None, True) == \
+        type(last)(data="", offset=last.offset, ended=True)
+    proc.client.destroy(iid)
+    with pytest.raises(CallFailed, match=f"{iid}.* is gone"):
+        proc.client.logs(iid, "", None, False)
+
+
+def test_logs_refuse_an_unknown_id_a_bad_cursor_and_previous_of_a_running_one(
+        proc: Proc) -> None:
+    iid = proc.provision(Command="sleep 600")
+    with pytest.raises(CallFailed, match="has made none by that ID"):
+        proc.client.logs("proc-999", "", None, False)
+    with pytest.raises(CallFailed, match="not an ID of this plugin"):
+        proc.client.logs("web-1", "", None, False)
+    with pytest.raises(CallFailed, match="not a cursor"):
+        proc.client.logs(iid, "x", None, False)
+    with pytest.raises(CallFailed, match=f"Previous: instance '{iid}' has not ended"):
+        proc.client.logs(iid, "", None, True)
+
+
+def test_a_log_is_read_a_bounded_piece_at_a_time_never_half_a_character(tmp_path: Path
+                                                                        ) -> None:
+    from infrakit.plugins.instance import logfile
+
+    log = tmp_path / "x.log"
+    log.write_bytes("aaaa\nbbbb\ncc\u00e9\u00e9\u00e9\n".encode())  # 19 bytes
+    first = logfile.read(log, "", None, ended=True, limit=12)
+    assert first == type(first)(data="cc\u00e9\u00e9\u00e9\n", offset="19", ended=True)
+    cut = logfile.read(log, "3", None, ended=True, limit=12)
+    assert cut == type(cut)(data="a\nbbbb\ncc\u00e9", offset="14", ended=False)
+    rest = logfile.read(log, cut.offset, None, ended=True, limit=12)
+    assert rest.data == "\u00e9\u00e9\n" and rest.ended
+    assert logfile.read(log, "", 2, ended=False).data == "bbbb\ncc\u00e9\u00e9\u00e9\n"
+    assert logfile.read(log, "", 9, ended=False).data == "aaaa\nbbbb\ncc\u00e9\u00e9\u00e9\n"
+    assert logfile.read(tmp_path / "none.log", "", None, ended=True).ended
+
+
+def test_the_logs_command_prints_follows_until_the_end_and_names_what_failed(
+        proc: Proc, cli: Cli, instance_file: Path) -> None:
+    logs = ("instance", "--name", NAME, "logs")
+    iid = proc.provision(Command="echo one; echo two; read x < go; echo three",
+                         init="mkfifo go")
+    wait_until(lambda: "two" in proc.client.logs(iid, "", None, False).data, 10,
+               what="the instance's output")
+    done = cli(*logs, iid)
+    assert (done.returncode, done.stdout) == (0, "one\ntwo\n"), done.stderr
+    assert cli(*logs, iid, "--tail", "1").stdout == "two\n"
+    refused = cli(*logs, iid, "--previous")
+    assert refused.returncode == 1 and "has not ended" in refused.stderr
+    assert f"'{NAME}'" in refused.stderr and iid in refused.stderr
+    # -f prints what comes, and ends when the instance does
+    (proc.state / iid / "go").write_text("\n")
+    followed = cli(*logs, iid, "-f", timeout=30)
+    assert (followed.returncode, followed.stdout) == (0, "one\ntwo\nthree\n"), followed.stderr
+    assert cli(*logs, iid, "--previous").stdout == "one\ntwo\nthree\n"
+    unknown = cli(*logs, "proc-999")
+    assert unknown.returncode == 1
+    assert f"Instance plugin '{NAME}': logs of proc-999: " in unknown.stderr
+    none = cli("instance", "--name", "instance-file", "logs", "instance-1")
+    assert none.returncode == 1
+    assert "Instance plugin 'instance-file' has no logs (it does not serve Instance.Logs)" \
+        in none.stderr
+
+
+def test_logs_follow_stops_quietly_on_ctrl_c(proc: Proc, home: Path) -> None:
+    import subprocess
+
+    iid = proc.provision(Command="echo up; sleep 600")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "infrakit", "instance", "--name", NAME, "logs", "-f", iid],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home)
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "up\n"  # it follows by now
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=10)
+        assert follower.returncode == 130 and "Traceback" not in err, err
+    finally:
+        stop_process(follower)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -17,7 +18,8 @@ from infrakit.spi.types import Spec
 @click.option("--name", required=True, help="The instance plugin, as NAME or NAME/TYPE.")
 @click.pass_context
 def command(ctx: click.Context, name: str, timeout: float) -> None:
-    """Validate, provision, describe, label and destroy instances through a plugin."""
+    """Validate, provision, describe, label and destroy instances through a plugin, and
+    read their logs."""
     ctx.obj = (name, timeout)
 
 
@@ -108,3 +110,49 @@ def label(ctx: click.Context, instance: str, labels: tuple[str, ...]) -> None:
     with plugin_client(name, timeout) as (rpc, type_name):
         InstanceClient(rpc, type_name).label(instance, pairs)
     click.echo(f"labelled {instance}")
+
+
+FOLLOW_POLL = 0.5
+"""Seconds between two calls of ``logs -f`` that found nothing new."""
+
+
+@command.command()
+@click.argument("instance", metavar="ID")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing what comes until the instance ends (or Ctrl-C).")
+@click.option("--previous", is_flag=True,
+              help="Only an instance that has ended: what it left (refused for one that runs).")
+@click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Start N lines before the end (default: all, at most the last 1 MiB).")
+@click.pass_context
+def logs(ctx: click.Context, instance: str, follow: bool, previous: bool,
+         tail: int | None) -> None:
+    """Print an instance's output, as its plugin keeps it (Instance.Logs, served by
+    instance-process and instance-docker)."""
+    import time
+
+    from infrakit.spi.errors import CallFailed, Unsupported
+
+    name, timeout = _client(ctx)
+    offset = ""
+    with plugin_client(name, timeout) as (rpc, type_name):
+        client = InstanceClient(rpc, type_name)
+        try:
+            while True:
+                try:
+                    chunk = client.logs(instance, offset, tail, previous)
+                except Unsupported:
+                    raise click.ClickException(f"Instance plugin {name!r} has no logs (it "
+                                               "does not serve Instance.Logs)") from None
+                except CallFailed as exc:
+                    raise click.ClickException(f"Instance plugin {name!r}: logs of "
+                                               f"{instance}: {exc.reason}") from None
+                click.echo(chunk.data, nl=False)
+                sys.stdout.flush()
+                offset = chunk.offset
+                if not follow or chunk.ended:
+                    return
+                if not chunk.data:
+                    time.sleep(FOLLOW_POLL)
+        except KeyboardInterrupt:  # the usual end of -f: no "aborted"
+            raise SystemExit(130) from None

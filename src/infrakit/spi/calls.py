@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
-from infrakit.spi.instance import EndedInstance
+from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.types import Allocation, Description, Health, HealthReport, Index, Spec
 
 
@@ -29,6 +29,8 @@ class InstanceAPI(Protocol):
     def describe_instances(self, tags: dict[str, str],
                            properties: bool) -> list[Description]: ...
     def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]: ...
+    def logs(self, instance: str, offset: str, tail: int | None,
+             previous: bool) -> InstanceLogs: ...
 
 
 class FlavorAPI(Protocol):
@@ -72,6 +74,8 @@ class AsyncInstanceAPI(Protocol):
     async def describe_instances(self, tags: dict[str, str],
                                  properties: bool) -> list[Description]: ...
     async def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]: ...
+    async def logs(self, instance: str, offset: str, tail: int | None,
+                   previous: bool) -> InstanceLogs: ...
 
 
 class AsyncFlavorAPI(Protocol):

@@ -38,6 +38,9 @@ class InstancePlugin(Protocol):
     # plugin that knows its instances (a process's exit status, a container's) serves it;
     # without it, a group counts an instance it never saw as in flight until its deadline.
 
+    # Optional: ``logs(instance, offset, tail, previous) -> InstanceLogs`` (``Instance.Logs``,
+    # our extension) reads an instance's output, a bounded piece per call; see LogsRequest.
+
 
 class EndedInstance(Wire, kw_only=True, omit_defaults=True):
     """An instance that ended without a ``Destroy``: how and when. A plugin keeps what it
@@ -60,6 +63,47 @@ class EndedInstance(Wire, kw_only=True, omit_defaults=True):
     """When the plugin found it ended."""
     output: list[str] | None = None
     """The last lines of its output, when the plugin has them."""
+
+
+LOGS_MAX_BYTES = 1 << 20
+"""The most text one ``Instance.Logs`` answer carries."""
+
+
+class InstanceLogs(Wire, kw_only=True):
+    """A piece of an instance's output, as ``Instance.Logs`` answers."""
+
+    data: str = ""
+    """The text, at most :data:`LOGS_MAX_BYTES` of it (UTF-8), whole lines where it can."""
+    offset: str = ""
+    """The cursor to pass on the next call to get what follows (opaque: the plugin's own)."""
+    ended: bool = False
+    """The instance has ended and ``data`` reaches the end of what it wrote: no more will
+    come."""
+
+
+class LogsRequest(Wire, kw_only=True):
+    """``Instance.Logs``, our extension: an instance's output (stdout and stderr, as the
+    plugin keeps it), without streaming: a follower calls again with the ``Offset`` the
+    last answer gave until one says ``Ended``. A plugin without it answers "method not
+    found"."""
+
+    type: str = ""
+    instance: str
+    offset: str = ""
+    """Where to go on from: ``""`` for the first call, else the last answer's ``Offset``."""
+    tail: int | None = None
+    """First call only: start this many lines before the end (None: from the start, or
+    from the last :data:`LOGS_MAX_BYTES` when there is more)."""
+    previous: bool = False
+    """Read only an instance that has ended (what it left): refused for one that runs, so
+    that a caller asking for the output of an ended instance never gets a live one's."""
+
+
+class LogsResult(Wire, kw_only=True):
+    type: str = ""
+    data: str = ""
+    offset: str = ""
+    ended: bool = False
 
 
 class ValidateRequest(Wire, kw_only=True):
@@ -165,4 +209,8 @@ INSTANCE = interface(
            "describe_ended", lambda r: (r.tags or {},),
            lambda r, v: DescribeEndedResult(type=r.type, ended=list(v)),
            lambda res: res.ended or []),
+    Method("Instance.Logs", LogsRequest, LogsResult, "logs",
+           lambda r: (r.instance, r.offset, r.tail, r.previous),
+           lambda r, v: LogsResult(type=r.type, data=v.data, offset=v.offset, ended=v.ended),
+           lambda res: InstanceLogs(data=res.data, offset=res.offset, ended=res.ended)),
 )

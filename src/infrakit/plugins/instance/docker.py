@@ -76,11 +76,11 @@ import docker.errors
 import docker.types
 import msgspec
 
-from infrakit.plugins.instance import docker_ended, provider_tags
+from infrakit.plugins.instance import docker_ended, docker_logs, provider_tags
 from infrakit.plugins.instance.docker_ended import LIVE, EndedContainers, Listed
 from infrakit.plugins.instance.state import StateFile, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.instance import EndedInstance
+from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec
 
@@ -228,8 +228,6 @@ class DockerInstancePlugin:
         self._endings = EndedContainers()
         self._client: Any = None
         self._client_lock = threading.Lock()
-
-    # -- the engine --------------------------------------------------------------------------
 
     def _api(self) -> Any:
         """The SDK's low-level client, made on first use, so that the plugin starts (and
@@ -400,6 +398,10 @@ class DockerInstancePlugin:
         without a Destroy."""
         self._list(tags)
         return self._endings.report(tags)
+
+    def logs(self, instance: str, offset: str, tail: int | None, previous: bool) -> InstanceLogs:
+        """The container's output, from the engine: see :mod:`.docker_logs`."""
+        return docker_logs.serve(self, instance, offset, tail, previous)
 
     def _list(self, tags: dict[str, str]) -> list[Listed]:
         """The plugin's containers, in one listing. The engine filters on the tags that no

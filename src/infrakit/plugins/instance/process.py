@@ -16,7 +16,8 @@ was reused by another process is never mistaken for the instance. Records live i
 run. An instance whose process died is dropped from its records when it is next described,
 and reported by ``DescribeEnded`` with its exit status and the last lines of its log; the
 working directories and logs of the last ``ENDED_KEPT`` ended instances stay for a
-post-mortem. ``Destroy`` removes both.
+post-mortem (``Instance.Logs`` reads them, as it reads a running instance's log: see
+:mod:`.logfile`). ``Destroy`` removes both.
 
 Destroy of an instance the plugin made that is gone already (destroyed before, or ended
 and no longer remembered, as after a restart) succeeds, and logs that it was gone; an ID of
@@ -45,10 +46,10 @@ import msgspec
 import msgspec.structs
 
 from infrakit.atomicfile import write_atomic
-from infrakit.plugins.instance import cgroups
+from infrakit.plugins.instance import cgroups, logfile
 from infrakit.plugins.instance.state import load_records, state_directory
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.instance import EndedInstance
+from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Description, Spec, Wire
 
@@ -502,6 +503,28 @@ class ProcessInstancePlugin:
         with self._lock:
             ended = [e for e, _ in self._ended.values()]
         return [e for e in ended if wanted <= (e.tags or {}).items()]
+
+    def logs(self, instance: str, offset: str, tail: int | None,
+             previous: bool) -> InstanceLogs:
+        """The instance's log: one that runs, or one that ended whose files are still kept
+        (``previous`` asks for such an one only). See :mod:`.logfile`."""
+        with self._lock:
+            known = self._records.get(instance)
+        if known is not None and not _alive(known):
+            self._forget(known, keep_files=True)
+        with self._lock:
+            record, gone = self._records.get(instance), self._ended.get(instance)
+            if record is None and gone is None and known is None:
+                self._existing(instance, "read the log of")
+                raise NotFoundError(f"Instance: {instance!r} is gone (destroyed, or ended "
+                                    f"before the last {ENDED_KEPT} that ended): its log is "
+                                    "no longer kept")
+        if previous and gone is None:
+            raise PluginError(f"Previous: instance {instance!r} has not ended (it runs): "
+                              "ask without it for the log of one that runs")
+        ended = gone is not None  # else it runs, or ends this very moment: the next call says
+        path = Path(gone[1].log if gone else (record or known).log)  # type: ignore[union-attr]
+        return logfile.read(path, offset, tail, ended)
 
     def _sweep(self) -> list[ProcessRecord]:
         """The records whose process runs; the others end here."""
