@@ -52,6 +52,30 @@ class OperationStatus(Wire, kw_only=True):
     expires_in: float
 
 
+class GroupEvent(Wire, kw_only=True):
+    """One thing that happened to a group (``Group.Events``, our extension), kept in the
+    group's store: the last ``EVENTS_KEPT`` of each group, deleted with it."""
+
+    seq: int = 0
+    """Its number in the group's history, from 1, given by the store."""
+    time: float
+    group: str
+    member: str = ""
+    kind: str
+    """``provisioned``, ``destroyed``, ``launch failed``, ``member died``, ``breaker
+    opened``, ``breaker closed``, ``update started``, ``batch done``, ``update halted``,
+    ``update finished``, ``backoff started`` or ``committed``."""
+    reason: str = ""
+    actor: str = ""
+    """The verb that caused it (``commit``, ``destroy-instances``, ``set-size``), or empty
+    for the controller's own decisions."""
+    details: dict[str, Any] | None = None
+
+
+EVENTS_KEPT = 1000
+"""Events kept per group: appending beyond drops the oldest."""
+
+
 class GroupStatus(Wire, kw_only=True):
     """``Group.DescribeStatus``, our extension: everything an operator asks about a group."""
 
