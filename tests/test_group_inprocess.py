@@ -266,3 +266,55 @@ def test_a_freed_group_committed_again_says_which_members_it_adopts(tmp_path: Pa
             "Managing 2 instances\nAdopting 2 existing members")
 
     run(tmp_path, scenario)
+
+
+def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        async def events() -> list[tuple[str, str, str, str]]:
+            return [(e.kind, e.member, e.reason, e.actor)
+                    for e in await plugin.events("web", None, None, 0)]
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        await plugin.commit_group(spec(3), False)
+        await until(converged)
+        await until(lambda: _has(events, "provisioned", 3))
+        assert (await events())[0] == ("committed", "", "Managing 3 instances", "commit")
+        made = sorted(cloud.made)
+        assert sorted(m for k, m, r, _ in await events() if k == "provisioned"
+                      and r == "scale-out") == made
+        # idle passes write nothing
+        count = len(await events())
+        passes = (await plugin.describe_status("web")).passes
+        await until(lambda: _passed(plugin, passes + 5))
+        assert len(await events()) == count
+
+        await plugin.commit_group(spec(2), False)
+        await until(lambda: _has(events, "destroyed", 1))
+        assert [r for k, _, r, _ in await events() if k == "destroyed"] == ["scale-in"]
+        assert (await events())[count][:2] == ("committed", "")
+
+        victim = sorted(cloud.made)[0]
+        await plugin.destroy_instances("web", [victim], False)
+        assert ("destroyed", victim, "by request", "destroy-instances") in await events()
+
+        cloud.fault = "refused"
+        await plugin.commit_group(spec(3), False)
+        await until(lambda: _has(events, "launch failed", 1))
+        failed = next(e for e in await plugin.events("web", None, None, 0)
+                  if e.kind == "launch failed")
+        assert "no capacity left" in failed.reason and failed.details
+        await until(lambda: _has(events, "backoff started", 1))
+        last = (await plugin.events("web", None, None, 1))[0]
+        assert [e.seq for e in await plugin.events("web", None, last.seq - 1, 0)] == [last.seq]
+        cloud.fault = ""
+        await plugin.free_group("web")
+        assert plugin.store.events("web") == []
+
+    run(tmp_path, scenario)
+
+
+async def _has(events: Callable[[], Awaitable[list[tuple[str, str, str, str]]]], kind: str,
+               n: int) -> bool:
+    return sum(e[0] == kind for e in await events()) >= n

@@ -134,6 +134,9 @@ class GroupPlugin(Protocol):
 
     def cancel_update(self, id: str) -> MaybeAwaitable[str]: ...
 
+    def events(self, id: str, since: float | None, after: int | None,
+               limit: int) -> MaybeAwaitable[list[GroupEvent]]: ...
+
 
 class CommitRequest(Wire, kw_only=True):
     spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
@@ -153,6 +156,20 @@ class DestroyInstancesRequest(Wire, kw_only=True):
 
 class InspectRequest(Wire, kw_only=True):
     pass
+
+
+class EventsRequest(Wire, kw_only=True):
+    id: str = msgspec.field(name="ID")
+    since: float | None = None
+    """Only the events at or after this time (seconds since the epoch)."""
+    after: int | None = None
+    """Only the events numbered after this one (to follow a group's history)."""
+    limit: int = 0
+    """At most this many, the newest (0: every one kept)."""
+
+
+class EventsResult(Wire, kw_only=True):
+    events: list[GroupEvent]
 
 
 class CommitResult(Wire, kw_only=True):
@@ -212,4 +229,7 @@ GROUP = interface(
            lambda r: (r.id,), _details, _unwrap_details),
     Method("Group.CancelUpdate", IDRequest, CommitResult, "cancel_update",
            lambda r: (r.id,), _details, _unwrap_details),
+    Method("Group.Events", EventsRequest, EventsResult, "events",
+           lambda r: (r.id, r.since, r.after, r.limit),
+           lambda r, v: EventsResult(events=list(v)), lambda res: res.events),
 )
