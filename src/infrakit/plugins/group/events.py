@@ -112,8 +112,7 @@ def acted(c: GroupController, decision: Plan, by_id: dict[str, Member],
     events, now = c.events, time.time()
     reasons = {iid: destroy_reason(c, decision, by_id[iid], now)
                for iid in destroyed if iid in by_id}
-    why_made = "rolling update" if decision.outdated else \
-        "replacement" if decision.replace else "scale-out"
+    why_made = "rolling update" if decision.outdated else f"to reach {c.props.target()} members"
     for iid in made:
         events.add("provisioned", why_made, iid)
     for iid in destroyed:
