@@ -385,3 +385,120 @@ def test_a_commit_whose_members_could_never_fit_is_refused(tmp_path: Path) -> No
         assert cloud.made == {} and cloud.calls == []
 
     run_sized(tmp_path, scenario, BigInit(1000))
+
+
+def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        async def events() -> list[tuple[str, str, str, str]]:
+            return [(e.kind, e.member, e.reason, e.actor)
+                    for e in await plugin.events("web", None, None, 0)]
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        await plugin.commit_group(spec(3), False)
+        await until(converged)
+        await until(lambda: _has(events, "provisioned", 3))
+        assert (await events())[0] == ("committed", "", "Managing 3 instances", "commit")
+        made = sorted(cloud.made)
+        assert sorted(m for k, m, r, _ in await events() if k == "provisioned"
+                      and r == "to reach 3 members") == made
+        # idle passes write nothing
+        count = len(await events())
+        passes = (await plugin.describe_status("web")).passes
+        await until(lambda: _passed(plugin, passes + 5))
+        assert len(await events()) == count
+
+        await plugin.commit_group(spec(2), False)
+        await until(lambda: _has(events, "destroyed", 1))
+        assert [r for k, _, r, _ in await events() if k == "destroyed"] == ["scale-in"]
+        assert (await events())[count][:2] == ("committed", "")
+
+        victim = sorted(cloud.made)[0]
+        await plugin.destroy_instances("web", [victim], False)
+        assert ("destroyed", victim, "by request", "destroy-instances") in await events()
+
+        cloud.fault = "refused"
+        await plugin.commit_group(spec(3), False)
+        await until(lambda: _has(events, "launch failed", 1))
+        failed = next(e for e in await plugin.events("web", None, None, 0)
+                  if e.kind == "launch failed")
+        assert "no capacity left" in failed.reason and failed.details
+        await until(lambda: _has(events, "backoff started", 1))
+        last = (await plugin.events("web", None, None, 1))[0]
+        assert [e.seq for e in await plugin.events("web", None, last.seq - 1, 0)] == [last.seq]
+        cloud.fault = ""
+        await plugin.free_group("web")
+        assert plugin.store.events("web") == []
+
+    run(tmp_path, scenario)
+
+
+async def _has(events: Callable[[], Awaitable[list[tuple[str, str, str, str]]]], kind: str,
+               n: int) -> bool:
+    return sum(e[0] == kind for e in await events()) >= n
+
+
+class Sick(Flavor):
+    """A flavor that finds the members in ``sick`` unhealthy."""
+
+    def __init__(self) -> None:
+        self.sick: set[str] = set()
+
+    async def healthy_each(self, properties: Any,
+                           instances: list[Description]) -> list[HealthReport | Exception]:
+        return [HealthReport(Health.UNHEALTHY, "HTTP 503") if d.id in self.sick
+                else HealthReport(Health.HEALTHY) for d in instances]
+
+
+def test_events_say_health_replacements_the_breaker_and_the_rolling_update(
+        tmp_path: Path) -> None:
+    flavor = Sick()
+
+    async def main() -> None:
+        cloud = Cloud()
+        plugin = GroupPlugin(SQLiteStore(tmp_path / "groups.db"), Lookup(cloud, flavor), POLL)
+        await plugin.start()
+        try:
+            await scenario(plugin, cloud)
+        finally:
+            await plugin.stop()
+
+    async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
+        async def events() -> list[tuple[str, str, str, str]]:
+            return [(e.kind, e.member, e.reason, e.actor)
+                    for e in await plugin.events("web", None, None, 0)]
+
+        async def converged() -> bool:
+            return (await plugin.describe_group("web")).converged
+
+        def tuned(properties: Any = None, **extra: Any) -> GroupSpec:
+            s = spec(3, properties=properties)
+            s.properties.update(HealthGrace=0.05, MaxUnhealthy=1, **extra)
+            return s
+
+        await plugin.commit_group(tuned(), False)
+        await until(converged)
+        sick = sorted(cloud.made)[0]
+        flavor.sick.add(sick)
+        await until(lambda: _has(events, "destroyed", 1))
+        [(_, member, reason, _)] = [e for e in await events() if e[0] == "destroyed"]
+        assert member == sick and reason.startswith("unhealthy for ")
+        assert reason.endswith("s: HTTP 503")
+        await until(lambda: _has(events, "provisioned", 4))
+        assert (await events())[-1][2] == "to reach 3 members"
+        await until(converged)
+
+        flavor.sick.update(cloud.made)
+        await until(lambda: _has(events, "breaker opened", 1))
+        flavor.sick.clear()
+        await until(lambda: _has(events, "breaker closed", 1))
+
+        await plugin.commit_group(tuned("v2", MaxUnavailable=1), False)
+        await until(lambda: _has(events, "update finished", 1), timeout=10)
+        kinds = [e[0] for e in await events()]
+        assert kinds.index("update started") < kinds.index("update finished")
+        assert sum(e[0] == "destroyed" and e[2] == "rolling update"
+                   for e in await events()) == 3
+
+    asyncio.run(main())

@@ -9,7 +9,9 @@ import contextlib
 import itertools
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
 from infrakit.spi.calls import GroupAPI, InstanceAPI
-from infrakit.spi.group import GroupStatus
+from infrakit.spi.group import GroupEvent, GroupStatus
 from tests.conftest import Cli, Plugin, StartPlugin
 from tests.helpers import wait_until
 
@@ -296,3 +298,61 @@ def test_after_a_restart_old_members_keep_their_check_too(stack: Stack) -> None:
                    if m.id in old)
         time.sleep(POLL)
     assert all(m.health == "healthy" for m in stack.status().members if m.id in old)
+
+
+def test_a_killed_member_leaves_a_died_event_then_its_heir_a_provisioned_one(
+        stack: Stack, cli: Cli) -> None:
+    stack.commit(2)
+    wait_until(lambda: stack.status().converged, 10, what="2 members")
+    victim = sorted(stack.alive())[0]
+    pid = json.loads((stack.state / f"{victim}.json").read_text())["PID"]
+    assert pid > 1
+    os.kill(pid, signal.SIGKILL)
+
+    def died() -> list[GroupEvent]:
+        """The death, once the heir's provision follows it."""
+        events = stack.group().events("web", None, None, 0)
+        deaths = [e for e in events if e.kind == "member died"]
+        heirs = [e for e in events if deaths and e.seq > deaths[0].seq
+                 and e.kind == "provisioned"]
+        return deaths if heirs else []
+
+    wait_until(died, 10, what="the death and the heir's provision to be events")
+    [death] = died()
+    assert death.member == victim and "killed by signal 9 (SIGKILL)" in death.reason
+    assert death.details["exit"].startswith("killed by signal 9")
+    shown = cli("group", "events", "web")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("TIME") and "member died" in shown.stdout
+    assert victim in shown.stdout and "Managing 2 instances (by commit)" in shown.stdout
+    data = json.loads(cli("group", "events", "web", "-o", "json", "--since", "10m").stdout)
+    assert [e["Kind"] for e in data][:1] == ["committed"]
+    assert cli("group", "events", "web", "--since", "2999-01-01T00:00:00").stdout.strip() \
+        == "TIME  MEMBER  KIND  REASON"
+    assert "last events:" in cli("group", "describe", "-v", "web").stdout
+    _follow_sees_a_destroy(stack)
+
+
+def _follow_sees_a_destroy(stack: Stack) -> None:
+    """``group events --follow`` prints a new event as it comes, and ends at Ctrl-C."""
+    follow = subprocess.Popen([sys.executable, "-m", "infrakit", "group", "events", "web",
+                               "--follow"], stdout=subprocess.PIPE, bufsize=0)
+    try:
+        assert follow.stdout is not None
+        fd = follow.stdout.fileno()
+
+        def read_until(*words: str) -> str:
+            seen, deadline = "", time.monotonic() + 10
+            while not all(w in seen for w in words):
+                assert time.monotonic() < deadline, f"--follow printed no {words}: {seen!r}"
+                if select.select([fd], [], [], 0.5)[0]:
+                    seen += os.read(fd, 65536).decode()
+            return seen
+
+        read_until("TIME", "member died")  # the history is printed first
+        target = sorted(stack.alive())[0]
+        stack.group().destroy_instances("web", [target], False)
+        assert "TIME" not in read_until(target, "by request")
+    finally:
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(10) == 0

@@ -16,6 +16,7 @@ import pytest
 
 from infrakit.plugins.group.storage import GroupStore, InFlight
 from infrakit.spi.errors import PluginError
+from infrakit.spi.group import EVENTS_KEPT, GroupEvent
 from infrakit.store.etcd import EtcdStore
 from infrakit.store.etcd_client import EtcdClient, b64
 from infrakit.store.sqlite import SQLiteStore
@@ -77,6 +78,30 @@ def test_many_records_at_once_and_by_group(opener: Opener) -> None:
     store.delete_group("b")
     assert store.inflight("b") == [] and len(opener().inflight("a")) == 75
     assert store.load_groups() == {"a": b"{}"}
+
+
+def test_events_are_numbered_bounded_read_since_and_deleted_with_the_group(
+        opener: Opener) -> None:
+    store = opener()
+    for gid in ("a", "b"):
+        store.save_group(gid, b"{}")
+    store.append_events("a", [GroupEvent(time=float(n), group="a", member=f"m{n}",
+                                         kind="provisioned", reason="scale-out",
+                                         details={"n": n}) for n in range(1, 151)])
+    store.append_events("b", [GroupEvent(time=5.0, group="b", kind="committed")])
+    got = opener().events("a")
+    assert [e.seq for e in got] == list(range(1, 151)) and got[0].details == {"n": 1}
+    assert [e.seq for e in store.events("a", after=148)] == [149, 150]
+    assert [e.seq for e in store.events("a", since=100.0)] == list(range(100, 151))
+    assert [e.seq for e in store.events("a", limit=3)] == [148, 149, 150]
+    assert [(e.seq, e.kind) for e in store.events("b")] == [(1, "committed")]
+    # beyond the bound, the oldest go: in one write and over many
+    store.append_events("a", [GroupEvent(time=200.0, group="a", kind="destroyed")] * 900)
+    store.append_events("a", [GroupEvent(time=300.0, group="a", kind="destroyed")] * 60)
+    kept = store.events("a")
+    assert len(kept) == EVENTS_KEPT and kept[0].seq == 111 and kept[-1].seq == 1110
+    store.delete_group("a")
+    assert store.events("a") == [] and len(store.events("b")) == 1
 
 
 def test_wal_mode_and_busy_timeout(tmp_path: Path) -> None:

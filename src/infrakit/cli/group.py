@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import click
@@ -19,7 +20,8 @@ from infrakit.cli.output import (
 )
 from infrakit.cli.specfile import read_as
 from infrakit.rpc.typed import GroupClient
-from infrakit.spi.group import GroupSpec, GroupStatus
+from infrakit.spi.errors import PluginError
+from infrakit.spi.group import GroupEvent, GroupSpec, GroupStatus
 
 if TYPE_CHECKING:
     from infrakit.spi.calls import GroupAPI
@@ -148,6 +150,10 @@ def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
 def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
     with plugin_client(*ctx.obj) as (rpc, _):
         st = GroupClient(rpc).describe_status(group_id)
+        recent: list[GroupEvent] = []
+        if output == "table":
+            with contextlib.suppress(PluginError):  # a plugin that keeps no events
+                recent = GroupClient(rpc).events(group_id, None, None, 5)
     if output != "table":
         click.echo(dump(st, output))
         return
@@ -184,6 +190,9 @@ def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
         click.echo(f"error: {printable(err)}")
     if st.failures:
         click.echo(f"failing passes in a row: {st.failures} (backing off)")
+    if recent:
+        click.echo("\nlast events:")
+        click.echo(table(EVENT_HEADERS, _event_rows(recent)))
 
 
 def _member_details(st: GroupStatus) -> None:
@@ -197,6 +206,71 @@ def _member_details(st: GroupStatus) -> None:
             lines += [f"      | {printable(line)}" for line in m.last_output or []]
     if lines:
         click.echo("\n".join(["", "members:", *lines]))
+
+
+EVENT_HEADERS = ["TIME", "MEMBER", "KIND", "REASON"]
+FOLLOW_EVERY = 0.5
+"""Seconds between two polls of ``group events --follow``."""
+
+
+def _event_rows(events: list[GroupEvent]) -> list[list[str]]:
+    import time
+
+    return [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.member or "-",
+             e.kind, e.reason + (f" (by {e.actor})" if e.actor else "")] for e in events]
+
+
+def parse_since(text: str, now: float) -> float:
+    """``10m``, ``30s``, ``2h``, ``1d`` ago, or an ISO time (local, unless it says)."""
+    import datetime
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units:
+        try:
+            return now - float(text[:-1]) * units[text[-1]]
+        except ValueError:
+            pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a duration (10m, 30s, 2h, 1d) or an ISO "
+                                 "time (2026-11-29T18:00:00)", param_hint="--since") from None
+
+
+@command.command()
+@click.argument("group_id", metavar="ID")
+@click.option("--since", help="Only events since then: 10m, 2h, 1d ago, or an ISO time.")
+@click.option("-f", "--follow", is_flag=True, help="Print new events as they happen, until "
+              "Ctrl-C.")
+@output_option()
+@click.pass_context
+def events(ctx: click.Context, group_id: str, since: str | None, follow: bool,
+           output: str) -> None:
+    """Show what happened to a group: members provisioned, destroyed and died, and why."""
+    import time
+
+    start = parse_since(since, time.time()) if since else None
+    with plugin_client(*ctx.obj) as (rpc, _):
+        client = GroupClient(rpc)
+        found = client.events(group_id, start, None, 0)
+        _print_events(found, output, header=True)
+        last = found[-1].seq if found else 0
+        try:
+            while follow:
+                time.sleep(FOLLOW_EVERY)
+                found = client.events(group_id, start, last, 0)
+                if found:
+                    _print_events(found, output, header=False)
+                    last = found[-1].seq
+        except KeyboardInterrupt:
+            pass
+
+
+def _print_events(found: list[GroupEvent], output: str, header: bool) -> None:
+    if output != "table":
+        click.echo(dump(found, output))
+    elif found or header:
+        click.echo(table(EVENT_HEADERS, _event_rows(found), header=header))
 
 
 @command.command("set-size")

@@ -30,7 +30,7 @@ from infrakit.rpc.client import AsyncRPCClient, Remote
 from infrakit.rpc.lookup import SocketPlugins
 from infrakit.rpc.typed import AsyncGroupClient
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable
-from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
+from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
 from infrakit.store.etcd import EtcdStore
 
 log = logging.getLogger("infrakit.manager")
@@ -141,6 +141,12 @@ class ElectedGroup:
 
     async def cancel_update(self, id: str) -> str:
         return str(await self._lead_or_forward("cancel_update", id))
+
+    async def events(self, id: str, since: float | None, after: int | None,
+                     limit: int) -> list[GroupEvent]:
+        events: list[GroupEvent] = await self._lead_or_forward("events", id, since, after,
+                                                               limit)
+        return events
 
     # -- following ------------------------------------------------------------------------
 

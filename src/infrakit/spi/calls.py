@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
+from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
 from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.types import Allocation, Description, Health, HealthReport, Index, Spec
 
@@ -60,6 +60,8 @@ class GroupAPI(Protocol):
     def pause_update(self, id: str) -> str: ...
     def resume_update(self, id: str) -> str: ...
     def cancel_update(self, id: str) -> str: ...
+    def events(self, id: str, since: float | None, after: int | None,
+               limit: int) -> list[GroupEvent]: ...
 
 
 class AsyncInstanceAPI(Protocol):
@@ -105,6 +107,8 @@ class AsyncGroupAPI(Protocol):
     async def pause_update(self, id: str) -> str: ...
     async def resume_update(self, id: str) -> str: ...
     async def cancel_update(self, id: str) -> str: ...
+    async def events(self, id: str, since: float | None, after: int | None,
+                     limit: int) -> list[GroupEvent]: ...
 
 
 class PluginLookup(Protocol):

@@ -52,6 +52,30 @@ class OperationStatus(Wire, kw_only=True):
     expires_in: float
 
 
+class GroupEvent(Wire, kw_only=True):
+    """One thing that happened to a group (``Group.Events``, our extension), kept in the
+    group's store: the last ``EVENTS_KEPT`` of each group, deleted with it."""
+
+    seq: int = 0
+    """Its number in the group's history, from 1, given by the store."""
+    time: float
+    group: str
+    member: str = ""
+    kind: str
+    """``provisioned``, ``destroyed``, ``launch failed``, ``member died``, ``breaker
+    opened``, ``breaker closed``, ``update started``, ``batch done``, ``update halted``,
+    ``update finished``, ``backoff started`` or ``committed``."""
+    reason: str = ""
+    actor: str = ""
+    """The verb that caused it (``commit``, ``destroy-instances``, ``set-size``), or empty
+    for the controller's own decisions."""
+    details: dict[str, Any] | None = None
+
+
+EVENTS_KEPT = 1000
+"""Events kept per group: appending beyond drops the oldest."""
+
+
 class GroupStatus(Wire, kw_only=True):
     """``Group.DescribeStatus``, our extension: everything an operator asks about a group."""
 
@@ -110,6 +134,9 @@ class GroupPlugin(Protocol):
 
     def cancel_update(self, id: str) -> MaybeAwaitable[str]: ...
 
+    def events(self, id: str, since: float | None, after: int | None,
+               limit: int) -> MaybeAwaitable[list[GroupEvent]]: ...
+
 
 class CommitRequest(Wire, kw_only=True):
     spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
@@ -129,6 +156,20 @@ class DestroyInstancesRequest(Wire, kw_only=True):
 
 class InspectRequest(Wire, kw_only=True):
     pass
+
+
+class EventsRequest(Wire, kw_only=True):
+    id: str = msgspec.field(name="ID")
+    since: float | None = None
+    """Only the events at or after this time (seconds since the epoch)."""
+    after: int | None = None
+    """Only the events numbered after this one (to follow a group's history)."""
+    limit: int = 0
+    """At most this many, the newest (0: every one kept)."""
+
+
+class EventsResult(Wire, kw_only=True):
+    events: list[GroupEvent]
 
 
 class CommitResult(Wire, kw_only=True):
@@ -188,4 +229,7 @@ GROUP = interface(
            lambda r: (r.id,), _details, _unwrap_details),
     Method("Group.CancelUpdate", IDRequest, CommitResult, "cancel_update",
            lambda r: (r.id,), _details, _unwrap_details),
+    Method("Group.Events", EventsRequest, EventsResult, "events",
+           lambda r: (r.id, r.since, r.after, r.limit),
+           lambda r, v: EventsResult(events=list(v)), lambda res: res.events),
 )

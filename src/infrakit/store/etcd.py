@@ -8,22 +8,40 @@ Keys, under a prefix (default ``/infrakit/``)::
     destroying/<group>  "1" once the group is being destroyed: it never provisions again
     sequence/<group>    the last member sequence number handed out
     inflight/<key>      an in-flight record (JSON)
+    eventseq/<group>    the number of the group's last event
+    events/<group>/<n>  an event (JSON), ``n`` zero-padded so that keys sort by number
 
 Every change that must be atomic is one etcd transaction; a read-modify-write (the previous
 spec, the sequence) compares the revision it read and retries if another writer came in
 between. etcd caps the operations of one transaction (128 by default), so recording many
 in-flight records takes one transaction per 100: each is durable before the controller
-acts, and a crash between two leaves records that only delay, never duplicate.
+acts, and a crash between two leaves records that only delay, never duplicate. Events
+go in one transaction per 100 too, each with the counter and with one range delete that
+drops what is beyond the last 1,000.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+import msgspec.structs
 
 from infrakit.plugins.group.storage import InFlight
-from infrakit.store.etcd_client import TXN_OPS, EtcdClient, delete, exists, put, unchanged
+from infrakit.spi.group import EVENTS_KEPT, GroupEvent
+from infrakit.store.etcd_client import (
+    TXN_OPS,
+    EtcdClient,
+    b64,
+    delete,
+    exists,
+    put,
+    unchanged,
+)
 
 _decode = msgspec.json.Decoder(InFlight).decode
+_decode_event = msgspec.json.Decoder(GroupEvent).decode
+_SEQ_DIGITS = 12
 
 
 class EtcdStore:
@@ -67,7 +85,9 @@ class EtcdStore:
 
     def delete_group(self, group: str) -> None:
         ops = [delete(f"{self.prefix}{part}/{group}")
-               for part in ("spec", "previous", "paused", "destroying", "sequence")]
+               for part in ("spec", "previous", "paused", "destroying", "sequence", "eventseq")]
+        ops.append(_delete_range(self._event_key(group, 0),
+                                 self._event_key(group, 10 ** _SEQ_DIGITS - 1)))
         keys = [op.key for op in self.inflight(group)]
         self.client.txn(ops + [delete(self._inflight_key(k))
                                for k in keys[:TXN_OPS - len(ops)]])
@@ -101,3 +121,39 @@ class EtcdStore:
             if self.client.txn([put(key, str(last + count))],
                                [unchanged(key, revision), exists(spec)]):
                 return last + 1
+
+    def _event_key(self, group: str, seq: int) -> str:
+        return f"{self.prefix}events/{group}/{seq:0{_SEQ_DIGITS}d}"
+
+    def append_events(self, group: str, events: list[GroupEvent]) -> None:
+        for start in range(0, len(events), TXN_OPS - 2):
+            self._append(group, events[start:start + TXN_OPS - 2])
+
+    def _append(self, group: str, events: list[GroupEvent]) -> None:
+        """One transaction: the events, the counter, and the trim of what is too old."""
+        counter = f"{self.prefix}eventseq/{group}"
+        while True:
+            current, revision = self.client.get_value(counter)
+            last = int(current or b"0")
+            ops = [put(self._event_key(group, n), msgspec.json.encode(
+                       msgspec.structs.replace(e, seq=n, group=group)))
+                   for n, e in enumerate(events, last + 1)]
+            last += len(events)
+            ops.append(put(counter, str(last)))
+            if last > EVENTS_KEPT:
+                ops.append(_delete_range(self._event_key(group, 0),
+                                         self._event_key(group, last - EVENTS_KEPT + 1)))
+            if self.client.txn(ops, [unchanged(counter, revision)]):
+                return
+
+    def events(self, group: str, since: float | None = None, after: int | None = None,
+               limit: int = 0) -> list[GroupEvent]:
+        found = [_decode_event(v) for _, v in sorted(
+            self.client.get_prefix(f"{self.prefix}events/{group}/").items())]
+        found = [e for e in found if e.seq > (after or 0) and e.time >= (since or 0.0)]
+        return found[-limit:] if limit > 0 else found
+
+
+def _delete_range(start: str, end: str) -> dict[str, Any]:
+    """Delete every key from ``start`` up to, not including, ``end``: one operation."""
+    return {"request_delete_range": {"key": b64(start), "range_end": b64(end)}}

@@ -10,6 +10,7 @@ import msgspec
 import msgspec.structs
 
 from infrakit.plugins.group.storage import InFlight
+from infrakit.spi.group import EVENTS_KEPT, GroupEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -26,9 +27,17 @@ CREATE TABLE IF NOT EXISTS inflight (
     record BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inflight_grp ON inflight (grp);
+CREATE TABLE IF NOT EXISTS events (
+    grp TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time REAL NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (grp, seq)
+);
 """
 
 _decode = msgspec.json.Decoder(InFlight).decode
+_decode_event = msgspec.json.Decoder(GroupEvent).decode
 
 
 class SQLiteStore:
@@ -104,6 +113,7 @@ class SQLiteStore:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM groups WHERE id = ?", (group,))
                 self._db.execute("DELETE FROM inflight WHERE grp = ?", (group,))
+                self._db.execute("DELETE FROM events WHERE grp = ?", (group,))
             self._mirror.pop(group, None)
 
     def inflight(self, group: str) -> list[InFlight]:
@@ -146,3 +156,28 @@ class SQLiteStore:
             row = self._db.execute("UPDATE groups SET sequence = sequence + ? WHERE id = ? "
                                    "RETURNING sequence", (count, group)).fetchone()
         return int(row[0]) - count + 1 if row else 0
+
+    def append_events(self, group: str, events: list[GroupEvent]) -> None:
+        if not events:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE "
+                                       "grp = ?", (group,)).fetchone()
+            rows = []
+            for n, event in enumerate(events, last + 1):
+                event = msgspec.structs.replace(event, seq=n, group=group)
+                rows.append((group, n, event.time, msgspec.json.encode(event)))
+            self._db.executemany("INSERT INTO events (grp, seq, time, record) "
+                                 "VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("DELETE FROM events WHERE grp = ? AND seq <= ?",
+                             (group, rows[-1][1] - EVENTS_KEPT))
+
+    def events(self, group: str, since: float | None = None, after: int | None = None,
+               limit: int = 0) -> list[GroupEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM events WHERE grp = ? AND time >= ? AND seq > ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (group, since or 0.0, after or 0, limit if limit > 0 else -1)).fetchall()
+        return [_decode_event(r[0]) for r in reversed(rows)]

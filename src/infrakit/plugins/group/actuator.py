@@ -47,6 +47,8 @@ class Actuator:
         self.props = GroupProperties()
         self.sha = ""
         self._sem = asyncio.Semaphore(1)
+        self.made: list[str] = []
+        """The instances the last :meth:`provision` made."""
         self._destroying: set[str] = set()
         """Keys of the destroys this process recorded and has not finished: any other
         destroy record was left by a process that died, and is carried out anew."""
@@ -75,6 +77,7 @@ class Actuator:
         batch's calls answered are recorded in one more transaction before the next
         batch."""
         now = time.time()
+        self.made = []
         first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
                                         len(logical_ids))
         ops = [InFlight(key=uuid.uuid4().hex, group=self.group, op="provision",
@@ -96,6 +99,7 @@ class Actuator:
                     op.instance = outcome
             # each batch's IDs at once: a crash loses at most one batch's answers
             made = [op for op in batch if op.instance is not None]
+            self.made += [op.instance for op in made if op.instance]
             if made:
                 await asyncio.to_thread(self.store.record, *made)
             if nothing_made:

@@ -23,6 +23,7 @@ from typing import Any
 
 from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
+from infrakit.plugins.group.events import EventLog, acted
 from infrakit.plugins.group.health import HealthJudge
 from infrakit.plugins.group.plan import (
     BOOTSTRAP,
@@ -80,6 +81,8 @@ class GroupController:
         self.rollout = Rollout(group, paused)
         self.endings = Endings()
         self.backoff = Backoff(group)
+        self.events = EventLog(group, store)
+        """What happened, written at the end of the pass that saw it."""
         self._ended: frozenset[str] = frozenset()
         """The instances the plugin last reported ended."""
         self._born = time.time()
@@ -204,7 +207,7 @@ class GroupController:
                      observed: list[Description]) -> list[Member]:
         """Learn the endings the plugin reports (before judging, which forgets the members
         that are gone), then judge the members and settle the backoff."""
-        ended = await self._describe_ended(instance)
+        ended = await _describe_ended(self, instance)
         if ended is not None:  # unknown this pass: what was handled stays handled
             self._ended = frozenset(e.id for e in ended)
             self._learn(self.endings.new(ended), observed, time.time())
@@ -217,19 +220,6 @@ class GroupController:
             self.backoff.settle([m.since for m in members if m.verdict is Verdict.HEALTHY],
                                 time.time(), props.startup_grace + props.health_grace)
         return members
-
-    async def _describe_ended(self, instance: AsyncInstanceAPI) -> list[EndedInstance] | None:
-        """What the instance plugin knows of members that ended; None when it cannot tell
-        (now, or ever)."""
-        if not self._tells_endings:
-            return None
-        try:
-            return await instance.describe_ended({GROUP_TAG: self.group})
-        except Unsupported:  # a plugin that predates it: members only go missing
-            self._tells_endings = False
-        except PluginError as exc:
-            log.warning("group %s: cannot learn which members ended: %s", self.group, exc)
-        return None
 
     def _learn(self, fresh: list[EndedInstance], observed: list[Description],
                now: float) -> None:
@@ -247,12 +237,18 @@ class GroupController:
             ending = self.endings.classify(ended, self.health.seen(ended.id),
                                            props.startup_grace + props.health_grace)
             log.warning("group %s: member %s", self.group, ending.describe())
+            self.events.ended(ending)
             if ending.failure:
                 failed.append(ending.describe())
             if updating and ending.config == self.sha and ending.kind != "removed":
-                self.rollout.failed(1, ending.describe(), props.update_failure_limit)
+                self._halt(1, ending.describe())
         if failed:  # one step per round of launches, however many members it had
             self.backoff.failed(now, failed[-1])
+            self.events.backoff(self, failed[-1])
+
+    def _halt(self, n: int, what: str) -> None:
+        if self.rollout.failed(n, what, self.props.update_failure_limit):
+            self.events.add("update halted", self.rollout.halted)
 
     async def reconcile(self) -> Plan | None:
         """One pass: observe, plan, act."""
@@ -274,8 +270,11 @@ class GroupController:
         if launch_errors:
             what = f"launch failed: {launch_errors[0]}"
             self.backoff.failed(time.time(), what)
+            self.events.backoff(self, what)
             if decision.outdated:
-                self.rollout.failed(len(launch_errors), what, self.props.update_failure_limit)
+                self._halt(len(launch_errors), what)
+        self.events.transitions(self, decision)
+        await self.events.flush()
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)
         return decision
@@ -287,9 +286,8 @@ class GroupController:
         act = self.actuator
         orphans = act.orphaned_destroys(inflight, decision)
         by_id = {m.id: m for m in observed} if decision.destroy or orphans else {}
-        self.rollout.count(decision, by_id, self.props.update_failure_limit)
-        for iid in decision.replace:
-            log.warning("group %s: replacing %s: %s", self.group, iid, by_id[iid].reason)
+        if self.rollout.count(decision, by_id, self.props.update_failure_limit):
+            self.events.add("update halted", self.rollout.halted)
         jobs: list[Coroutine[Any, Any, list[str] | None]] = [
             act.relabel(iid) for iid in decision.relabel]
         jobs += [act.destroy(by_id[iid].desc) for iid in decision.destroy]
@@ -299,15 +297,40 @@ class GroupController:
         provisions = act.provision(decision.provision) if decision.provision else None
         results = await asyncio.gather(*jobs, *([provisions] if provisions else []),
                                        return_exceptions=True)
-        errors: list[str] = []
-        for result in results:
-            if isinstance(result, list):
-                errors += result
-            elif isinstance(result, BaseException):
-                errors.append(str(result))
         launch = results[-1] if provisions else []
-        return errors, (launch if isinstance(launch, list)
-                        else [str(launch)] if isinstance(launch, BaseException) else [])
+        launch_errors = launch if isinstance(launch, list) else \
+            [str(launch)] if isinstance(launch, BaseException) else []
+        first = len(decision.relabel)
+        destroyed = [*decision.destroy, *(op.instance for op in orphans if op.instance in by_id)]
+        acted(self, decision, by_id, [i for i, r in zip(destroyed, results[first:], strict=False)
+                                      if i and not isinstance(r, BaseException)],
+              act.made if provisions else [], launch_errors)
+        return _errors_of(results), launch_errors
+
+
+def _errors_of(results: list[Any]) -> list[str]:
+    errors: list[str] = []
+    for result in results:
+        if isinstance(result, list):
+            errors += result
+        elif isinstance(result, BaseException):
+            errors.append(str(result))
+    return errors
+
+
+async def _describe_ended(c: GroupController,
+                          instance: AsyncInstanceAPI) -> list[EndedInstance] | None:
+    """What the instance plugin knows of members that ended; None when it cannot tell
+    (now, or ever)."""
+    if not c._tells_endings:
+        return None
+    try:
+        return await instance.describe_ended({GROUP_TAG: c.group})
+    except Unsupported:  # a plugin that predates it: members only go missing
+        c._tells_endings = False
+    except PluginError as exc:
+        log.warning("group %s: cannot learn which members ended: %s", c.group, exc)
+    return None
 
 
 def counted(errors: list[str]) -> list[str]:

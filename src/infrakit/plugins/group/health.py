@@ -57,6 +57,10 @@ class HealthJudge:
         since = self._first_seen.get(member)
         return None if since is None else (since, member not in self._never_healthy)
 
+    def unhealthy_since(self, member: str) -> float | None:
+        """Since when ``member`` has failed its health checks, if it does."""
+        return self._unhealthy_since.get(member)
+
     def last(self, desc: Description, now: float) -> Member:
         """A member as the last pass judged it; one it has not seen yet is starting."""
         since = self._first_seen.get(desc.id)

@@ -25,7 +25,7 @@ from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.group import GroupDescription, GroupSpec, GroupStatus
+from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
@@ -126,7 +126,7 @@ class GroupPlugin:
         async with self._lock(spec.id):
             return await self._commit(spec, pretend)
 
-    async def _commit(self, spec: GroupSpec, pretend: bool) -> str:
+    async def _commit(self, spec: GroupSpec, pretend: bool, actor: str = "commit") -> str:
         props = parse_group(spec)
         controller = self._controllers.get(spec.id)
         if controller is not None and controller.destroying:
@@ -140,6 +140,10 @@ class GroupPlugin:
         if not pretend:
             await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
             self._watch(spec, props)
+            events = self._controllers[spec.id].events
+            events.add("committed", details.splitlines()[0], actor=actor,
+                       details={"changes": details})
+            await events.flush()
         return details
 
     async def describe_group(self, id: str) -> GroupDescription:
@@ -160,7 +164,7 @@ class GroupPlugin:
                                   "spec without the IDs to remove them")
 
             async def commit_smaller() -> None:
-                await self._commit(resized(self._specs[id], size), False)
+                await self._commit(resized(self._specs[id], size), False, "destroy-instances")
 
             await _destroy_members(controller, instances, commit_smaller if shrink else None)
         what = f"reducing the group size to {size}" if shrink else "to be replaced"
@@ -185,7 +189,7 @@ class GroupPlugin:
             raw = await asyncio.to_thread(self.store.previous_spec, id)
             if raw is None:
                 raise PluginError(f"Group '{id}' has no earlier spec to go back to")
-            details = await self._commit(_decode_spec(raw), False)
+            details = await self._commit(_decode_spec(raw), False, "cancel-update")
         await self.resume_update(id)
         return f"Rolled back to the previous spec: {details}"
 
@@ -248,6 +252,12 @@ class GroupPlugin:
     async def inspect_groups(self) -> list[GroupSpec]:
         return [self._specs[gid] for gid in sorted(self._specs)]
 
+    async def events(self, id: str, since: float | None, after: int | None,
+                     limit: int) -> list[GroupEvent]:
+        """The group's history, oldest first (``Group.Events``, our extension)."""
+        self._controller(id)
+        return await asyncio.to_thread(self.store.events, id, since, after, limit)
+
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
     """Refuse a spec whose members could never be provisioned: a member's spec, as the
@@ -284,6 +294,11 @@ async def _destroy_members(controller: GroupController, ids: list[str],
     if recorded is not None:
         await recorded()
     failed = await controller.actuator.destroy_recorded(chosen, ops)
+    for member in chosen:
+        if member.id not in failed:
+            controller.events.add("destroyed", "by request", member.id,
+                                  actor="destroy-instances")
+    await controller.events.flush()
     controller.wake()
     if failed:
         raise PluginError("; ".join(f"{iid}: {why}" for iid, why in failed.items()))

@@ -81,11 +81,10 @@ def status_of(c: GroupController, members: list[Member], inflight: list[InFlight
 
 
 def log_pass(c: GroupController, decision: Plan, errors: list[str]) -> None:
-    """Say what a pass did, and when the breaker opens."""
-    if decision.provision or decision.destroy:
-        log.info("group %s: provisioned %d, destroyed %d (%d for health)%s", c.group,
-                 len(decision.provision), len(decision.destroy), len(decision.replace),
-                 f"; errors: {'; '.join(errors)}" if errors else "")
+    """Say what went wrong in a pass, and when the breaker opens (what it did is said
+    member by member, with the reasons, by :func:`~infrakit.plugins.group.events.acted`)."""
+    if errors:
+        log.info("group %s: %d errors: %s", c.group, len(errors), "; ".join(errors[:10]))
     if decision.breaker_open and not c.status.breaker_open:
         log.warning("group %s: circuit breaker open: %d members unhealthy, more than "
                     "MaxUnhealthy (%d); not replacing any for health", c.group,

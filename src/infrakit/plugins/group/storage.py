@@ -10,6 +10,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from infrakit.spi.group import GroupEvent
+
 
 class InFlight(msgspec.Struct, kw_only=True):
     """An operation that was recorded before it was started, so that a crash or a restart
@@ -53,7 +55,7 @@ class GroupStore(Protocol):
     def destroying(self, group: str) -> bool: ...
 
     def delete_group(self, group: str) -> None:
-        """Forget a group and its in-flight records."""
+        """Forget a group, its in-flight records and its events."""
         ...
 
     def inflight(self, group: str) -> list[InFlight]:
@@ -71,4 +73,15 @@ class GroupStore(Protocol):
     def reserve_sequences(self, group: str, count: int) -> int:
         """The first of ``count`` numbers for the next members of ``group``, never given
         out twice."""
+        ...
+
+    def append_events(self, group: str, events: list[GroupEvent]) -> None:
+        """Add ``events`` to the group's history, numbered in order after the last, all at
+        once; only the last :data:`~infrakit.spi.group.EVENTS_KEPT` are kept."""
+        ...
+
+    def events(self, group: str, since: float | None = None, after: int | None = None,
+               limit: int = 0) -> list[GroupEvent]:
+        """The group's events, oldest first: those at or after ``since`` and numbered after
+        ``after``; with ``limit``, only the newest ``limit`` of them."""
         ...
