@@ -74,10 +74,12 @@ def _plugin_command(name: str) -> click.Command | None:
     ``flavor-vanilla/web``), as the reference's CLI has it: the verbs of the interface it
     implements, aimed at it, as ``infrakit instance --name NAME VERB ...`` would be."""
     from infrakit.rpc.discovery import probe, socket_of
-    from infrakit.rpc.paths import PluginPathError
+    from infrakit.rpc.paths import PluginPathError, UntrustedPath
 
     try:
         found = socket_of(name)
+    except UntrustedPath:
+        raise
     except PluginPathError:
         return None
     if found is None:

@@ -15,7 +15,14 @@ from infrakit.cli.main import log_level
 from infrakit.cli.output import emit, output_option, quiet_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
-from infrakit.rpc.paths import infrakit_home, pid_path, plugin_dir, socket_path
+from infrakit.rpc.paths import (
+    UntrustedPath,
+    check_plugin_socket,
+    infrakit_home,
+    pid_path,
+    plugin_dir,
+    socket_path,
+)
 from infrakit.supervise import Running, find_supervisor, supervisor_pid
 
 if TYPE_CHECKING:
@@ -186,6 +193,10 @@ def stop(names: tuple[str, ...], every: bool, timeout: float, force: bool) -> No
 
 def _stop_one(name: str, timeout: float, force: bool) -> None:
     path = socket_path(name)
+    try:
+        check_plugin_socket(path)  # no signal to a pid that another user wrote
+    except UntrustedPath as exc:
+        raise click.ClickException(str(exc)) from None
     keeper = find_supervisor(path)
     try:
         if is_live(path):

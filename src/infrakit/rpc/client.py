@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from infrakit.rpc import jsonrpc
+from infrakit.rpc.paths import UntrustedPath, check_plugin_socket
 from infrakit.spi.methods import Method
 from infrakit.spi.types import mebibytes
 
@@ -59,6 +60,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 _HEADERS = {"Content-Type": "application/json"}
+
+
+def _trusted(path: Path) -> None:
+    """Send nothing to a socket another user owns or could have planted: see
+    :func:`~infrakit.rpc.paths.check_plugin_socket`."""
+    try:
+        check_plugin_socket(path)
+    except UntrustedPath as exc:
+        raise PluginUnreachable(path, str(exc)) from None
 
 
 def _check_status(status: int, body: bytes) -> None:
@@ -149,6 +159,7 @@ class RPCClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.remote is None:
+            _trusted(self.path)
             return _UnixHTTPConnection(self.path, self.timeout)
         url = urlsplit(self.remote.url)
         return http.client.HTTPSConnection(url.hostname or "", url.port or 443,
@@ -204,6 +215,7 @@ class AsyncRPCClient:
         import aiohttp
 
         self.path = Path(path) if remote is None else remote.url
+        self._socket = Path(path) if remote is None else None
         self.timeout = timeout
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
@@ -231,6 +243,8 @@ class AsyncRPCClient:
         """Call ``method`` with ``params`` (a struct or a dict) and decode the result."""
         import aiohttp
 
+        if self._socket is not None:
+            _trusted(self._socket)
         rid, body = jsonrpc.encode_request(method, params)
         try:
             async with self._session.post(self._url, data=body, headers=self._headers) as resp:

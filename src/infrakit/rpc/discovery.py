@@ -11,7 +11,13 @@ from pathlib import Path
 from infrakit.rpc.client import PluginUnreachable, RPCClient
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.lifecycle import read_pid
-from infrakit.rpc.paths import plugin_dir, socket_path, split_name
+from infrakit.rpc.paths import (
+    check_plugin_socket,
+    check_private_dir,
+    plugin_dir,
+    socket_path,
+    split_name,
+)
 from infrakit.spi.handshake import ImplementsResult, TypesResult
 from infrakit.spi.types import InterfaceSpec
 
@@ -43,7 +49,9 @@ class PluginInfo:
 
 
 def _sockets(directory: Path) -> list[Path]:
+    """The sockets of ``directory``; refuses a directory another user controls."""
     try:
+        check_private_dir(directory, "plugin directory", trust_root=True)
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except FileNotFoundError:
         return []
@@ -81,9 +89,11 @@ def running_names(directory: Path | None = None) -> list[str]:
 
 def socket_of(full_name: str, directory: Path | None = None) -> tuple[Path, str] | None:
     """The socket and type of ``name[/type]`` if a socket file is there; probes nothing, so
-    it is safe to call from a server's event loop."""
+    it is safe to call from a server's event loop. Refuses (:class:`UntrustedPath`) a
+    socket that another user owns or could have planted."""
     name, type_name = split_name(full_name)
     path = socket_path(name, directory)
+    check_plugin_socket(path)
     try:
         return (path, type_name) if stat.S_ISSOCK(os.stat(path).st_mode) else None
     except FileNotFoundError:

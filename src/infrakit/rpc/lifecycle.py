@@ -15,7 +15,7 @@ import socket
 import stat
 from pathlib import Path
 
-from infrakit.rpc.paths import PluginPathError, pid_path, socket_path
+from infrakit.rpc.paths import PluginPathError, make_private_dir, pid_path, socket_path
 
 
 class PluginRunningError(RuntimeError):
@@ -23,26 +23,9 @@ class PluginRunningError(RuntimeError):
 
 
 def ensure_plugin_dir(directory: Path) -> None:
-    """Create the plugin directory 0700, or refuse one that others may write to."""
-    try:
-        directory.mkdir(mode=0o700, parents=True)
-        os.chmod(directory, 0o700)
-        return
-    except FileExistsError:
-        pass
-    st = directory.stat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise PluginPathError(f"plugin directory {str(directory)!r} is not a directory")
-    if st.st_uid != os.geteuid():
-        raise PluginPathError(
-            f"plugin directory {str(directory)!r} is owned by uid {st.st_uid}, not by you "
-            f"(uid {os.geteuid()})"
-        )
-    if st.st_mode & 0o022:
-        raise PluginPathError(
-            f"plugin directory {str(directory)!r} is writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):o}): run chmod 700 on it"
-        )
+    """Create the plugin directory 0700, or refuse one that another user owns or that
+    others may write to."""
+    make_private_dir(directory, "plugin directory")
 
 
 def read_pid(sock: Path) -> int | None:

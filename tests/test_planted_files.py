@@ -1,0 +1,174 @@
+"""Files and directories someone else planted or can change: a plugin directory another
+user owns or may write to, symbolic links where a plugin writes its pid, a state file or a
+log, and logs others may read. Nothing is sent to, written through or left readable by
+them.
+
+Foreign ownership is staged with ``os.chown`` to the uid of ``nobody`` (65534), which
+needs root; those cases are skipped otherwise, and their mode-based twins run anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, RPCClient
+from infrakit.rpc.discovery import list_plugins, locate
+from infrakit.rpc.lookup import SocketPlugins
+from infrakit.rpc.paths import PluginPathError
+from infrakit.spi.errors import PluginError
+from infrakit.spi.handshake import ImplementsResult
+from tests.conftest import Cli
+
+NOBODY = 65534
+
+_ANSWER = (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 48\r\n\r\n'
+           b'{"jsonrpc":"2.0","id":1,"result":"fake answer"}\n')
+
+
+def _root_only() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("staging another user's files takes root (os.chown)")
+
+
+class Listener:
+    """A socket that records every byte sent to it and answers each connection with a
+    fake JSON-RPC result, as a planted plugin would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.received = b""
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(os.fspath(path))
+        self._sock.listen(8)
+        self._sock.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    self.received += conn.recv(65536)
+                    conn.sendall(_ANSWER)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def _foreign(directory: Path, how: str) -> None:
+    """Make ``directory`` (and what is in it) another user's, or writable by others."""
+    if how == "owner":
+        for path in (directory, *directory.iterdir()):
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+        os.chmod(directory, 0o755)
+    else:
+        os.chmod(directory, 0o777)
+
+
+@pytest.fixture(params=["owner", "mode"])
+def planted(request: pytest.FixtureRequest, home: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    """A plugin directory, set in ``INFRAKIT_PLUGINS_DIR``, that belongs to someone else
+    (``owner``) or that others may write to (``mode``), with a planted ``group`` socket."""
+    if request.param == "owner":
+        _root_only()
+    directory = home / "theirs"
+    directory.mkdir(mode=0o700)
+    listener = Listener(directory / "group")
+    _foreign(directory, request.param)
+    monkeypatch.setenv("INFRAKIT_PLUGINS_DIR", str(directory))
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def _names_the_directory(message: str, directory: Path) -> None:
+    st = directory.stat()
+    assert str(directory) in message, message
+    assert f"uid {st.st_uid}" in message, message
+    assert f"mode {stat.S_IMODE(st.st_mode):o}" in message, message
+
+
+def test_the_cli_sends_nothing_to_a_plugin_in_a_directory_it_cannot_trust(
+        planted: Listener, cli: Cli, home: Path) -> None:
+    spec = home / "g.json"
+    spec.write_text('{"ID": "g", "Properties": {"Instance": {"Plugin": "instance-file", '
+                    '"Properties": {"Password": "hunter2"}}, "Flavor": {"Plugin": '
+                    '"flavor-vanilla"}, "Allocation": {"Size": 1}}}')
+    for args in (["group", "commit", str(spec)], ["group", "ls"], ["plugin", "ls"],
+                 ["instance", "--name", "group", "describe"], ["group", "describe", "g"],
+                 ["plugin", "stop", "group"]):
+        done = cli(*args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert "fake answer" not in done.stdout + done.stderr
+        _names_the_directory(done.stderr, planted.path.parent)
+    assert planted.received == b""
+
+
+def test_every_client_refuses_a_plugin_directory_it_cannot_trust(planted: Listener) -> None:
+    directory = planted.path.parent
+    with pytest.raises(PluginUnreachable) as sync, RPCClient(planted.path, 5) as rpc:
+        rpc.call_raw("Handshake.Implements", {}, ImplementsResult)
+    _names_the_directory(str(sync.value), directory)
+
+    async def call_async() -> None:
+        async with AsyncRPCClient(planted.path, 5) as rpc:
+            await rpc.call_raw("Handshake.Implements", {}, ImplementsResult)
+
+    with pytest.raises(PluginUnreachable) as unreachable:
+        asyncio.run(call_async())
+    _names_the_directory(str(unreachable.value), directory)
+
+    for find in (lambda: list_plugins(), lambda: locate("group")):
+        with pytest.raises(PluginPathError) as refused:
+            find()
+        _names_the_directory(str(refused.value), directory)
+
+    async def look_up() -> None:
+        lookup = SocketPlugins(timeout=5)
+        try:
+            await lookup.instance("group").describe_instances({}, False)
+        finally:
+            await lookup.close()
+
+    with pytest.raises(PluginError) as looked_up:
+        asyncio.run(look_up())
+    _names_the_directory(str(looked_up.value), directory)
+    assert planted.received == b""
+
+
+def test_a_client_refuses_a_socket_someone_else_owns(home: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory of ours, with a socket in it that another user made."""
+    _root_only()
+    directory = home / "plugins"
+    directory.mkdir(mode=0o700)
+    listener = Listener(directory / "group")
+    try:
+        os.chown(listener.path, NOBODY, NOBODY)
+        with pytest.raises(PluginUnreachable) as refused, RPCClient(listener.path, 5) as rpc:
+            rpc.call_raw("Handshake.Implements", {}, ImplementsResult)
+        assert str(listener.path) in str(refused.value) and "uid 65534" in str(refused.value)
+        assert listener.received == b""
+    finally:
+        listener.close()
+
