@@ -44,15 +44,15 @@ NOT_STATE = {
     ("atomicfile.py", "os.write(fd, view)"): "the atomic writer itself",
     ("atomicfile.py", 'os.fdopen(fd, "wb")'): "the atomic writer itself",
     ("atomicfile.py", "os.O_WRONLY"): "the atomic writer itself",
-    ("rpc/lifecycle.py", "os.O_RDWR | os.O_CREAT | os.O_CLOEXEC"):
+    ("rpc/lifecycle.py", "os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC"):
         "the pid file, locked while the server lives; readers trust only a locked one",
     ("rpc/lifecycle.py", "os.pwrite(self._fd"): "the pid file (as above)",
-    ("manager/lock_leader.py", "os.O_RDWR | os.O_CREAT, 0o600"):
+    ("manager/lock_leader.py", "os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600"):
         "the leader lock file, never written: only flock()ed",
     ("cli/plugin.py", 'open(log, "ab")'): "a plugin's log",
     ("cli/main.py", "os.open(os.devnull, os.O_WRONLY)"):
         "stdout sent to /dev/null once its reader has gone",
-    ("supervise.py", "os.O_RDWR | os.O_CREAT | os.O_CLOEXEC"):
+    ("supervise.py", "os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC"):
         "a supervisor's pid file, locked while it lives; readers trust only a locked one",
     ("supervise.py", "os.pwrite(fd"): "a supervisor's pid file (as above)",
     ("plugins/instance/state.py", 'probe.write_bytes(b"")'):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from infrakit.manager.leader_info import LeaderInfo
+from infrakit.manager.lock_leader import LockLeadership
 from infrakit.rpc.client import AsyncRPCClient, PluginUnreachable, RPCClient
 from infrakit.rpc.discovery import list_plugins, locate
 from infrakit.rpc.lookup import SocketPlugins
@@ -172,3 +174,29 @@ def test_a_client_refuses_a_socket_someone_else_owns(home: Path,
     finally:
         listener.close()
 
+
+@pytest.mark.parametrize("planted_name", ["evil.pid", ".evil.supervisor.pid"])
+def test_a_pid_file_that_is_a_link_is_not_written_through(cli: Cli, home: Path,
+                                                          planted_name: str) -> None:
+    """A plugin's pid file, and its supervisor's, planted as links to another file: that
+    file is neither truncated nor written, and the start says which link is in the way."""
+    victim = home / "victim"
+    victim.write_text("precious\n")
+    plugins = home / "plugins"
+    plugins.mkdir(mode=0o700)
+    (plugins / planted_name).symlink_to(victim)
+    done = cli("plugin", "start", "flavor-vanilla:evil", "--wait", "10")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert str(plugins / planted_name) in done.stderr and "link" in done.stderr, done.stderr
+    assert victim.read_text() == "precious\n"
+    assert (plugins / planted_name).is_symlink()
+
+
+def test_the_leader_lock_file_is_not_opened_through_a_link(home: Path) -> None:
+    directory = home / "manager"
+    directory.mkdir(mode=0o700)
+    victim = home / "victim"
+    (directory / "leader.lock").symlink_to(victim)
+    with pytest.raises(PluginError, match="symbolic link"):
+        LockLeadership(directory).acquire(LeaderInfo.me("sqlite:test"), threading.Event())
+    assert not victim.exists()  # not created through the link

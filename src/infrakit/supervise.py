@@ -34,6 +34,7 @@ infrakit would take it from about 10.5 MB resident to 12.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -88,7 +89,7 @@ class Running:
 def find_supervisor(sock: PathLike) -> Running | None:
     """The live supervisor of the plugin at ``sock``, if there is one; close it when done."""
     try:
-        fd = os.open(pid_file(sock), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(pid_file(sock), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -239,7 +240,8 @@ class Supervisor:
 def _lock(path: str) -> int | None:
     """Lock the supervisor's pid file and write our pid in it; None if another holds it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # never through a link: whatever it leads to would be truncated
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -297,7 +299,9 @@ def main(args: list[str]) -> None:
     try:
         lock = _lock(pid_file(sock))
     except OSError as exc:
-        sys.exit(f"supervisor: cannot write {pid_file(sock)}: {exc.strerror}")
+        why = ("it is a symbolic link: refusing to write through it; remove it"
+               if exc.errno == errno.ELOOP else exc.strerror)
+        sys.exit(f"supervisor: cannot write {pid_file(sock)}: {why}")
     if lock is None:
         sys.exit(f"supervisor: {name} already has a supervisor (pid "
                  f"{supervisor_pid(sock) or 'unknown'}); stop both with "

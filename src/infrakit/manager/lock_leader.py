@@ -7,6 +7,7 @@ The leader writes who it is beside the lock, for ``infrakit manager status``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -42,7 +43,13 @@ class LockLeadership:
         leader = self.leader()
         if leader is not None:
             log.info("waiting to lead: pid %d on %s leads", leader.pid, leader.host)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # never through a link: it would create or lock whatever it leads to
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PluginError(f"lock file {self.lock_path} is a symbolic link: refusing "
+                                  "to use it; remove it") from None
+            raise
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,9 +76,11 @@ class LockLeadership:
     def leader(self) -> LeaderInfo | None:
         """Who leads now, or None when nobody holds the lock."""
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP):  # none; or a link, refused to lead
+                return None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

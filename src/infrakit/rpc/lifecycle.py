@@ -9,6 +9,7 @@ to a live server, even a stopped one that cannot answer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -29,17 +30,34 @@ def ensure_plugin_dir(directory: Path) -> None:
 
 
 def read_pid(sock: Path) -> int | None:
-    """The pid written beside a socket, if any."""
+    """The pid written beside a socket, if any (never read through a link)."""
     try:
-        return int(pid_path(sock).read_text().strip())
+        fd = os.open(pid_path(sock), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 32).decode(errors="replace").strip())
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
+
+
+def not_a_link(path: Path, what: str) -> PluginPathError:
+    """The error for a file of ours that someone replaced by a symbolic link: it is not
+    written through, since the link may lead anywhere."""
+    try:
+        target = f" (to {os.readlink(path)!r})"
+    except OSError:
+        target = ""
+    return PluginPathError(f"{what} {str(path)!r} is a symbolic link{target}: refusing to "
+                           "write through it; remove it")
 
 
 def is_locked(sock: Path) -> bool:
     """Whether a live process holds the lock on ``sock``'s pid file."""
     try:
-        fd = os.open(pid_path(sock), os.O_RDONLY)
+        fd = os.open(pid_path(sock), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -89,7 +107,13 @@ class SocketClaim:
     def _lock(self) -> int:
         """Lock the pid file, retrying if it was replaced between open and lock."""
         while True:
-            fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(self.pid_file,
+                             os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise not_a_link(self.pid_file, "pid file") from None
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
