@@ -55,8 +55,8 @@ NOT_STATE = {
     ("supervise.py", "os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC"):
         "a supervisor's pid file, locked while it lives; readers trust only a locked one",
     ("supervise.py", "os.pwrite(fd"): "a supervisor's pid file (as above)",
-    ("plugins/instance/state.py", 'probe.write_bytes(b"")'):
-        "the probe that the state directory is writable; removed at once",
+    ("plugins/instance/state.py", "os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW"):
+        "the probe that the state directory is writable: a new, empty file, removed at once",
     ("plugins/instance/process.py", "script.write_text("):
         "an instance's init script, written before its process and its record exist",
     ("plugins/instance/process.py", "os.O_WRONLY | os.O_CREAT | os.O_APPEND"):

@@ -200,3 +200,63 @@ def test_the_leader_lock_file_is_not_opened_through_a_link(home: Path) -> None:
     with pytest.raises(PluginError, match="symbolic link"):
         LockLeadership(directory).acquire(LeaderInfo.me("sqlite:test"), threading.Event())
     assert not victim.exists()  # not created through the link
+
+
+def _file_plugin(directory: Path) -> object:
+    from infrakit.plugins.instance.file import FileInstancePlugin
+
+    return FileInstancePlugin(directory)
+
+
+def _process_plugin(directory: Path) -> object:
+    from infrakit.plugins.instance.process import ProcessInstancePlugin
+
+    return ProcessInstancePlugin(directory)
+
+
+def _sqlite_store(directory: Path) -> object:
+    from infrakit.store.sqlite import SQLiteStore
+
+    return SQLiteStore(directory / "groups.db")
+
+
+def _lock_leadership(directory: Path) -> object:
+    return LockLeadership(directory).acquire(LeaderInfo.me("sqlite:test"), threading.Event())
+
+
+STATE_USERS = {"instance-file": _file_plugin, "instance-process": _process_plugin,
+               "group store": _sqlite_store, "manager": _lock_leadership}
+
+
+@pytest.mark.parametrize("user", sorted(STATE_USERS))
+@pytest.mark.parametrize("how", ["owner", "mode"])
+def test_a_state_directory_someone_else_controls_is_refused(home: Path, user: str,
+                                                            how: str) -> None:
+    """Whoever can write in a plugin's state directory can plant links where the plugin
+    writes, or records it would take for its own."""
+    if how == "owner":
+        _root_only()
+    directory = home / "state" / "s"
+    directory.mkdir(parents=True, mode=0o700)
+    _foreign(directory, how)
+    with pytest.raises((PluginError, PluginPathError)) as refused:
+        STATE_USERS[user](directory)
+    _names_the_directory(str(refused.value), directory)
+
+
+@pytest.mark.parametrize("user", ["instance-file", "instance-process"])
+def test_a_planted_write_test_link_is_not_written_through(home: Path, user: str) -> None:
+    directory = home / "state" / "s"
+    directory.mkdir(parents=True, mode=0o700)
+    victim = home / "victim"
+    victim.write_text("precious\n")
+    (directory / ".write-test").symlink_to(victim)
+    STATE_USERS[user](directory)
+    assert victim.read_text() == "precious\n"
+
+
+def test_state_directories_are_made_for_their_owner_alone(home: Path) -> None:
+    fresh = home / "new" / "instance-file" / "s"
+    _file_plugin(fresh)
+    for path in (fresh, fresh.parent, fresh.parent.parent):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path

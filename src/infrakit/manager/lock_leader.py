@@ -18,6 +18,7 @@ import msgspec
 
 from infrakit.atomicfile import write_atomic
 from infrakit.manager.leader_info import LeaderInfo
+from infrakit.rpc.paths import make_private_dir
 from infrakit.spi.errors import PluginError
 
 log = logging.getLogger("infrakit.manager")
@@ -39,7 +40,7 @@ class LockLeadership:
     def acquire(self, me: LeaderInfo, stop: threading.Event) -> bool:
         """Wait until this process leads (True) or ``stop`` is set (False). The lock is
         held by an open descriptor until the process ends, however it ends."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(self.directory, "manager directory")
         leader = self.leader()
         if leader is not None:
             log.info("waiting to lead: pid %d on %s leads", leader.pid, leader.host)

@@ -10,6 +10,8 @@ import msgspec
 import msgspec.structs
 
 from infrakit.plugins.group.storage import InFlight
+from infrakit.rpc.paths import PluginPathError, make_private_dir
+from infrakit.spi.errors import PluginError
 from infrakit.spi.group import EVENTS_KEPT, GroupEvent
 
 _SCHEMA = """
@@ -48,7 +50,10 @@ class SQLiteStore:
     """
 
     def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:  # whoever may write there could swap the database under it
+            make_private_dir(path.parent, "group store directory")
+        except PluginPathError as exc:
+            raise PluginError(str(exc)) from None
         self._db = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False,
                                    isolation_level=None)
         self._lock = threading.Lock()

@@ -6,6 +6,7 @@ files."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 
 from infrakit.atomicfile import remove_stale_temps, write_atomic
+from infrakit.rpc.paths import PluginPathError, make_private_dir
 from infrakit.spi.errors import NotFoundError, PluginError
 
 _COUNTER = ".next-id"
@@ -23,12 +25,18 @@ _ID_BLOCK = 64
 
 
 def state_directory(directory: Path) -> Path:
-    """Create the plugin's directory (0700) if needed and check that it can be written."""
+    """Create the plugin's directory 0700 (and any missing parent), or refuse one that
+    another user owns or that others may write to (they could plant links where the plugin
+    writes, or records it would take for its own); and check that it can be written, with
+    a new file of a name of its own (never through whatever is there)."""
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = directory / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        make_private_dir(directory, "instance directory")
+    except PluginPathError as exc:
+        raise PluginError(str(exc)) from None
+    probe = directory / f".write-test.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        os.unlink(probe)
     except OSError as exc:
         raise PluginError(
             f"instance directory {str(directory)!r} is not writable: {exc.strerror}"
