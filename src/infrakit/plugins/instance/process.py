@@ -200,6 +200,21 @@ def _session(sid: int) -> list[int]:
     return out
 
 
+def _carrying(variable: str) -> list[int]:
+    """The processes whose environment holds ``variable`` (``NAME=value``)."""
+    marker = variable.encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                environ = Path(entry.path, "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                found.append(int(entry.name))
+    return found
+
+
 def _ended_as(record: ProcessRecord, status: int | None) -> EndedInstance:
     """How an instance ended, from its wait status (None when this process is not its
     parent), with the last lines of its log."""
@@ -342,17 +357,10 @@ class ProcessInstancePlugin:
         pid, so nobody knows the instance. Its process, if it started, is found by its
         working directory in its environment (IDs are unique per plugin only: another
         plugin's ``proc-7`` must never be touched) and killed."""
-        marker = f"INFRAKIT_INSTANCE_DIR={record.work_dir}".encode()
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    environ = Path(entry.path, "environ").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if marker in environ:
-                    for pid in _session(int(entry.name)):
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.kill(pid, signal.SIGKILL)
+        for found in _carrying(f"INFRAKIT_INSTANCE_DIR={record.work_dir}"):
+            for pid in _session(found):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         del self._records[record.id]
         cgroups.remove(record.cgroups)
         with contextlib.suppress(FileNotFoundError):
