@@ -59,8 +59,8 @@ NOT_STATE = {
         "the probe that the state directory is writable: a new, empty file, removed at once",
     ("plugins/instance/process.py", "script.write_text("):
         "an instance's init script, written before its process and its record exist",
-    ("plugins/instance/process.py", "os.O_WRONLY | os.O_CREAT | os.O_APPEND"):
-        "an instance's log",
+    ("plugins/instance/process.py", "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL"):
+        "an instance's log, new and its own",
     ("plugins/flavor/probes.py", "os.devnull, os.O_RDWR"):
         "a probe command's stdin, stdout and stderr: /dev/null",
     ("plugins/instance/cgroups.py", "cgroup.subtree_control\").write_text("):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -359,6 +360,44 @@ def test_validate_creates_no_log_dir_and_provision_does(proc: Proc, home: Path) 
     assert not logs.parent.exists()  # a validated (or refused) call changes nothing
     iid = proc.provision(Command="sleep 600", LogDir=str(logs))
     assert proc.describe()[iid].properties["Log"] == str(logs / f"{iid}.log")
+
+
+def test_a_log_planted_as_a_link_is_not_written_through(proc: Proc, home: Path) -> None:
+    """A link where the next instance's log goes: the instance is refused, the file it
+    leads to is neither truncated nor appended to, and the link stays for a look."""
+    logs = home / "logs-of-instances"
+    victim = home / "victim"
+    victim.write_text("precious\n")
+    first = proc.provision(Command="sleep 600", LogDir=str(logs))
+    planted = logs / f"proc-{int(first.split('-')[1]) + 1}.log"
+    planted.symlink_to(victim)
+    with pytest.raises(CallFailed) as refused:
+        proc.provision(Command="echo leaked", LogDir=str(logs))
+    assert str(planted) in refused.value.reason
+    assert victim.read_text() == "precious\n" and planted.is_symlink()
+    assert list(proc.describe()) == [first]
+
+
+@pytest.mark.parametrize("how", ["owner", "mode"])
+def test_a_log_dir_someone_else_controls_is_refused(proc: Proc, home: Path, how: str) -> None:
+    if how == "owner" and os.geteuid() != 0:
+        pytest.skip("staging another user's directory takes root (os.chown)")
+    logs = home / "logs-of-instances"
+    logs.mkdir(mode=0o700)
+    if how == "owner":
+        os.chown(logs, 65534, 65534)
+    else:
+        os.chmod(logs, 0o777)
+    props = {"Command": "sleep 600", "LogDir": str(logs)}
+    with pytest.raises(CallFailed) as validated:
+        proc.client.validate(props)
+    with pytest.raises(CallFailed) as provisioned:
+        proc.client.provision(Spec(properties=props))
+    mode = f"{stat.S_IMODE(logs.stat().st_mode):o}"
+    for refused in (validated, provisioned):
+        assert f"Properties.LogDir: {str(logs)!r}" in refused.value.reason
+        assert f"owner uid {logs.stat().st_uid}, mode {mode}" in refused.value.reason
+    assert proc.describe() == {} and not list(logs.iterdir())
 
 
 def test_destroy_of_an_unknown_id_names_it(proc: Proc) -> None:

@@ -48,6 +48,7 @@ import msgspec.structs
 from infrakit.atomicfile import write_atomic
 from infrakit.plugins.instance import cgroups, logfile
 from infrakit.plugins.instance.state import load_records, state_directory
+from infrakit.rpc.paths import PluginPathError, check_private_dir, make_private_dir
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.properties import decode_properties
@@ -130,7 +131,8 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
 
 
 def _check_dir(path: Path, field: str) -> None:
-    """Refuse ``path`` unless it is, or can be made, a directory this user writes in;
+    """Refuse ``path`` unless it is, or can be made, a directory this user writes in and
+    nobody else may (else links could be planted where the logs go, or the logs read);
     checked without creating anything (Validate changes nothing), and only as an absolute
     path (a relative one would depend on where the plugin was started)."""
     if not path.is_absolute():
@@ -138,6 +140,11 @@ def _check_dir(path: Path, field: str) -> None:
     existing = path
     while not existing.exists():
         existing = existing.parent
+    if existing == path:
+        try:
+            check_private_dir(path, f"{field}:")
+        except PluginPathError as exc:
+            raise PluginError(str(exc)) from None
     if not existing.is_dir():
         raise PluginError(f"{field}: cannot create {str(path)!r}: {str(existing)!r} is not a "
                           "directory")
@@ -146,10 +153,27 @@ def _check_dir(path: Path, field: str) -> None:
 
 
 def _make_dir(path: Path, field: str) -> None:
+    """Make ``path`` 0700, or refuse it if another user owns it or others may write to it."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path, f"{field}:")
     except OSError as exc:
         raise PluginError(f"{field}: cannot create {str(path)!r}: {exc.strerror}") from None
+    except PluginPathError as exc:
+        raise PluginError(str(exc)) from None
+
+
+def _open_log(log: Path) -> int:
+    """A new instance's log, opened to append to: a new file, never one that is there
+    already (IDs are never reused, so this plugin did not make it) nor through a link."""
+    try:
+        return os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                       | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise PluginError(f"Instance: the log {str(log)!r} exists already (a link, or a file "
+                          "this plugin did not make): not writing to it") from None
+    except OSError as exc:
+        raise PluginError(f"Instance: cannot create the log {str(log)!r}: {exc.strerror}")\
+            from None
 
 
 class ProcessRecord(msgspec.Struct, rename="pascal", kw_only=True):
@@ -239,7 +263,7 @@ def _ended_as(record: ProcessRecord, status: int | None) -> EndedInstance:
 def _tail(log: Path, lines: int = OUTPUT_LINES) -> list[str]:
     """The last ``lines`` lines of a log (read from its last 8 KiB)."""
     try:
-        with open(log, "rb") as f:
+        with open(os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
             data = f.read()
     except OSError:
@@ -272,6 +296,17 @@ def _check_spec(spec: Spec) -> None:
             raise PluginError(f"Tags: {key!r} holds a NUL byte")
         if "\0" in value:
             raise PluginError(f"Tags: the value of {key!r} holds a NUL byte")
+
+
+def _provisionable(spec: Spec) -> ProcessProperties:
+    """The properties of ``spec``, checked, or the reason no process can be made of it."""
+    props = decode_properties(spec.properties, ProcessProperties)
+    props.check()
+    _check_spec(spec)
+    if props.command is None and not spec.init.strip():
+        raise PluginError("Properties.Command: nothing to run: give a Command or an Init "
+                          "script")
+    return props
 
 
 def _undo_start(pid: int, groups: list[str], files: list[Path]) -> None:
@@ -370,23 +405,22 @@ class ProcessInstancePlugin:
         decode_properties(properties, ProcessProperties).check()
 
     def provision(self, spec: Spec) -> str:
-        props = decode_properties(spec.properties, ProcessProperties)
-        props.check()
-        _check_spec(spec)
-        if props.command is None and not spec.init.strip():
-            raise PluginError("Properties.Command: nothing to run: give a Command or an Init "
-                              "script")
+        props = _provisionable(spec)
         [iid] = self._ids.take(1)
         work = self.directory / iid
         path = self.directory / f"{iid}.json"
         ports: dict[str, int] = {}
         groups: list[str] = []
         log = Path(props.log_dir or work) / f"{iid}.log"
-        pid = 0
+        made = [work, path]
+        """What a failed start removes: never a log that was there before."""
+        pid, out = 0, -1
         work.mkdir(mode=0o700)
         try:
             if props.log_dir is not None:
                 _make_dir(Path(props.log_dir), "Properties.LogDir")
+            out = _open_log(log)
+            made.append(log)
             ports = self._allocate_ports(props.ports or [])
             groups = cgroups.create(self.cgroup_name, iid, props.limits) if props.limits else []
             record = ProcessRecord(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags or {}),
@@ -397,7 +431,7 @@ class ProcessInstancePlugin:
             # leave a process nobody knows of (see _recover)
             write_atomic(path, msgspec.json.encode(record))
             try:
-                pid = self._spawn(spec, props, iid, work, log, ports, groups)
+                pid = self._spawn(spec, props, iid, work, out, ports, groups)
             except OSError as exc:
                 raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
             found = _stat(pid)
@@ -408,9 +442,11 @@ class ProcessInstancePlugin:
                 self._records[iid] = record
             return iid
         except BaseException:  # whatever failed, nothing of the instance is left
-            _undo_start(pid, groups, [work, log, path])
+            _undo_start(pid, groups, made)
             raise
         finally:  # in the record by now, or never started
+            if out >= 0:
+                os.close(out)
             with self._lock:
                 self._reserved.difference_update(ports.values())
 
@@ -431,7 +467,7 @@ class ProcessInstancePlugin:
             self._reserved.update(ports.values())
         return ports
 
-    def _spawn(self, spec: Spec, props: ProcessProperties, iid: str, work: Path, log: Path,
+    def _spawn(self, spec: Spec, props: ProcessProperties, iid: str, work: Path, out: int,
                ports: dict[str, int], groups: list[str]) -> int:
         """Start ``/bin/sh`` on the instance's script in a new session; returns its pid."""
         lines = ["#!/bin/sh", f"cd {shlex.quote(str(work))} || exit 1"]
@@ -450,9 +486,7 @@ class ProcessInstancePlugin:
                "INFRAKIT_TAGS": json.dumps(spec.tags or {}, sort_keys=True),
                **{f"PORT_{p.upper()}": str(n) for p, n in ports.items()}}
         actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_OPEN, 1, str(log),
-                    os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+                   (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
         return os.posix_spawn("/bin/sh", ["/bin/sh", str(script)], env,
                               file_actions=actions, setsid=True)
 
