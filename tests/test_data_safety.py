@@ -49,7 +49,8 @@ NOT_STATE = {
     ("rpc/lifecycle.py", "os.pwrite(self._fd"): "the pid file (as above)",
     ("manager/lock_leader.py", "os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600"):
         "the leader lock file, never written: only flock()ed",
-    ("cli/plugin.py", 'open(log, "ab")'): "a plugin's log",
+    ("cli/plugin.py", "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW"):
+        "a plugin's log",
     ("cli/main.py", "os.open(os.devnull, os.O_WRONLY)"):
         "stdout sent to /dev/null once its reader has gone",
     ("supervise.py", "os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC"):

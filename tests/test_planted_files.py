@@ -260,3 +260,57 @@ def test_state_directories_are_made_for_their_owner_alone(home: Path) -> None:
     _file_plugin(fresh)
     for path in (fresh, fresh.parent, fresh.parent.parent):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_logs_are_for_their_owner_alone(cli: Cli, home: Path) -> None:
+    """At --log 5 a plugin logs every request, secrets in specs included: the home, its
+    logs/ and every log are closed to others, those made before included."""
+    logs = home / "logs"
+    logs.mkdir()
+    earlier = logs / "instance-file.log"
+    earlier.write_text("an earlier run\n")
+    for path, mode in ((home, 0o755), (logs, 0o755), (earlier, 0o644)):
+        os.chmod(path, mode)
+    spec = home / "spec.json"
+    spec.write_text('{"Properties": {"Env": {"DB_PASSWORD": "hunter3"}}}')
+    try:
+        done = cli("--log", "5", "plugin", "start", "instance-file", "flavor-vanilla")
+        assert done.returncode == 0, done.stderr
+        assert "INFRAKIT_HOME" in done.stderr and "log directory" in done.stderr  # said so
+        done = cli("instance", "--name", "instance-file", "provision", str(spec))
+        assert done.returncode == 0, done.stderr
+    finally:
+        cli("plugin", "stop", "instance-file", "flavor-vanilla")
+    assert "hunter3" in earlier.read_text()  # what makes the modes matter
+    assert (_mode(home), _mode(logs)) == (0o700, 0o700)
+    assert {p.name: _mode(p) for p in logs.iterdir()} == {
+        "instance-file.log": 0o600, "flavor-vanilla.log": 0o600}
+
+
+def test_a_fresh_home_and_its_logs_are_made_for_their_owner_alone(cli: Cli, home: Path) -> None:
+    fresh = home / "fresh" / "home"
+    env = {"INFRAKIT_HOME": str(fresh)}
+    try:
+        done = cli("plugin", "start", "flavor-vanilla", env=env)
+        assert done.returncode == 0, done.stderr
+    finally:
+        cli("plugin", "stop", "flavor-vanilla", env=env)
+    assert _mode(fresh) == _mode(fresh / "logs") == _mode(fresh / "plugins") == 0o700
+    assert _mode(fresh / "logs" / "flavor-vanilla.log") == 0o600
+
+
+def test_a_log_that_is_a_link_is_not_written_through(cli: Cli, home: Path) -> None:
+    victim = home / "victim"
+    victim.write_text("precious\n")
+    logs = home / "logs"
+    logs.mkdir(mode=0o700)
+    (logs / "flavor-vanilla.log").symlink_to(victim)
+    done = cli("plugin", "start", "flavor-vanilla")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert str(logs / "flavor-vanilla.log") in done.stderr and "link" in done.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (home / "plugins" / "flavor-vanilla").exists()  # nothing was started

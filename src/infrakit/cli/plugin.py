@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -16,9 +18,11 @@ from infrakit.cli.output import emit, output_option, quiet_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
 from infrakit.rpc.paths import (
+    PluginPathError,
     UntrustedPath,
     check_plugin_socket,
     infrakit_home,
+    make_secret_dir,
     pid_path,
     plugin_dir,
     socket_path,
@@ -108,6 +112,7 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
     level = log_level()
     paths = [socket_path(name) for _, name in wanted]  # refuse bad paths before any change
+    _logs_for_me_alone()
     ensure_plugin_dir(plugin_dir())
     failed = []
     for (kind, name), path in zip(wanted, paths, strict=True):
@@ -120,8 +125,12 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
                           f"{_log_path(name)}, or stop both with `infrakit plugin stop {name}`")
             continue
         log = _log_path(name)
-        proc = _spawn([sys.executable, "-m", "infrakit", "--log", str(level), "plugin", "run",
-                       f"{kind}:{name}"], path if supervise else None, log)
+        try:
+            proc = _spawn([sys.executable, "-m", "infrakit", "--log", str(level), "plugin",
+                           "run", f"{kind}:{name}"], path if supervise else None, log)
+        except click.ClickException as exc:
+            failed.append(f"{name}: {exc.message}")
+            continue
         error = _await_handshake(proc, path, wait)
         if error:
             failed.append(f"{name}: {error}: {_last_line(log)} (log {log})")
@@ -134,6 +143,44 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
         raise click.ClickException("could not start:\n  " + "\n  ".join(failed))
 
 
+def _logs_for_me_alone() -> None:
+    """$INFRAKIT_HOME and its logs/ made 0700, or closed to others if they were open to
+    them (at ``--log 5`` a plugin logs every request, secrets in specs included); saying
+    so on stderr. Another user's is refused."""
+    home = infrakit_home()
+    try:
+        for directory, what in ((home, "INFRAKIT_HOME"), (home / "logs", "log directory")):
+            note = make_secret_dir(directory, what)
+            if note:
+                click.echo(f"note: {note}", err=True)
+    except PluginPathError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _open_log(log: Path) -> int:
+    """A plugin's log, opened to append to: made 600, or closed to others if it was open
+    to them; never written through a link, nor if another user owns it."""
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise click.ClickException(f"log {log} is a symbolic link: refusing to write "
+                                       "through it; remove it") from None
+        raise
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise click.ClickException(f"log {log} (owner uid {st.st_uid}, mode {mode:o}) is not "
+                                   "a file of yours: refusing to write to it")
+    if mode & 0o077:
+        os.fchmod(fd, 0o600)
+        click.echo(f"note: log {log} was open to others (mode {mode:o}): made it mode 600",
+                   err=True)
+    return fd
+
+
 def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess.Popen[bytes]:
     """Start ``command`` detached, logging to ``log``; under a supervisor (see
     :mod:`infrakit.supervise`) watching the socket ``supervised``, unless that is None."""
@@ -141,10 +188,12 @@ def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess
 
     if supervised is not None:
         command = [sys.executable, "-m", "infrakit.supervise", str(supervised), "--", *command]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    out = _open_log(log)
+    try:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, close_fds=True)
+    finally:
+        os.close(out)
 
 
 def _last_line(log: Path) -> str:
