@@ -331,11 +331,13 @@ def test_store_killed_mid_commit_keeps_every_answered_sequence_and_record(
     assert kills >= 3 and len(reported) > 10
 
 
-@pytest.mark.parametrize("content", [b"", b"{", b'{"ID": "instance-7"'])
-def test_a_torn_record_is_skipped_not_fatal(start_plugin: StartPlugin, home: Path,
-                                            content: bytes) -> None:
+@pytest.mark.parametrize("content", [b"", b"{", b'{"ID": "instance-7"',
+                                     b'{"ID": "instance-8"}'])
+def test_a_torn_record_is_set_aside_and_named_not_fatal(start_plugin: StartPlugin, home: Path,
+                                                        content: bytes) -> None:
     """A record torn by something other than the plugin (a disk filled by another
-    program, a copy cut short) does not stop the plugin starting; the others load."""
+    program, a copy cut short), or holding another instance's ID, does not stop the plugin
+    starting; the others load. It is named in the log and moved aside, never deleted."""
     state = home / "instance-file" / "instance-file"
     plugin = start_plugin("instance-file")
     kept = result_of(plugin.path, "Instance.Provision", {"Spec": {"Tags": {"k": "v"}}})["ID"]
@@ -346,3 +348,26 @@ def test_a_torn_record_is_skipped_not_fatal(start_plugin: StartPlugin, home: Pat
     ids = [d["ID"] for d in result_of(plugin.path, "Instance.DescribeInstances",
                                       {})["Descriptions"]]
     assert ids == [kept]
+    [aside] = state.glob("instance-7.json.corrupt-*")
+    assert aside.read_bytes() == content and not (state / "instance-7.json").exists()
+    assert f"{state / 'instance-7.json'} is damaged" in plugin.output()
+    assert aside.name in plugin.output()
+
+
+def test_a_damaged_state_file_stops_the_start_and_says_which_and_why(scratch: Path) -> None:
+    """A plugin whose one state file describes every instance (labels, tags, launches not
+    listed yet) does not start without it: it would lose them all. It says so."""
+    import msgspec
+
+    from infrakit.plugins.instance.state import StateFile
+    from infrakit.spi.errors import PluginError
+
+    class Kept(msgspec.Struct):
+        tags: dict[str, str] = {}
+
+    path = scratch / "state.json"
+    path.write_bytes(b'{"tags": {"a": ')
+    with pytest.raises(PluginError) as refused:
+        StateFile(path, Kept)
+    assert str(path) in str(refused.value) and "move it aside" in str(refused.value)
+    assert path.read_bytes() == b'{"tags": {"a": '

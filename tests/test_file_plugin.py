@@ -307,6 +307,21 @@ def test_instance_directory_and_files_are_private(running: Running) -> None:
     assert stat.S_IMODE((running.data_dir / f"{iid}.json").stat().st_mode) == 0o600
 
 
+def test_a_file_written_there_that_is_no_record_is_named_once_and_left(
+        running: Running) -> None:
+    """A file in the directory under a record's name that does not decode (written by
+    hand, or still being written) is not taken in, and the log says so once, not at
+    every describe."""
+    kept = running.client.provision(Spec(tags={"k": "v"}))
+    bad = running.data_dir / "instance-50.json"
+    bad.write_text('{"ID": "instance-5')
+    assert _ids(running) == [kept]
+    (running.data_dir / "unrelated").write_text("x")  # the directory changes again
+    assert _ids(running) == [kept]
+    assert running.plugin.output().count(str(bad)) == 1
+    assert bad.read_text() == '{"ID": "instance-5'
+
+
 def test_validate_accepts_any_properties(running: Running) -> None:
     for props in (None, {}, {"a": [1, {"b": None}]}, "text", 3):
         running.client.validate(props)

@@ -118,6 +118,15 @@ def create(plugin: str, instance: str, limits: Limits) -> list[str]:
     return made
 
 
+def existing(plugin: str, instance: str) -> list[str]:
+    """The cgroups :func:`create` makes for ``instance`` that are there: those of an
+    instance whose record was lost."""
+    root = cgroup_root()
+    made = [root / f"infrakit-{plugin}" / instance]
+    made += [root / controller / "infrakit" / plugin / instance for controller in _V1_FILES]
+    return [str(group) for group in made if group.is_dir()]
+
+
 def _fresh(group: Path) -> Path:
     group.mkdir(parents=True, exist_ok=True)
     if (group / "cgroup.procs").read_text().strip():

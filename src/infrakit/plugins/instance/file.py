@@ -74,12 +74,17 @@ class FileInstancePlugin:
     def __init__(self, directory: Path) -> None:
         self.directory = state_directory(Path(directory))
         self._lock = threading.Lock()
-        self._records, self._ids = load_records(self.directory, "instance-", _decode_record)
+        # a damaged record is set aside and named in the log: what it held is lost
+        self._records, self._ids, _ = load_records(self.directory, "instance-",
+                                                   _decode_record)
         self._described = {i: r.descriptions() for i, r in self._records.items()}
         """Each record's descriptions, made once: describing is the hot path."""
         self._ended: dict[str, EndedInstance] = {}
         """Instances whose files were removed outside the plugin, the last ENDED_KEPT."""
         self._mtime = self._dir_mtime()
+        self._refused: dict[str, tuple[int, int]] = {}
+        """Files under a record's name that are not records, by ID: the version of each
+        that was named in the log."""
 
     def _put(self, record: InstanceRecord) -> None:
         """Add or replace a record (under the lock)."""
@@ -182,7 +187,8 @@ class FileInstancePlugin:
 
     def _take_in(self, names: set[str]) -> None:
         """Records in files named ``<ID>.json`` this plugin did not write (by hand, in its
-        format); a file that does not decode is left alone."""
+        format); a file that does not decode, or holds another ID, is left alone (it may
+        be being written) and named in the log, once for each version of it."""
         with self._lock:
             known = {f"{i}.json" for i in self._records}
         for name in names - known:
@@ -191,13 +197,30 @@ class FileInstancePlugin:
                 continue
             try:
                 record = _decode_record(self._path(iid).read_bytes())
-            except (OSError, msgspec.DecodeError):
+            except OSError:
                 continue
-            if record.id == iid:
-                self._ids.claim(iid)
-                with self._lock:
-                    self._records.setdefault(iid, record)
-                    self._described.setdefault(iid, record.descriptions())
+            except msgspec.DecodeError as exc:
+                self._refuse(iid, str(exc))
+                continue
+            if record.id != iid:
+                self._refuse(iid, f"it holds the record of {record.id!r}")
+                continue
+            self._ids.claim(iid)
+            with self._lock:
+                self._records.setdefault(iid, record)
+                self._described.setdefault(iid, record.descriptions())
+
+    def _refuse(self, iid: str, why: str) -> None:
+        path = self._path(iid)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        version = (st.st_mtime_ns, st.st_size)
+        if self._refused.get(iid) != version:
+            self._refused[iid] = version
+            log.warning("%s is not an instance record (%s): not taken in, left as it is",
+                        path, why)
 
     @nonblocking
     def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:

@@ -239,6 +239,100 @@ def _carrying(variable: str) -> list[int]:
     return found
 
 
+def _kill_sessions_of(work: Path) -> None:
+    """Kill the sessions of the processes that carry ``work`` as their instance's working
+    directory: it is unique to one instance of one plugin (IDs are unique per plugin only,
+    and another plugin's ``proc-7`` must never be touched)."""
+    for found in _carrying(f"INFRAKIT_INSTANCE_DIR={work}"):
+        sid = _session_id(found)
+        # the session's leader, or a child that outlived it; never session 0 or 1 (that of
+        # init and of the kernel's threads), should an instance ever be found in one
+        for pid in {found, *(_session(sid) if sid is not None and sid > 1 else ())}:
+            if pid > 1:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _session_id(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(b")") + 2:].split()[3])
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0"))
+    return {name: value for name, sep, value in pairs if sep}
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _rebuilt(iid: str, work: Path, groups: list[str]) -> ProcessRecord | None:
+    """The record of instance ``iid`` as /proc tells it: its process leads its own
+    session and carries its working directory in its environment, with its tags, logical
+    ID and ports. Its StopGrace is not told there (the default holds), nor the labels given
+    since it started."""
+    for pid in _carrying(f"INFRAKIT_INSTANCE_DIR={work}"):
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X") or int(fields[3]) != pid:
+            continue  # a zombie, or not the session's leader (a child of the instance)
+        env = _environ(pid)
+        try:
+            tags = msgspec.json.decode(env.get("INFRAKIT_TAGS", "{}"), type=dict[str, str])
+        except msgspec.DecodeError:
+            tags = {}
+        ports = {name[5:].lower(): int(value) for name, value in env.items()
+                 if name.startswith("PORT_") and value.isdigit()
+                 and os.environ.get(name) != value}
+        try:
+            log = os.readlink(f"/proc/{pid}/fd/1")
+        except OSError:
+            log = ""
+        if not log.startswith("/") or log.endswith(" (deleted)"):
+            log = str(work / f"{iid}.log")
+        ticks = int(fields[19])
+        return ProcessRecord(id=iid, logical_id=env.get("INFRAKIT_LOGICAL_ID") or None,
+                             tags=tags, pid=pid, start_ticks=ticks,
+                             started=_boot_time() + ticks / os.sysconf("SC_CLK_TCK"),
+                             work_dir=str(work), log=log, ports=ports, cgroups=groups)
+    return None
+
+
+def _rescue(directory: Path, cgroup_name: str, iid: str) -> ProcessRecord | None:
+    """An instance whose record was damaged (and set aside): if its process runs, it is
+    recorded anew (:func:`_rebuilt`), so that it is still described and can be destroyed,
+    and no group starts a duplicate of it; else whatever it left running is killed, so
+    that nothing runs that no record knows of."""
+    work = directory / iid
+    groups = cgroups.existing(cgroup_name, iid)
+    record = _rebuilt(iid, work, groups)
+    if record is None:
+        _kill_sessions_of(work)
+        cgroups.remove(groups)
+        log.warning("%s: no process of it runs; whatever it left running was killed, and "
+                    "its files stay in %s", iid, work)
+        return None
+    write_atomic(directory / f"{iid}.json", msgspec.json.encode(record))
+    log.warning("%s: recorded anew from /proc: pid %d, tags %s, logical ID %s, ports %s; "
+                "StopGrace is the default, and labels given since it started are lost",
+                iid, record.pid, record.tags, record.logical_id, record.ports)
+    return record
+
+
 def _ended_as(record: ProcessRecord, status: int | None) -> EndedInstance:
     """How an instance ended, from its wait status (None when this process is not its
     parent), with the last lines of its log."""
@@ -381,21 +475,23 @@ class ProcessInstancePlugin:
         self._lock = threading.Lock()
         self._reserved: set[int] = set()
         """Ports handed to instances being provisioned, not yet in a record."""
-        self._records, self._ids = load_records(self.directory, _PREFIX, _decode_record)
+        self._records, self._ids, damaged = load_records(self.directory, _PREFIX,
+                                                         _decode_record)
         self._ended: dict[str, tuple[EndedInstance, ProcessRecord]] = {}
         """The instances that ended by themselves, oldest first, with their records."""
         for record in [r for r in self._records.values() if r.pid == 0]:
             self._recover(record)
+        for iid in damaged:  # set aside: recorded anew from what /proc says, if it runs
+            rescued = _rescue(self.directory, self.cgroup_name, iid)
+            if rescued is not None:
+                self._records[iid] = rescued
 
     def _recover(self, record: ProcessRecord) -> None:
         """A record without a pid: the plugin stopped between recording an instance and its
         pid, so nobody knows the instance. Its process, if it started, is found by its
         working directory in its environment (IDs are unique per plugin only: another
         plugin's ``proc-7`` must never be touched) and killed."""
-        for found in _carrying(f"INFRAKIT_INSTANCE_DIR={record.work_dir}"):
-            for pid in _session(found):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        _kill_sessions_of(Path(record.work_dir))
         del self._records[record.id]
         cgroups.remove(record.cgroups)
         with contextlib.suppress(FileNotFoundError):

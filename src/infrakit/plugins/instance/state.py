@@ -5,7 +5,7 @@ files."""
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import re
 import threading
@@ -16,9 +16,11 @@ from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
-from infrakit.atomicfile import remove_stale_temps, write_atomic
+from infrakit.atomicfile import fsync_dir, remove_stale_temps, write_atomic
 from infrakit.rpc.paths import PluginPathError, make_private_dir
 from infrakit.spi.errors import NotFoundError, PluginError
+
+log = logging.getLogger(__name__)
 
 _COUNTER = ".next-id"
 _ID_BLOCK = 64
@@ -64,7 +66,12 @@ class StateFile(Generic[S]):
         try:
             self.state = msgspec.json.decode(data, type=kind)
         except msgspec.DecodeError as exc:  # a ValidationError too
-            raise PluginError(f"state file {str(path)!r} is unreadable: {exc}") from None
+            # unlike one record of many, it holds what describes every instance (tags,
+            # launches not listed yet): starting without it would lose them all
+            raise PluginError(
+                f"state file {str(path)!r} is damaged ({exc}): not starting, since the "
+                "instances it records would be lost (described without their tags, or "
+                "made again); repair it, or move it aside to start without it") from None
 
     def update(self, change: Callable[[S, float], bool]) -> None:
         """Apply ``change`` under the lock, given the time; save if it says it changed
@@ -148,18 +155,55 @@ class Record(Protocol):
 R = TypeVar("R", bound=Record)
 
 
-def load_records(directory: Path, prefix: str,
-                 decode: Callable[[bytes], R]) -> tuple[dict[str, R], IdCounter]:
-    """The records ``<prefix><n>.json`` of the directory, by ID in the order they were made
-    (unreadable or misnamed files are skipped), and the directory's ID counter."""
+def set_aside(path: Path, why: str) -> Path | None:
+    """Move a damaged state file out of the way, to ``NAME.corrupt-<time>`` beside it, and
+    say so in the log; it is never deleted: what it held may still be read by hand."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    try:
+        os.rename(path, aside)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        log.error("%s is damaged (%s) and could not be moved aside: %s", path, why,
+                  exc.strerror)
+        return None
+    log.error("%s is damaged (%s): moved aside to %s", path, why, aside.name)
+    return aside
+
+
+def load_records(directory: Path, prefix: str, decode: Callable[[bytes], R]
+                 ) -> tuple[dict[str, R], IdCounter, list[str]]:
+    """The records ``<prefix><n>.json`` of the directory, by ID in the order they were
+    made; the directory's ID counter; and the IDs whose records were damaged (they do not
+    decode, or hold another ID), which are moved aside (:func:`set_aside`) for the caller
+    to recover what it can. A file that cannot be read is logged and left."""
     remove_stale_temps(directory)
     pattern = id_pattern(prefix)
-    records = []
+    records: list[R] = []
+    damaged: list[str] = []
     for path in directory.glob(f"{prefix}*.json"):
-        with contextlib.suppress(OSError, msgspec.DecodeError, msgspec.ValidationError):
+        iid = path.name.removesuffix(".json")
+        if not pattern.fullmatch(iid):
+            continue  # not a record's name
+        try:
             record = decode(path.read_bytes())
-            if pattern.fullmatch(record.id) and path.name == f"{record.id}.json":
+        except OSError as exc:
+            log.error("%s cannot be read, so its instance is not known: %s", path,
+                      exc.strerror)
+            continue
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            why = str(exc)
+        else:
+            if record.id == iid:
                 records.append(record)
-    counter = IdCounter(directory, prefix, [r.id for r in records])
+                continue
+            why = f"it holds the record of {record.id!r}"
+        set_aside(path, why)
+        damaged.append(iid)
+    counter = IdCounter(directory, prefix, [r.id for r in records] + damaged)
     records.sort(key=lambda r: counter.number(r.id))
-    return {r.id: r for r in records}, counter
+    return {r.id: r for r in records}, counter, damaged
