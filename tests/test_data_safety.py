@@ -337,7 +337,8 @@ def test_a_torn_record_is_set_aside_and_named_not_fatal(start_plugin: StartPlugi
                                                         content: bytes) -> None:
     """A record torn by something other than the plugin (a disk filled by another
     program, a copy cut short), or holding another instance's ID, does not stop the plugin
-    starting; the others load. It is named in the log and moved aside, never deleted."""
+    starting; the others load. It is named in the log and moved aside, never deleted, and
+    its ID is not handed out again."""
     state = home / "instance-file" / "instance-file"
     plugin = start_plugin("instance-file")
     kept = result_of(plugin.path, "Instance.Provision", {"Spec": {"Tags": {"k": "v"}}})["ID"]
@@ -352,6 +353,12 @@ def test_a_torn_record_is_set_aside_and_named_not_fatal(start_plugin: StartPlugi
     assert aside.read_bytes() == content and not (state / "instance-7.json").exists()
     assert f"{state / 'instance-7.json'} is damaged" in plugin.output()
     assert aside.name in plugin.output()
+    (state / ".next-id").unlink()  # lost: IDs go on after what the files name, still
+    plugin.proc.terminate()
+    plugin.proc.wait()
+    plugin = start_plugin("instance-file")
+    assert int(result_of(plugin.path, "Instance.Provision", {})["ID"].split("-")[1]) > 7
+    assert "next-id" in plugin.output()
 
 
 def test_a_damaged_state_file_stops_the_start_and_says_which_and_why(scratch: Path) -> None:

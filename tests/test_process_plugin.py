@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -271,6 +272,42 @@ def test_a_group_keeps_its_member_whose_record_was_damaged(
         client.destroy_group("db")
     assert proc.describe() == {}
     assert not in_session(desc.properties["PID"])
+
+
+def test_ids_are_not_reused_when_the_counter_is_lost(proc: Proc, home: Path) -> None:
+    """``.next-id`` lost (a restore from an old backup, a cleanup by hand): the next ID
+    comes after every one the plugin's files still name: an ended instance's working
+    directory, a record moved aside, a log in the LogDir of a recorded instance."""
+    logs = home / "logs-of-instances"
+
+    def number(iid: str) -> int:
+        return int(iid.split("-")[1])
+
+    def next_after_losing_the_counter() -> int:
+        proc.rpc.close()
+        stop_process(proc.plugin.proc)
+        (proc.state / ".next-id").unlink()
+        proc.restart()
+        return number(proc.provision(Command="sleep 600"))
+
+    ended = proc.provision("exit 0")  # its working directory and log stay for a while
+    wait_until(lambda: ended not in proc.describe(), 5, what="the instance to end")
+    assert next_after_losing_the_counter() > number(ended)
+
+    proc.provision(Command="sleep 600", LogDir=str(logs))
+    cleaned = proc.provision("exit 0", LogDir=str(logs))
+    wait_until(lambda: cleaned not in proc.describe(), 5, what="the instance to end")
+    shutil.rmtree(proc.state / cleaned)  # cleaned up by hand: only its log is left
+    assert next_after_losing_the_counter() > number(cleaned)
+
+    torn = proc.provision(Command="sleep 600")
+    pid = proc.pid(torn)
+    _damage(proc, torn)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not running(pid), 5, what="the instance to die")
+    proc.restart()  # sets its record aside: that file is all that names it now
+    shutil.rmtree(proc.state / torn)
+    assert next_after_losing_the_counter() > number(torn)
 
 
 def test_a_killed_instance_is_no_longer_described_and_its_leftovers_die(proc: Proc) -> None:

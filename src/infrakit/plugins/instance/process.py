@@ -39,6 +39,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ import msgspec.structs
 
 from infrakit.atomicfile import write_atomic
 from infrakit.plugins.instance import cgroups, logfile
-from infrakit.plugins.instance.state import load_records, state_directory
+from infrakit.plugins.instance.state import highest_id, load_records, state_directory
 from infrakit.rpc.paths import PluginPathError, check_private_dir, make_private_dir
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.instance import EndedInstance, InstanceLogs
@@ -237,6 +238,15 @@ def _carrying(variable: str) -> list[int]:
             if marker in environ:
                 found.append(int(entry.name))
     return found
+
+
+def _names_beside(records: Iterable[ProcessRecord]) -> list[str]:
+    """The names of the files in the directories of the records' logs."""
+    names: list[str] = []
+    for where in {os.path.dirname(r.log) for r in records}:
+        with contextlib.suppress(OSError):
+            names += os.listdir(where)
+    return names
 
 
 def _kill_sessions_of(work: Path) -> None:
@@ -479,6 +489,10 @@ class ProcessInstancePlugin:
                                                          _decode_record)
         self._ended: dict[str, tuple[EndedInstance, ProcessRecord]] = {}
         """The instances that ended by themselves, oldest first, with their records."""
+        # the logs of instances, in the LogDirs still recorded, name IDs too
+        top = highest_id(_names_beside(self._records.values()), _PREFIX)
+        if top:
+            self._ids.claim(f"{_PREFIX}{top}")
         for record in [r for r in self._records.values() if r.pid == 0]:
             self._recover(record)
         for iid in damaged:  # set aside: recorded anew from what /proc says, if it runs

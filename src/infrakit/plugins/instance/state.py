@@ -10,7 +10,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -87,21 +87,40 @@ def id_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(re.escape(prefix) + r"[0-9]{1,20}")
 
 
+def highest_id(names: Iterable[str], prefix: str) -> int:
+    """The highest ID number that names of files (``<prefix><n>``, ``<prefix><n>.json``,
+    ``<prefix><n>.log``, ``<prefix><n>.json.corrupt-<time>``, a temp file of one) hold;
+    0 when none does."""
+    numbered = re.compile(r"\.?" + re.escape(prefix) + r"([0-9]{1,20})(?:\.|$)")
+    return max([0, *(int(m.group(1)) for m in map(numbered.match, names) if m)])
+
+
 class IdCounter:
     """IDs ``<prefix><n>`` from a counter kept in the directory. The counter on disk runs a
     block ahead of what is handed out, so it is written once per block; after a restart the
-    unused rest of a block is skipped: an ID is never handed out twice."""
+    unused rest of a block is skipped: an ID is never handed out twice. Should the counter
+    be lost, IDs go on after the highest one that a file of the directory still names (a
+    record, one moved aside, a working directory or a log), which is as far as anyone can
+    tell."""
 
     def __init__(self, directory: Path, prefix: str, taken: list[str]) -> None:
         self.prefix = prefix
         self.pattern = id_pattern(prefix)
         self._path = directory / _COUNTER
         self._lock = threading.Lock()
+        found = max(highest_id([*os.listdir(directory), *taken], prefix) + 1, 1)
         try:
             stored = int(self._path.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             stored = 1
-        self._next = self._reserved = max([stored, *(self.number(i) + 1 for i in taken)])
+            if found > 1:
+                log.warning("%s is missing: IDs go on after the highest one the files of "
+                            "%s name (%s%d)", self._path, directory, prefix, found - 1)
+        except (OSError, ValueError) as exc:
+            stored = 1
+            log.warning("%s is unreadable (%s): IDs go on after the highest one the files "
+                        "of %s name (%s%d)", self._path, exc, directory, prefix, found - 1)
+        self._next = self._reserved = max(stored, found)
 
     def number(self, instance: str) -> int:
         return int(instance.removeprefix(self.prefix))
