@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 
 from infrakit.plugins.group.storage import GroupStore, InFlight
-from infrakit.spi.errors import PluginError
-from infrakit.spi.group import EVENTS_KEPT, GroupEvent
+from infrakit.rpc.client import RPCClient
+from infrakit.rpc.typed import GroupClient
+from infrakit.spi.errors import CallFailed, PluginError
+from infrakit.spi.group import EVENTS_KEPT, GroupEvent, GroupSpec
 from infrakit.store.etcd import EtcdStore
 from infrakit.store.etcd_client import EtcdClient, b64
 from infrakit.store.sqlite import SQLiteStore
+from tests.conftest import Cli, StartPlugin
 from tests.etcd_engine import etcd_problem, private_etcd_cluster
-from tests.helpers import require_engine
+from tests.helpers import require_engine, stop_process, wait_until
 
 Opener = Callable[[], GroupStore]
 
@@ -221,3 +224,94 @@ def test_the_etcd_store_survives_a_member_and_recovers_its_quorum() -> None:
             assert set(store.load_groups()) == {"g", "h"}
         finally:
             store.close()
+
+
+# -- damaged data: named, and as little lost as can be --------------------------------------
+
+
+def test_a_damaged_database_file_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "groups.db"
+    SQLiteStore(path).close()
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 100)  # its header
+    with pytest.raises(PluginError) as refused:
+        SQLiteStore(path)
+    assert str(path) in str(refused.value) and "not a database" in str(refused.value)
+
+
+def test_a_damaged_event_is_left_out_and_the_others_are_told(tmp_path: Path) -> None:
+    path = tmp_path / "groups.db"
+    store = SQLiteStore(path)
+    try:
+        store.save_group("g", b'{"ID":"g"}')
+        store.append_events("g", [GroupEvent(time=float(n), group="g", kind="committed")
+                                  for n in (1, 2, 3)])
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE events SET record = substr(record, 1, 9) WHERE seq = 2")
+        assert [e.seq for e in store.events("g")] == [1, 3]
+    finally:
+        store.close()
+
+
+def test_a_damaged_inflight_record_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "groups.db"
+    store = SQLiteStore(path)
+    try:
+        store.save_group("g", b'{"ID":"g"}')
+        store.record(InFlight(key="k1", group="g", op="provision", started=1.0, deadline=2.0))
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE inflight SET record = substr(record, 1, 9)")
+        with pytest.raises(PluginError) as refused:
+            store.inflight("g")
+        assert str(path) in str(refused.value) and "'k1'" in str(refused.value)
+    finally:
+        store.close()
+
+
+def test_one_damaged_group_spec_stops_no_other_group(start_plugin: StartPlugin,
+                                                     home: Path, cli: Cli) -> None:
+    """A spec cut short in groups.db: the other groups resume; the damaged one is named,
+    with the store's path, in the log and in what describing it answers."""
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    group = start_plugin("group")
+    db = home / "group" / "group" / "groups.db"
+    with RPCClient(group.path, timeout=30) as conn:
+        for gid in ("a", "b"):
+            GroupClient(conn).commit_group(GroupSpec(id=gid, properties={
+                "Allocation": {"Size": 1}, "Instance": {"Plugin": "instance-file"},
+                "Flavor": {"Plugin": "flavor-vanilla"}}), False)
+    stop_process(group.proc)
+    with sqlite3.connect(db) as conn_db:
+        conn_db.execute("UPDATE groups SET spec = substr(spec, 1, 10) WHERE id = 'a'")
+    group = start_plugin("group")
+    assert f"group a: its spec stored in {db}" in group.output()
+    with RPCClient(group.path, timeout=30) as conn:
+        client = GroupClient(conn)
+        wait_until(lambda: client.describe_group("b").converged, 20, what="group b")
+        with pytest.raises(CallFailed) as refused:
+            client.describe_group("a")
+        assert str(db) in refused.value.reason and "truncated" in refused.value.reason
+        client.destroy_group("b")
+    done = cli("group", "describe", "a")
+    assert done.returncode == 1 and str(db) in done.stderr
+
+
+def test_a_follower_lists_every_group_whose_spec_can_be_read() -> None:
+    """A manager following on etcd answers InspectGroups from the store: one damaged spec
+    hides no other group."""
+    import asyncio
+
+    from infrakit.manager.elected import ElectedGroup
+    from infrakit.manager.leader_info import LeaderInfo
+
+    class Store:
+        def load_groups(self) -> dict[str, bytes]:
+            return {"a": b'{"ID": "a", "Prop', "b": b'{"ID": "b"}'}
+
+    class Election:
+        ttl = 5
+
+    follower = ElectedGroup(Store(), Election(), 1.0,  # type: ignore[arg-type]
+                            LeaderInfo.me("etcd:test"), lambda url: None)
+    assert [s.id for s in asyncio.run(follower.inspect_groups())] == ["b"]

@@ -124,7 +124,14 @@ class ElectedGroup:
         if self._leading is not None:
             return await self._leading.inspect_groups()
         groups = await asyncio.to_thread(self.store.load_groups)
-        return [_decode_spec(groups[gid]) for gid in sorted(groups)]
+        specs = []
+        for gid in sorted(groups):
+            try:
+                specs.append(_decode_spec(groups[gid]))
+            except msgspec.DecodeError as exc:  # one damaged spec hides no other group
+                log.error("group %s: its spec stored in %s cannot be read: %s", gid,
+                          self.store, exc)
+        return specs
 
     async def describe_status(self, id: str) -> GroupStatus:
         status: GroupStatus = await self._lead_or_forward("describe_status", id)

@@ -52,6 +52,9 @@ class EtcdStore:
         self.client = client
         self.prefix = prefix
 
+    def __str__(self) -> str:
+        return f"etcd under {self.prefix}spec/"
+
     def close(self) -> None:
         self.client.close()
 

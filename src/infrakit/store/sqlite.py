@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -40,6 +43,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 _decode = msgspec.json.Decoder(InFlight).decode
 _decode_event = msgspec.json.Decoder(GroupEvent).decode
+log = logging.getLogger(__name__)
 
 
 class SQLiteStore:
@@ -50,14 +54,16 @@ class SQLiteStore:
     """
 
     def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
+        self.path = path
         try:  # whoever may write there could swap the database under it
             make_private_dir(path.parent, "group store directory")
         except PluginPathError as exc:
             raise PluginError(str(exc)) from None
-        self._db = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False,
-                                   isolation_level=None)
+        with self._named():
+            self._db = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False,
+                                       isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
+        with self._lock, self._named():
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -71,49 +77,75 @@ class SQLiteStore:
         changes) drops it, and it is read again."""
         self._version = -1
 
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @contextlib.contextmanager
+    def _named(self) -> Iterator[None]:
+        """Every error of the database names its file: ``file is not a database`` alone
+        does not say which."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise PluginError(f"group store {self.path}: {exc}") from None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def load_groups(self) -> dict[str, bytes]:
-        with self._lock:
-            return {gid: bytes(spec) for gid, spec in
-                    self._db.execute("SELECT id, spec FROM groups ORDER BY id")}
+        """Every group whose spec can be read; one that cannot is named in the log and
+        left out, and the others load."""
+        with self._lock, self._named():
+            ids = [gid for (gid,) in self._db.execute("SELECT id FROM groups ORDER BY id")]
+        groups = {}
+        for gid in ids:
+            try:
+                with self._lock:
+                    row = self._db.execute("SELECT spec FROM groups WHERE id = ?",
+                                           (gid,)).fetchone()
+            except sqlite3.Error as exc:
+                log.error("group store %s: the spec of group %s cannot be read, so it is not "
+                          "resumed (the other groups are): %s", self.path, gid, exc)
+                continue
+            if row is not None:
+                groups[gid] = bytes(row[0])
+        return groups
 
     def save_group(self, group: str, spec: bytes) -> None:
-        with self._lock:
+        with self._lock, self._named():
             self._db.execute(
                 "INSERT INTO groups (id, spec) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "previous = CASE WHEN spec = excluded.spec THEN previous ELSE spec END, "
                 "spec = excluded.spec", (group, spec))
 
     def previous_spec(self, group: str) -> bytes | None:
-        with self._lock:
+        with self._lock, self._named():
             row = self._db.execute("SELECT previous FROM groups WHERE id = ?",
                                    (group,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
     def set_paused(self, group: str, paused: bool) -> None:
-        with self._lock:
+        with self._lock, self._named():
             self._db.execute("UPDATE groups SET paused = ? WHERE id = ?", (int(paused), group))
 
     def paused(self, group: str) -> bool:
-        with self._lock:
+        with self._lock, self._named():
             row = self._db.execute("SELECT paused FROM groups WHERE id = ?", (group,)).fetchone()
         return bool(row and row[0])
 
     def set_destroying(self, group: str) -> None:
-        with self._lock:
+        with self._lock, self._named():
             self._db.execute("UPDATE groups SET destroying = 1 WHERE id = ?", (group,))
 
     def destroying(self, group: str) -> bool:
-        with self._lock:
+        with self._lock, self._named():
             row = self._db.execute("SELECT destroying FROM groups WHERE id = ?",
                                    (group,)).fetchone()
         return bool(row and row[0])
 
     def delete_group(self, group: str) -> None:
-        with self._lock:
+        with self._lock, self._named():
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM groups WHERE id = ?", (group,))
@@ -122,20 +154,31 @@ class SQLiteStore:
             self._mirror.pop(group, None)
 
     def inflight(self, group: str) -> list[InFlight]:
-        with self._lock:
+        with self._lock, self._named():
             (version,) = self._db.execute("PRAGMA data_version").fetchone()
             if version != self._version:
                 self._mirror.clear()
                 self._version = version
             ops = self._mirror.get(group)
             if ops is None:
-                rows = self._db.execute("SELECT record FROM inflight WHERE grp = ?", (group,))
-                ops = self._mirror[group] = {op.key: op for op in (_decode(r[0]) for r in rows)}
+                rows = self._db.execute("SELECT key, record FROM inflight WHERE grp = ?",
+                                        (group,))
+                ops = self._mirror[group] = {op.key: op for op in
+                                             (self._decoded(k, r) for k, r in rows)}
             return list(ops.values())
+
+    def _decoded(self, key: str, record: bytes) -> InFlight:
+        """An in-flight record, or an error naming it: the group acts on nothing while one
+        of its records cannot be read, since acting without it could make a member twice."""
+        try:
+            return _decode(record)
+        except msgspec.DecodeError as exc:
+            raise PluginError(f"group store {self.path}: the in-flight record {key!r} cannot "
+                              f"be read: {exc}") from None
 
     def record(self, *ops: InFlight) -> None:
         copies = [msgspec.structs.replace(op) for op in ops]  # the caller's may change
-        with self._lock:
+        with self._lock, self._named():
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
@@ -147,7 +190,7 @@ class SQLiteStore:
                     mirrored[op.key] = op
 
     def forget(self, *keys: str) -> None:
-        with self._lock:
+        with self._lock, self._named():
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany("DELETE FROM inflight WHERE key = ?",
@@ -157,7 +200,7 @@ class SQLiteStore:
                     mirrored.pop(key, None)
 
     def reserve_sequences(self, group: str, count: int) -> int:
-        with self._lock:
+        with self._lock, self._named():
             row = self._db.execute("UPDATE groups SET sequence = sequence + ? WHERE id = ? "
                                    "RETURNING sequence", (count, group)).fetchone()
         return int(row[0]) - count + 1 if row else 0
@@ -165,7 +208,7 @@ class SQLiteStore:
     def append_events(self, group: str, events: list[GroupEvent]) -> None:
         if not events:
             return
-        with self._lock, self._db:
+        with self._lock, self._named(), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE "
                                        "grp = ?", (group,)).fetchone()
@@ -180,9 +223,16 @@ class SQLiteStore:
 
     def events(self, group: str, since: float | None = None, after: int | None = None,
                limit: int = 0) -> list[GroupEvent]:
-        with self._lock:
+        with self._lock, self._named():
             rows = self._db.execute(
-                "SELECT record FROM events WHERE grp = ? AND time >= ? AND seq > ? "
+                "SELECT seq, record FROM events WHERE grp = ? AND time >= ? AND seq > ? "
                 "ORDER BY seq DESC LIMIT ?",
                 (group, since or 0.0, after or 0, limit if limit > 0 else -1)).fetchall()
-        return [_decode_event(r[0]) for r in reversed(rows)]
+        events = []
+        for seq, record in reversed(rows):
+            try:
+                events.append(_decode_event(record))
+            except msgspec.DecodeError as exc:  # history: the others are still told
+                log.error("group store %s: event %d of group %s cannot be read, left out: %s",
+                          self.path, seq, group, exc)
+        return events

@@ -55,6 +55,8 @@ class GroupPlugin:
         self._locks: dict[str, asyncio.Lock] = {}
         """One per group: the verbs that change a group take turns, so that the spec a
         controller runs is always the one stored last, whatever the callers' timing."""
+        self._unloaded: dict[str, str] = {}
+        """Stored groups that could not be resumed, and why."""
         self._endings: dict[tuple[str, str], asyncio.Task[None]] = {}
         """Destroys and frees under way, by verb and group: they run to their end even
         when their caller gives up, and a second call of the same verb waits for them."""
@@ -64,11 +66,13 @@ class GroupPlugin:
 
     async def start(self) -> None:
         for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
-            spec = _decode_spec(raw)
             try:
+                spec = _decode_spec(raw)
                 props = parse_group(spec)
-            except PluginError as exc:
-                log.error("group %s: stored spec no longer valid, not resumed: %s", gid, exc)
+            except (msgspec.DecodeError, PluginError) as exc:  # the others resume
+                self._unloaded[gid] = (f"its spec stored in {self.store} cannot be read or "
+                                       f"is no longer valid, so it was not resumed: {exc}")
+                log.error("group %s: %s", gid, self._unloaded[gid])
                 continue
             destroying = await asyncio.to_thread(self.store.destroying, gid)
             self._watch(spec, props, destroying)
@@ -113,7 +117,9 @@ class GroupPlugin:
     def _controller(self, gid: str) -> GroupController:
         controller = self._controllers.get(gid)
         if controller is None:
-            raise NotFoundError(f"Group '{gid}' is not being watched")
+            why = self._unloaded.get(gid)
+            raise NotFoundError(f"Group '{gid}' is not being watched" + (f": {why}" if why
+                                                                         else ""))
         return controller
 
     async def _validate(self, props: GroupProperties) -> None:
@@ -139,6 +145,7 @@ class GroupPlugin:
                    + await adoption(self.plugins, spec.id, props))
         if not pretend:
             await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
+            self._unloaded.pop(spec.id, None)
             self._watch(spec, props)
             events = self._controllers[spec.id].events
             events.add("committed", details.splitlines()[0], actor=actor,
