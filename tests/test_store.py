@@ -315,3 +315,32 @@ def test_a_follower_lists_every_group_whose_spec_can_be_read() -> None:
     follower = ElectedGroup(Store(), Election(), 1.0,  # type: ignore[arg-type]
                             LeaderInfo.me("etcd:test"), lambda url: None)
     assert [s.id for s in asyncio.run(follower.inspect_groups())] == ["b"]
+
+
+def test_a_damaged_inflight_record_in_etcd_is_named_in_the_error(etcd_url: str) -> None:
+    from infrakit.store.etcd_client import put
+
+    store = EtcdStore(EtcdClient([etcd_url]), prefix=f"/test/{time.monotonic_ns()}/")
+    try:
+        store.save_group("g", b'{"ID":"g"}')
+        store.client.txn([put(f"{store.prefix}inflight/k1", b'{"key": "k1", "gro')])
+        with pytest.raises(PluginError) as refused:
+            store.inflight("g")
+        assert f"{store.prefix}inflight/" in str(refused.value)
+        assert "'k1'" in str(refused.value)
+    finally:
+        store.close()
+
+
+def test_a_damaged_event_in_etcd_is_left_out_and_the_others_are_told(etcd_url: str) -> None:
+    from infrakit.store.etcd_client import put
+
+    store = EtcdStore(EtcdClient([etcd_url]), prefix=f"/test/{time.monotonic_ns()}/")
+    try:
+        store.save_group("g", b'{"ID":"g"}')
+        store.append_events("g", [GroupEvent(time=float(n), group="g", kind="committed")
+                                  for n in (1, 2, 3)])
+        store.client.txn([put(store._event_key("g", 2), b'{"seq": 2, "ti')])
+        assert [e.seq for e in store.events("g")] == [1, 3]
+    finally:
+        store.close()

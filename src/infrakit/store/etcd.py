@@ -22,12 +22,14 @@ drops what is beyond the last 1,000.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 import msgspec.structs
 
 from infrakit.plugins.group.storage import InFlight
+from infrakit.spi.errors import PluginError
 from infrakit.spi.group import EVENTS_KEPT, GroupEvent
 from infrakit.store.etcd_client import (
     TXN_OPS,
@@ -41,6 +43,7 @@ from infrakit.store.etcd_client import (
 
 _decode = msgspec.json.Decoder(InFlight).decode
 _decode_event = msgspec.json.Decoder(GroupEvent).decode
+log = logging.getLogger(__name__)
 _SEQ_DIGITS = 12
 
 
@@ -100,8 +103,19 @@ class EtcdStore:
         return f"{self.prefix}inflight/{key}"
 
     def inflight(self, group: str) -> list[InFlight]:
-        ops = map(_decode, self.client.get_prefix(f"{self.prefix}inflight/").values())
-        return [op for op in ops if op.group == group]
+        """The group's records. One that cannot be read names its key: which group it is of
+        cannot be told, so every group acts on nothing until it is repaired or removed."""
+        ops = []
+        where = f"{self.prefix}inflight/"
+        for key, raw in self.client.get_prefix(where).items():
+            try:
+                op = _decode(raw)
+            except msgspec.DecodeError as exc:
+                raise PluginError(f"group store in etcd: the in-flight record {key!r} under "
+                                  f"{where} cannot be read: {exc}") from None
+            if op.group == group:
+                ops.append(op)
+        return ops
 
     def record(self, *ops: InFlight) -> None:
         for start in range(0, len(ops), TXN_OPS):
@@ -151,8 +165,14 @@ class EtcdStore:
 
     def events(self, group: str, since: float | None = None, after: int | None = None,
                limit: int = 0) -> list[GroupEvent]:
-        found = [_decode_event(v) for _, v in sorted(
-            self.client.get_prefix(f"{self.prefix}events/{group}/").items())]
+        found = []
+        where = f"{self.prefix}events/{group}/"
+        for key, raw in sorted(self.client.get_prefix(where).items()):
+            try:
+                found.append(_decode_event(raw))
+            except msgspec.DecodeError as exc:  # history: the others are still told
+                log.error("group store in etcd: the event %s under %s cannot be read, left "
+                          "out: %s", key, where, exc)
         found = [e for e in found if e.seq > (after or 0) and e.time >= (since or 0.0)]
         return found[-limit:] if limit > 0 else found
 
