@@ -314,3 +314,18 @@ def test_a_log_that_is_a_link_is_not_written_through(cli: Cli, home: Path) -> No
     assert str(logs / "flavor-vanilla.log") in done.stderr and "link" in done.stderr
     assert victim.read_text() == "precious\n"
     assert not (home / "plugins" / "flavor-vanilla").exists()  # nothing was started
+
+
+def test_a_token_file_another_user_owns_is_refused(home: Path) -> None:
+    """The TCP listener's token, and a client's: whoever owns the file knows the token,
+    or can change it."""
+    from infrakit.rpc.tcp import read_token
+
+    _root_only()
+    token = home / "token"
+    token.write_text("t" * 32)
+    os.chmod(token, 0o600)
+    os.chown(token, NOBODY, NOBODY)
+    with pytest.raises(PluginError) as refused:
+        read_token(token)
+    assert str(token) in str(refused.value) and "uid 65534" in str(refused.value)

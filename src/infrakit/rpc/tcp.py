@@ -71,12 +71,16 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def read_token(path: Path) -> str:
-    """The bearer token in ``path``, which only its owner may read or write."""
+    """The bearer token in ``path``, a file of this user's that only they may read or
+    write."""
     try:
         info = os.stat(path)
         text = path.read_text().strip()
     except OSError as exc:
         raise PluginError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
+    if info.st_uid != os.geteuid():
+        raise PluginError(f"--token-file: {path} is owned by uid {info.st_uid}, not by you "
+                          f"(uid {os.geteuid()})")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise PluginError(f"--token-file: {path} is open to others (mode "
                           f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
