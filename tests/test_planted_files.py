@@ -95,12 +95,15 @@ def planted(request: pytest.FixtureRequest, home: Path,
     directory = home / "theirs"
     directory.mkdir(mode=0o700)
     listener = Listener(directory / "group")
+    other = Listener(directory / "instance-x")  # reached as `infrakit instance-x VERB`
     _foreign(directory, request.param)
     monkeypatch.setenv("INFRAKIT_PLUGINS_DIR", str(directory))
     try:
         yield listener
+        assert other.received == b""
     finally:
         listener.close()
+        other.close()
 
 
 def _names_the_directory(message: str, directory: Path) -> None:
@@ -118,7 +121,7 @@ def test_the_cli_sends_nothing_to_a_plugin_in_a_directory_it_cannot_trust(
                     '"flavor-vanilla"}, "Allocation": {"Size": 1}}}')
     for args in (["group", "commit", str(spec)], ["group", "ls"], ["plugin", "ls"],
                  ["instance", "--name", "group", "describe"], ["group", "describe", "g"],
-                 ["plugin", "stop", "group"]):
+                 ["plugin", "stop", "group"], ["instance-x", "describe"]):
         done = cli(*args)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert "fake answer" not in done.stdout + done.stderr
