@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -272,6 +273,30 @@ def test_a_group_keeps_its_member_whose_record_was_damaged(
         client.destroy_group("db")
     assert proc.describe() == {}
     assert not in_session(desc.properties["PID"])
+
+
+def test_a_damaged_record_that_cannot_be_moved_aside_is_left_as_it_is(
+        monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Nothing is written over it, even to record anew the instance that still runs."""
+    plugin = process.ProcessInstancePlugin(home / "in-process")
+    record = plugin.directory / "proc-1.json"
+    record.write_bytes(b'{"ID": "proc-1", "PI')
+    work = plugin.directory / "proc-1"
+    work.mkdir()
+    instance = subprocess.Popen(["sleep", "600"], start_new_session=True, env={
+        **os.environ, "INFRAKIT_INSTANCE_ID": "proc-1", "INFRAKIT_INSTANCE_DIR": str(work)})
+
+    def refuse(*_: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    try:
+        monkeypatch.setattr(os, "rename", refuse)
+        again = process.ProcessInstancePlugin(plugin.directory)
+        assert record.read_bytes() == b'{"ID": "proc-1", "PI'
+        assert again.describe_instances({}, False) == []
+        assert again.provision(Spec(properties={"Command": "true"})) != "proc-1"
+    finally:
+        stop_process(instance, signal.SIGKILL)
 
 
 def test_ids_are_not_reused_when_the_counter_is_lost(proc: Proc, home: Path) -> None:

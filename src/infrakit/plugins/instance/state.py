@@ -199,7 +199,8 @@ def load_records(directory: Path, prefix: str, decode: Callable[[bytes], R]
     """The records ``<prefix><n>.json`` of the directory, by ID in the order they were
     made; the directory's ID counter; and the IDs whose records were damaged (they do not
     decode, or hold another ID), which are moved aside (:func:`set_aside`) for the caller
-    to recover what it can. A file that cannot be read is logged and left."""
+    to recover what it can. A file that cannot be read, or a damaged one that cannot be
+    moved, is named in the log and left as it is."""
     remove_stale_temps(directory)
     pattern = id_pattern(prefix)
     records: list[R] = []
@@ -221,8 +222,8 @@ def load_records(directory: Path, prefix: str, decode: Callable[[bytes], R]
                 records.append(record)
                 continue
             why = f"it holds the record of {record.id!r}"
-        set_aside(path, why)
-        damaged.append(iid)
+        if set_aside(path, why) is not None:  # else it stays, and is not written over
+            damaged.append(iid)
     counter = IdCounter(directory, prefix, [r.id for r in records] + damaged)
     records.sort(key=lambda r: counter.number(r.id))
     return {r.id: r for r in records}, counter, damaged
