@@ -13,8 +13,10 @@ it outlives the plugin and gets none of its signals), in its own working directo
 An instance is known by its pid *and* the kernel's start time of that pid, so a pid that
 was reused by another process is never mistaken for the instance. Records live in
 ``<state>/<ID>.json``; a restarted plugin reads them and reports the instances that still
-run. An instance whose process died is dropped from its records when it is next described,
-and reported by ``DescribeEnded`` with its exit status and the last lines of its log; the
+run. A record found damaged is moved aside (``<ID>.json.corrupt-<time>``) and its instance,
+if it still runs, recorded anew from what ``/proc`` says of it; else what it left is
+killed. An instance whose process died is dropped from its records when it is next
+described, and reported by ``DescribeEnded`` with its exit status and the last lines of its log; the
 working directories and logs of the last ``ENDED_KEPT`` ended instances stay for a
 post-mortem (``Instance.Logs`` reads them, as it reads a running instance's log: see
 :mod:`.logfile`). ``Destroy`` removes both.
