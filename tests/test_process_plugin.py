@@ -709,6 +709,20 @@ def test_an_ended_member_s_log_is_still_read_and_says_it_ended(proc: Proc) -> No
         proc.client.logs(iid, "", None, False)
 
 
+def test_a_log_replaced_by_a_link_is_not_read_through(proc: Proc, home: Path) -> None:
+    """Logs does not hand out what a link put in the log's place leads to."""
+    victim = home / "victim"
+    victim.write_text("secret\n")
+    iid = proc.provision(Command="echo bye; exit 4")
+    wait_until(lambda: proc.client.logs(iid, "", None, False).ended, 10,
+               what="the instance to end")
+    log = proc.state / iid / f"{iid}.log"
+    log.unlink()
+    log.symlink_to(victim)
+    with pytest.raises(CallFailed, match="symbolic link"):
+        proc.client.logs(iid, "", None, False)
+
+
 def test_logs_refuse_an_unknown_id_a_bad_cursor_and_previous_of_a_running_one(
         proc: Proc) -> None:
     iid = proc.provision(Command="sleep 600")
