@@ -120,10 +120,13 @@ def stack(monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin,
 def test_a_command_that_exits_at_once_fails_its_launch_and_backs_off(stack: Stack,
                                                                      cli: Cli) -> None:
     stack.commit(3, "echo starting; exit 2")
-    wait_until(lambda: "failed launch" in stack.status().backoff, 10,
-               what="the failed launches to be known")
-    status = stack.status()
-    assert status.in_flight == []  # known as failed, not waited for until a deadline
+
+    def known() -> GroupStatus | None:
+        status = stack.status()  # known as failed, not waited for until a deadline
+        return status if "failed launch" in status.backoff and not status.in_flight else None
+
+    # (ProvisionDeadline is 600 s: 10 s tells a known failure from a deadline)
+    status = wait_until(known, 10, what="the failed launches to be known")
     assert "exited with status 2" in status.backoff
     assert "last output: starting" in status.backoff
     assert "backoff: next launch in" in cli("group", "describe", "-v", "web").stdout
