@@ -540,6 +540,67 @@ def test_client_hanging_up_mid_call_does_not_hurt_the_plugin(multi: Plugin, home
     assert multi.proc.poll() is None
 
 
+# -- clients that send too much, or never read ----------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+HEAD_LIMIT = 16 * 1024
+
+
+@pytest.mark.parametrize("head", [
+    b"POST / HTTP/1.1\r\nHost: h\r\nX-Filler: " + b"A" * (HEAD_LIMIT + 1),
+    b"POST /" + b"a" * (HEAD_LIMIT + 1),
+    b"POST / HTTP/1.1\r\n" + b"X-Many: b\r\n" * (HEAD_LIMIT // 10 + 1),
+], ids=["header-without-end", "url", "many-headers"])
+def test_request_line_and_headers_over_16_kib_are_refused_with_431(
+        instance_file: Path, head: bytes) -> None:
+    """A head that never ends is answered 431 once 16 KiB of it has arrived, not kept
+    (and copied over and over) until the read deadline."""
+    started = time.monotonic()
+    reply = _raw_exchange(instance_file, head, timeout=5.0)
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+    assert reply.count(b"HTTP/1.1 ") == 1
+    assert time.monotonic() - started < 3.0
+    assert answers_handshake(instance_file)
+
+
+def test_a_head_just_under_16_kib_is_served(instance_file: Path) -> None:
+    body = b'{"jsonrpc":"2.0","method":"Handshake.Types","params":{},"id":4}'
+    answer = http_request(instance_file, body, headers={
+        "Content-Type": "application/json", "X-Filler": "f" * (HEAD_LIMIT - 200)})
+    assert answer.status == 200 and answer.json()["id"] == 4
+
+
+def test_a_flood_of_header_bytes_does_not_grow_the_plugin(start_plugin: StartPlugin) -> None:
+    """Four connections stream a header value at full speed: the plugin answers each
+    with 431 and drops the rest, and its memory stays where it was."""
+    plugin = start_plugin("instance-file")
+    before = _rss_kib(plugin.proc.pid)
+    chunk = b"A" * 65536
+
+    replies: list[bytes] = []
+
+    def flood() -> None:
+        parts = [b"POST / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer ", *[chunk] * 128]
+        try:
+            replies.append(_raw_exchange(plugin.path, *parts, timeout=20.0))
+        except OSError as exc:
+            replies.append(repr(exc).encode())
+
+    floods = [threading.Thread(target=flood) for _ in range(4)]
+    for t in floods:
+        t.start()
+    for t in floods:
+        t.join(30)
+    assert [r[:13] for r in replies] == [b"HTTP/1.1 431 "] * 4
+    assert _rss_kib(plugin.proc.pid) - before < 8 * 1024, "the header bytes were kept"
+    assert answers_handshake(plugin.path)
+
+
 # -- curl, as an operator would poke a plugin -----------------------------------------------
 
 

@@ -5,9 +5,10 @@ Why not aiohttp's server: on a 2-core machine a plain aiohttp "hello" handler an
 2,700 keep-alive requests a second to a Python ``http.client`` loop, below what one plugin
 must serve (see bench/RESULTS.md). This protocol does only what a plugin socket needs:
 ``POST /`` with a body (Content-Length or chunked, ``Expect: 100-continue``), ``GET
-/info/api.json``, keep-alive, in-order answers to pipelined requests, a body limit (413), a
-per-request read deadline, an idle keep-alive deadline, a connection cap, and a graceful
-close. Parsing is done by ``httptools`` (llhttp, in C).
+/info/api.json``, keep-alive, in-order answers to pipelined requests, a limit on the request
+line and headers (431) and on the body (413), a per-request read deadline, an idle
+keep-alive deadline, a connection cap, and a graceful close. Parsing is done by
+``httptools`` (llhttp, in C).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ log = logging.getLogger("infrakit.rpc.http")
 BodyHandler = Callable[[bytes], Coroutine[Any, Any, bytes | None]]
 T = TypeVar("T")
 
-_REASONS = {200: "OK", 100: "Continue", 400: "Bad Request", 401: "Unauthorized",
-            404: "Not Found",
-            405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-            415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
+            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+            413: "Content Too Large", 415: "Unsupported Media Type",
+            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Limits:
     """What one connection may cost the server."""
 
     body: int = 4 * 1024 * 1024
+    head: int = 16 * 1024
+    """Bytes of a request line and its headers, together. llhttp keeps a header that has
+    not ended in memory, and httptools grows it by copying, so a head is cut off here."""
     read_timeout: float = 30.0
     """Seconds a client has to send a whole request once it has started one."""
     idle_timeout: float = 75.0
@@ -67,6 +72,8 @@ class _Message:
     body: bytes
     early: bytes | None
     """A response decided before the body was read (405, 404, 415)."""
+    drain: bool = False
+    """After this answer, read and drop what the client still sends (see :meth:`_refuse`)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -84,11 +91,14 @@ class _Connection(asyncio.Protocol):
         self._closing = False
         self._discarding = False
         self._discarded = 0
+        self._ignoring = False
+        self._head = 0
+        """Bytes of the request head read so far; -1 while a body is read."""
         self._reset()
 
     # -- request state -------------------------------------------------------------------
     def _reset(self) -> None:
-        self._url = b""
+        self._url: list[bytes] = []
         self._ctype: bytes | None = None
         self._auth = b""
         self._expect = False
@@ -122,20 +132,36 @@ class _Connection(asyncio.Protocol):
             self._pending.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return
-        if self._discarding:
-            self._discarded += len(data)
-            if self._discarded > _MAX_DISCARD:
-                self.close()
-            return
+        """Parse ``data``; while a request head is read, in pieces that keep it within
+        :attr:`Limits.head`. (The bytes after a request that ends inside a piece count
+        toward the next head only from the next piece on: a head may pass the limit by
+        one read before it is refused.)"""
+        while data and not (self._closing or self._ignoring):
+            if self._discarding:
+                self._discarded += len(data)
+                if self._discarded > _MAX_DISCARD:
+                    self.close()
+                return
+            if self._head >= 0:
+                room = self._limits.head - self._head
+                if room <= 0:
+                    self._refuse(431, f"request line and headers larger than "
+                                      f"{self._limits.head} bytes", drain=True)
+                    continue
+                piece, data = data[:room], data[room:]
+                self._head += len(piece)
+            else:
+                piece, data = data, b""
+            self._feed(piece)
+
+    def _feed(self, piece: bytes) -> None:
         try:
-            self._parser.feed_data(data)
+            self._parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            if not self._closing and not self._discarding:
-                self._fail(400, f"malformed HTTP request: {exc}")
+            if not (self._closing or self._discarding or self._ignoring):
+                self._refuse(400, f"malformed HTTP request: {exc}")
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -143,7 +169,7 @@ class _Connection(asyncio.Protocol):
         self._arm(self._limits.read_timeout, 408)
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
@@ -157,8 +183,9 @@ class _Connection(asyncio.Protocol):
             self._too_large()
 
     def on_headers_complete(self) -> None:
+        self._head = -1
         method = self._parser.get_method()
-        path = self._url.split(b"?", 1)[0]
+        path = b"".join(self._url).split(b"?", 1)[0]
         token = self._server.token
         if token is not None and not _same(self._auth, token):
             # nothing else is said to a caller without the token, not even what is served
@@ -184,6 +211,7 @@ class _Connection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._head = 0
         self._arm(self._limits.idle_timeout, None)
         self._queue.append(_Message(self._parser.get_method(), self._parser.should_keep_alive(),
                                     b"".join(self._body), self._early))
@@ -194,16 +222,22 @@ class _Connection(asyncio.Protocol):
 
     # -- answering -----------------------------------------------------------------------
     def _too_large(self) -> None:
-        """Answer 413, then read and drop what the client is still sending, so that it can
-        finish writing and read the answer, instead of failing on a broken pipe."""
-        if self._transport is not None:
-            self._transport.write(_plain(413, f"request body larger than {self._limits.body} "
-                                              "bytes", "Connection: close\r\n"))
-            if self._transport.can_write_eof():
-                self._transport.write_eof()
-        self._discarding = True
-        self._arm(self._limits.read_timeout, None)
+        self._refuse(413, f"request body larger than {self._limits.body} bytes", drain=True)
         raise _Refused
+
+    def _refuse(self, status: int, text: str, extra: str = "", drain: bool = False) -> None:
+        """Answer the request being read with ``status``, after the answers to the requests
+        before it, and read no more requests from this connection. With ``drain``, what
+        the client is still sending is read and dropped (up to :data:`_MAX_DISCARD` bytes,
+        until the read deadline), so that it can finish writing and read the answer,
+        instead of failing on a broken pipe; without, the connection closes once answered."""
+        self._queue.append(_Message(b"", False, b"", _plain(status, text, "Connection: close\r\n"
+                                                             + extra), drain))
+        if drain:
+            self._discarding = True
+        else:
+            self._ignoring = True
+        self._answer_queued()
 
     def _fail(self, status: int, text: str) -> None:
         if self._transport is not None and not self._closing:
@@ -268,7 +302,11 @@ class _Connection(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         self._transport.write(out)
-        if not msg.keep_alive or self._server.closing:
+        if msg.drain:
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            self._arm(self._limits.read_timeout, None)
+        elif not msg.keep_alive or self._server.closing:
             self.close()
 
 
