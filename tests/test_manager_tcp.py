@@ -4,6 +4,7 @@ to the leader through it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -34,10 +35,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def tls(tmp_path: Path) -> dict[str, Path]:
+    return self_signed(tmp_path)
+
+
+def self_signed(directory: Path) -> dict[str, Path]:
     """A self-signed certificate for 127.0.0.1, its key, and a token file of mode 600."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    cert, key, token = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "token"
+    cert, key, token = directory / "cert.pem", directory / "key.pem", directory / "token"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
@@ -98,6 +103,36 @@ def test_the_listener_answers_only_over_tls_and_only_with_the_token(
         assert b"HTTP/1.1 200" not in answer and b"Groups" not in answer
     with pytest.raises(ConnectionRefusedError):  # bound to 127.0.0.1 alone, by default
         socket.create_connection(("127.0.0.2", port), timeout=2).close()
+
+
+def test_callers_without_the_token_cannot_fill_the_managers_connection_cap(
+        procs: Processes, home: Path, tls: dict[str, Path]) -> None:
+    """256 TLS connections without the token (the cap), half of them asking and half
+    silent, do not keep a caller with the token (a follower forwarding) from the leader."""
+    port = free_port()
+    procs.spawn([PY, "-m", "infrakit", "manager", "--listen", str(port), *tls_options(tls)],
+                home / "test-logs" / "manager.log")
+    wait_until(lambda: answers_handshake(home / "plugins" / "group"), 15,
+               what="the manager to serve")
+    context = ssl.create_default_context(cafile=str(tls["cert"]))
+    crowd = []
+    try:
+        for n in range(256):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            try:
+                crowd.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+            except (ssl.SSLError, OSError):  # made room for a newer one: closed at once
+                raw.close()
+                continue
+            if n % 2:
+                with contextlib.suppress(OSError):
+                    crowd[-1].sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        for _ in range(3):
+            status, body = post(port, tls["cert"], INSPECT, TOKEN)
+            assert status == 200, (status, body)
+    finally:
+        for conn in crowd:
+            conn.close()
 
 
 def test_the_cli_talks_to_a_manager_over_tls(procs: Processes, home: Path, cli: Cli,

@@ -9,14 +9,22 @@ must serve (see bench/RESULTS.md). This protocol does only what a plugin socket 
 line and headers (431) and on the body (413), a per-request read deadline, an idle
 keep-alive deadline, a connection cap, and a graceful close. Parsing is done by
 ``httptools`` (llhttp, in C).
+
+On a listener with a token, a caller is trusted with nothing until it shows the token: the
+TLS handshake is started by the connection itself, so that it counts against the cap and
+has a short deadline (:attr:`Limits.handshake_timeout`, which also bounds the wait for a
+first request with the token); a request without the token gets 401 and the connection is
+closed; and callers yet to show it may hold only half the cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -52,6 +60,13 @@ class Limits:
     idle_timeout: float = 75.0
     """Seconds an idle keep-alive connection stays open."""
     connections: int = 256
+    """Open connections, TLS handshakes included. On a listener with a token, those that
+    have not shown it yet hold at most half of them: a newcomer past that, or past the cap,
+    closes the one of them that has waited longest, so that callers without the token
+    cannot keep out callers with it."""
+    handshake_timeout: float = 10.0
+    """On a listener with a token: seconds a caller has, from connecting, to finish the
+    TLS handshake and send the head of a request with the token."""
 
 
 def _response(status: int, body: bytes, ctype: str = "application/json",
@@ -73,18 +88,117 @@ class _Message:
     early: bytes | None
     """A response decided before the body was read (405, 404, 415)."""
     drain: bool = False
-    """After this answer, read and drop what the client still sends (see :meth:`_refuse`)."""
+    """After this answer, read and drop what the client still sends (see
+    :meth:`_Connection.refuse`)."""
+
+
+class _Reader:
+    """The parser's callbacks: what the request being read says, as it arrives."""
+
+    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None) -> None:
+        self._conn = conn
+        self._limits = limits
+        self._token = token
+        self.parser = httptools.HttpRequestParser(self)
+        self.head = 0
+        """Bytes of the request head read so far; -1 while a body is read."""
+        self.reset()
+
+    def reset(self) -> None:
+        self._url: list[bytes] = []
+        self._ctype: bytes | None = None
+        self.authorized = self._token is None
+        """Whether this request has shown the token (always, where none is needed)."""
+        self._expect = False
+        self._length = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._early: bytes | None = None
+
+    def on_message_begin(self) -> None:
+        self.reset()
+        self._conn.arm(self._limits.read_timeout, 408)
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-type":
+            self._ctype = value
+        elif lname == b"authorization" and self._token is not None:
+            # checked as soon as it has come: a wrong token ends the connection at once
+            self.authorized = _same(value, self._token)
+            if not self.authorized:
+                self._conn.refuse(401, "unauthorized")
+                raise _Refused
+            self._conn.prove()
+        elif lname == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+        elif lname == b"content-length" and value.isdigit():
+            self._length = int(value)
+
+    def on_headers_complete(self) -> None:
+        self.head = -1
+        if not self.authorized:  # nothing else is said to a caller without the token
+            self._conn.refuse(401, "unauthorized")
+            raise _Refused
+        if self._length > self._limits.body:
+            self._too_large()
+        self._early = self._early_answer()
+        if self._expect and self._early is None:
+            self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _early_answer(self) -> bytes | None:
+        """The answer to a request that is refused for its head alone, if it is."""
+        method = self.parser.get_method()
+        path = b"".join(self._url).split(b"?", 1)[0]
+        if path == b"/info/api.json":
+            return None if method == b"GET" else _plain(405, "use GET", "Allow: GET\r\n")
+        if path != b"/":
+            return _plain(404, "not found: POST JSON-RPC 2.0 requests to /")
+        if method != b"POST":
+            return _plain(405, "use POST with a JSON-RPC 2.0 body", "Allow: POST\r\n")
+        if self._ctype is not None and \
+                self._ctype.split(b";")[0].strip().lower() != b"application/json":
+            return _plain(415, "Content-Type must be application/json")
+        return None
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._limits.body:
+            self._too_large()
+        elif self._early is None:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.head = 0
+        self._conn.arm(self._limits.idle_timeout, None)
+        msg = _Message(self.parser.get_method(), self.parser.should_keep_alive(),
+                       b"".join(self._body), self._early)
+        self.reset()
+        self._conn.queue(msg)
+
+    def _too_large(self) -> None:
+        self._conn.refuse(413, f"request body larger than {self._limits.body} bytes",
+                          drain=True)
+        raise _Refused
 
 
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HTTPServer) -> None:
         self._server = server
         self._limits = server.limits
-        self._parser = httptools.HttpRequestParser(self)
+        self._reader = _Reader(self, server.limits, server.token)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
+        self._tls: asyncio.Task[None] | None = None
+        """The TLS handshake, while it runs."""
         self._loop = asyncio.get_running_loop()
+        self.proven = server.token is None
+        """Whether the caller has shown the token (always, where none is needed)."""
+        self._proof_deadline = float("inf")
         self.deadline = self._loop.time() + self._limits.idle_timeout
         self.deadline_status: int | None = None
         """What to answer when :attr:`deadline` passes: 408 mid-request, nothing when idle."""
@@ -92,38 +206,65 @@ class _Connection(asyncio.Protocol):
         self._discarding = False
         self._discarded = 0
         self._ignoring = False
-        self._head = 0
-        """Bytes of the request head read so far; -1 while a body is read."""
-        self._reset()
 
-    # -- request state -------------------------------------------------------------------
-    def _reset(self) -> None:
-        self._url: list[bytes] = []
-        self._ctype: bytes | None = None
-        self._auth = b""
-        self._expect = False
-        self._body: list[bytes] = []
-        self._size = 0
-        self._early: bytes | None = None
-
-    def _arm(self, seconds: float, status: int | None) -> None:
-        """Set the deadline that :meth:`HTTPServer._sweep` enforces (cheaper than a timer)."""
-        self.deadline = self._loop.time() + seconds
+    def arm(self, seconds: float, status: int | None) -> None:
+        """Set the deadline that :meth:`HTTPServer._sweep` enforces (cheaper than a timer);
+        never past the time a caller has to show the token."""
+        self.deadline = min(self._loop.time() + seconds, self._proof_deadline)
         self.deadline_status = status
 
     def expire(self) -> None:
-        if self.deadline_status is not None and self._transport is not None:
-            self._transport.write(_plain(self.deadline_status, "request not received in time",
-                                         "Connection: close\r\n"))
+        status = self.deadline_status
+        if status is not None and self._tls is None and self._transport is not None:
+            self._transport.write(self._verdict(status, "request not received in time"))
         self.close()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        tls = self._server.tls
         if not self._server.admit(self):
-            self._transport.write(_plain(503, "too many connections", "Connection: close\r\n"))
-            transport.close()
+            self._closing = True
+            if tls is None:
+                self._transport.write(_plain(503, "too many connections",
+                                             "Connection: close\r\n"))
+                transport.close()
+            else:  # nothing can be said before TLS
+                self._transport.abort()
             return
+        if not self.proven:
+            self._proof_deadline = self._loop.time() + self._limits.handshake_timeout
+            self.arm(self._limits.handshake_timeout, None)
+        if tls is not None:
+            self._start_tls(tls)
+
+    def _start_tls(self, tls: ssl.SSLContext) -> None:
+        """Start the TLS handshake here, before anything can read the connection's bytes;
+        it goes on in a task. It holds a place under the cap like any connection."""
+        handshake = self._handshake(tls)
+        try:
+            step = handshake.send(None)
+        except StopIteration:
+            return
+        self._tls = self._loop.create_task(_resume(handshake, step))
+
+    async def _handshake(self, tls: ssl.SSLContext) -> None:
+        raw = self._transport
+        assert raw is not None
+        options: dict[str, Any] = {"ssl_handshake_timeout": self._limits.handshake_timeout}
+        if sys.version_info >= (3, 11):
+            options["ssl_shutdown_timeout"] = _TLS_SHUTDOWN
+        secured: asyncio.Transport | None = None
+        # it may fail, time out, or be cut off (by the sweeper, or to make room)
+        with contextlib.suppress(Exception):
+            secured = await self._loop.start_tls(raw, self, tls, server_side=True, **options)
+        self._tls = None
+        if secured is None or self._closing:
+            self._closing = True
+            self._server.forget(self)
+            (secured or raw).abort()
+            return
+        self._transport = secured
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.forget(self)
@@ -136,109 +277,74 @@ class _Connection(asyncio.Protocol):
         :attr:`Limits.head`. (The bytes after a request that ends inside a piece count
         toward the next head only from the next piece on: a head may pass the limit by
         one read before it is refused.)"""
+        reader = self._reader
         while data and not (self._closing or self._ignoring):
             if self._discarding:
                 self._discarded += len(data)
                 if self._discarded > _MAX_DISCARD:
                     self.close()
                 return
-            if self._head >= 0:
-                room = self._limits.head - self._head
+            if reader.head >= 0:
+                room = self._limits.head - reader.head
                 if room <= 0:
-                    self._refuse(431, f"request line and headers larger than "
-                                      f"{self._limits.head} bytes", drain=True)
+                    self.refuse(431, f"request line and headers larger than "
+                                     f"{self._limits.head} bytes", drain=True)
                     continue
                 piece, data = data[:room], data[room:]
-                self._head += len(piece)
+                reader.head += len(piece)
             else:
                 piece, data = data, b""
             self._feed(piece)
 
     def _feed(self, piece: bytes) -> None:
         try:
-            self._parser.feed_data(piece)
+            self._reader.parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             if not (self._closing or self._discarding or self._ignoring):
-                self._refuse(400, f"malformed HTTP request: {exc}")
+                self.refuse(400, f"malformed HTTP request: {exc}")
 
-    # -- httptools callbacks -------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._reset()
-        self._arm(self._limits.read_timeout, 408)
+    # -- what the reader asks for --------------------------------------------------------
+    def prove(self) -> None:
+        """The caller has shown the token: its connection is kept like any other."""
+        if not self.proven:
+            self.proven = True
+            self._proof_deadline = float("inf")
+            self._server.proven(self)
 
-    def on_url(self, url: bytes) -> None:
-        self._url.append(url)
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.write(data)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname == b"content-type":
-            self._ctype = value
-        elif lname == b"authorization":
-            self._auth = value
-        elif lname == b"expect" and value.lower() == b"100-continue":
-            self._expect = True
-        elif lname == b"content-length" and value.isdigit() and int(value) > self._limits.body:
-            self._too_large()
-
-    def on_headers_complete(self) -> None:
-        self._head = -1
-        method = self._parser.get_method()
-        path = b"".join(self._url).split(b"?", 1)[0]
-        token = self._server.token
-        if token is not None and not _same(self._auth, token):
-            # nothing else is said to a caller without the token, not even what is served
-            self._early = _plain(401, "unauthorized", "WWW-Authenticate: Bearer\r\n")
-        elif path == b"/info/api.json":
-            if method != b"GET":
-                self._early = _plain(405, "use GET", "Allow: GET\r\n")
-        elif path != b"/":
-            self._early = _plain(404, "not found: POST JSON-RPC 2.0 requests to /")
-        elif method != b"POST":
-            self._early = _plain(405, "use POST with a JSON-RPC 2.0 body", "Allow: POST\r\n")
-        elif self._ctype is not None and self._ctype.split(b";")[0].strip().lower() != \
-                b"application/json":
-            self._early = _plain(415, "Content-Type must be application/json")
-        if self._expect and self._early is None and self._transport is not None:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self._limits.body:
-            self._too_large()
-        elif self._early is None:
-            self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._head = 0
-        self._arm(self._limits.idle_timeout, None)
-        self._queue.append(_Message(self._parser.get_method(), self._parser.should_keep_alive(),
-                                    b"".join(self._body), self._early))
-        self._reset()
+    def queue(self, msg: _Message) -> None:
+        self._queue.append(msg)
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
         self._answer_queued()
 
-    # -- answering -----------------------------------------------------------------------
-    def _too_large(self) -> None:
-        self._refuse(413, f"request body larger than {self._limits.body} bytes", drain=True)
-        raise _Refused
-
-    def _refuse(self, status: int, text: str, extra: str = "", drain: bool = False) -> None:
+    def refuse(self, status: int, text: str, extra: str = "", drain: bool = False) -> None:
         """Answer the request being read with ``status``, after the answers to the requests
         before it, and read no more requests from this connection. With ``drain``, what
         the client is still sending is read and dropped (up to :data:`_MAX_DISCARD` bytes,
         until the read deadline), so that it can finish writing and read the answer,
-        instead of failing on a broken pipe; without, the connection closes once answered."""
-        self._queue.append(_Message(b"", False, b"", _plain(status, text, "Connection: close\r\n"
-                                                             + extra), drain))
+        instead of failing on a broken pipe; without, the connection closes once answered.
+        A caller without the token is answered 401, and its connection closed."""
+        if not self._reader.authorized:
+            drain = False
+        self._queue.append(_Message(b"", False, b"", self._verdict(status, text, extra), drain))
         if drain:
             self._discarding = True
         else:
             self._ignoring = True
         self._answer_queued()
 
+    def _verdict(self, status: int, text: str, extra: str = "") -> bytes:
+        if not self._reader.authorized:  # nothing else is said without the token
+            status, text, extra = 401, "unauthorized", "WWW-Authenticate: Bearer\r\n"
+        return _plain(status, text, "Connection: close\r\n" + extra)
+
+    # -- answering -----------------------------------------------------------------------
     def _fail(self, status: int, text: str) -> None:
         if self._transport is not None and not self._closing:
             self._transport.write(_plain(status, text, "Connection: close\r\n"))
@@ -248,7 +354,16 @@ class _Connection(asyncio.Protocol):
         """Close the connection; the server calls this too, at deadlines and shutdown."""
         self._closing = True
         if self._transport is not None:
-            self._transport.close()
+            if self._tls is not None:
+                self._transport.abort()
+            else:
+                self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, saying nothing: to make room for another."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
 
     @property
     def busy(self) -> bool:
@@ -288,7 +403,7 @@ class _Connection(asyncio.Protocol):
             self._handler_failed()
             return
         self._pending = None
-        self._arm(self._limits.idle_timeout, None)
+        self.arm(self._limits.idle_timeout, None)
         self._send(msg, _ok(answer))
         self._answer_queued()
 
@@ -302,15 +417,17 @@ class _Connection(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         self._transport.write(out)
-        if msg.drain:
-            if self._transport.can_write_eof():
-                self._transport.write_eof()
-            self._arm(self._limits.read_timeout, None)
+        if msg.drain and self._transport.can_write_eof():  # not over TLS
+            self._transport.write_eof()
+            self.arm(self._limits.read_timeout, None)
         elif not msg.keep_alive or self._server.closing:
             self.close()
 
 
 _MAX_PIPELINED = 16
+_TLS_SHUTDOWN = 2.0
+"""Seconds a closed TLS connection waits for the peer's close_notify, reading and dropping
+whatever else comes meanwhile."""
 _MAX_DISCARD = 64 * 1024 * 1024
 """After a 413, at most this much more is read and dropped before the connection closes."""
 
@@ -363,35 +480,59 @@ class HTTPServer:
         self.limits = limits or Limits()
         self.token = None if token is None else f"Bearer {token}".encode()
         """The ``Authorization`` header every request must carry, when set."""
+        self.tls: ssl.SSLContext | None = None
         self.closing = False
         self._conns: set[_Connection] = set()
+        self._unproven: dict[_Connection, None] = {}
+        """Connections yet to show the token, oldest first."""
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     def admit(self, conn: _Connection) -> bool:
-        if self.closing or len(self._conns) >= self.limits.connections:
+        if self.closing:
+            return False
+        if self.token is not None:
+            self._make_room()
+        if len(self._conns) >= self.limits.connections:
             return False
         self._conns.add(conn)
+        if not conn.proven:
+            self._unproven[conn] = None
         return True
+
+    def _make_room(self) -> None:
+        """Drop the connections that have waited longest without showing the token, while
+        such connections hold half the cap, or the cap is reached."""
+        share = max(1, self.limits.connections // 2)
+        while self._unproven and (len(self._unproven) >= share
+                                  or len(self._conns) >= self.limits.connections):
+            oldest = next(iter(self._unproven))
+            self.forget(oldest)
+            oldest.abort()
+
+    def proven(self, conn: _Connection) -> None:
+        self._unproven.pop(conn, None)
 
     def forget(self, conn: _Connection) -> None:
         self._conns.discard(conn)
+        self._unproven.pop(conn, None)
 
     async def start(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
         """Serve on a bound UNIX socket, or on a bound TCP socket with ``tls``."""
         loop = asyncio.get_running_loop()
         if sock.family == socket.AF_UNIX:
             self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
-        else:
-            self._server = await loop.create_server(
-                lambda: _Connection(self), sock=sock, ssl=tls,
-                ssl_handshake_timeout=self.limits.read_timeout)
+        else:  # each connection starts its own TLS, so that its handshake is counted
+            self.tls = tls
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
         self._sweeper = loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
         """Close connections whose read or idle deadline has passed."""
         loop = asyncio.get_running_loop()
-        period = min(1.0, self.limits.read_timeout / 4, self.limits.idle_timeout / 4)
+        limits = self.limits
+        period = min(1.0, limits.read_timeout / 4, limits.idle_timeout / 4,
+                     limits.handshake_timeout / 4)
         while True:
             await asyncio.sleep(period)
             now = loop.time()
