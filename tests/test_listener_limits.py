@@ -241,3 +241,22 @@ def test_handshakes_count_against_the_cap_and_spare_the_unix_socket(
         assert answers_handshake(plugin.sock)
         assert plugin.call() == 200
         assert plugin.fds() <= baseline + CAP + 2
+
+
+# -- answers that are never read ----------------------------------------------------------
+
+
+def test_pipelined_answers_not_read_over_tls_do_not_grow_the_plugin(guarded: Guarded) -> None:
+    before = guarded.rss_kib()
+    request = (b"GET /info/api.json HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer "
+               + TOKEN.encode() + b"\r\n\r\n")
+    burst = request * (FLOOD // len(request))  # more than the kernel buffers hold
+    with guarded.tls() as conn:
+        conn.settimeout(1.0)
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while sent < len(burst):
+                sent += conn.send(burst[sent:sent + 16384])
+        assert sent < len(burst), "the plugin read every request while no answer was read"
+        assert guarded.rss_kib() - before < 8 * 1024, "the unread answers were kept"
+        assert guarded.call() == 200

@@ -3,6 +3,7 @@ typed sub-plugins, concurrency, error mapping, HTTP edge cases and the socket's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -599,6 +600,36 @@ def test_a_flood_of_header_bytes_does_not_grow_the_plugin(start_plugin: StartPlu
     assert [r[:13] for r in replies] == [b"HTTP/1.1 431 "] * 4
     assert _rss_kib(plugin.proc.pid) - before < 8 * 1024, "the header bytes were kept"
     assert answers_handshake(plugin.path)
+
+
+def test_pipelined_answers_that_are_not_read_do_not_grow_the_plugin(
+        start_plugin: StartPlugin) -> None:
+    """A client pipelines ``GET /info/api.json`` and reads nothing: once the answers it owes
+    pass the write buffer's high-water mark the plugin reads no more of its requests, so
+    its memory stays where it was; others are served meanwhile, and every answer is there,
+    in order, when the client reads at last."""
+    plugin = start_plugin("instance-file")
+    before = _rss_kib(plugin.proc.pid)
+    request = b"GET /info/api.json HTTP/1.1\r\nHost: h\r\n\r\n"
+    burst = request * (2 * 1024 * 1024 // len(request))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.fspath(plugin.path))
+        s.settimeout(1.0)
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while sent < len(burst):
+                sent += s.send(burst[sent:sent + 65536])
+        assert sent < len(burst), "the plugin read every request while no answer was read"
+        assert _rss_kib(plugin.proc.pid) - before < 8 * 1024, "the unread answers were kept"
+        assert answers_handshake(plugin.path)
+        s.settimeout(10.0)
+        expected, seen, tail = sent // len(request), 0, b""
+        while seen < expected:
+            data = s.recv(1 << 20)
+            assert data, f"closed after {seen} of {expected} answers"
+            seen += (tail + data).count(b"HTTP/1.1 200 OK\r\n")
+            tail = (tail + data)[-16:]  # shorter than the mark: never counted twice
+    assert seen == expected
 
 
 # -- curl, as an operator would poke a plugin -----------------------------------------------

@@ -206,6 +206,8 @@ class _Connection(asyncio.Protocol):
         self._discarding = False
         self._discarded = 0
         self._ignoring = False
+        self._reading = True
+        self._writing_paused = False
 
     def arm(self, seconds: float, status: int | None) -> None:
         """Set the deadline that :meth:`HTTPServer._sweep` enforces (cheaper than a timer);
@@ -319,9 +321,35 @@ class _Connection(asyncio.Protocol):
 
     def queue(self, msg: _Message) -> None:
         self._queue.append(msg)
-        if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
-            self._transport.pause_reading()
+        self._read_if_keeping_up()
         self._answer_queued()
+
+    # -- flow control --------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """The client reads its answers slower than they are made (the transport's buffer
+        is past its high-water mark): answer and read nothing more until it catches up,
+        which it has until the read deadline to do."""
+        self._writing_paused = True
+        self._read_if_keeping_up()
+        if self._pending is None:
+            self.arm(self._limits.read_timeout, None)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._read_if_keeping_up()
+        if self._pending is None:
+            self.arm(self._limits.idle_timeout, None)
+        self._answer_queued()
+
+    def _read_if_keeping_up(self) -> None:
+        """Read requests while few wait for their answers and the client reads those."""
+        reading = not self._writing_paused and len(self._queue) <= _MAX_PIPELINED
+        if reading != self._reading and self._transport is not None and not self._closing:
+            self._reading = reading
+            if reading:
+                self._transport.resume_reading()
+            else:
+                self._transport.pause_reading()
 
     def refuse(self, status: int, text: str, extra: str = "", drain: bool = False) -> None:
         """Answer the request being read with ``status``, after the answers to the requests
@@ -373,10 +401,10 @@ class _Connection(asyncio.Protocol):
         """Answer queued requests in order. A handler that completes without suspending
         (an async plugin method that needs no I/O, a handshake, an error) is answered
         right here, with no task; one that suspends continues in a task."""
-        while self._queue and self._pending is None and not self._closing:
+        while self._queue and not (self._pending or self._closing or self._writing_paused):
             msg = self._queue.popleft()
-            if len(self._queue) == _MAX_PIPELINED and self._transport is not None:
-                self._transport.resume_reading()
+            if len(self._queue) == _MAX_PIPELINED:
+                self._read_if_keeping_up()
             if msg.early is not None:
                 self._send(msg, msg.early)
                 continue
