@@ -632,6 +632,23 @@ def test_pipelined_answers_that_are_not_read_do_not_grow_the_plugin(
     assert seen == expected
 
 
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GET /info/api.json HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+     b"Upgrade: websocket\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+     b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 2\r\n\r\n{}", 400),
+    (b"CONNECT h:80 HTTP/1.1\r\nHost: h:80\r\n\r\n", 405),
+], ids=["websocket", "h2c", "connect"])
+def test_upgrade_and_connect_get_one_answer_that_says_why(instance_file: Path, head: bytes,
+                                                         status: int) -> None:
+    reply = _raw_exchange(instance_file, head, b"tunnelled bytes", timeout=5.0)
+    assert reply.count(b"HTTP/1.1 ") == 1, reply
+    assert reply.startswith(b"HTTP/1.1 %d " % status), reply
+    assert re.search(rb"not supported|not served", reply), reply
+    assert answers_handshake(instance_file)
+
+
 # -- curl, as an operator would poke a plugin -----------------------------------------------
 
 

@@ -110,6 +110,7 @@ class _Reader:
         self.authorized = self._token is None
         """Whether this request has shown the token (always, where none is needed)."""
         self._expect = False
+        self._upgrade = b""
         self._length = 0
         self._body: list[bytes] = []
         self._size = 0
@@ -135,6 +136,8 @@ class _Reader:
             self._conn.prove()
         elif lname == b"expect" and value.lower() == b"100-continue":
             self._expect = True
+        elif lname == b"upgrade":
+            self._upgrade = value
         elif lname == b"content-length" and value.isdigit():
             self._length = int(value)
 
@@ -143,11 +146,26 @@ class _Reader:
         if not self.authorized:  # nothing else is said to a caller without the token
             self._conn.refuse(401, "unauthorized")
             raise _Refused
+        if self.parser.should_upgrade():
+            self._switching()
         if self._length > self._limits.body:
             self._too_large()
         self._early = self._early_answer()
         if self._expect and self._early is None:
             self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _switching(self) -> None:
+        """``CONNECT``, or ``Upgrade`` with ``Connection: upgrade``: llhttp takes what follows
+        the head for another protocol, so the request is refused here, once, and the
+        connection closed after the answer."""
+        if self.parser.get_method() == b"CONNECT":
+            self._conn.refuse(405, "CONNECT is not served here: POST JSON-RPC 2.0 requests "
+                                   "to /", "Allow: GET, POST\r\n")
+        else:
+            protocol = self._upgrade.decode("latin-1")[:40]
+            self._conn.refuse(400, f"protocol upgrades are not supported (Upgrade: "
+                                   f"{protocol}): send the request without Upgrade")
+        raise _Refused
 
     def _early_answer(self) -> bytes | None:
         """The answer to a request that is refused for its head alone, if it is."""
@@ -301,8 +319,9 @@ class _Connection(asyncio.Protocol):
     def _feed(self, piece: bytes) -> None:
         try:
             self._reader.parser.feed_data(piece)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade:  # refused at its head: what follows is not HTTP
+            if not (self._closing or self._discarding or self._ignoring):
+                self.refuse(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             if not (self._closing or self._discarding or self._ignoring):
                 self.refuse(400, f"malformed HTTP request: {exc}")
