@@ -649,6 +649,42 @@ def test_upgrade_and_connect_get_one_answer_that_says_why(instance_file: Path, h
     assert answers_handshake(instance_file)
 
 
+SLOW = """
+import sys
+import time
+from pathlib import Path
+
+from infrakit.rpc.http import Limits
+from infrakit.rpc.server import serve
+
+
+class Slow:
+    def validate(self, properties):
+        time.sleep(properties["sleep"])
+
+    def describe_instances(self, tags, properties):
+        return []
+
+
+serve("slow", instance=Slow(), directory=Path(sys.argv[1]),
+      limits=Limits(read_timeout=0.8, idle_timeout=1.2))
+"""
+
+
+def test_a_request_pipelined_behind_a_slow_call_does_not_cut_it_off(
+        start_script: StartScript) -> None:
+    """The first answer comes first, whole, even when the half-sent request behind it has
+    waited past the read deadline by then."""
+    plugin = start_script(SLOW, "slow")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(os.fspath(plugin.path))
+        s.sendall(_post_bytes("Instance.Validate", 1, {"Properties": {"sleep": 2.0}})
+                  + b"POST / HTTP/1.1\r\nHost: h\r\n")
+        [answer] = _read_responses(s, 1)
+    assert answer["id"] == 1 and answer["result"]["OK"] is True
+
+
 # -- curl, as an operator would poke a plugin -----------------------------------------------
 
 

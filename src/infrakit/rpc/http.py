@@ -229,7 +229,11 @@ class _Connection(asyncio.Protocol):
 
     def arm(self, seconds: float, status: int | None) -> None:
         """Set the deadline that :meth:`HTTPServer._sweep` enforces (cheaper than a timer);
-        never past the time a caller has to show the token."""
+        never past the time a caller has to show the token. While a handler runs there is
+        none (a pipelined request behind it must not have it cut off, or be answered 408
+        before it): the next is set once it has answered."""
+        if self._pending is not None:
+            return
         self.deadline = min(self._loop.time() + seconds, self._proof_deadline)
         self.deadline_status = status
 
@@ -350,14 +354,12 @@ class _Connection(asyncio.Protocol):
         which it has until the read deadline to do."""
         self._writing_paused = True
         self._read_if_keeping_up()
-        if self._pending is None:
-            self.arm(self._limits.read_timeout, None)
+        self.arm(self._limits.read_timeout, None)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._read_if_keeping_up()
-        if self._pending is None:
-            self.arm(self._limits.idle_timeout, None)
+        self.arm(self._limits.idle_timeout, None)
         self._answer_queued()
 
     def _read_if_keeping_up(self) -> None:
