@@ -667,6 +667,61 @@ def test_ten_megabyte_bodies_get_413_without_the_plugin_growing(fleet: Fleet,
     assert _rss_kib(fleet.procs[kind].pid) - before < 32 * 1024, "the body was kept in memory"
 
 
+# -- batch calls ----------------------------------------------------------------------------
+
+MAX_ITEMS = 10_000
+
+
+@pytest.mark.parametrize(("kind", "method", "field", "item"), [
+    ("flavor-vanilla", "Flavor.HealthyEach", "Instances", {"ID": "i"}),
+    ("flavor-combo", "Flavor.PrepareEach", "Items", {"Spec": {}}),
+    ("instance-file", "Instance.ProvisionEach", "Specs", {"Tags": {"batch": "x"}}),
+], ids=["HealthyEach", "PrepareEach", "ProvisionEach"])
+def test_a_batch_call_carries_at_most_10000_items(fleet: Fleet, kind: str, method: str,
+                                                   field: str, item: Any) -> None:
+    """One item too many is refused by name and changes nothing; the limit itself is
+    served (the group sends at most 500 a call)."""
+    params: dict[str, Any] = {field: [item] * (MAX_ITEMS + 1)}
+    if kind == "flavor-combo":
+        params["Properties"] = {"Flavors": [{"Plugin": "flavor-vanilla"}]}
+    payload = _call(method, params)
+    started = time.monotonic()
+    answer = exchange(fleet, kind, json.dumps(payload).encode())
+    assert check_envelope(payload, answer)
+    error = answer.json()["error"]
+    assert error["code"] == -32602, error
+    assert f"`params.{field}`" in error["message"] and "10000" in error["message"], error
+    assert time.monotonic() - started < 2.0
+    check_survived(fleet, kind, True)
+    if kind == "flavor-vanilla":
+        payload = _call(method, {field: [item] * MAX_ITEMS})
+        answer = exchange(fleet, kind, json.dumps(payload).encode())
+        assert len(answer.json()["result"]["Results"]) == MAX_ITEMS
+
+
+def test_a_batch_call_that_would_make_a_huge_answer_is_refused(fleet: Fleet) -> None:
+    """124 KB of PrepareEach: 1,613 items that each get the same 120 KB init script
+    would make an answer of 200 MB. Refused, with the limit named, at once, and the
+    plugin's memory stays where it was."""
+    kind = "flavor-vanilla"
+    before = _rss_kib(fleet.procs[kind].pid)
+    payload = _call("Flavor.PrepareEach", {"Properties": {"Init": "x" * 120_000},
+                                           "Items": [{"Spec": {}}] * 1613})
+    started = time.monotonic()
+    answer = exchange(fleet, kind, json.dumps(payload).encode())
+    assert check_envelope(payload, answer)
+    error = answer.json()["error"]
+    assert error["code"] == -32602 and "64 MiB" in error["message"], error
+    assert "`params.Items`" in error["message"], error
+    assert time.monotonic() - started < 2.0
+    assert _rss_kib(fleet.procs[kind].pid) - before < 32 * 1024
+    check_survived(fleet, kind, True)
+    fine = _call("Flavor.PrepareEach", {"Properties": {"Init": "x" * 1000},
+                                        "Items": [{"Spec": {"Init": "a"}}] * 500})
+    results = exchange(fleet, kind, json.dumps(fine).encode()).json()["result"]["Results"]
+    assert len(results) == 500 and results[0]["Spec"]["Init"] == "a\n" + "x" * 1000
+
+
 # -- slow clients ---------------------------------------------------------------------------
 
 SLOW_TIMEOUT = 1.5

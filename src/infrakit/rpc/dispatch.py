@@ -38,6 +38,11 @@ HANDSHAKE_METHODS = ("Handshake.Implements", "Handshake.Types", "Plugin.Implemen
 
 DEFAULT_WORKERS = 16
 
+MAX_ITEMS = 10_000
+"""Items one call of a batch method may carry (the group sends at most 500 a call)."""
+MAX_ANSWER = 64 * 1024 * 1024
+"""Bytes the answer to one call of a batch method may come to."""
+
 #: One plugin object, or several keyed by type name (``"."`` or ``""`` is the default type).
 Plugins = object | Mapping[str, object]
 
@@ -137,13 +142,20 @@ class Dispatcher:
                 log.warning("notification %s failed: %s", req.method, exc)
             return None
         try:
-            return jsonrpc.encode_result(req.id, await self._call(req))
+            out = jsonrpc.encode_result(req.id, await self._call(req))
         except RPCError as exc:
             return jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data)
         except Exception as exc:  # a result that cannot be encoded, or a bug of ours
             log.exception("%s: cannot answer", req.method)
             return jsonrpc.encode_error(req.id, jsonrpc.INTERNAL_ERROR,
                                         f"Internal error: {type(exc).__name__}: {exc}")
+        bound = self._methods.get(req.method)
+        if len(out) > MAX_ANSWER and bound is not None and bound.method.items is not None:
+            return jsonrpc.encode_error(
+                req.id, jsonrpc.INVALID_PARAMS, f"{req.method}: the answer would be "
+                f"{_size(len(out))}, over the limit of {_size(MAX_ANSWER)}: send fewer items "
+                "per call")
+        return out
 
     async def _call(self, req: jsonrpc.Request) -> Any:
         hand = self._handshake.get(req.method)
@@ -164,9 +176,8 @@ class Dispatcher:
                 f" (types served: {known})",
             )
         mode = bound.modes[key]
-        if key in bound.fanned:
-            assert bound.method.items is not None  # only batch methods fan out
-            items = bound.method.items(params)
+        items = _batch(bound.method, params) if bound.method.items is not None else []
+        if key in bound.fanned:  # only batch methods fan out
             values = await asyncio.gather(*(self._item(req.method, target, mode, a)
                                             for a in items))
             return bound.method.wrap(params, values)
@@ -194,6 +205,40 @@ class Dispatcher:
             return await self._invoke(target, mode, args)
         except Exception as exc:
             return _failure(batch, exc)
+
+
+def _batch(method: Method[Any, Any], params: msgspec.Struct) -> list[tuple[Any, ...]]:
+    """The items of a batch call: each one's arguments for the one-item method. Refused
+    (-32602, naming the limit) past :data:`MAX_ITEMS`, or when the parameters the items
+    share (``Properties``), handed to each, come to more than :data:`MAX_ANSWER`: a plugin
+    may copy them into every item's answer, as a flavor copies its init script into every
+    spec it prepares (124 KB of ``Flavor.PrepareEach`` once made an answer of 200 MB)."""
+    assert method.items is not None
+    # the items are the last field that is a list (``Properties`` may be one too)
+    field, count = next(((wire, len(value)) for name, wire in reversed(list(zip(
+        params.__struct_fields__, params.__struct_encode_fields__, strict=True)))
+        if isinstance(value := getattr(params, name), list)), ("Items", 0))
+    if count > MAX_ITEMS:  # before a tuple is made for each
+        raise RPCError(jsonrpc.INVALID_PARAMS,
+                       f"Invalid params: `params.{field}` has {count} items, more than "
+                       f"the {MAX_ITEMS} a call may carry: send them in several calls")
+    items = method.items(params)
+    if not items:
+        return items
+    first, rest = items[0], items[1:]
+    shared = sum(len(msgspec.json.encode(arg)) for k, arg in enumerate(first)
+                 if all(item[k] is arg for item in rest))
+    if shared * len(items) > MAX_ANSWER:
+        raise RPCError(jsonrpc.INVALID_PARAMS,
+                       f"Invalid params: `params.{field}` has {len(items)} items, each handed "
+                       f"the same {_size(shared)} of other parameters, which could make an "
+                       f"answer of {_size(shared * len(items))}, over the limit of "
+                       f"{_size(MAX_ANSWER)}: send fewer items per call")
+    return items
+
+
+def _size(n: int) -> str:
+    return f"{n / 1048576:.0f} MiB" if n >= 1048576 else f"{n / 1024:.0f} KiB"
 
 
 def _failure(method: str, exc: Exception) -> PluginError:
