@@ -722,6 +722,35 @@ def test_a_batch_call_that_would_make_a_huge_answer_is_refused(fleet: Fleet) -> 
     assert len(results) == 500 and results[0]["Spec"]["Init"] == "a\n" + "x" * 1000
 
 
+# -- combos of combos -----------------------------------------------------------------------
+
+VANILLA = {"Plugin": "flavor-vanilla", "Properties": {"Init": "echo hi"}}
+
+
+def _combo(*refs: Any) -> dict[str, Any]:
+    return {"Plugin": "flavor-combo", "Properties": {"Flavors": list(refs)}}
+
+
+@pytest.mark.parametrize(("flavors", "limit"), [
+    ([_combo(_combo(VANILLA))] * 120, "at most 32"),
+    ([_combo(_combo(_combo(_combo(VANILLA))))], "at most 3"),
+], ids=["wide", "deep"])
+def test_a_combo_spec_too_wide_or_too_deep_is_refused_at_once(fleet: Fleet, flavors: Any,
+                                                               limit: str) -> None:
+    """120 combos of combos (17 KB) once held the combo's every connection to itself and
+    stalled it for 60 s; now such a spec is refused by name before any call is made."""
+    for method, extra in (("Flavor.Validate", {}), ("Flavor.PrepareEach", {"Items": [{
+            "Spec": {}}]}), ("Flavor.HealthyEach", {"Instances": [{"ID": "i"}]})):
+        payload = _call(method, {"Properties": {"Flavors": flavors}, **extra})
+        started = time.monotonic()
+        answer = exchange(fleet, "flavor-combo", json.dumps(payload).encode())
+        assert time.monotonic() - started < 1.0
+        assert check_envelope(payload, answer)
+        message = answer.json()["error"]["message"]
+        assert "Properties.Flavors" in message and limit in message, message
+        check_survived(fleet, "flavor-combo", True)
+
+
 # -- slow clients ---------------------------------------------------------------------------
 
 SLOW_TIMEOUT = 1.5

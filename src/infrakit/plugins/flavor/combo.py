@@ -5,6 +5,11 @@ prepares its own copy of the spec (so none sees another's changes); the results 
 tags merged in order (a later flavor wins a clash), init scripts concatenated after the
 spec's own, attachments appended. An instance is healthy only when every flavor says so,
 unhealthy when any says so, and unknown otherwise; draining drains through every flavor.
+
+A flavor named may be a combo itself, this one included, with flavors of its own: a spec
+may name at most :data:`MAX_FLAVORS` flavors in all, nested ones counted, at most
+:data:`MAX_DEPTH` lists deep. Every flavor named is one call in flight at once, and the
+calls of a nested combo wait on the calls above them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import PluginError
 from infrakit.spi.properties import decode_properties
 from infrakit.spi.types import Allocation, Description, Health, HealthReport, Index, Spec, Wire
+
+MAX_FLAVORS = 32
+"""Flavors a spec may name in all, counting those that nested combos name."""
+MAX_DEPTH = 3
+"""Lists of flavors one inside another, the spec's own counted."""
 
 
 class FlavorRef(Wire, kw_only=True, forbid_unknown_fields=True):
@@ -44,6 +54,13 @@ class ComboFlavor:
         props = decode_properties(properties, ComboProperties)
         if not props.flavors:
             raise PluginError("Properties.Flavors: must name at least one flavor")
+        count, depth = _extent([ref.properties for ref in props.flavors])
+        if count > MAX_FLAVORS:
+            raise PluginError(f"Properties.Flavors: names {count} flavors or more, counting "
+                              f"those of the combos in it; at most {MAX_FLAVORS}")
+        if depth > MAX_DEPTH:
+            raise PluginError(f"Properties.Flavors: combos nested {depth} lists deep or "
+                              f"more; at most {MAX_DEPTH}")
         return props.flavors
 
     async def _each(self, properties: Any, call: str, *args: Any) -> list[Any]:
@@ -103,6 +120,23 @@ class ComboFlavor:
     async def drain(self, properties: Any, instance: Description) -> None:
         for ref in self._flavors(properties):  # in order: the first flavor drains first
             await self.plugins.flavor(ref.plugin).drain(ref.properties, instance)
+
+
+def _extent(properties: list[Any], depth: int = 1) -> tuple[int, int]:
+    """How many flavors a list of flavors names, with those that the combos in it name
+    (any flavor whose properties hold a list of ``Flavors``), and how many lists deep they
+    go; it stops counting once past either limit."""
+    count, deepest = len(properties), depth
+    for props in properties:
+        if count > MAX_FLAVORS or deepest > MAX_DEPTH:
+            break
+        nested = props.get("Flavors") if isinstance(props, dict) else None
+        if isinstance(nested, list):
+            inner = [ref.get("Properties") if isinstance(ref, dict) else None for ref in nested]
+            more, deeper = _extent(inner, depth + 1)
+            count += more
+            deepest = max(deepest, deeper)
+    return count, deepest
 
 
 def _merged(spec: Spec, outputs: list[Spec]) -> Spec:
