@@ -751,6 +751,43 @@ def test_a_combo_spec_too_wide_or_too_deep_is_refused_at_once(fleet: Fleet, flav
         check_survived(fleet, "flavor-combo", True)
 
 
+def test_combos_calling_combos_at_once_do_not_exhaust_their_connections(fleet: Fleet) -> None:
+    """Eleven calls that arrive together, each naming the combo within itself ten times,
+    and so on once more (within the limits): the combo has 110 calls to itself waiting on
+    110 more, more than a pool of 100 connections holds. Each is answered, at once."""
+    spec = {"Flavors": [_combo(_combo(VANILLA))] * 10}
+    body = json.dumps(_call("Flavor.Validate", {"Properties": spec})).encode()
+    request = (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    conns = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(11)]
+    try:
+        for conn in conns:
+            conn.settimeout(DEADLINE)
+            conn.connect(os.fspath(fleet.sock("flavor-combo")))
+        started = time.monotonic()
+        for conn in conns:  # all at once, on connections made beforehand
+            conn.sendall(request)
+        replies = [_read_answer(conn) for conn in conns]
+        assert time.monotonic() - started < DEADLINE
+    finally:
+        for conn in conns:
+            conn.close()
+    assert replies == [{"jsonrpc": "2.0", "result": {"Type": "", "OK": True}, "id": 7}] * 11
+    check_survived(fleet, "flavor-combo", False)
+
+
+def _read_answer(conn: socket.socket) -> Any:
+    """The JSON body of one answer with a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += conn.recv(65536)
+    return json.loads(body)
+
+
 # -- slow clients ---------------------------------------------------------------------------
 
 SLOW_TIMEOUT = 1.5

@@ -68,7 +68,9 @@ def _combo(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.combo import ComboFlavor
     from infrakit.rpc.lookup import SocketPlugins
 
-    return {"flavor": ComboFlavor(SocketPlugins())}
+    # no cap on its connections: a combo that names a combo calls itself, and nested calls
+    # waiting on a pool held by the calls above them would never get a connection
+    return {"flavor": ComboFlavor(SocketPlugins(connections=0))}
 
 
 def _group(name: str) -> dict[str, Any]:

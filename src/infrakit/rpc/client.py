@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 Trace = Callable[[str], None]
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECTIONS = 100
+"""Calls an async client has in flight at once; more wait for a connection."""
 T = TypeVar("T")
 
 
@@ -208,10 +210,12 @@ class RPCClient:
 
 class AsyncRPCClient:
     """The same client for asyncio code, over aiohttp; create it inside a running loop.
-    It talks to the UNIX socket ``path``, or to ``remote`` when one is given."""
+    It talks to the UNIX socket ``path``, or to ``remote`` when one is given, over at most
+    ``connections`` connections at once (0: as many as there are calls)."""
 
     def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT,
-                 remote: Remote | None = None) -> None:
+                 remote: Remote | None = None,
+                 connections: int = DEFAULT_CONNECTIONS) -> None:
         import aiohttp
 
         self.path = Path(path) if remote is None else remote.url
@@ -221,10 +225,10 @@ class AsyncRPCClient:
         """Batch methods the plugin answered "method not found" to."""
         connector: aiohttp.BaseConnector
         if remote is None:
-            connector = aiohttp.UnixConnector(path=os.fspath(path))
+            connector = aiohttp.UnixConnector(path=os.fspath(path), limit=connections)
             self._url, self._headers = "http://h/", _HEADERS
         else:
-            connector = aiohttp.TCPConnector(ssl=remote.ssl)
+            connector = aiohttp.TCPConnector(ssl=remote.ssl, limit=connections)
             self._url = remote.url
             self._headers = {**_HEADERS, "Authorization": f"Bearer {remote.token}"}
         self._session = aiohttp.ClientSession(

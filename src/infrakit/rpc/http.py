@@ -569,11 +569,16 @@ class HTTPServer:
     async def start(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
         """Serve on a bound UNIX socket, or on a bound TCP socket with ``tls``."""
         loop = asyncio.get_running_loop()
+        # as many may wait to be accepted as may be served (asyncio's default is 100: a
+        # combo calling itself more often at once was refused a connection)
+        backlog = max(100, self.limits.connections)
         if sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+            self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock,
+                                                         backlog=backlog)
         else:  # each connection starts its own TLS, so that its handshake is counted
             self.tls = tls
-            self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock,
+                                                    backlog=backlog)
         self._sweeper = loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:

@@ -3,7 +3,7 @@ plugin calls instance and flavor plugins, the combo flavor the flavors it compos
 
 from __future__ import annotations
 
-from infrakit.rpc.client import AsyncRPCClient
+from infrakit.rpc.client import DEFAULT_CONNECTIONS, AsyncRPCClient
 from infrakit.rpc.discovery import socket_of
 from infrakit.rpc.paths import PluginPathError
 from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
@@ -15,10 +15,14 @@ from infrakit.spi.errors import PluginError
 class SocketPlugins:
     """A :class:`~infrakit.spi.calls.PluginLookup` over the plugin directory: one
     keep-alive connection per plugin socket, opened on first use. A call waits
-    ``timeout`` seconds for its answer (by default ``INFRAKIT_CALL_TIMEOUT``)."""
+    ``timeout`` seconds for its answer (by default ``INFRAKIT_CALL_TIMEOUT``); at most
+    ``connections`` calls to one plugin are in flight at once, the others wait their turn
+    (0: no cap, for a caller whose calls may call back into it, as a combo's may)."""
 
-    def __init__(self, timeout: float | None = None) -> None:
+    def __init__(self, timeout: float | None = None,
+                 connections: int = DEFAULT_CONNECTIONS) -> None:
         self._timeout = CALL_TIMEOUT.read() if timeout is None else timeout
+        self._connections = connections
         self._rpcs: dict[str, AsyncRPCClient] = {}
 
     def _rpc(self, full_name: str) -> tuple[AsyncRPCClient, str]:
@@ -31,7 +35,8 @@ class SocketPlugins:
         path, type_name = found
         rpc = self._rpcs.get(str(path))
         if rpc is None:
-            rpc = self._rpcs[str(path)] = AsyncRPCClient(path, self._timeout)
+            rpc = self._rpcs[str(path)] = AsyncRPCClient(path, self._timeout,
+                                                         connections=self._connections)
         return rpc, type_name
 
     def instance(self, name: str) -> AsyncInstanceAPI:
