@@ -556,11 +556,14 @@ HEAD_LIMIT = 16 * 1024
     b"POST / HTTP/1.1\r\nHost: h\r\nX-Filler: " + b"A" * (HEAD_LIMIT + 1),
     b"POST /" + b"a" * (HEAD_LIMIT + 1),
     b"POST / HTTP/1.1\r\n" + b"X-Many: b\r\n" * (HEAD_LIMIT // 10 + 1),
-], ids=["header-without-end", "url", "many-headers"])
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: " + b"A" * 3 * HEAD_LIMIT,
+], ids=["header-without-end", "url", "many-headers", "trailer-without-end"])
 def test_request_line_and_headers_over_16_kib_are_refused_with_431(
         instance_file: Path, head: bytes) -> None:
     """A head that never ends is answered 431 once 16 KiB of it has arrived, not kept
-    (and copied over and over) until the read deadline."""
+    (and copied over and over) until the read deadline; so is a chunked body's trailer
+    section (headers after the last chunk), which may pass 16 KiB by one read."""
     started = time.monotonic()
     reply = _raw_exchange(instance_file, head, timeout=5.0)
     assert reply.startswith(b"HTTP/1.1 431 "), reply[:200]
@@ -569,11 +572,18 @@ def test_request_line_and_headers_over_16_kib_are_refused_with_431(
     assert answers_handshake(instance_file)
 
 
-def test_a_head_just_under_16_kib_is_served(instance_file: Path) -> None:
+def test_a_head_or_trailer_just_under_16_kib_is_served(instance_file: Path) -> None:
     body = b'{"jsonrpc":"2.0","method":"Handshake.Types","params":{},"id":4}'
     answer = http_request(instance_file, body, headers={
         "Content-Type": "application/json", "X-Filler": "f" * (HEAD_LIMIT - 200)})
     assert answer.status == 200 and answer.json()["id"] == 4
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
+                      for i in range(0, len(body), 7))
+    reply = _raw_exchange(instance_file, b"POST / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+                          b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          + chunks + b"0\r\nX-Trailer: " + b"t" * (HEAD_LIMIT - 200)
+                          + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 ") and b'"id":4' in reply, reply[:200]
 
 
 def test_a_flood_of_header_bytes_does_not_grow_the_plugin(start_plugin: StartPlugin) -> None:

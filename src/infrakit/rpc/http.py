@@ -182,7 +182,14 @@ class _Reader:
             return _plain(415, "Content-Type must be application/json")
         return None
 
+    def on_chunk_header(self) -> None:
+        """A chunk's size has been read. If it is the last (size 0), headers may follow
+        (the trailer section), which llhttp keeps as it keeps a request's head: they are
+        counted against :attr:`Limits.head` until a body byte shows it was not the last."""
+        self.head = 0
+
     def on_body(self, body: bytes) -> None:
+        self.head = -1
         self._size += len(body)
         if self._size > self._limits.body:
             self._too_large()
