@@ -76,12 +76,13 @@ class Guarded:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
-def start_guarded(procs: Processes, tmp_path: Path, prefix: list[str] | None = None) -> Guarded:
+def start_guarded(procs: Processes, tmp_path: Path, prefix: list[str] | None = None,
+                  cap: int = CAP) -> Guarded:
     tls = self_signed(tmp_path)
     port = free_port()
     script = procs.home / "guarded_plugin.py"
     script.write_text(GUARDED.format(port=port, cert=str(tls["cert"]), key=str(tls["key"]),
-                                     token=TOKEN, cap=CAP, handshake=HANDSHAKE_TIMEOUT))
+                                     token=TOKEN, cap=cap, handshake=HANDSHAKE_TIMEOUT))
     log = procs.home / "test-logs" / "guarded.log"
     plugins = procs.home / "plugins"
     proc = procs.spawn([*(prefix or []), PY, str(script), str(plugins)], log)
@@ -213,6 +214,23 @@ def test_token_holders_keep_their_connections_against_a_crowd(guarded: Guarded) 
                 conn.sendall(b"GET /info/api.json HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer "
                              + TOKEN.encode() + b"\r\n\r\n")
                 assert conn.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_churn_of_callers_without_the_token_does_not_grow_the_plugin(
+        procs: Processes, tmp_path: Path) -> None:
+    """2,500 TLS connections without the token against the default cap, each kept open
+    until the plugin closes it to make room for newer ones (so it lives through a few
+    rounds of the cycle collector): what each closed connection held is freed at once."""
+    plugin = start_guarded(procs, tmp_path, cap=256)
+    before = plugin.rss_kib()
+    with held([]) as crowd:
+        for _ in range(2500):
+            with contextlib.suppress(OSError, ssl.SSLError):
+                crowd.append(plugin.tls())
+            if len(crowd) > 200:
+                crowd.pop(0).close()
+    assert plugin.rss_kib() - before < 12 * 1024
+    assert plugin.call() == 200
 
 
 # -- TLS handshakes -----------------------------------------------------------------------
