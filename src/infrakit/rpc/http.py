@@ -492,7 +492,8 @@ _TLS_SHUTDOWN = 2.0
 """Seconds a closed TLS connection waits for the peer's close_notify, reading and dropping
 whatever else comes meanwhile."""
 _MAX_DISCARD = 64 * 1024 * 1024
-"""After a 413, at most this much more is read and dropped before the connection closes."""
+"""After a 413 or a 431, at most this much more is read and dropped before the connection
+closes."""
 
 
 def _same(given: bytes, token: bytes) -> bool:
