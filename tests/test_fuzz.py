@@ -711,7 +711,7 @@ def test_a_batch_call_that_would_make_a_huge_answer_is_refused(fleet: Fleet) -> 
     answer = exchange(fleet, kind, json.dumps(payload).encode())
     assert check_envelope(payload, answer)
     error = answer.json()["error"]
-    assert error["code"] == -32602 and "64 MiB" in error["message"], error
+    assert error["code"] == -32602 and "limit of 64 MiB" in error["message"], error
     assert "`params.Items`" in error["message"], error
     assert time.monotonic() - started < 2.0
     assert _rss_kib(fleet.procs[kind].pid) - before < 32 * 1024
@@ -720,6 +720,11 @@ def test_a_batch_call_that_would_make_a_huge_answer_is_refused(fleet: Fleet) -> 
                                         "Items": [{"Spec": {"Init": "a"}}] * 500})
     results = exchange(fleet, kind, json.dumps(fine).encode()).json()["result"]["Results"]
     assert len(results) == 500 and results[0]["Spec"]["Init"] == "a\n" + "x" * 1000
+    # a health verdict holds no copy of the properties: as many instances are judged
+    health = _call("Flavor.HealthyEach", {"Properties": {"Init": "x" * 120_000},
+                                          "Instances": [{"ID": "i"}] * 1613})
+    results = exchange(fleet, kind, json.dumps(health).encode()).json()["result"]["Results"]
+    assert results == [{"Health": 1}] * 1613
 
 
 # -- combos of combos -----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from infrakit.spi.handshake import (
     TypesResult,
 )
 from infrakit.spi.methods import Interface, Method, is_nonblocking
+from infrakit.spi.types import mebibytes
 
 log = logging.getLogger("infrakit.rpc")
 
@@ -42,6 +43,10 @@ MAX_ITEMS = 10_000
 """Items one call of a batch method may carry (the group sends at most 500 a call)."""
 MAX_ANSWER = 64 * 1024 * 1024
 """Bytes the answer to one call of a batch method may come to."""
+COPIED_TO_EACH = frozenset({"Flavor.PrepareEach"})
+"""Batch methods whose answer to each item may hold a copy of the parameters the items
+share: a flavor copies the Init and Tags of its Properties into every spec it prepares.
+(A health verdict or an instance ID holds none of them.)"""
 
 #: One plugin object, or several keyed by type name (``"."`` or ``""`` is the default type).
 Plugins = object | Mapping[str, object]
@@ -153,8 +158,8 @@ class Dispatcher:
         if len(out) > MAX_ANSWER and bound is not None and bound.method.items is not None:
             return jsonrpc.encode_error(
                 req.id, jsonrpc.INVALID_PARAMS, f"{req.method}: the answer would be "
-                f"{_size(len(out))}, over the limit of {_size(MAX_ANSWER)}: send fewer items "
-                "per call")
+                f"{mebibytes(len(out))}, over the limit of {mebibytes(MAX_ANSWER)}: send fewer "
+                "items per call")
         return out
 
     async def _call(self, req: jsonrpc.Request) -> Any:
@@ -209,10 +214,10 @@ class Dispatcher:
 
 def _batch(method: Method[Any, Any], params: msgspec.Struct) -> list[tuple[Any, ...]]:
     """The items of a batch call: each one's arguments for the one-item method. Refused
-    (-32602, naming the limit) past :data:`MAX_ITEMS`, or when the parameters the items
-    share (``Properties``), handed to each, come to more than :data:`MAX_ANSWER`: a plugin
-    may copy them into every item's answer, as a flavor copies its init script into every
-    spec it prepares (124 KB of ``Flavor.PrepareEach`` once made an answer of 200 MB)."""
+    (-32602, naming the limit) past :data:`MAX_ITEMS`; and, for a method of
+    :data:`COPIED_TO_EACH`, when the parameters the items share, copied into each answer,
+    would come to more than :data:`MAX_ANSWER` (124 KB of ``Flavor.PrepareEach`` once made
+    an answer of 200 MB)."""
     assert method.items is not None
     # the items are the last field that is a list (``Properties`` may be one too)
     field, count = next(((wire, len(value)) for name, wire in reversed(list(zip(
@@ -223,7 +228,7 @@ def _batch(method: Method[Any, Any], params: msgspec.Struct) -> list[tuple[Any, 
                        f"Invalid params: `params.{field}` has {count} items, more than "
                        f"the {MAX_ITEMS} a call may carry: send them in several calls")
     items = method.items(params)
-    if not items:
+    if not items or method.wire not in COPIED_TO_EACH:
         return items
     first, rest = items[0], items[1:]
     shared = sum(len(msgspec.json.encode(arg)) for k, arg in enumerate(first)
@@ -231,14 +236,10 @@ def _batch(method: Method[Any, Any], params: msgspec.Struct) -> list[tuple[Any, 
     if shared * len(items) > MAX_ANSWER:
         raise RPCError(jsonrpc.INVALID_PARAMS,
                        f"Invalid params: `params.{field}` has {len(items)} items, each handed "
-                       f"the same {_size(shared)} of other parameters, which could make an "
-                       f"answer of {_size(shared * len(items))}, over the limit of "
-                       f"{_size(MAX_ANSWER)}: send fewer items per call")
+                       f"the same {mebibytes(shared)} of other parameters, which could make "
+                       f"an answer of {mebibytes(shared * len(items))}, over the limit of "
+                       f"{mebibytes(MAX_ANSWER)}: send fewer items per call")
     return items
-
-
-def _size(n: int) -> str:
-    return f"{n / 1048576:.0f} MiB" if n >= 1048576 else f"{n / 1024:.0f} KiB"
 
 
 def _failure(method: str, exc: Exception) -> PluginError:
