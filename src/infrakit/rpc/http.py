@@ -254,7 +254,8 @@ class _Connection(asyncio.Protocol):
     def expire(self) -> None:
         status = self.deadline_status
         if status is not None and self._tls is None and self._transport is not None:
-            self._transport.write(self._verdict(status, "request not received in time"))
+            self._transport.write(_verdict(self._reader.authorized, status,
+                                           "request not received in time"))
         self.close()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -280,22 +281,13 @@ class _Connection(asyncio.Protocol):
         """Start the TLS handshake here, before anything can read the connection's bytes;
         it goes on in a task. It holds a place under the cap like any connection."""
         handshake = self._handshake(tls)
-        try:
-            step = handshake.send(None)
-        except StopIteration:
-            return
-        self._tls = self._loop.create_task(_resume(handshake, step))
+        with contextlib.suppress(StopIteration):
+            self._tls = self._loop.create_task(_resume(handshake, handshake.send(None)))
 
     async def _handshake(self, tls: ssl.SSLContext) -> None:
         raw = self._transport
         assert raw is not None
-        options: dict[str, Any] = {"ssl_handshake_timeout": self._limits.handshake_timeout}
-        if sys.version_info >= (3, 11):
-            options["ssl_shutdown_timeout"] = _TLS_SHUTDOWN
-        secured: asyncio.Transport | None = None
-        # it may fail, time out, or be cut off (by the sweeper, or to make room)
-        with contextlib.suppress(Exception):
-            secured = await self._loop.start_tls(raw, self, tls, server_side=True, **options)
+        secured = await _secure(raw, self, tls, self._limits.handshake_timeout)
         self._tls = None
         if secured is None or self._closing:
             (secured or raw).abort()
@@ -381,10 +373,7 @@ class _Connection(asyncio.Protocol):
         reading = not self._writing_paused and len(self._queue) <= _MAX_PIPELINED
         if reading != self._reading and self._transport is not None and not self._closing:
             self._reading = reading
-            if reading:
-                self._transport.resume_reading()
-            else:
-                self._transport.pause_reading()
+            (self._transport.resume_reading if reading else self._transport.pause_reading)()
 
     def refuse(self, status: int, text: str, extra: str = "", drain: bool = False) -> None:
         """Answer the request being read with ``status``, after the answers to the requests
@@ -393,26 +382,13 @@ class _Connection(asyncio.Protocol):
         until the read deadline), so that it can finish writing and read the answer,
         instead of failing on a broken pipe; without, the connection closes once answered.
         A caller without the token is answered 401, and its connection closed."""
-        if not self._reader.authorized:
-            drain = False
-        self._queue.append(_Message(b"", False, b"", self._verdict(status, text, extra), drain))
-        if drain:
-            self._discarding = True
-        else:
-            self._ignoring = True
+        drain = drain and self._reader.authorized
+        self._queue.append(_Message(b"", False, b"", _verdict(self._reader.authorized,
+                                                               status, text, extra), drain))
+        self._discarding, self._ignoring = drain, not drain
         self._answer_queued()
 
-    def _verdict(self, status: int, text: str, extra: str = "") -> bytes:
-        if not self._reader.authorized:  # nothing else is said without the token
-            status, text, extra = 401, "unauthorized", "WWW-Authenticate: Bearer\r\n"
-        return _plain(status, text, "Connection: close\r\n" + extra)
-
     # -- answering -----------------------------------------------------------------------
-    def _fail(self, status: int, text: str) -> None:
-        if self._transport is not None and not self._closing:
-            self._transport.write(_plain(status, text, "Connection: close\r\n"))
-        self.close()
-
     def close(self) -> None:
         """Close the connection; the server calls this too, at deadlines and shutdown."""
         self._closing = True
@@ -474,7 +450,8 @@ class _Connection(asyncio.Protocol):
         """The handler answers every error itself, so an exception out of it is a bug: log
         it and drop this connection rather than leave it waiting."""
         log.exception("request handler failed")
-        self._fail(500, "internal error")
+        self.write(_plain(500, "internal error", "Connection: close\r\n"))
+        self.close()
 
     def _send(self, msg: _Message, out: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -494,6 +471,27 @@ whatever else comes meanwhile."""
 _MAX_DISCARD = 64 * 1024 * 1024
 """After a 413 or a 431, at most this much more is read and dropped before the connection
 closes."""
+
+
+def _verdict(authorized: bool, status: int, text: str, extra: str = "") -> bytes:
+    """An answer after which the connection closes; to a caller without the token, 401
+    whatever was wrong (nothing else is said to it)."""
+    if not authorized:
+        status, text, extra = 401, "unauthorized", "WWW-Authenticate: Bearer\r\n"
+    return _plain(status, text, "Connection: close\r\n" + extra)
+
+
+async def _secure(raw: asyncio.Transport, protocol: asyncio.Protocol, tls: ssl.SSLContext,
+                  timeout: float) -> asyncio.Transport | None:
+    """``raw`` with TLS, server side, or None if the handshake failed, took longer than
+    ``timeout`` or was cut off (by the sweeper, or to make room)."""
+    options: dict[str, Any] = {"ssl_handshake_timeout": timeout}
+    if sys.version_info >= (3, 11):
+        options["ssl_shutdown_timeout"] = _TLS_SHUTDOWN
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(Exception):
+        return await loop.start_tls(raw, protocol, tls, server_side=True, **options)
+    return None
 
 
 def _same(given: bytes, token: bytes) -> bool:
