@@ -29,6 +29,7 @@ from infrakit.spi import (
 )
 from infrakit.spi.calls import AsyncFlavorAPI, AsyncInstanceAPI
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable, Unsupported
+from infrakit.spi.instance import InstanceLogs
 from infrakit.spi.types import MAX_BODY
 from infrakit.store.sqlite import SQLiteStore
 
@@ -75,6 +76,10 @@ class Cloud:
                 if tags.items() <= (d.tags or {}).items()]
 
     async def describe_ended(self, tags: dict[str, str]) -> list[EndedInstance]:
+        raise Unsupported("cloud", "Instance", "Method not found", -32601)
+
+    async def logs(self, instance: str, offset: str, tail: int | None,
+                   previous: bool) -> InstanceLogs:
         raise Unsupported("cloud", "Instance", "Method not found", -32601)
 
 

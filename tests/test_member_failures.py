@@ -127,6 +127,7 @@ def test_a_command_that_exits_at_once_fails_its_launch_and_backs_off(stack: Stac
 
     # (ProvisionDeadline is 600 s: 10 s tells a known failure from a deadline)
     status = wait_until(known, 10, what="the failed launches to be known")
+    assert status is not None
     assert "exited with status 2" in status.backoff
     assert "last output: starting" in status.backoff
     assert "backoff: next launch in" in cli("group", "describe", "-v", "web").stdout
@@ -323,7 +324,7 @@ def test_a_killed_member_leaves_a_died_event_then_its_heir_a_provisioned_one(
     wait_until(died, 10, what="the death and the heir's provision to be events")
     [death] = died()
     assert death.member == victim and "killed by signal 9 (SIGKILL)" in death.reason
-    assert death.details["exit"].startswith("killed by signal 9")
+    assert death.details and death.details["exit"].startswith("killed by signal 9")
     shown = cli("group", "events", "web")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("TIME") and "member died" in shown.stdout
