@@ -10,10 +10,9 @@ Run with the group's default poll (5 s) and backoff limit (300 s), as a user has
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from bench.stack import plugin_stack, wait
+from bench.stack import cpu_seconds, plugin_stack, wait
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec
@@ -29,12 +28,6 @@ def spec(size: int, command: str, backoff_limit: float) -> GroupSpec:
                      "Properties": {"Command": command, "StopGrace": 1}},
         "Flavor": {"Plugin": "flavor-vanilla", "Properties": {}},
         "BackoffLimit": backoff_limit})
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

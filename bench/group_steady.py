@@ -10,23 +10,14 @@ calls fall outside it).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
 from bench.group_converge import spec
-from bench.stack import PARENT_HELP, plugin_stack
+from bench.stack import PARENT_HELP, cpu_seconds, plugin_stack
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def main() -> None:

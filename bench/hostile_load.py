@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.stack import cpu_seconds
+
 TOKEN = "hostile-load-bench-token-0123456789"
 DESCRIBE = b'{"jsonrpc":"2.0","method":"Instance.DescribeInstances","params":{},"id":1}'
 INSPECT = b'{"jsonrpc":"2.0","method":"Group.InspectGroups","params":{},"id":1}'
@@ -240,11 +242,6 @@ def vm_hwm_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def self_signed(home: Path) -> tuple[Path, Path, Path]:

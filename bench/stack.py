@@ -129,3 +129,10 @@ def wait(predicate: Callable[[], bool], timeout: float = 120.0) -> float:
             raise SystemExit("timed out")
         time.sleep(0.01)
     return time.monotonic() - start
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
