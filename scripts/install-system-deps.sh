@@ -10,6 +10,7 @@ packages=(
     "docker.io dockerd"           # the Docker engine, run privately by the docker tests
     "busybox-static /bin/busybox" # the one binary of the docker tests' image
     "etcd-server etcd"            # the etcd the store tests start privately
+    "prometheus promtool"         # the Prometheus server and promtool of the metrics and alert tests
 )
 missing=()
 for entry in "${packages[@]}"; do

@@ -4,11 +4,11 @@ on TCP with TLS, where every request must carry the bearer token).
 Why not aiohttp's server: on a 2-core machine a plain aiohttp "hello" handler answers about
 2,700 keep-alive requests a second to a Python ``http.client`` loop, below what one plugin
 must serve (see bench/RESULTS.md). This protocol does only what a plugin socket needs:
-``POST /`` with a body (Content-Length or chunked, ``Expect: 100-continue``), ``GET
-/info/api.json``, keep-alive, in-order answers to pipelined requests, a limit on the request
-line and headers (431) and on the body (413), a per-request read deadline, an idle
-keep-alive deadline, a connection cap, and a graceful close. Parsing is done by
-``httptools`` (llhttp, in C).
+``POST /`` with a body (Content-Length or chunked, ``Expect: 100-continue``), ``GET`` of
+read-only pages (``/info/api.json``), keep-alive, in-order answers to pipelined requests, a
+limit on the request line and headers (431) and on the body (413), a per-request read
+deadline, an idle keep-alive deadline, a connection cap, and a graceful close. Parsing is
+done by ``httptools`` (llhttp, in C).
 
 On a listener with a token, a caller is trusted with nothing until it shows the token: the
 TLS handshake is started by the connection itself, so that it counts against the cap and
@@ -25,7 +25,7 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -39,6 +39,19 @@ log = logging.getLogger("infrakit.rpc.http")
 #: Answers a JSON-RPC body; ``None`` means "no content" (a notification).
 BodyHandler = Callable[[bytes], Coroutine[Any, Any, bytes | None]]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page:
+    """The answer to a ``GET`` of a read-only page (``/info/api.json``, ``/metrics``)."""
+
+    body: bytes
+    ctype: str = "application/json"
+
+
+#: The read-only pages a server answers ``GET`` on, by path; each is given the query string
+#: (without the ``?``) and answers at once, in the event loop.
+Pages = Mapping[bytes, Callable[[bytes], Page]]
 
 _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
             404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -87,6 +100,8 @@ class _Message:
     body: bytes
     early: bytes | None
     """A response decided before the body was read (405, 404, 415)."""
+    target: bytes = b"/"
+    """The request's path and query."""
     drain: bool = False
     """After this answer, read and drop what the client still sends (see
     :meth:`_Connection.refuse`)."""
@@ -178,7 +193,7 @@ class _Reader:
         """The answer to a request that is refused for its head alone, if it is."""
         method = self.parser.get_method()
         path = b"".join(self._url).split(b"?", 1)[0]
-        if path == b"/info/api.json":
+        if path in self._conn.pages:
             return None if method == b"GET" else _plain(405, "use GET", "Allow: GET\r\n")
         if path != b"/":
             return _plain(404, "not found: POST JSON-RPC 2.0 requests to /")
@@ -207,7 +222,7 @@ class _Reader:
         self.head = 0
         self._conn.arm(self._limits.idle_timeout, None)
         msg = _Message(self.parser.get_method(), self.parser.should_keep_alive(),
-                       b"".join(self._body), self._early)
+                       b"".join(self._body), self._early, b"".join(self._url))
         self.reset()
         self._conn.queue(msg)
 
@@ -221,6 +236,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: HTTPServer) -> None:
         self._server = server
         self._limits = server.limits
+        self.pages = server.pages
         self._reader = _Reader(self, server.limits, server.token)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
@@ -384,7 +400,7 @@ class _Connection(asyncio.Protocol):
         A caller without the token is answered 401, and its connection closed."""
         drain = drain and self._reader.authorized
         self._queue.append(_Message(b"", False, b"", _verdict(self._reader.authorized,
-                                                               status, text, extra), drain))
+                                                               status, text, extra), drain=drain))
         self._discarding, self._ignoring = drain, not drain
         self._answer_queued()
 
@@ -420,7 +436,7 @@ class _Connection(asyncio.Protocol):
                 self._send(msg, msg.early)
                 continue
             if msg.method == b"GET":
-                self._send(msg, _response(200, self._server.info()))
+                self._send(msg, self._page(msg.target))
                 continue
             coro = self._server.handler(msg.body)
             try:
@@ -433,6 +449,15 @@ class _Connection(asyncio.Protocol):
                 return
             self.deadline = float("inf")
             self._pending = self._loop.create_task(self._finish(msg, coro, step))
+
+    def _page(self, target: bytes) -> bytes:
+        path, _, query = target.partition(b"?")
+        try:
+            page = self.pages[path](query)
+        except Exception:
+            log.exception("page %s failed", path.decode("latin-1"))
+            return _plain(500, "internal error")
+        return _response(200, page.body, page.ctype)
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
@@ -535,10 +560,10 @@ async def _resume(coro: Coroutine[Any, Any, T], step: Any) -> T:
 class HTTPServer:
     """Owns the listening socket and every connection."""
 
-    def __init__(self, handler: BodyHandler, info: Callable[[], bytes],
+    def __init__(self, handler: BodyHandler, pages: Pages,
                  limits: Limits | None = None, token: str | None = None) -> None:
         self.handler = handler
-        self.info = info
+        self.pages = pages
         self.limits = limits or Limits()
         self.token = None if token is None else f"Bearer {token}".encode()
         """The ``Authorization`` header every request must carry, when set."""

@@ -20,7 +20,7 @@ import msgspec
 
 from infrakit.rpc import eventloop
 from infrakit.rpc.dispatch import DEFAULT_WORKERS, HANDSHAKE_METHODS, Dispatcher, Plugins
-from infrakit.rpc.http import HTTPServer, Limits
+from infrakit.rpc.http import HTTPServer, Limits, Page, Pages
 from infrakit.rpc.lifecycle import SocketClaim
 from infrakit.rpc.paths import plugin_dir
 
@@ -90,7 +90,8 @@ class PluginServer:
         info = msgspec.json.encode(
             {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
              "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
-        servers = [HTTPServer(dispatcher.handle, lambda: info, limits)]
+        pages: Pages = {b"/info/api.json": lambda _query: Page(info)}
+        servers = [HTTPServer(dispatcher.handle, pages, limits)]
         claim = SocketClaim(name, directory or plugin_dir())
         listening = None
         try:
@@ -100,7 +101,7 @@ class PluginServer:
             await _hook(dispatcher.objects, "start")
             await servers[0].start(claim.bind())
             if tcp is not None and listening is not None:
-                servers.append(HTTPServer(dispatcher.handle, lambda: info, limits, tcp.token))
+                servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.token))
                 await servers[1].start(listening, tls)
                 log.info("plugin %s listening on %s (TLS, token required)", name, tcp.url())
         except BaseException:
