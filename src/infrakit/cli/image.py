@@ -71,15 +71,15 @@ def build_tiny(program: str, output: str, tag: str | None, bits: str, message: s
       infrakit image build-tiny hello --bits 32 --message 'Hello Docker world!' -o hello
     """
     executable = _program(program, int(bits), message)
+    where = "stdout" if output == "-" else output
     if tag is None:
         _write(output, executable, 0o755)
-        what = f"{len(executable)}-byte executable"
-    else:
-        try:
-            archive = scratch.image_tar(executable, program, tag, int(bits))
-        except scratch.TagError as exc:
-            raise click.BadParameter(str(exc), param_hint="--tag") from None
-        _write(output, archive, 0o644)
-        what = (f"image {tag} ({len(executable)}-byte {program}, archive of "
-                f"{len(archive)} bytes; load it with docker load)")
-    click.echo(f"{'stdout' if output == '-' else output}: {program}, {what}", err=True)
+        click.echo(f"{where}: {program}, {len(executable)} bytes", err=True)
+        return
+    try:
+        archive = scratch.image_tar(executable, program, tag, int(bits))
+    except scratch.TagError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tag") from None
+    _write(output, archive, 0o644)
+    click.echo(f"{where}: image {tag}, {len(archive)} bytes to docker load; its one layer "
+               f"holds the {len(executable)}-byte {program} alone", err=True)
