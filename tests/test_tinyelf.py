@@ -63,6 +63,17 @@ def test_a_message_a_byte_of_code_cannot_count_is_refused() -> None:
             build(bytes(256))
 
 
+def test_overlapping_structures_must_agree_on_every_shared_byte() -> None:
+    out = tinyelf._Layout()
+    out.field(0, "I", 1)  # as p_type over e_phnum and e_shentsize
+    out.field(0, "H", 1)
+    out.field(2, "H", 0)
+    with pytest.raises(AssertionError, match="byte 0x02 written as 0x00 and as 0x38"):
+        out.field(2, "H", 56)
+    with pytest.raises(AssertionError, match="cannot reach 0x90"):
+        out.code(0x07, b"\x90", then=0x90)
+
+
 @pytest.fixture(scope="module")
 def readelf() -> str:
     found = shutil.which("readelf")

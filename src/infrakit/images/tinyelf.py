@@ -173,12 +173,13 @@ class _Layout:
         return bytes(self._data) + bytes(max(0, size - len(self._data)))
 
 
-def _jump(at: int, to: int) -> bytes:
-    """``jmp rel8`` placed at ``at``: the offset counts from the next instruction."""
+def _jump(at: int, to: int, opcode: int = 0xEB) -> bytes:
+    """A short jump placed at ``at`` (``jmp rel8``, or another opcode of that form such as
+    ``js``, 0x78): the offset counts from the next instruction."""
     rel = to - (at + 2)
     if not -128 <= rel <= 127:
         raise AssertionError(f"a short jump from 0x{at:02x} cannot reach 0x{to:02x}")
-    return b"\xeb" + rel.to_bytes(1, "little", signed=True)
+    return bytes([opcode]) + rel.to_bytes(1, "little", signed=True)
 
 
 def _checked(message: bytes) -> bytes:
@@ -279,6 +280,6 @@ def pause64() -> bytes:
     out.code(0x60, b"\x48\x87\xf7",  # xchg rsi, rdi
              b"\xb8" + struct.pack("<I", 128),  # mov eax, 128 (rt_sigtimedwait)
              b"\x0f\x05", b"\x85\xc0")  # syscall; test eax, eax
-    out.put(0x6C, b"\x78" + (wait - 0x6E).to_bytes(1, "little", signed=True))  # js wait
+    out.put(0x6C, _jump(0x6C, wait, opcode=0x78))  # js wait (-EINTR)
     out.code(0x6E, b"\xb0\x3c", b"\x31\xff", b"\x0f\x05")  # exit(0)
     return out.padded(size)
