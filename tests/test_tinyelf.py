@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import pty
 import re
 import shutil
 import signal
@@ -285,3 +287,15 @@ def test_the_command_says_what_it_cannot_build(cli: Cli, tmp_path: Path, args: l
     done = cli("image", "build-tiny", *args, "-o", str(tmp_path / "out"))
     assert done.returncode == 2 and reason in done.stderr, done
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_command_writes_no_binary_to_a_terminal(tmp_path: Path) -> None:
+    main, terminal = pty.openpty()
+    try:
+        done = subprocess.run([PY, "-m", "infrakit", "image", "build-tiny", "pause", "-o", "-"],
+                              stdout=terminal, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert done.returncode == 2 and "refusing to write binary data to a terminal" in \
+        done.stderr, done
