@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import msgspec
 
 from infrakit.spi.types import MAX_BODY
 
@@ -42,24 +41,44 @@ def read_document(source: str) -> Any:
 
 
 def _parse(text: str, where: str) -> Any:
+    """JSON, else YAML; when it is neither, the error of the one it was meant to be (by
+    its name's suffix, else by its first character), at its line and column."""
     try:
         return json.loads(text)
-    except ValueError as json_error:
+    except json.JSONDecodeError as json_error:
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SpecFileError(
-                f"{where} is neither JSON ({json_error}) nor YAML "
-                f"({str(exc).splitlines()[0]})"
-            ) from None
+            raise SpecFileError(_syntax_error(where, text, json_error, exc)) from None
         if not isinstance(data, (dict, list)):
-            raise SpecFileError(
-                f"{where} is neither JSON ({json_error}) nor a YAML mapping or list"
-            ) from None
+            raise SpecFileError(f"{where}: not a JSON or YAML document (a mapping or a list)"
+                                ) from None
         _check_expansion(data, where)
         return data
+
+
+def _syntax_error(where: str, text: str, json_error: json.JSONDecodeError,
+                  yaml_error: Exception) -> str:
+    """Where and why the document cannot be read, as JSON if it looks like JSON."""
+    suffix = Path(where).suffix.lower()
+    as_json = suffix == ".json" or (suffix not in (".yml", ".yaml")
+                                    and text.lstrip()[:1] in ("{", "["))
+    if as_json:
+        return (f"{where}, line {json_error.lineno}, column {json_error.colno}: not valid "
+                f"JSON: {json_error.msg}")
+    mark = getattr(yaml_error, "problem_mark", None)
+    problem = getattr(yaml_error, "problem", None) or str(yaml_error).splitlines()[0]
+    context = getattr(yaml_error, "context", None)
+    context_mark = getattr(yaml_error, "context_mark", None)
+    said = problem
+    if context and context_mark and (mark is None or context_mark.line != mark.line
+                                     or context_mark.column != mark.column):
+        said += f" ({context} at line {context_mark.line + 1}, column " \
+                f"{context_mark.column + 1})"
+    at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{where}{at}: not valid YAML: {said}"
 
 
 def _check_expansion(data: dict[Any, Any] | list[Any], where: str) -> None:
@@ -110,12 +129,18 @@ def _json_size(node: dict[Any, Any] | list[Any], sizes: dict[int, int]) -> int:
 
 
 def read_as(source: str, into: type[T], what: str) -> T:
-    """Read ``source`` and convert it to ``into``; errors name the field and the reason."""
+    """Read ``source`` and convert it to ``into``; errors name the field and the reason
+    (an unknown one with the field it most likely misspells)."""
+    from infrakit.spi.errors import PluginError
+    from infrakit.spi.strict import decode_strict
+
     data = read_document(source)
     try:
-        return msgspec.convert(data, into)
-    except msgspec.ValidationError as exc:
-        raise SpecFileError(f"{source}: not a valid {what}: {exc}") from None
+        decoded: T = decode_strict(data, into)
+    except PluginError as exc:
+        where = "standard input" if source == "-" else source
+        raise SpecFileError(f"{where}: not a valid {what}: {exc}") from None
+    return decoded
 
 
 def parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
