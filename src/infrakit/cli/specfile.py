@@ -41,11 +41,14 @@ def read_document(source: str) -> Any:
 
 
 def _parse(text: str, where: str) -> Any:
-    """JSON, else YAML; when it is neither, the error of the one it was meant to be (by
-    its name's suffix, else by its first character), at its line and column."""
+    """JSON, else (unless its name ends in ``.json``) YAML; when it is neither, the error
+    of the one it was meant to be (by its name's suffix, else by its first character), at
+    its line and column."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as json_error:
+        if Path(where).suffix.lower() == ".json":  # YAML would read a trailing comma
+            raise SpecFileError(_syntax_error(where, text, json_error, json_error)) from None
         import yaml
 
         try:
