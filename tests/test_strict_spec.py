@@ -222,3 +222,20 @@ def test_properties_of_the_instance_and_flavor_are_theirs_to_check() -> None:
             "Plugins": "flavor-vanilla"}}))
     assert str(refused.value) == ("Properties.Flavor.Plugins: unknown field; did you mean "
                                   "Plugin?")
+
+
+def test_the_plugins_durations_are_written_the_same_way(cli: Cli, home: Path,
+                                                        start_plugin: StartPlugin) -> None:
+    """A probe's Timeout (flavor-vanilla) and a process's StopGrace (instance-process)."""
+    start_plugin("flavor-vanilla")
+    start_plugin("instance-process")
+    flavor = _write(home, "Health: {HTTP: 'http://127.0.0.1:9/', Timeout: 500ms}\n", "f.yml")
+    ok(cli("flavor", "--name", "flavor-vanilla", "validate", flavor))
+    flavor = _write(home, "Health: {HTTP: 'http://127.0.0.1:9/', Timout: 1s}\n", "f.yml")
+    line = one_line_error(cli("flavor", "--name", "flavor-vanilla", "validate", flavor))
+    assert line.endswith("Properties.Health.Timout: unknown field; did you mean Timeout?")
+    process = _write(home, "Command: [sleep, '1']\nStopGrace: 1m30s\n", "p.yml")
+    ok(cli("instance", "--name", "instance-process", "validate", process))
+    process = _write(home, "Command: [sleep, '1']\nStopGrace: soon\n", "p.yml")
+    line = one_line_error(cli("instance", "--name", "instance-process", "validate", process))
+    assert "Properties.StopGrace: 'soon' is not a duration" in line

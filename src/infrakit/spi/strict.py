@@ -10,7 +10,6 @@ instance or a flavor plugin, which only that plugin knows).
 
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from collections.abc import Iterable
@@ -42,6 +41,8 @@ def path(where: str, key: object) -> str:
 def suggestion(key: str, known: Iterable[str]) -> str | None:
     """The known name ``key`` most likely misspells: the same name in other letter case,
     else the closest one difflib finds."""
+    import difflib
+
     names = list(known)
     by_lower = {n.lower(): n for n in names}
     if key.lower() in by_lower:
