@@ -211,13 +211,14 @@ def reference_page() -> str:
     return "\n".join(parts)
 
 
-@click.command("explain")
-@click.argument("path", metavar="FIELD", default="group")
+@click.command("explain", short_help="Show the group spec's fields: types, defaults, meaning.")
+@click.argument("path", metavar="[FIELD]", default="group")
 @click.option("-r", "--recursive", is_flag=True, help="List every field below FIELD, "
               "with its type and default.")
 def command(path: str, recursive: bool) -> None:
     """Show a field of the group spec: its type, default and meaning, and the fields in
-    it (FIELD: group, group.Properties, group.Properties.Allocation, ...). Every page of
-    it is in docs/spec.md too."""
+    it, like `kubectl explain`. FIELD is a path: group (the default), group.Properties,
+    group.Properties.Allocation, group.Properties.HealthGrace, ... in any letter case.
+    Every page of it is in docs/spec.md too."""
     node = find(path)
     click.echo("\n".join(tree(node)) if recursive else explain(node))

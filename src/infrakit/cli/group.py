@@ -46,7 +46,8 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
            wait_timeout: float) -> None:
-    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML)."""
+    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML). Its fields,
+    types and defaults: `infrakit explain group -r`, and docs/spec.md."""
     spec = read_as(file, GroupSpec, "group spec")
     with plugin_client(*ctx.obj) as (rpc, _):
         details = GroupClient(rpc).commit_group(spec, pretend)
