@@ -56,29 +56,37 @@ def _groups(cli: Cli) -> list[str]:
     return [g["ID"] for g in json.loads(ok(cli("group", "ls", "-o", "json")).stdout) or []]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (("  Allocation:", "  Alocation:"),
+@pytest.mark.parametrize(("change", "line", "message"), [
+    (("  Allocation:", "  Alocation:"), 3,
      "Properties.Alocation: unknown field; did you mean Allocation?"),
-    (("    Size: 2", "    Sise: 2"),
+    (("    Size: 2", "    Sise: 2"), 4,
      "Properties.Allocation.Sise: unknown field; did you mean Size?"),
-    (("  Allocation:", "  Sise: 3\n  Allocation:"),
+    (("  Allocation:", "  Sise: 3\n  Allocation:"), 3,
      "Properties.Sise: unknown field; did you mean Allocation.Size?"),
-    (("  Allocation:", "  HealthGracePeriod: 5\n  Allocation:"),
+    (("  Allocation:", "  HealthGracePeriod: 5\n  Allocation:"), 3,
      "Properties.HealthGracePeriod: unknown field; did you mean HealthGrace?"),
-    (("  Allocation:", "  Labels: {a: b}\n  Allocation:"),
+    (("  Allocation:", "  Labels: {a: b}\n  Allocation:"), 3,
      "Properties.Labels: unknown field; the fields here are Allocation, Instance, Flavor, "),
-    (("    Plugin: instance-file", "    Plugin: instance-file\n    Propertes: {}"),
+    (("    Plugin: instance-file", "    Plugin: instance-file\n    Propertes: {}"), 7,
      "Properties.Instance.Propertes: unknown field; did you mean Properties?"),
-    (("  Allocation:", "  healthgrace: 5\n  Allocation:"),
+    (("  Allocation:", "  healthgrace: 5\n  Allocation:"), 3,
      "Properties.healthgrace: unknown field; did you mean HealthGrace?"),
-], ids=["typo", "in-allocation", "one-level-down", "longer", "no-match", "wrapper", "case"])
-def test_an_unknown_key_of_the_group_is_refused_with_its_path_and_a_suggestion(
-        cli: Cli, home: Path, stack: None, change: tuple[str, str], message: str) -> None:
+    (("    Plugin: instance-file", "    Plugin: ''"), 6,
+     "Properties.Instance.Plugin: must name a plugin"),
+], ids=["typo", "in-allocation", "one-level-down", "longer", "no-match", "wrapper", "case",
+        "blank"])
+def test_an_unknown_key_of_the_group_is_refused_with_its_line_path_and_a_suggestion(
+        cli: Cli, home: Path, stack: None, change: tuple[str, str], line: int,
+        message: str) -> None:
     name = _write(home, SPEC.replace(*change, 1))
     for pretend in ((), ("--pretend",)):
-        line = one_line_error(cli("group", "commit", name, *pretend))
-        assert message in line, line
-        assert "code" not in line and "-32000" not in line
+        said = one_line_error(cli("group", "commit", name, *pretend))
+        assert said.startswith(f"Error: g.yml, line {line}: Group plugin 'group': {message}"), \
+            said
+        assert "code" not in said and "-32000" not in said
+    # from standard input there is no line to tell
+    said = one_line_error(cli("group", "commit", "-", input=SPEC.replace(*change, 1)))
+    assert said.startswith(f"Error: Group plugin 'group': {message}"), said
     assert _groups(cli) == []
 
 
@@ -105,8 +113,10 @@ def test_the_manager_refuses_what_the_group_plugin_refuses(
     line = one_line_error(cli("manager", "commit", "all.json"))
     assert line == ("Error: web: Properties.Alocation: unknown field; did you mean "
                     "Allocation?; nothing was committed")
-    line = one_line_error(cli("group", "commit", _write(home, json.dumps(spec), "web.json")))
-    assert "Properties.Alocation: unknown field; did you mean Allocation?" in line
+    line = one_line_error(cli("group", "commit", _write(home, json.dumps(spec, indent=1),
+                                                        "web.json")))
+    assert line == ("Error: web.json, line 18: Group plugin 'group': Properties.Alocation: "
+                    "unknown field; did you mean Allocation?")
     assert _groups(cli) == []
     _write(home, json.dumps({"Groups": {"db": good, "web": {"Properties": {}, "Labels": 1}}}),
            "all.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,3 +156,45 @@ def parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"{pair!r} is not of the form key=value", param_hint=option)
         out[key] = value
     return out
+
+
+_PATH = re.compile(r"((?:Properties|ID)(?:\.[^\s.:\[\]]+|\[[0-9]+\])*): ")
+
+
+def located(source: str, message: str) -> str:
+    """``message``, an error about the document in ``source`` that starts with the path of
+    a field (``Properties.Alocation: unknown field; ...``, as plugins phrase them), led by
+    the file and the line where that field is written; as it is when the line cannot be
+    told (standard input, a path the file does not hold)."""
+    found = _PATH.match(message)
+    if source == "-" or found is None:
+        return message
+    try:
+        import yaml
+
+        node = yaml.compose(Path(source).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return message
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[[0-9]+\]", found.group(1)):
+        node, line = _step(node, part, line)
+        if node is None:
+            break
+    return f"{source}, line {line}: {message}" if line else message
+
+
+def _step(node: Any, part: str, line: int | None) -> tuple[Any, int | None]:
+    """The node ``part`` names below ``node``, and the line of its key (or, for a key the
+    node lacks, the node's own line, where the stray key sits)."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                return value, key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+        index = int(part[1:-1])
+        if index < len(node.value):
+            item = node.value[index]
+            return item, item.start_mark.line + 1
+    return None, line
