@@ -9,11 +9,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from infrakit.cli.explain import reference_page
+from infrakit.cli.explain import EXAMPLE, reference_page
 from infrakit.plugins.group.spec import GroupProperties, PluginSpec
 from infrakit.spi.group import GroupSpec
 from infrakit.spi.types import Allocation
-from tests.conftest import Cli
+from tests.conftest import Cli, StartPlugin
 from tests.test_cli import ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +92,12 @@ def test_docs_spec_md_is_what_explain_prints(cli: Cli) -> None:
                  "group.Properties.Instance", "group.Properties.Flavor"):
         assert f"## {path}\n\n```text\n{ok(cli('explain', path)).stdout}```\n" in page
     assert "[docs/spec.md](docs/spec.md)" in (ROOT / "README.md").read_text()
+
+
+def test_the_example_of_docs_spec_md_is_a_spec_the_group_accepts(
+        cli: Cli, home: Path, start_plugin: StartPlugin) -> None:
+    for kind in ("instance-process", "flavor-vanilla", "group"):
+        start_plugin(kind)
+    (home / "example.yml").write_text(EXAMPLE)
+    said = ok(cli("group", "commit", "example.yml", "--pretend")).stdout
+    assert said == "Committing web would involve: Managing 5 instances\n"

@@ -192,6 +192,29 @@ def _objects(node: Node) -> list[Node]:
     return [node] + [o for sub in node.fields if sub.fields for o in _objects(sub)]
 
 
+EXAMPLE = """\
+ID: web
+Properties:
+  Allocation:
+    Size: 5
+  Instance:
+    Plugin: instance-process
+    Properties:
+      Command: python3 -m http.server --bind 127.0.0.1 $PORT_HTTP
+      Ports: [http]
+      StopGrace: 5s
+  Flavor:
+    Plugin: flavor-vanilla
+    Properties:
+      Health: {HTTP: "http://127.0.0.1:{{ .Properties.Ports.http }}/", Timeout: 500ms}
+  HealthGrace: 2m
+  StartupGrace: 10s
+  MaxSurge: 2
+"""
+"""A spec that uses the durations and tunables, in docs/spec.md; tests/test_explain.py
+commits it with ``--pretend``, so that it stays a spec the group accepts."""
+
+
 def reference_page() -> str:
     """docs/spec.md: every object of the group spec as ``infrakit explain`` prints it."""
     root = _roots()["group"]
@@ -205,6 +228,9 @@ def reference_page() -> str:
         "likely meant. Inside `Instance.Properties` and `Flavor.Properties` the keys are "
         "the plugin's own: that plugin checks them.\n",
         "```text", *tree(root), "```\n",
+        "For example, five members of `instance-process` that answer on a port, replaced "
+        "after two minutes unhealthy, updated two at a time:\n",
+        "```yaml", EXAMPLE.rstrip("\n"), "```\n",
     ]
     for node in _objects(root):
         parts += [f"## {node.path}\n", "```text", explain(node), "```\n"]

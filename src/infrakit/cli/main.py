@@ -142,9 +142,11 @@ def error_message(exc: BaseException) -> str:
 
 def error_code(exc: BaseException) -> int | None:
     """The JSON-RPC code a plugin answered with, when the error is its answer."""
-    from infrakit.rpc.jsonrpc import RPCError
+    from infrakit.rpc.jsonrpc import RequestTooLarge, RPCError
     from infrakit.spi.errors import CallFailed
 
+    if isinstance(exc, RequestTooLarge):  # refused here: the plugin never saw it
+        return None
     if isinstance(exc, RPCError | CallFailed):
         return exc.code
     return None

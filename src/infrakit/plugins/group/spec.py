@@ -62,7 +62,7 @@ class GroupProperties(Wire, kw_only=True, omit_defaults=True, forbid_unknown_fie
     (a new size) keeps the shape its author gave it."""
 
     allocation: Annotated[Allocation, _about(
-        "How many members the group has: a Size, or LogicalIDs. Required.")] = \
+        "How many members: a Size, or LogicalIDs (not both). Required.")] = \
         msgspec.field(default_factory=Allocation)
     instance: Annotated[PluginSpec, _about(
         "The instance plugin that makes and destroys the members, and what it is to "
