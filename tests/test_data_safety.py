@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -297,6 +298,10 @@ while True:
 """
 
 
+def _answered_or_ended(lines: list[bytes], proc: subprocess.Popen[bytes]) -> bool:
+    return bool(lines) or proc.poll() is not None
+
+
 def test_store_killed_mid_commit_keeps_every_answered_sequence_and_record(
     scratch: Path,
 ) -> None:
@@ -315,8 +320,8 @@ def test_store_killed_mid_commit_keeps_every_answered_sequence_and_record(
         reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
         reader.start()
         # killed while writing: some time after its first answer, however slowly it started
-        wait_until(lambda out=lines, p=proc: bool(out) or p.poll() is not None,
-                   timeout=BUDGET, what="the writer's first answer")
+        wait_until(partial(_answered_or_ended, lines, proc), timeout=BUDGET,
+                   what="the writer's first answer")
         time.sleep(random.uniform(0.02, 0.2))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
