@@ -195,6 +195,9 @@ class _Reader:
         path = b"".join(self._url).split(b"?", 1)[0]
         if path in self._conn.pages:
             return None if method == b"GET" else _plain(405, "use GET", "Allow: GET\r\n")
+        if self._conn.pages_only:
+            return _plain(404, "not found: this port serves GET "
+                          + " and ".join(p.decode("latin-1") for p in self._conn.pages))
         if path != b"/":
             return _plain(404, "not found: POST JSON-RPC 2.0 requests to /")
         if method != b"POST":
@@ -237,6 +240,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
+        self.pages_only = server.handler is None
         self._reader = _Reader(self, server.limits, server.token)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
@@ -438,6 +442,7 @@ class _Connection(asyncio.Protocol):
             if msg.method == b"GET":
                 self._send(msg, self._page(msg.target))
                 continue
+            assert self._server.handler is not None  # refused early on a pages-only port
             coro = self._server.handler(msg.body)
             try:
                 step = coro.send(None)
@@ -560,9 +565,10 @@ async def _resume(coro: Coroutine[Any, Any, T], step: Any) -> T:
 class HTTPServer:
     """Owns the listening socket and every connection."""
 
-    def __init__(self, handler: BodyHandler, pages: Pages,
+    def __init__(self, handler: BodyHandler | None, pages: Pages,
                  limits: Limits | None = None, token: str | None = None) -> None:
         self.handler = handler
+        """None on a port that serves its pages alone (a metrics port)."""
         self.pages = pages
         self.limits = limits or Limits()
         self.token = None if token is None else f"Bearer {token}".encode()
