@@ -25,6 +25,7 @@ from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
 from infrakit.plugins.group.health import HealthJudge
+from infrakit.plugins.group.metrics import RECONCILE_SECONDS
 from infrakit.plugins.group.plan import (
     BOOTSTRAP,
     CONFIG_TAG,
@@ -68,7 +69,7 @@ class GroupController:
 
     def __init__(self, group: str, props: GroupProperties, store: GroupStore,
                  plugins: PluginLookup, poll: float, paused: bool = False,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, resumed: bool = False) -> None:
         self.group = group
         self.store = store
         self.plugins = plugins
@@ -95,6 +96,16 @@ class GroupController:
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
         self.sha = ""
+        self.members: list[Member] = []
+        """The members as the last pass judged them (read by the metrics at a scrape)."""
+        self.decision: Plan | None = None
+        """The last pass's decision."""
+        self.reconciled = 0.0
+        """When the last pass ended."""
+        self.peak = props.target() if resumed else 0
+        """The most members the group has had, up to its target: a provision that makes up
+        for a lost member is a replacement; one beyond it, a scale-out. A resumed group is
+        taken to have had them all."""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
@@ -251,7 +262,15 @@ class GroupController:
             self.events.add("update halted", self.rollout.halted)
 
     async def reconcile(self) -> Plan | None:
-        """One pass: observe, plan, act."""
+        """One pass: observe, plan, act; timed for the metrics."""
+        started = time.perf_counter()
+        try:
+            return await self._reconcile()
+        finally:
+            RECONCILE_SECONDS.observe(time.perf_counter() - started)
+            self.reconciled = time.time()
+
+    async def _reconcile(self) -> Plan | None:
         self.passes += 1
         try:
             observed, inflight, decision = await self.observe()
@@ -260,6 +279,7 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
+        self.members, self.decision = observed, decision
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -274,6 +294,7 @@ class GroupController:
             if decision.outdated:
                 self._halt(len(launch_errors), what)
         self.events.transitions(self, decision)
+        self.peak = min(max(self.peak, len(observed)), self.props.target())
         await self.events.flush()
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)
