@@ -130,7 +130,7 @@ def test_a_group_plugin_exports_its_groups_and_its_calls_to_other_plugins(
         client.commit_group(GroupSpec(id="web", properties=props), False)
         wait_until(lambda: value(scrape(group), "infrakit_group_members", group="web",
                                  state="healthy") == 3, 10, what="3 healthy members")
-        victim = client.describe_group("web").instances[0].id
+        victim = (client.describe_group("web").instances or [])[0].id
         client.destroy_instances("web", [victim], False)
         wait_until(lambda: value(scrape(group), "infrakit_group_provisions_total",
                                  group="web", reason="replacement") == 1, 10,
