@@ -196,3 +196,30 @@ def test_a_manager_says_it_leads(start_plugin: StartPlugin,
     samples = parse(get(port)[1].decode())
     assert value(samples, "infrakit_manager_leader") == 1
     assert value(samples, "infrakit_manager_term") == 1
+
+
+def test_the_page_says_what_prometheus_client_would_say() -> None:
+    """The text writer of the page against ``generate_latest``: escaped label values,
+    infinities, counters with their creation time, a histogram, an info metric."""
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        Info,
+        generate_latest,
+    )
+
+    from infrakit.rpc.metrics import exposition
+
+    registry = CollectorRegistry()
+    Counter("made", "things made", ["why"], registry=registry).labels('a "b"\\\nc').inc(3)
+    gauge = Gauge("level", "a level\nof two lines", ["k"], registry=registry)
+    gauge.labels("up").set(float("inf"))
+    gauge.labels("down").set(-0.5)
+    Histogram("took_seconds", "durations", registry=registry).observe(0.3)
+    Info("build", "the build", registry=registry).info({"version": "1"})
+    ours = exposition(registry.collect()).decode()
+    assert parse(ours) == parse(generate_latest(registry).decode())
+    assert 'made_total{why="a \\"b\\"\\\\\\nc"} 3.0' in ours
+    assert "# HELP level a level\\nof two lines" in ours

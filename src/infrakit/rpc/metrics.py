@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
+import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from infrakit.rpc.http import Page
@@ -117,9 +119,72 @@ def metrics_page(_query: bytes) -> Page:
     """``GET /metrics``: every collector of the default registry (this module's, and those
     other modules registered, such as the group controller's), as Prometheus text."""
     global _registered
-    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client import REGISTRY
 
     if not _registered:
         REGISTRY.register(STATS)
         _registered = True
-    return Page(generate_latest(REGISTRY), TEXT_FORMAT)
+    return Page(exposition(REGISTRY.collect()), TEXT_FORMAT)
+
+
+_PLAIN_TYPES = {"counter", "gauge", "histogram"}
+_LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_ESCAPED = re.compile(r'[\\\n"]')
+
+
+class _One:
+    """One family, as a collector: what ``generate_latest`` takes."""
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> list[Metric]:
+        return [self.family]
+
+
+def exposition(families: Iterable[Metric]) -> bytes:
+    """``families`` in the Prometheus text format. A counter, gauge or histogram with plain
+    names and no timestamps (every family of ours) is written here, at about a fifth of
+    the cost of ``prometheus_client.generate_latest`` (whose care for every name and label
+    made a scrape of 100 groups take 15 ms of CPU); any other family is written by
+    ``generate_latest`` itself."""
+    from prometheus_client import generate_latest
+
+    out: list[str] = []
+    for family in families:
+        if not _plain(family):
+            out.append(generate_latest(_One(family)).decode())
+            continue
+        name = family.name + "_total" if family.type == "counter" else family.name
+        doc = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n")
+        out.extend(f"{s.name}{_labels(s.labels)} {_number(s.value)}\n" for s in family.samples)
+    return "".join(out).encode()
+
+
+def _plain(family: Metric) -> bool:
+    """Whether the family is one :func:`exposition` writes itself."""
+    samples = family.samples
+    return (family.type in _PLAIN_TYPES and bool(_LEGACY_NAME.match(family.name))
+            and not any(s.timestamp is not None or s.exemplar is not None
+                        or s.name.endswith("_created") for s in samples)
+            and all(_LEGACY_NAME.match(k) and ":" not in k
+                    for k in {k for s in samples for k in s.labels}))
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _escape(value: str) -> str:
+    if not _ESCAPED.search(value):
+        return value
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value == value and value not in (math.inf, -math.inf):
+        return repr(float(value))
+    return "NaN" if value != value else "+Inf" if value > 0 else "-Inf"
