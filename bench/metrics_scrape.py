@@ -1,7 +1,8 @@
 """What one scrape of a group plugin's ``/metrics`` costs with 100 groups of 100 members
 (10,000 in all), on its socket and on its ``--metrics-listen`` TCP port: the median and the
 95th percentile of ``--scrapes`` scrapes each, one after the other, once every group has
-converged and its passes go on as usual (every 5 s, by default)."""
+converged and its passes go on as usual (every 5 s, by default); and the CPU the group
+process spends per scrape, beyond what its passes take."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.group_converge import spec
-from bench.stack import PARENT_HELP, plugin_stack
+from bench.stack import PARENT_HELP, cpu_seconds, plugin_stack
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from tests.helpers import http_request
@@ -76,9 +77,18 @@ def main() -> None:
         print(f"{args.groups} groups of {args.members} converged in "
               f"{time.monotonic() - started:.0f} s", flush=True)
         time.sleep(2 * args.poll)
+        pid = stack.pid("group")
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(2 * args.poll)  # the CPU the passes take, without scrapes
+        cpu1, t1 = cpu_seconds(pid), time.monotonic()
         sock_times, body = zip(*(over_socket(stack.socket("group"))
                                  for _ in range(args.scrapes)), strict=True)
         tcp_times, _ = zip(*(over_tcp(port) for _ in range(args.scrapes)), strict=True)
+        cpu2, t2 = cpu_seconds(pid), time.monotonic()
+        at_rest = (cpu1 - cpu0) / (t1 - t0)
+        print(f"group process CPU per scrape: "
+              f"{(cpu2 - cpu1 - at_rest * (t2 - t1)) / (2 * args.scrapes) * 1e3:.1f} ms "
+              f"(the passes' own {at_rest * 1e3:.0f} ms/s taken out)")
         text = body[-1].decode()
         samples = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
         healthy = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

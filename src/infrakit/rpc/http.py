@@ -110,10 +110,13 @@ class _Message:
 class _Reader:
     """The parser's callbacks: what the request being read says, as it arrives."""
 
-    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None) -> None:
+    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None,
+                 pages_only: bool) -> None:
         self._conn = conn
         self._limits = limits
         self._token = token
+        self._pages_only = pages_only
+        """A port that serves its pages alone: no call reaches the plugin."""
         self.parser = httptools.HttpRequestParser(self)
         self.head = 0
         """Bytes of the request head read so far; -1 while a body is read."""
@@ -195,7 +198,7 @@ class _Reader:
         path = b"".join(self._url).split(b"?", 1)[0]
         if path in self._conn.pages:
             return None if method == b"GET" else _plain(405, "use GET", "Allow: GET\r\n")
-        if self._conn.pages_only:
+        if self._pages_only:
             return _plain(404, "not found: this port serves GET "
                           + " and ".join(p.decode("latin-1") for p in self._conn.pages))
         if path != b"/":
@@ -240,8 +243,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
-        self.pages_only = server.handler is None
-        self._reader = _Reader(self, server.limits, server.token)
+        self._reader = _Reader(self, server.limits, server.token, server.handler is None)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
@@ -440,10 +442,9 @@ class _Connection(asyncio.Protocol):
                 self._send(msg, msg.early)
                 continue
             if msg.method == b"GET":
-                self._send(msg, self._page(msg.target))
+                self._send(msg, _page(self.pages, msg.target))
                 continue
-            assert self._server.handler is not None  # refused early on a pages-only port
-            coro = self._server.handler(msg.body)
+            coro = cast(BodyHandler, self._server.handler)(msg.body)  # None: refused early
             try:
                 step = coro.send(None)
             except StopIteration as done:
@@ -454,15 +455,6 @@ class _Connection(asyncio.Protocol):
                 return
             self.deadline = float("inf")
             self._pending = self._loop.create_task(self._finish(msg, coro, step))
-
-    def _page(self, target: bytes) -> bytes:
-        path, _, query = target.partition(b"?")
-        try:
-            page = self.pages[path](query)
-        except Exception:
-            log.exception("page %s failed", path.decode("latin-1"))
-            return _plain(500, "internal error")
-        return _response(200, page.body, page.ctype)
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
@@ -539,6 +531,17 @@ class _Refused(Exception):
 
 def _ok(answer: bytes | None) -> bytes:
     return _response(200, b"" if answer is None else answer)
+
+
+def _page(pages: Pages, target: bytes) -> bytes:
+    """The answer to a ``GET`` of one of ``pages``."""
+    path, _, query = target.partition(b"?")
+    try:
+        page = pages[path](query)
+    except Exception:
+        log.exception("page %s failed", path.decode("latin-1"))
+        return _plain(500, "internal error")
+    return _response(200, page.body, page.ctype)
 
 
 async def _resume(coro: Coroutine[Any, Any, T], step: Any) -> T:

@@ -25,7 +25,7 @@ from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
 from infrakit.plugins.group.health import HealthJudge
-from infrakit.plugins.group.metrics import RECONCILE_SECONDS
+from infrakit.plugins.group.metrics import LastPass
 from infrakit.plugins.group.plan import (
     BOOTSTRAP,
     CONFIG_TAG,
@@ -96,16 +96,8 @@ class GroupController:
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
         self.sha = ""
-        self.members: list[Member] = []
-        """The members as the last pass judged them (read by the metrics at a scrape)."""
-        self.decision: Plan | None = None
-        """The last pass's decision."""
-        self.reconciled = 0.0
-        """When the last pass ended."""
-        self.peak = props.target() if resumed else 0
-        """The most members the group has had, up to its target: a provision that makes up
-        for a lost member is a replacement; one beyond it, a scale-out. A resumed group is
-        taken to have had them all."""
+        self.last = LastPass(peak=props.target() if resumed else 0)
+        """What the last pass met, for the metrics (a resumed group had all its members)."""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
@@ -171,7 +163,8 @@ class GroupController:
             self._wake.clear()
             acted = False
             try:
-                decision = await self.reconcile()
+                with self.last.timed():
+                    decision = await self.reconcile()
                 acted = decision is not None and not decision.idle
             except Exception as exc:  # a bug of ours: keep the loop, say so
                 log.exception("group %s: reconcile failed", self.group)
@@ -262,15 +255,7 @@ class GroupController:
             self.events.add("update halted", self.rollout.halted)
 
     async def reconcile(self) -> Plan | None:
-        """One pass: observe, plan, act; timed for the metrics."""
-        started = time.perf_counter()
-        try:
-            return await self._reconcile()
-        finally:
-            RECONCILE_SECONDS.observe(time.perf_counter() - started)
-            self.reconciled = time.time()
-
-    async def _reconcile(self) -> Plan | None:
+        """One pass: observe, plan, act."""
         self.passes += 1
         try:
             observed, inflight, decision = await self.observe()
@@ -279,7 +264,7 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
-        self.members, self.decision = observed, decision
+        self.last.members, self.last.decision = observed, decision
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -294,7 +279,7 @@ class GroupController:
             if decision.outdated:
                 self._halt(len(launch_errors), what)
         self.events.transitions(self, decision)
-        self.peak = min(max(self.peak, len(observed)), self.props.target())
+        self.last.peak = min(max(self.last.peak, len(observed)), self.props.target())
         await self.events.flush()
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)

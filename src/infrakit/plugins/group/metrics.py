@@ -13,13 +13,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from infrakit.plugins.group.plan import Verdict
+from infrakit.plugins.group.plan import Member, Plan, Verdict
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -38,6 +40,31 @@ STATES = {Verdict.HEALTHY: "healthy", Verdict.UNHEALTHY: "unhealthy",
 
 UPDATE_STATES = ("idle", "updating", "paused", "halted")
 
+
+@dataclass
+class LastPass:
+    """What a group's last reconcile pass met, read by the metrics at a scrape."""
+
+    members: list[Member] = field(default_factory=list)
+    """As the pass judged them."""
+    decision: Plan | None = None
+    ended: float = 0.0
+    """When the last pass of the control loop ended (Unix time)."""
+    peak: int = 0
+    """The most members the group has had, up to its target: a provision that makes up for
+    a lost member is a replacement, one beyond it a scale-out (see
+    :func:`~infrakit.plugins.group.events.provision_reasons`)."""
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Time a pass of the control loop, into the histogram and :attr:`ended`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            RECONCILE_SECONDS.observe(time.perf_counter() - started)
+            self.ended = time.time()
+
 _verdict = attrgetter("verdict")
 
 
@@ -48,7 +75,7 @@ def update_state(c: GroupController) -> str:
         return "halted"
     if c.rollout.paused:
         return "paused"
-    return "updating" if c.decision is not None and c.decision.outdated else "idle"
+    return "updating" if c.last.decision is not None and c.last.decision.outdated else "idle"
 
 
 class _Families:
@@ -98,10 +125,11 @@ class _Families:
 
     def add(self, c: GroupController, now: float) -> None:
         gid = c.group
-        by_state = Counter(STATES[v] for v in map(_verdict, c.members))
+        last = c.last
+        by_state = Counter(STATES[v] for v in map(_verdict, last.members))
         for state in ("healthy", "unhealthy", "starting", "unknown"):
             self.members.add_metric([gid, state], by_state[state])
-        decision = c.decision
+        decision = last.decision
         self.members.add_metric([gid, "outdated"], decision.outdated if decision else 0)
         self.desired.add_metric([gid], c.props.target())
         self.converged.add_metric([gid], int(decision is not None and decision.converged))
@@ -122,7 +150,7 @@ class _Families:
             self.update.add_metric([gid, s], int(s == state))
         if c.rollout.halted:
             self.halted.add_metric([gid, c.rollout.halted], 1)
-        self.last_pass.add_metric([gid], c.reconciled)
+        self.last_pass.add_metric([gid], last.ended)
 
     def all(self) -> Iterable[Metric]:
         return [self.members, self.desired, self.converged, self.provisions, self.destroys,
