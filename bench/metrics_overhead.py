@@ -2,8 +2,8 @@
 converged group (as bench/group_steady.py measures it), side by side with a checkout of
 the code from before them, in one run.
 
-The two sides alternate (this checkout, the other, the other, this one, ...), each with
-its own plugins started by its own ``infrakit``. During each window a scraper GETs
+The sides alternate (this checkout, the others, the others in reverse, this one, ...),
+each with its own plugins started by its own ``infrakit``. During each window a scraper GETs
 ``/metrics`` from the group's socket every ``--scrape`` seconds, as a Prometheus server
 would (the older code answers 404 to it, at the cost of a request). The scrapes count in
 this checkout's CPU: they are part of having metrics on.
@@ -78,8 +78,9 @@ def steady(stack: Stack, side: str, size: int, poll: float, window: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--baseline", default="/work/wt-base",
-                        help="the checkout to compare with (its .venv/bin/infrakit is used)")
+    parser.add_argument("--other", action="append", metavar="NAME=CHECKOUT",
+                        help="a checkout to compare with, named (its .venv/bin/infrakit is "
+                        "used); again for more [default: before=/work/wt-base]")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--size", type=int, default=10000)
     parser.add_argument("--poll", type=float, default=1.0, help="the group's poll interval")
@@ -87,8 +88,10 @@ def main() -> None:
     parser.add_argument("--scrape", type=float, default=5.0, help="seconds between scrapes")
     parser.add_argument("--parent", default=str(Path.home()), help=PARENT_HELP)
     args = parser.parse_args()
-    sides = {"with metrics": None,
-             "before (baseline)": str(Path(args.baseline) / ".venv" / "bin" / "infrakit")}
+    sides: dict[str, str | None] = {"with metrics": None}
+    for other in args.other or ["before=/work/wt-base"]:
+        name, _, checkout = other.partition("=")
+        sides[name] = str(Path(checkout) / ".venv" / "bin" / "infrakit")
     order = [side for i in range(args.pairs) for side in
              (list(sides) if i % 2 == 0 else list(reversed(sides)))]
     runs = []
@@ -100,11 +103,13 @@ def main() -> None:
         mine = [r.ms_per_pass for r in runs if r.side == side]
         print(f"{side}: CPU per pass {' / '.join(f'{m:.1f}' for m in mine)} ms, median "
               f"{statistics.median(mine):.1f} ms")
-    ours, base = (statistics.median([r.ms_per_pass for r in runs if r.side == s])
-                  for s in sides)
+    medians = {s: statistics.median([r.ms_per_pass for r in runs if r.side == s])
+               for s in sides}
+    for side in list(sides)[1:]:
+        print(f"with metrics / {side}: {medians['with metrics'] / medians[side]:.3f}")
     scrapes = [t for r in runs if r.side == "with metrics" for t in r.scrapes]
-    print(f"with metrics / before: {ours / base:.3f}; scrapes during the windows: "
-          f"{len(scrapes)}, median {statistics.median(scrapes) * 1e3:.1f} ms")
+    print(f"scrapes during the windows: {len(scrapes)}, median "
+          f"{statistics.median(scrapes) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
-        self.last.members, self.last.decision = observed, decision
+        self.last.decision = decision
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:

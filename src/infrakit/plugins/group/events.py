@@ -132,7 +132,7 @@ def provision_reasons(c: GroupController, decision: Plan, n: int) -> list[str]:
     if decision.outdated:
         return ["rolling update"] * n
     target = c.props.target()
-    lost = min(max(c.last.peak - len(c.last.members), 0), n)
+    lost = min(max(c.last.peak - decision.live, 0), n)
     return ([f"replacement: back to {target} members"] * lost
             + [f"scale-out: to reach {target} members"] * (n - lost))
 

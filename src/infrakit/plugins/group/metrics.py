@@ -1,8 +1,8 @@
 """The groups of this process as Prometheus metrics, read from the controllers at each
 scrape of ``GET /metrics``.
 
-A pass does no metrics work of its own beyond one histogram observation: the members by
-state are counted from the members the last pass judged, when a scrape asks; provisions,
+A pass does no metrics work of its own beyond timing itself: the members by state are the
+counts the last pass's plan made anyway (of the members not being destroyed); provisions,
 destroys, failed launches and deaths are the counts the group's event log keeps as it adds
 each event, by the same reason words the events and ``infrakit group events`` show. No
 label names a member, so a series costs the same at ten members as at ten thousand.
@@ -11,17 +11,15 @@ label names a member, so a series costs the same at ten members as at ten thousa
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from infrakit.plugins.group.plan import Member, Plan, Verdict
+from infrakit.plugins.group.plan import Plan
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -33,11 +31,6 @@ RECONCILE_SECONDS = Histogram(
     "first call to its last write (any group of this process).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
 
-STATES = {Verdict.HEALTHY: "healthy", Verdict.UNHEALTHY: "unhealthy",
-          Verdict.FAILED: "unhealthy", Verdict.STARTING: "starting",
-          Verdict.UNKNOWN: "unknown"}
-"""The state label of each verdict: a member unhealthy past its grace is still unhealthy."""
-
 UPDATE_STATES = ("idle", "updating", "paused", "halted")
 
 
@@ -45,9 +38,8 @@ UPDATE_STATES = ("idle", "updating", "paused", "halted")
 class LastPass:
     """What a group's last reconcile pass met, read by the metrics at a scrape."""
 
-    members: list[Member] = field(default_factory=list)
-    """As the pass judged them."""
     decision: Plan | None = None
+    """Its counts of members by health, of outdated members, and whether it converged."""
     ended: float = 0.0
     """When the last pass of the control loop ended (Unix time)."""
     peak: int = 0
@@ -64,9 +56,6 @@ class LastPass:
         finally:
             RECONCILE_SECONDS.observe(time.perf_counter() - started)
             self.ended = time.time()
-
-_verdict = attrgetter("verdict")
-
 
 def update_state(c: GroupController) -> str:
     """The rolling update, in one word: halted by itself, paused by an operator, under way,
@@ -85,8 +74,9 @@ class _Families:
         g = ["group"]
         self.members = GaugeMetricFamily(
             "infrakit_group_members", "Members by state as the last pass judged them: "
-            "healthy, unhealthy, starting and unknown partition the members; outdated counts "
-            "those whose config differs from the committed one.", labels=[*g, "state"])
+            "healthy, unhealthy, starting and unknown partition the members (those being "
+            "destroyed aside); outdated counts those whose config differs from the "
+            "committed one.", labels=[*g, "state"])
         self.desired = GaugeMetricFamily("infrakit_group_desired_members",
                                          "Members the committed spec asks for.", labels=g)
         self.converged = GaugeMetricFamily(
@@ -126,13 +116,14 @@ class _Families:
     def add(self, c: GroupController, now: float) -> None:
         gid = c.group
         last = c.last
-        by_state = Counter(STATES[v] for v in map(_verdict, last.members))
-        for state in ("healthy", "unhealthy", "starting", "unknown"):
-            self.members.add_metric([gid, state], by_state[state])
-        decision = last.decision
-        self.members.add_metric([gid, "outdated"], decision.outdated if decision else 0)
+        decision = last.decision or Plan()
+        starting = decision.live - decision.healthy - decision.unhealthy - decision.unknown
+        for state, count in (("healthy", decision.healthy), ("unhealthy", decision.unhealthy),
+                             ("starting", starting), ("unknown", decision.unknown),
+                             ("outdated", decision.outdated)):
+            self.members.add_metric([gid, state], count)
         self.desired.add_metric([gid], c.props.target())
-        self.converged.add_metric([gid], int(decision is not None and decision.converged))
+        self.converged.add_metric([gid], int(decision.converged))
         counts = c.events.counts
         for (kind, reason), n in sorted(counts.items()):
             if kind == "provisioned":
