@@ -83,6 +83,29 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item for item in raw.split(",") if item)
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def listen_address(raw: str) -> tuple[str, int] | None:
+    """``[HOST:]PORT`` as (host, port), the host 127.0.0.1 unless given (``[::1]:PORT``
+    for IPv6); None for the empty value, which means no listener."""
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 0 < int(port) < 65536 or (sep and not host):
+        raise ValueError("is not [HOST:]PORT with a port in 1..65535")
+    return host or LOOPBACK, int(port)
+
+
+def listen_text(address: tuple[str, int] | None) -> str:
+    """An address as :func:`listen_address` reads it back ("" for None)."""
+    if address is None:
+        return ""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def key_prefix(raw: str) -> str:
     if not raw.startswith("/") or not raw.endswith("/"):
         raise ValueError("does not start and end with /")
@@ -104,6 +127,12 @@ def waiting_timeout() -> float:
     longer than two such calls, so that when one hangs, the answer that names it comes
     back before the CLI gives up."""
     return 2 * CALL_TIMEOUT.read() + 15
+
+METRICS_LISTEN = Setting(
+    "INFRAKIT_METRICS_LISTEN", "", listen_address,
+    "Also serve GET /metrics (Prometheus text format, read-only, plain HTTP) on this TCP "
+    "port, on 127.0.0.1 unless HOST is given. The plugin's socket serves it either way.",
+    option="--metrics-listen", metavar="[HOST:]PORT")
 
 STORES = ("sqlite", "etcd")
 
@@ -141,6 +170,7 @@ MANAGER: dict[str, Setting[Any]] = {
                          "The name other machines reach the listener by [default: the address "
                          "it binds, or this machine's name].",
                          option="--advertise", metavar="HOST"),
+    "metrics_listen": METRICS_LISTEN,
 }
 """The settings of a manager, by the name of the field of
 :class:`infrakit.manager.run.Settings` each fills."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infrakit.rpc.paths import infrakit_home
-from infrakit.settings import GROUP_POLL, MANAGER
+from infrakit.settings import GROUP_POLL, MANAGER, METRICS_LISTEN
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,9 @@ def parse_kind(spec: str) -> tuple[str, str]:
 
 def serve_kind(kind: str, name: str, level: int) -> None:
     """Run the built-in plugin ``kind`` as ``name`` until SIGINT or SIGTERM, logging at
-    ``--log`` level ``level``. A kind that needs no TLS first imports asyncio without it
-    (when nothing has imported asyncio or ssl yet), so its process holds no OpenSSL."""
+    ``--log`` level ``level``, serving its metrics on $INFRAKIT_METRICS_LISTEN too if set.
+    A kind that needs no TLS first imports asyncio without it (when nothing has imported
+    asyncio or ssl yet), so its process holds no OpenSSL."""
     if not KINDS[kind].tls:
         from infrakit.rpc.eventloop import import_asyncio_without_tls
 
@@ -141,4 +142,5 @@ def serve_kind(kind: str, name: str, level: int) -> None:
     from infrakit.rpc.server import serve
 
     configure_logging(level)
-    serve(name, directory=plugin_dir(), **KINDS[kind].build(name))
+    served = {"metrics": METRICS_LISTEN.read(), **KINDS[kind].build(name)}
+    serve(name, directory=plugin_dir(), **served)

@@ -8,43 +8,25 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from click.core import ParameterSource
 
 from infrakit.cli.connect import plugin_client, remote_of, timeout_option
 from infrakit.cli.output import NL, dump, emit, output_option, printable
+from infrakit.cli.setting_option import setting_option
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import Settings, build_manager, current_leader
 from infrakit.rpc.typed import GroupClient
-from infrakit.settings import MANAGER, Setting, SettingError
+from infrakit.settings import MANAGER
 from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter, str], Any]:
-    """An option's callback: its value parsed by its setting, so that the option and its
-    variable take the same values; a bad one is named as the user gave it, option or
-    variable."""
-
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-        from_env = ctx.get_parameter_source(str(param.name)) is ParameterSource.ENVIRONMENT
-        try:
-            return setting.value(value, setting.env if from_env else setting.option)
-        except SettingError as exc:
-            raise click.UsageError(str(exc), ctx) from None
-
-    return parse
-
-
 def _setting_options(command: F) -> F:
     """An option for each of the manager's settings, passed as the field it fills."""
     for field, setting in reversed(MANAGER.items()):
-        command = click.option(setting.option, field, default=setting.default,
-                               callback=_parsed_by(setting), envvar=setting.env,
-                               show_default=bool(setting.default), show_envvar=True,
-                               metavar=setting.metavar, help=setting.help)(command)
+        command = setting_option(setting, field)(command)
     return command
 
 

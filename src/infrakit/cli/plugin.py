@@ -15,6 +15,7 @@ import click
 
 from infrakit.cli.main import log_level
 from infrakit.cli.output import emit, output_option, quiet_option
+from infrakit.cli.setting_option import setting_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
 from infrakit.rpc.paths import (
@@ -27,6 +28,7 @@ from infrakit.rpc.paths import (
     plugin_dir,
     socket_path,
 )
+from infrakit.settings import METRICS_LISTEN, listen_text
 from infrakit.supervise import Running, find_supervisor, supervisor_pid
 
 if TYPE_CHECKING:
@@ -98,11 +100,15 @@ def _log_path(name: str) -> Path:
               help="Run each plugin under a supervisor that restarts it when it crashes or "
               "is killed (after 1s, doubling to 60s while it keeps failing), saying so in "
               "its log. --no-supervise starts the plugin alone: once dead, it stays dead.")
-def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
+@setting_option(METRICS_LISTEN, "metrics_listen")
+def start(plugins: tuple[str, ...], wait: float, supervise: bool,
+          metrics_listen: tuple[str, int] | None) -> None:
     """Start built-in plugins in the background and wait until each answers.
 
     NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log. A plugin
-    that exits with status 0 (as on `infrakit plugin stop`) is not restarted.
+    that exits with status 0 (as on `infrakit plugin stop`) is not restarted. Every
+    plugin serves GET /metrics on its socket; --metrics-listen gives one plugin a TCP
+    port for it too.
     """
     from infrakit.cli.kinds import parse_kind
 
@@ -110,6 +116,10 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
         wanted = [parse_kind(p) for p in plugins]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
+    if metrics_listen is not None and len(wanted) > 1:
+        raise click.UsageError(f"{METRICS_LISTEN.option}: one port serves one plugin: start "
+                               "the plugins one at a time to give each its own port")
+    env = {**os.environ, METRICS_LISTEN.env: listen_text(metrics_listen)}
     level = log_level()
     paths = [socket_path(name) for _, name in wanted]  # refuse bad paths before any change
     _logs_for_me_alone()
@@ -127,7 +137,7 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
         log = _log_path(name)
         try:
             proc = _spawn([sys.executable, "-m", "infrakit", "--log", str(level), "plugin",
-                           "run", f"{kind}:{name}"], path if supervise else None, log)
+                           "run", f"{kind}:{name}"], path if supervise else None, log, env)
         except click.ClickException as exc:
             failed.append(f"{name}: {exc.message}")
             continue
@@ -181,9 +191,11 @@ def _open_log(log: Path) -> int:
     return fd
 
 
-def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` detached, logging to ``log``; under a supervisor (see
-    :mod:`infrakit.supervise`) watching the socket ``supervised``, unless that is None."""
+def _spawn(command: list[str], supervised: Path | None, log: Path,
+           env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``command`` detached with environment ``env``, logging to ``log``; under a
+    supervisor (see :mod:`infrakit.supervise`) watching the socket ``supervised``, unless
+    that is None."""
     import subprocess
 
     if supervised is not None:
@@ -191,7 +203,7 @@ def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess
     out = _open_log(log)
     try:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, env=env)
     finally:
         os.close(out)
 

@@ -60,6 +60,12 @@ class ElectedGroup:
         self._rpc: AsyncRPCClient | None = None
         """The connection to the leader that calls are forwarded to (kept alive)."""
 
+    @property
+    def term(self) -> int:
+        """The term this manager leads in (etcd's revision of its election); 0 while it
+        follows."""
+        return self.election.term if self._leading is not None else 0
+
     # -- the server's hooks ---------------------------------------------------------------
 
     async def start(self) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from infrakit.manager.leader_info import LeaderInfo
 from infrakit.manager.leadership import Leadership
+from infrakit.manager.metrics import watch_manager
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
@@ -51,6 +52,8 @@ class Settings:
     token_file: str
     advertise: str
     """The host name other machines reach this manager's listener by."""
+    metrics_listen: tuple[str, int] | None
+    """Where to serve ``GET /metrics`` over plain HTTP too, if anywhere."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,9 +98,11 @@ class StoreKind(Generic[S, L]):
     """The store, as ``infrakit manager status`` names it."""
     store: Callable[[Settings], S]
     leadership: Callable[[Settings], L]
-    serve: Callable[[S, L, LeaderInfo, float, Settings], object]
+    serve: Callable[[S, L, LeaderInfo, float, Settings], Any]
     """The group plugin a manager serves, from its store, its leadership, what it records
     of itself when it leads, and the controllers' poll."""
+    term: Callable[[Any], int]
+    """The term the group plugin that ``serve`` made leads in; 0 while it does not lead."""
 
 
 def _manager_home() -> Path:
@@ -157,9 +162,9 @@ def _serve_elected(store: EtcdStore, election: EtcdLeadership, me: LeaderInfo, p
 
 
 _SQLITE = StoreKind(lambda s: f"sqlite:{_sqlite_path()}", _sqlite_store,
-                    _lock_leadership, _lead_then_serve)
+                    _lock_leadership, _lead_then_serve, lambda _group: 1)
 _ETCD = StoreKind(lambda s: f"etcd:{','.join(s.endpoints)}", _etcd_store, _etcd_leadership,
-                  _serve_elected)
+                  _serve_elected, lambda group: group.term)
 STORE_KINDS: dict[str, StoreKind[Any, Any]] = {"sqlite": _SQLITE, "etcd": _ETCD}
 """By the names :data:`infrakit.settings.STORES` accepts."""
 
@@ -180,4 +185,5 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
     me = LeaderInfo.me(kind.where(settings), str(socket_path(name).absolute()),
                        tcp.url(settings.advertise or None) if tcp else "")
     group = kind.serve(kind.store(settings), kind.leadership(settings), me, poll, settings)
-    return {"group": group, "tcp": tcp}
+    watch_manager(lambda: kind.term(group))
+    return {"group": group, "tcp": tcp, "metrics": settings.metrics_listen}

@@ -12,6 +12,7 @@ import http.client
 import os
 import re
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,11 @@ class AsyncRPCClient:
 
         self.path = Path(path) if remote is None else remote.url
         self._socket = Path(path) if remote is None else None
+        from infrakit.rpc.metrics import STATS  # not on the CLI's path: it logs
+
+        self._stats = STATS
+        self.label = Path(path).name if remote is None else remote.url
+        """The plugin, as the metrics of the calls made to it name it."""
         self.timeout = timeout
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
@@ -250,14 +256,18 @@ class AsyncRPCClient:
         if self._socket is not None:
             _trusted(self._socket)
         rid, body = jsonrpc.encode_request(method, params)
+        started = time.perf_counter()
         try:
             async with self._session.post(self._url, data=body, headers=self._headers) as resp:
                 data = await resp.read()
                 status = resp.status
         except TimeoutError:
+            self._stats.made(self.label, method, False, time.perf_counter() - started)
             raise PluginUnreachable(self.path, f"no answer within {self.timeout:g}s") from None
         except aiohttp.ClientError as exc:
+            self._stats.made(self.label, method, False, time.perf_counter() - started)
             raise PluginUnreachable(self.path, str(exc)) from None
+        self._stats.made(self.label, method, True, time.perf_counter() - started)
         _check_status(status, data)
         return jsonrpc.decode_response(data, result_type, rid)
 

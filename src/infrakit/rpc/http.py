@@ -121,10 +121,13 @@ class _Message:
 class _Reader:
     """The parser's callbacks: what the request being read says, as it arrives."""
 
-    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None) -> None:
+    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None,
+                 pages_only: bool) -> None:
         self._conn = conn
         self._limits = limits
         self._token = token
+        self._pages_only = pages_only
+        """A port that serves its pages alone: no call reaches the plugin."""
         self.parser = httptools.HttpRequestParser(self)
         self.head = 0
         """Bytes of the request head read so far; -1 while a body is read."""
@@ -206,6 +209,9 @@ class _Reader:
         path = b"".join(self._url).split(b"?", 1)[0]
         if path in self._conn.pages:
             return None if method == b"GET" else _plain(405, "use GET", "Allow: GET\r\n")
+        if self._pages_only:
+            return _plain(404, "not found: this port serves GET "
+                          + " and ".join(p.decode("latin-1") for p in self._conn.pages))
         if path != b"/":
             return _plain(404, "not found: POST JSON-RPC 2.0 requests to /")
         if method != b"POST":
@@ -248,7 +254,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
-        self._reader = _Reader(self, server.limits, server.token)
+        self._reader = _Reader(self, server.limits, server.token, server.handler is None)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
@@ -449,7 +455,7 @@ class _Connection(asyncio.Protocol):
             if msg.method == b"GET":
                 self._send(msg, _page(self.pages, msg.target))
                 continue
-            coro = self._server.handler(msg.body)
+            coro = cast(BodyHandler, self._server.handler)(msg.body)  # None: refused early
             try:
                 step = coro.send(None)
             except StopIteration as done:
@@ -562,9 +568,10 @@ async def _resume(coro: Coroutine[Any, Any, T], step: Any) -> T:
 class HTTPServer:
     """Owns the listening socket and every connection."""
 
-    def __init__(self, handler: BodyHandler, pages: Pages,
+    def __init__(self, handler: BodyHandler | None, pages: Pages,
                  limits: Limits | None = None, token: str | None = None) -> None:
         self.handler = handler
+        """None on a port that serves its pages alone (a metrics port)."""
         self.pages = pages
         self.limits = limits or Limits()
         self.token = None if token is None else f"Bearer {token}".encode()

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,8 @@ import msgspec
 from infrakit.rpc import eventloop
 from infrakit.rpc.dispatch import DEFAULT_WORKERS, HANDSHAKE_METHODS, Dispatcher, Plugins
 from infrakit.rpc.http import HTTPServer, Limits, Page, Pages
-from infrakit.rpc.lifecycle import SocketClaim
+from infrakit.rpc.lifecycle import SocketClaim, bind_tcp
+from infrakit.rpc.metrics import metrics_page
 from infrakit.rpc.paths import plugin_dir
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ class PluginServer:
         self.dispatcher = dispatcher
         self.claim = claim
         self._servers = servers
-        """The UNIX socket's, then the TCP listener's if there is one."""
+        """The UNIX socket's, then the TCP listener's and the metrics port's, if any."""
         self._grace = grace
 
     @property
@@ -84,31 +86,40 @@ class PluginServer:
         workers: int = DEFAULT_WORKERS,
         grace: float = DEFAULT_GRACE,
         tcp: TcpListener | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> PluginServer:
-        """Claim the socket and start answering on it (and on ``tcp``, if given)."""
+        """Claim the socket and start answering on it (and on ``tcp``, if given; and
+        ``GET /metrics`` alone, in plain HTTP, on the TCP address ``metrics``, if given)."""
         dispatcher = Dispatcher(_served(instance, flavor, group), workers)
         info = msgspec.json.encode(
             {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
              "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
-        pages: Pages = {b"/info/api.json": lambda _query: Page(info)}
+        pages: Pages = {b"/info/api.json": lambda _query: Page(info), b"/metrics": metrics_page}
         servers = [HTTPServer(dispatcher.handle, pages, limits)]
         claim = SocketClaim(name, directory or plugin_dir())
-        listening = None
+        listening: list[socket.socket] = []
         try:
             if tcp is not None:  # refused before anything starts, if it cannot be had
                 eventloop.require_tls("a TCP listener")
-                tls, listening = tcp.server_context(), tcp.bind()
+                tls = tcp.server_context()
+                listening.append(tcp.bind())
+            if metrics is not None:
+                listening.append(bind_tcp(*metrics, "--metrics-listen"))
             await _hook(dispatcher.objects, "start")
             await servers[0].start(claim.bind())
-            if tcp is not None and listening is not None:
+            if tcp is not None:
                 servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.token))
-                await servers[1].start(listening, tls)
+                await servers[-1].start(listening[0], tls)
                 log.info("plugin %s listening on %s (TLS, token required)", name, tcp.url())
+            if metrics is not None:
+                servers.append(HTTPServer(None, {b"/metrics": metrics_page}, limits))
+                await servers[-1].start(listening[-1])
+                log.info("plugin %s serving http://%s:%d/metrics", name, *metrics)
         except BaseException:
             for server in servers:
                 await server.close(0)
-            if listening is not None:
-                listening.close()
+            for sock in listening:
+                sock.close()
             claim.release()
             dispatcher.close()
             raise
@@ -163,6 +174,7 @@ def serve(
     workers: int = DEFAULT_WORKERS,
     grace: float = DEFAULT_GRACE,
     tcp: TcpListener | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     """Serve plugin objects under ``name`` until SIGINT or SIGTERM.
 
@@ -171,8 +183,10 @@ def serve(
     Methods may be plain or ``async``; plain ones run in a pool of ``workers`` threads.
     ``limits`` bounds body size, read deadlines and connections; ``grace`` is how long
     in-flight calls may take to finish after SIGINT or SIGTERM. ``tcp`` serves the same
-    objects on a TCP port too, with TLS and a bearer token.
+    objects on a TCP port too, with TLS and a bearer token. ``metrics`` (host, port) serves
+    ``GET /metrics`` alone on a TCP port, in plain HTTP, for a Prometheus server to scrape
+    (the socket serves it too).
     """
     eventloop.run(serve_async(name, instance=instance, flavor=flavor, group=group,
                               directory=directory, limits=limits, workers=workers, grace=grace,
-                              tcp=tcp))
+                              tcp=tcp, metrics=metrics))

@@ -25,6 +25,7 @@ from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
 from infrakit.plugins.group.health import HealthJudge
+from infrakit.plugins.group.metrics import LastPass
 from infrakit.plugins.group.plan import (
     BOOTSTRAP,
     CONFIG_TAG,
@@ -68,7 +69,7 @@ class GroupController:
 
     def __init__(self, group: str, props: GroupProperties, store: GroupStore,
                  plugins: PluginLookup, poll: float, paused: bool = False,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, resumed: bool = False) -> None:
         self.group = group
         self.store = store
         self.plugins = plugins
@@ -95,6 +96,8 @@ class GroupController:
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
         self.sha = ""
+        self.last = LastPass(peak=props.target() if resumed else 0)
+        """What the last pass met, for the metrics (a resumed group had all its members)."""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
@@ -160,7 +163,8 @@ class GroupController:
             self._wake.clear()
             acted = False
             try:
-                decision = await self.reconcile()
+                with self.last.timed():
+                    decision = await self.reconcile()
                 acted = decision is not None and not decision.idle
             except Exception as exc:  # a bug of ours: keep the loop, say so
                 log.exception("group %s: reconcile failed", self.group)
@@ -260,6 +264,7 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
+        self.last.decision = decision
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -274,6 +279,7 @@ class GroupController:
             if decision.outdated:
                 self._halt(len(launch_errors), what)
         self.events.transitions(self, decision)
+        self.last.peak = min(max(self.last.peak, len(observed)), self.props.target())
         await self.events.flush()
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)

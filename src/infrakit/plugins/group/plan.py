@@ -86,6 +86,10 @@ class Plan:
     """In-flight keys whose work is over: described, gone, or past the deadline."""
     outdated: int = 0
     unhealthy: int = 0
+    healthy: int = 0
+    unknown: int = 0
+    live: int = 0
+    """Members not being destroyed: healthy, unhealthy, unknown, or starting (the rest)."""
     breaker_open: bool = False
     """Too many members are unhealthy at once: no member is replaced for its health."""
     batch: bool = False
@@ -121,7 +125,8 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
             pending.append(op)
     census = _Census.of(observed, destroying, desired.config_sha, out)
     out.outdated = len(census.outdated)
-    out.unhealthy = census.unhealthy
+    out.unhealthy, out.healthy, out.unknown = census.unhealthy, census.healthy, census.unknown
+    out.live = len(census.live)
     out.breaker_open = out.unhealthy > desired.max_unhealthy
     may_start_batch = now - last_batch >= desired.batch_pause
     if desired.logical_ids:

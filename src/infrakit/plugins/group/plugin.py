@@ -18,6 +18,7 @@ import msgspec
 
 from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
+from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.sizing import size_of, too_large
@@ -65,6 +66,7 @@ class GroupPlugin:
         return self._locks.setdefault(gid, asyncio.Lock())
 
     async def start(self) -> None:
+        COLLECTOR.watched[id(self)] = self._controllers
         for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
             try:
                 spec = _decode_spec(raw)
@@ -75,7 +77,7 @@ class GroupPlugin:
                 log.error("group %s: %s", gid, self._unloaded[gid])
                 continue
             destroying = await asyncio.to_thread(self.store.destroying, gid)
-            self._watch(spec, props, destroying)
+            self._watch(spec, props, destroying, resumed=True)
             await self._remember_previous(gid)
             log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
                      "finishes it" if destroying else "resumed")
@@ -96,15 +98,17 @@ class GroupPlugin:
         if self._endings:
             await asyncio.wait(list(self._endings.values()), timeout=wait)
         await asyncio.gather(*(c.stop(wait) for c in self._controllers.values()))
+        COLLECTOR.watched.pop(id(self), None)
         await self.plugins.close()
 
-    def _watch(self, spec: GroupSpec, props: GroupProperties, destroying: bool = False) -> None:
+    def _watch(self, spec: GroupSpec, props: GroupProperties, destroying: bool = False,
+               resumed: bool = False) -> None:
         self._specs[spec.id] = spec
         controller = self._controllers.get(spec.id)
         if controller is None:
             paused = self.store.paused(spec.id)
             controller = GroupController(spec.id, props, self.store, self.plugins, self.poll,
-                                         paused, self.fence)
+                                         paused, self.fence, resumed)
             controller.destroying = destroying
             self._controllers[spec.id] = controller
             controller.start()
