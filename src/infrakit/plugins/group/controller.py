@@ -189,7 +189,8 @@ class GroupController:
         about each member's health and the instance plugin about the members that ended;
         without, reuse what the last pass learnt (so that DescribeGroup costs one call, not
         one per member). The members' properties are described when asked for, and by
-        default only to judge (a flavor's health probe may be aimed by them)."""
+        default only to judge with a check that refers to them (a probe aimed by
+        ``{{ .Properties.port }}``)."""
         # In-flight records first, then the description: an operation that ends in between
         # then errs on the safe side (a finished destroy's instance is simply gone; a
         # finished provision counts twice for a pass, which delays, never duplicates). The
@@ -197,7 +198,8 @@ class GroupController:
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
         instance = self.plugins.instance(self.props.instance.plugin)
         observed = await instance.describe_instances(
-            {GROUP_TAG: self.group}, judge if properties is None else properties)
+            {GROUP_TAG: self.group},
+            judge and self.health.wants_properties() if properties is None else properties)
         if judge:
             members = await self._judge(instance, observed)
         else:
