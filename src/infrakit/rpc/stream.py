@@ -1,0 +1,92 @@
+"""Streamed answers on a plugin socket: a ``GET`` page that stays open and sends chunks as
+they come (server-sent events on ``/events``), as the reference's broker does.
+
+The head goes out with the first chunk, not before (a subscriber to a quiet topic gets no
+bytes at all, as from the reference); each chunk is one HTTP chunk. A client that does not
+read holds at most the transport's buffer and :data:`BACKLOG` chunks, and a chunk that could
+not be sent within :data:`SLOW_CONSUMER` seconds is skipped, as the reference's broker skips
+a subscriber it waited a second for. The server ends every stream with the last chunk when
+it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+BACKLOG = 64
+"""Chunks kept for a client whose transport's buffer is full; older ones are skipped."""
+SLOW_CONSUMER = 1.0
+"""Seconds a chunk waits for a client that does not read before it is skipped."""
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The answer to a ``GET`` page that streams: ``attach`` is called with the function
+    that sends one chunk, and returns the function that stops sending (called once the
+    client has left or the server closes)."""
+
+    attach: Callable[[Sink], Callable[[], None]]
+    ctype: str = "text/event-stream"
+    headers: str = ""
+    """Header lines beyond Content-Type and Transfer-Encoding, each ending in CRLF."""
+
+
+class StreamWriter:
+    """One connection's streamed answer."""
+
+    def __init__(self, transport: asyncio.Transport, stream: Stream) -> None:
+        self._transport = transport
+        self._head: bytes | None = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {stream.ctype}\r\n{stream.headers}"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+        self._backlog: collections.deque[tuple[float, bytes]] = collections.deque(
+            maxlen=BACKLOG)
+        self.paused = False
+        self.skipped = 0
+        """Chunks this client did not get because it did not read them in time."""
+        self._detach = stream.attach(self.send)
+
+    def send(self, chunk: bytes) -> None:
+        if self._transport.is_closing():
+            return
+        if self.paused:
+            if len(self._backlog) == self._backlog.maxlen:
+                self.skipped += 1
+            self._backlog.append((time.monotonic(), chunk))
+            return
+        self._write(chunk)
+
+    def _write(self, chunk: bytes) -> None:
+        head, self._head = self._head, None
+        self._transport.write(b"".join((head or b"", f"{len(chunk):x}\r\n".encode(), chunk,
+                                        b"\r\n")))
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """The client reads again: send what waited, less what waited too long."""
+        self.paused = False
+        oldest = time.monotonic() - SLOW_CONSUMER
+        while self._backlog and not self.paused:
+            sent, chunk = self._backlog.popleft()
+            if sent < oldest:
+                self.skipped += 1
+            else:
+                self._write(chunk)
+
+    def end(self) -> None:
+        """Stop sending; end the answer with the last chunk if it had begun."""
+        self.detach()
+        if self._head is None and not self._transport.is_closing():
+            self._transport.write(b"0\r\n\r\n")
+
+    def detach(self) -> None:
+        detach, self._detach = self._detach, lambda: None
+        detach()
