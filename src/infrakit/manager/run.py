@@ -186,6 +186,6 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
 def served_group(group: object) -> dict[str, Any]:
     """The ``serve()`` arguments of a group plugin: Group/0.1.0, and its events (under the
     typed object ``group``) and its state as the reference's tools read them."""
-    from infrakit.plugins.group.views import EVENT_TYPE
+    from infrakit.spi.group import EVENT_TYPE
 
     return {"group": group, "event": {EVENT_TYPE: group}, "metadata": group}

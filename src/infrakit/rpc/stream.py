@@ -6,7 +6,7 @@ bytes at all, as from the reference); each chunk is one HTTP chunk. A client tha
 read holds at most the transport's buffer and :data:`BACKLOG` chunks, and a chunk that could
 not be sent within :data:`SLOW_CONSUMER` seconds is skipped, as the reference's broker skips
 a subscriber it waited a second for. The server ends every stream with the last chunk when
-it closes.
+it closes, with the head first if no chunk went before.
 """
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ class StreamWriter:
                 self._write(chunk)
 
     def end(self) -> None:
-        """Stop sending; end the answer with the last chunk if it had begun."""
+        """Stop sending, and end the answer with the last chunk (after the head, if no
+        chunk went before it), so that the client sees the stream end, not break."""
         self.detach()
-        if self._head is None and not self._transport.is_closing():
-            self._transport.write(b"0\r\n\r\n")
+        if not self._transport.is_closing():
+            head, self._head = self._head, None
+            self._transport.write((head or b"") + b"0\r\n\r\n")
 
     def detach(self) -> None:
         detach, self._detach = self._detach, lambda: None

@@ -85,6 +85,10 @@ def event_topic(kind: str) -> str:
     return kind.replace(" ", "-")
 
 
+EVENT_TYPE = "group"
+"""The typed object of Event/0.1.0 that group events are published under: a group's events
+are on the topics ``group/<ID>/<kind>``."""
+
 EVENTS_KEPT = 1000
 """Events kept per group: appending beyond drops the oldest."""
 

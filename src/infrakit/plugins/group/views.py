@@ -38,8 +38,6 @@ from infrakit.spi.tree import walk
 
 FRESH = 1.0
 """Seconds a description or status read for metadata is reused."""
-EVENT_TYPE = "group"
-"""The typed object the group events are published under."""
 TOPICS = sorted(event_topic(k) for k in EVENT_KINDS)
 
 
