@@ -84,6 +84,13 @@ def _mode(fn: Callable[..., Any]) -> Mode:
     return Mode.INLINE if is_nonblocking(fn) else Mode.THREAD
 
 
+def _objects(plugins: Plugins) -> list[object]:
+    """The plugin objects given, those behind a :class:`PathServed` too."""
+    if isinstance(plugins, PathServed):
+        return plugins.objects
+    return list(_by_type(plugins).values())
+
+
 def _by_type(plugins: Plugins) -> dict[str, object]:
     if isinstance(plugins, PathServed):  # routes by path, not by Type: served as one
         return {"": plugins}
@@ -116,8 +123,7 @@ class Dispatcher:
                     )
         self.apis = [iface.spec for iface in served]
         self._served = {iface.spec.name for iface in served} | {"Handshake"}
-        self.objects = list({id(o): o for p in served.values() for o in _by_type(p).values()}
-                            .values())
+        self.objects = list({id(o): o for p in served.values() for o in _objects(p)}.values())
         """Every plugin object served, once each: the targets of the lifecycle hooks."""
         self.methods = sorted(self._methods)
         self._handshake: dict[str, Callable[[], msgspec.Struct]] = {

@@ -3,9 +3,11 @@ they come (server-sent events on ``/events``), as the reference's broker does.
 
 The head goes out with the first chunk, not before (a subscriber to a quiet topic gets no
 bytes at all, as from the reference); each chunk is one HTTP chunk. A client that does not
-read holds at most the transport's buffer and :data:`BACKLOG` chunks, and a chunk that could
-not be sent within :data:`SLOW_CONSUMER` seconds is skipped, as the reference's broker skips
-a subscriber it waited a second for. The server ends every stream with the last chunk when
+read holds at most the transport's buffer and :data:`BACKLOG` bytes of chunks (older ones are
+skipped past that), and a chunk that could not be sent within :data:`SLOW_CONSUMER` seconds
+is skipped, as the reference's broker skips a subscriber it waited a second for. (So a burst
+of more than about a megabyte in one go, some 4,000 events, reaches a client cut to what
+fits.) The server ends every stream with the last chunk when
 it closes, with the head first if no chunk went before.
 """
 
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-BACKLOG = 64
-"""Chunks kept for a client whose transport's buffer is full; older ones are skipped."""
+log = logging.getLogger("infrakit.rpc.http")
+
+BACKLOG = 1024 * 1024
+"""Bytes of chunks kept for a client whose transport's buffer is full; older ones are
+skipped past that."""
 SLOW_CONSUMER = 1.0
 """Seconds a chunk waits for a client that does not read before it is skipped."""
 
@@ -45,8 +51,9 @@ class StreamWriter:
         self._head: bytes | None = (
             f"HTTP/1.1 200 OK\r\nContent-Type: {stream.ctype}\r\n{stream.headers}"
             "Transfer-Encoding: chunked\r\n\r\n").encode()
-        self._backlog: collections.deque[tuple[float, bytes]] = collections.deque(
-            maxlen=BACKLOG)
+        self._backlog: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._held = 0
+        """Bytes in the backlog."""
         self.paused = False
         self.skipped = 0
         """Chunks this client did not get because it did not read them in time."""
@@ -56,9 +63,11 @@ class StreamWriter:
         if self._transport.is_closing():
             return
         if self.paused:
-            if len(self._backlog) == self._backlog.maxlen:
-                self.skipped += 1
             self._backlog.append((time.monotonic(), chunk))
+            self._held += len(chunk)
+            while self._held > BACKLOG:
+                self._held -= len(self._backlog.popleft()[1])
+                self.skipped += 1
             return
         self._write(chunk)
 
@@ -76,6 +85,7 @@ class StreamWriter:
         oldest = time.monotonic() - SLOW_CONSUMER
         while self._backlog and not self.paused:
             sent, chunk = self._backlog.popleft()
+            self._held -= len(chunk)
             if sent < oldest:
                 self.skipped += 1
             else:
@@ -92,3 +102,7 @@ class StreamWriter:
     def detach(self) -> None:
         detach, self._detach = self._detach, lambda: None
         detach()
+        if self.skipped:
+            log.info("a streamed answer ended; its client missed %d chunks it did not read "
+                     "in time", self.skipped)
+            self.skipped = 0

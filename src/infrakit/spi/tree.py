@@ -120,6 +120,11 @@ class PathServed:
         self._get = getter
 
     @property
+    def objects(self) -> list[object]:
+        """Every object served, the base one first."""
+        return [*([self.base] if self.base is not None else []), *self.typed.values()]
+
+    @property
     def types(self) -> list[str]:
         """The names for ``Handshake.Types``: ``"."`` for the base object, and the typed."""
         return sorted([*self.typed, *([ROOT] if self.base is not None else [])])
