@@ -150,8 +150,10 @@ def replayed_to() -> Iterator[dict[str, Path]]:
                                                  stderr=subprocess.STDOUT))
         socks = {mode: home / "plugins" / mode for mode in ("event-time", "tracker")}
         for sock in socks.values():
-            wait_until(lambda sock=sock: sock.exists() and answers_handshake(sock), 15.0,
-                       what=f"{sock.name} to answer")
+            def ready(sock: Path = sock) -> bool:
+                return sock.exists() and answers_handshake(sock)
+
+            wait_until(ready, 15.0, what=f"{sock.name} to answer")
         yield socks
     finally:
         for proc in children:

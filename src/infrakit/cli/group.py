@@ -121,7 +121,8 @@ def _watch(ctx: click.Context, topic: str, title: str, draw: Callable[[GroupAPI]
 @quiet_option("Print only the IDs.")
 @output_option()
 @click.option("-w", "--watch", "watching", is_flag=True,
-              help="Redraw as groups are committed and change, until Ctrl-C.")
+              help="Redraw as the plugin's event stream says groups changed, until Ctrl-C: "
+                   "in place on a terminal, else each view that differs is printed.")
 @click.pass_context
 def ls(ctx: click.Context, quiet: bool, output: str, watching: bool, refresh: float) -> None:
     """List the groups being watched."""
@@ -153,7 +154,8 @@ def inspect(ctx: click.Context, group_id: str, output: str) -> None:
               "operations in flight, the rolling update, errors and the circuit breaker.")
 @output_option()
 @click.option("-w", "--watch", "watching", is_flag=True,
-              help="Redraw as the group's events say it changed, until Ctrl-C.")
+              help="Redraw as the group's events say it changed, until Ctrl-C: in place on "
+                   "a terminal, else each view that differs is printed.")
 @click.pass_context
 def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
              output: str, watching: bool, refresh: float) -> None:

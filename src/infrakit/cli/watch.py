@@ -37,7 +37,8 @@ _SAID = {
     "lost": "the event stream was lost ({reason}); reconnecting, and refreshing every {poll:g}s",
     "back": "the event stream is back",
     "unsupported": "the plugin has no event stream ({reason}); refreshing every {poll:g}s",
-    "invalid": "the plugin does not know the topic ({reason}); refreshing every {poll:g}s",
+    "invalid": "the plugin publishes no events on {topic} ({reason}); refreshing every "
+               "{poll:g}s",
 }
 
 
@@ -53,11 +54,11 @@ def follow(rpc: RPCClient, topic: str, changed: Callable[[str], None], refresh: 
         while True:
             item = sub.get(poll)
             said = ""
+            if item is not None and not isinstance(item, Notice):
+                item = _coalesce(sub)
             if isinstance(item, Notice):
                 poll = refresh if item.state == "back" else min(refresh, fallback)
-                said = _SAID[item.state].format(reason=item.reason, poll=poll)
-            elif item is not None:
-                _coalesce(sub)
+                said = _SAID[item.state].format(reason=item.reason, poll=poll, topic=topic)
             changed(said)
     except KeyboardInterrupt:
         pass
@@ -65,11 +66,15 @@ def follow(rpc: RPCClient, topic: str, changed: Callable[[str], None], refresh: 
         sub.close()
 
 
-def _coalesce(sub: Subscription) -> None:
-    """Take the events that follow the first within :data:`COALESCE` seconds."""
+def _coalesce(sub: Subscription) -> Notice | None:
+    """Take the events that follow the first within :data:`COALESCE` seconds; a notice
+    among them ends the burst, and is returned."""
     end = time.monotonic() + COALESCE
-    while (left := end - time.monotonic()) > 0 and sub.get(left) is not None:
-        pass
+    while (left := end - time.monotonic()) > 0:
+        item = sub.get(left)
+        if item is None or isinstance(item, Notice):
+            return item
+    return None
 
 
 def capture(draw: Callable[[], None]) -> str:

@@ -46,12 +46,10 @@ class Broker:
                 publish_on(self.publisher(name))
 
     def publisher(self, namespace: str) -> Publish:
-        def publish(event: Event) -> None:
-            if namespace:
-                event.topic = f"{namespace}/{event.topic}"
-            self.publish(event)
+        return _Publisher(self, namespace)
 
-        return publish
+    def wanted(self) -> bool:
+        return bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
         """Send ``event`` to every stream whose topic it matches, encoded once."""
@@ -82,6 +80,21 @@ class Broker:
         self._subscribers[key] = (topic, sink)
         log.debug("event stream opened on %s (%d open)", topic, len(self._subscribers))
         return lambda: self._subscribers.pop(key, None) and None
+
+
+class _Publisher:
+    """Publishes the events of one object, under its type name."""
+
+    def __init__(self, broker: Broker, namespace: str) -> None:
+        self._broker = broker
+        self._prefix = f"{namespace}/" if namespace else ""
+
+    def __call__(self, event: Event) -> None:
+        event.topic = self._prefix + event.topic
+        self._broker.publish(event)
+
+    def wanted(self) -> bool:
+        return self._broker.wanted()
 
 
 def _at_once(coro: Coroutine[Any, Any, Any]) -> Any:

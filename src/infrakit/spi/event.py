@@ -9,7 +9,7 @@ runtime hands it the function that publishes one (``PublishOn`` in the reference
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+import re
 from typing import Any, Protocol
 
 import msgspec
@@ -38,8 +38,16 @@ class Event(Wire, kw_only=True):
     """Set only by a client: why the stream could not be had (``http-status:404``)."""
 
 
-Publish = Callable[[Event], None]
-"""Publishes one event to the subscribers of its topic; called on the event loop."""
+class Publish(Protocol):
+    """What the runtime hands a plugin to publish its events with, on the event loop."""
+
+    def __call__(self, event: Event) -> None:
+        """Send ``event`` to the subscribers of its topic."""
+        ...
+
+    def wanted(self) -> bool:
+        """Whether anyone follows the events now: a plugin need not make them if not."""
+        ...
 
 
 class EventPlugin(Protocol):
@@ -65,27 +73,24 @@ def timestamp(seconds: float) -> str:
 def sse_data(event: Event) -> bytes:
     """The event as the reference's broker writes it: ``data: <json>\\n\\n``, the JSON
     being Go's ``MarshalIndent(v, "", "")`` with its newlines removed (``": "`` after a key,
-    a bare ``,`` between members), keys in the struct's order, Type and Data left out when
-    empty."""
+    a bare ``,`` between members, ``<>&`` escaped), keys in the struct's order, Type and
+    Data left out when empty. (A float that is a whole number keeps its ``.0``.)"""
     fields: dict[str, Any] = {"Topic": event.topic}
     if event.type:
         fields["Type"] = event.type
     fields.update(ID=event.id, Timestamp=event.timestamp, Received=event.received)
     if event.data is not None:
-        fields["Data"] = msgspec.to_builtins(event.data)
-    return b"data: " + _go_json(fields).encode() + b"\n\n"
+        fields["Data"] = event.data
+    # one member a line, indented by depth: the lines joined again are Go's text (a JSON
+    # string holds no raw new line); <, > and & appear only in strings, which Go escapes
+    lines = msgspec.json.format(msgspec.json.encode(fields), indent=1)
+    return b"data: " + _GO_ESCAPES.sub(lambda m: _GO_ESCAPED[m[0]],
+                                       _INDENT.sub(b"", lines)) + b"\n\n"
 
 
-def _go_json(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_go_json(str(k))}: {_go_json(v)}"
-                              for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_go_json(v) for v in value) + "]"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    return msgspec.json.encode(value).decode().replace("<", "\\u003c").replace(
-        ">", "\\u003e").replace("&", "\\u0026")
+_INDENT = re.compile(rb"\n *")
+_GO_ESCAPES = re.compile(rb"[<>&]")
+_GO_ESCAPED = {b"<": rb"\u003c", b">": rb"\u003e", b"&": rb"\u0026"}
 
 
 class TopicRequest(Wire, kw_only=True):

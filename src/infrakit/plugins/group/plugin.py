@@ -277,9 +277,10 @@ class GroupPlugin:
         self._publish = publish
 
     def _published(self, events: list[GroupEvent]) -> None:
-        if self._publish is not None:
+        publish = self._publish
+        if publish is not None and publish.wanted():
             for event in events:
-                self._publish(as_event(event))
+                publish(as_event(event))
 
     @nonblocking
     def event_topics(self, topic: list[str]) -> list[str] | None:

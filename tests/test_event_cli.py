@@ -1,0 +1,243 @@
+"""Following our groups from the command line: the reference's ``infrakit event tail`` and
+``infrakit metadata ls/cat`` against our group plugin and manager, and our own
+``group ls -w``, ``group describe -w`` and ``group events --follow``, all real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, Plugin, Processes, StartPlugin
+from tests.helpers import PY, rpc, stop_process, wait_until
+
+REFERENCE = Path("/work/orig/src/github.com/docker/infrakit/build")
+"""The reference's binaries, built from its v0.5 tag."""
+
+
+def _spec(gid: str, size: int) -> dict[str, object]:
+    return {"ID": gid, "Properties": {
+        "Allocation": {"Size": size},
+        "Instance": {"Plugin": "instance-file", "Properties": {"Note": gid}},
+        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {"Tags": {"tier": "web"}}}}}
+
+
+def _members(sock: Path, gid: str) -> list[str]:
+    desc = rpc(sock, "Group.DescribeGroup", {"ID": gid})["result"]["Description"]
+    return sorted(m["ID"] for m in desc["Instances"] or [])
+
+
+class Stack:
+    """Our plugins, a group plugin (or a manager) among them, in the test's home."""
+
+    def __init__(self, cli: Cli, home: Path, group: Plugin) -> None:
+        self.cli, self.home, self.group = cli, home, group
+
+    def commit(self, gid: str, size: int) -> None:
+        spec = self.home / f"{gid}.json"
+        spec.write_text(json.dumps(_spec(gid, size)))
+        done = self.cli("group", "commit", str(spec))
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: len(_members(self.group.path, gid)) == size, 15.0,
+                   what=f"{gid} to have {size} members")
+
+    def subscribed(self, topic: str) -> None:
+        """Wait until the group plugin has a stream open on ``topic`` (said in its log)."""
+        wait_until(lambda: f"event stream opened on /{topic}" in self.group.output(), 10.0,
+                   what=f"a subscription to {topic}")
+
+
+@pytest.fixture(params=["group", "manager"])
+def stack(request: pytest.FixtureRequest, start_plugin: StartPlugin, cli: Cli, home: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Stack:
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", "0.2")
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    group = start_plugin(request.param, "group", "--log", "5")
+    stack = Stack(cli, home, group)
+    stack.commit("cattle", 2)
+    return stack
+
+
+def _reference_cli() -> Path:
+    from tests.helpers import require_engine
+
+    binary = REFERENCE / "infrakit"
+    require_engine(None if os.access(binary, os.X_OK) else
+                   f"the reference's CLI is not built at {binary}")
+    return binary
+
+
+@pytest.fixture
+def spawned(procs: Processes, home: Path) -> Iterator[list[subprocess.Popen[str]]]:
+    """Commands a test runs in the background, reading their output; stopped at the end."""
+    running: list[subprocess.Popen[str]] = []
+    yield running
+    for proc in running:
+        stop_process(proc)
+
+
+class Running:
+    """A command running in the background; what it prints, as it comes."""
+
+    def __init__(self, spawned: list[subprocess.Popen[str]], args: list[str]) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, stdin=subprocess.DEVNULL)
+        spawned.append(self.proc)
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [threading.Thread(target=lines.extend, args=(stream,), daemon=True)
+                         for stream, lines in ((self.proc.stdout, self._out),
+                                               (self.proc.stderr, self._err))]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def out(self) -> str:
+        return "".join(self._out)
+
+    @property
+    def err(self) -> str:
+        return "".join(self._err)
+
+    def interrupt(self) -> int:
+        """Ctrl-C; its exit status, once its output is all read."""
+        self.proc.send_signal(signal.SIGINT)
+        status = self.proc.wait(10)
+        for reader in self._readers:
+            reader.join(10)
+        return status
+
+
+# -- the reference's CLI ---------------------------------------------------------------------
+
+def test_the_reference_event_tail_prints_our_events_as_they_happen(
+        stack: Stack, spawned: list[subprocess.Popen[str]]) -> None:
+    ik = _reference_cli()
+    tail = Running(spawned, [str(ik), "event", "tail", "--url", "str://{{ jsonEncode . }}",
+                             "group/group/cattle/"])
+    stack.subscribed("group/cattle/")
+    stack.commit("cattle", 3)
+    wait_until(lambda: '"Topic": "group/group/cattle/provisioned"' in tail.out, 10.0,
+               what="the provision on the reference's event tail")
+    text = tail.out
+    assert '"Type": "committed"' in text
+    assert '"Reason": "Adding 1 instances to increase the group size to 3"' in text
+    new = sorted(set(_members(stack.group.path, "cattle")))
+    assert any(f'"ID": "{member}"' in text for member in new)
+
+
+def test_the_reference_metadata_reads_our_state(stack: Stack) -> None:
+    ik = str(_reference_cli())
+
+    def run(*args: str) -> str:
+        done = subprocess.run([ik, *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "group" in run("metadata", "ls").split()
+    assert run("metadata", "ls", "group/specs").split() == ["cattle"]
+    listing = run("metadata", "ls", "-a", "group")
+    assert "group/specs/cattle/Properties/Allocation/Size" in listing
+    assert "group/groups/cattle/Instances/[1]/ID" in listing
+    members = _members(stack.group.path, "cattle")
+    assert run("metadata", "cat", "group/specs/cattle/Properties/Allocation/Size",
+               "group/groups/cattle/Instances/[0]/Tags/infrakit.group",
+               "group/status/cattle/Converged").split() == ["2", "cattle", "true"]
+    assert run("metadata", "cat", "group/groups/cattle/Instances/[0]/ID").strip() in members
+    assert "group/group/cattle/provisioned" in run("event", "ls", "-al", "group")
+
+
+# -- our watch ---------------------------------------------------------------------------------
+
+def _ours(*args: str) -> list[str]:
+    return [PY, "-m", "infrakit", "--log", "5", *args]
+
+
+def _calls(err: str, method: str) -> int:
+    """How many times the command called ``method`` (its --log 5 trace)."""
+    return sum(f'"method":"{method}"' in line for line in err.splitlines()
+               if line.startswith("-> "))
+
+
+def test_describe_watch_redraws_on_events_not_on_a_poll(
+        stack: Stack, spawned: list[subprocess.Popen[str]], cli: Cli) -> None:
+    watch = Running(spawned, _ours("group", "describe", "cattle", "-w", "--refresh", "60"))
+    stack.subscribed("group/cattle/")
+
+    def last() -> str:
+        return watch.out.rsplit("\n\n", 1)[-1]
+
+    stack.commit("cattle", 3)
+    wait_until(lambda: ", 3 members" in last(), 10.0, what="the watch to show 3 members")
+    victim = _members(stack.group.path, "cattle")[0]
+    done = cli("instance", "--name", "instance-file", "destroy", victim)
+    assert done.returncode == 0, done.stderr
+    # the group replaces it; the watch shows the member gone without being asked
+    wait_until(lambda: victim not in last() and "3 members" in last(), 10.0,
+               what=f"the watch to drop {victim}")
+    assert watch.interrupt() == 0, watch.err
+    # one draw at the start and one per burst of events: not one every fraction of a second
+    assert 2 <= _calls(watch.err, "Group.DescribeGroup") <= 8, watch.err
+
+
+def test_ls_watch_shows_a_new_group_and_says_when_the_stream_drops(
+        stack: Stack, spawned: list[subprocess.Popen[str]], start_plugin: StartPlugin,
+        request: pytest.FixtureRequest) -> None:
+    watch = Running(spawned, _ours("group", "ls", "-w", "--refresh", "60"))
+    stack.subscribed("group/")
+    stack.commit("sheep", 1)
+    wait_until(lambda: "sheep" in watch.out, 10.0, what="the watch to show sheep")
+    stop_process(stack.group.proc)
+    kind = request.node.callspec.params["stack"]
+    stack.group = start_plugin(kind, "group", "--log", "5")
+    stack.subscribed("group/")
+    wait_until(lambda: "the event stream is back" in watch.err, 10.0, what="the stream back")
+    assert watch.interrupt() == 0, watch.err
+    assert "the event stream was lost" in watch.err, watch.err
+
+
+def test_events_follow_uses_the_stream(stack: Stack,
+                                       spawned: list[subprocess.Popen[str]]) -> None:
+    follow = Running(spawned, _ours("group", "events", "cattle", "--follow"))
+    stack.subscribed("group/cattle/")
+    stack.commit("cattle", 3)
+    wait_until(lambda: "Adding 1 instances" in follow.out, 10.0,
+               what="the commit on events --follow")
+    wait_until(lambda: follow.out.count("provisioned") == 3, 10.0,
+               what="the third member on events --follow")
+    assert follow.interrupt() == 0, follow.err
+    # polling every 0.5 s would be far more
+    assert _calls(follow.err, "Group.Events") <= 6, follow.err
+
+
+def test_watch_falls_back_to_polling_a_plugin_without_events(
+        spawned: list[subprocess.Popen[str]], procs: Processes, plugins_dir: Path,
+        home: Path, start_plugin: StartPlugin, cli: Cli) -> None:
+    """The reference's group plugin publishes no events (its stream knows no topic): the
+    watch says so, and polls."""
+    group = REFERENCE / "infrakit-group-default"
+    _reference_cli()
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    log = home / "test-logs" / "group.log"
+    proc = procs.spawn([str(group), "--poll-interval", "200ms"], log,
+                       env={**os.environ, "INFRAKIT_PLUGINS_DIR": str(plugins_dir)})
+    procs.wait_ready("group", plugins_dir / "group", proc, log)
+    spec = home / "cattle.json"
+    spec.write_text(json.dumps(_spec("cattle", 1)))
+    assert cli("group", "commit", str(spec)).returncode == 0
+    watch = Running(spawned, _ours("group", "describe", "cattle", "-w"))
+    wait_until(lambda: "1 members" in watch.out, 10.0, what="the first draw")
+    spec.write_text(json.dumps(_spec("cattle", 2)))
+    assert cli("group", "commit", str(spec)).returncode == 0
+    wait_until(lambda: "2 members" in watch.out, 10.0, what="the watch to show 2")
+    assert watch.interrupt() == 0, watch.err
+    assert "the plugin publishes no events on group/cattle/ (invalid topic: group/cattle/); " \
+        "refreshing every 2s" in watch.err
