@@ -241,3 +241,38 @@ def test_watch_falls_back_to_polling_a_plugin_without_events(
     assert watch.interrupt() == 0, watch.err
     assert "the plugin publishes no events on group/cattle/ (invalid topic: group/cattle/); " \
         "refreshing every 2s" in watch.err
+
+
+def test_on_a_terminal_the_watch_redraws_in_place(stack: Stack) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(_ours("group", "describe", "cattle", "-w", "--refresh", "60"),
+                            stdout=follower, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    os.close(follower)
+    seen = bytearray()
+
+    def screen() -> str:
+        import select
+
+        while select.select([leader], [], [], 0)[0]:
+            try:
+                seen.extend(os.read(leader, 65536))
+            except OSError:  # the terminal is gone with the command
+                break
+        return seen.decode(errors="replace")
+
+    try:
+        wait_until(lambda: "infrakit group describe cattle" in screen(), 10.0,
+                   what="the first draw")
+        stack.subscribed("group/cattle/")
+        stack.commit("cattle", 3)
+        wait_until(lambda: ", 3 members" in screen().rsplit("\033[2J", 1)[-1], 10.0,
+                   what="a redraw with 3 members")
+        assert screen().count("\033[H\033[2J") >= 2  # drawn again from the top
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        stop_process(proc)
+        os.close(leader)
