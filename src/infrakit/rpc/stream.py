@@ -2,7 +2,8 @@
 they come (server-sent events on ``/events``), as the reference's broker does.
 
 The head goes out with the first chunk, not before (a subscriber to a quiet topic gets no
-bytes at all, as from the reference); each chunk is one HTTP chunk. A client that does not
+bytes at all, as from the reference); each chunk is one HTTP chunk, and the chunks of one
+burst (one turn of the event loop) go out in one write. A client that does not
 read holds at most the transport's buffer and :data:`BACKLOG` bytes of chunks (older ones are
 skipped past that), and a chunk that could not be sent within :data:`SLOW_CONSUMER` seconds
 is skipped, as the reference's broker skips a subscriber it waited a second for. (So a burst
@@ -54,6 +55,10 @@ class StreamWriter:
         self._backlog: collections.deque[tuple[float, bytes]] = collections.deque()
         self._held = 0
         """Bytes in the backlog."""
+        self._framed: list[bytes] = []
+        """Chunks framed and not yet written (see :meth:`_write`)."""
+        self._unwritten = 0
+        """Their bytes: past :data:`BACKLOG`, chunks wait in the backlog instead."""
         self.paused = False
         self.skipped = 0
         """Chunks this client did not get because it did not read them in time."""
@@ -62,7 +67,7 @@ class StreamWriter:
     def send(self, chunk: bytes) -> None:
         if self._transport.is_closing():
             return
-        if self.paused:
+        if self.paused or self._unwritten > BACKLOG:
             self._backlog.append((time.monotonic(), chunk))
             self._held += len(chunk)
             while self._held > BACKLOG:
@@ -72,9 +77,21 @@ class StreamWriter:
         self._write(chunk)
 
     def _write(self, chunk: bytes) -> None:
+        """Frame ``chunk``; the chunks framed in one turn of the event loop (a burst of
+        events) go out in one write, not one system call each."""
+        if not self._framed:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._framed += (f"{len(chunk):x}\r\n".encode(), chunk, b"\r\n")
+        self._unwritten += len(chunk)
+
+    def _flush(self) -> None:
+        """Write what was framed; then what waited, if the client keeps up after all."""
+        framed, self._framed, self._unwritten = self._framed, [], 0
         head, self._head = self._head, None
-        self._transport.write(b"".join((head or b"", f"{len(chunk):x}\r\n".encode(), chunk,
-                                        b"\r\n")))
+        if framed and not self._transport.is_closing():
+            self._transport.write(b"".join((head or b"", *framed)))
+        if self._backlog and not self.paused:
+            self.resume()
 
     def pause(self) -> None:
         self.paused = True
@@ -95,9 +112,9 @@ class StreamWriter:
         """Stop sending, and end the answer with the last chunk (after the head, if no
         chunk went before it), so that the client sees the stream end, not break."""
         self.detach()
-        if not self._transport.is_closing():
-            head, self._head = self._head, None
-            self._transport.write((head or b"") + b"0\r\n\r\n")
+        self._backlog.clear()
+        self._framed.append(b"0\r\n\r\n")
+        self._flush()
 
     def detach(self) -> None:
         detach, self._detach = self._detach, lambda: None
