@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -63,6 +64,10 @@ def stack(request: pytest.FixtureRequest, start_plugin: StartPlugin, cli: Cli, h
     stack = Stack(cli, home, group)
     stack.commit("cattle", 2)
     return stack
+
+
+def _says(log: Path, text: str) -> bool:
+    return text in log.read_text()
 
 
 def _reference_cli() -> Path:
@@ -276,3 +281,49 @@ def test_on_a_terminal_the_watch_redraws_in_place(stack: Stack) -> None:
     finally:
         stop_process(proc)
         os.close(leader)
+
+
+def test_managers_on_etcd_serve_state_from_any_and_events_from_the_leader(
+        procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path, etcd_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower reads the specs from etcd and the members through the leader; the events
+    are published where they happen, by the leader."""
+    import time
+
+    from infrakit.rpc.client import RPCClient
+    from infrakit.rpc.events import Subscription
+    from infrakit.spi.event import Event
+
+    monkeypatch.setenv("INFRAKIT_ETCD_PREFIX", f"/t{time.monotonic_ns()}/")
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", "0.2")
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    opts = ["--store", "etcd", "--etcd-endpoints", etcd_url, "--lease-ttl", "2"]
+    socks = {}
+    for name in ("group-a", "group-b"):  # a leads: it starts first
+        log = home / "test-logs" / f"{name}.log"
+        proc = procs.spawn([PY, "-m", "infrakit", "manager", "--name", name, *opts], log)
+        socks[name] = procs.wait_ready(name, home / "plugins" / name, proc, log).path
+        if name == "group-a":
+            wait_until(functools.partial(_says, log, "leading"), 15, what="a to lead")
+    leader, follower = socks["group-a"], socks["group-b"]
+    with RPCClient(leader) as client:
+        sub = Subscription(client, "group/")
+        spec = home / "web.json"
+        spec.write_text(json.dumps(_spec("web", 2)))
+        done = cli("group", "--name", "group-b", "commit", str(spec))  # through the follower
+        assert done.returncode == 0, done.stderr
+
+        def provisioned() -> bool:
+            got = sub.get(0.2)
+            return isinstance(got, Event) and got.topic == "group/web/provisioned"
+
+        wait_until(provisioned, 15, what="the leader's stream to say a member was made")
+        sub.close()
+    wait_until(lambda: len(_members(leader, "web")) == 2, 15, what="two members")
+    assert rpc(follower, "Metadata.Get", {"Path": "specs/web/Properties/Allocation/Size"}
+               )["result"] == {"Value": 2}
+    assert rpc(follower, "Metadata.List", {"Path": "groups/web/Instances"})["result"] == \
+        {"Nodes": ["[0]", "[1]"]}
+    assert rpc(follower, "Event.List", {"Topic": "group"})["result"] == {"Nodes": []}
+    assert rpc(leader, "Event.List", {"Topic": "group"})["result"] == {"Nodes": ["web"]}
