@@ -267,19 +267,15 @@ class _Connection(asyncio.Protocol):
         """Set the deadline that :meth:`HTTPServer._sweep` enforces (cheaper than a timer);
         never past the time a caller has to show the token. While a handler runs there is
         none (a pipelined request behind it must not have it cut off, or be answered 408
-        before it): the next is set once it has answered."""
-        if self._pending is not None or (self._stream and not self._writing_paused):
-            self.deadline = float("inf") if self._pending is None else self.deadline
+        before it): the next is set once it has answered. A stream has none while its
+        client reads it."""
+        if self._pending is not None:
+            return
+        if self._stream is not None and not self._writing_paused:
+            self.deadline = float("inf")
             return
         self.deadline = min(self._loop.time() + seconds, self._proof_deadline)
         self.deadline_status = status
-
-    def expire(self) -> None:
-        status = self.deadline_status
-        if status is not None and self._tls is None and self._transport is not None:
-            self._transport.write(_verdict(self._reader.authorized, status,
-                                           "request not received in time"))
-        self.close()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -461,8 +457,7 @@ class _Connection(asyncio.Protocol):
     def _streams(self, stream: Stream) -> None:
         """Answer with ``stream``, this connection's last answer, while the client reads."""
         if self._transport is not None and not self._closing:
-            self._ignoring = True
-            self._stream = StreamWriter(self._transport, stream)
+            self._ignoring, self._stream = True, StreamWriter(self._transport, stream)
             self.arm(0, None)
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
@@ -507,6 +502,15 @@ def _page(pages: Pages, target: bytes) -> bytes | Stream:
     if isinstance(page, Stream):
         return page
     return _response(page.status, page.body, page.ctype)
+
+
+def _expire(conn: _Connection) -> None:
+    """``conn``'s deadline has passed: say so, if it is mid-request, and close it."""
+    status = conn.deadline_status
+    if status is not None and conn._tls is None and conn._transport is not None:
+        conn._transport.write(_verdict(conn._reader.authorized, status,
+                                       "request not received in time"))
+    conn.close()
 
 
 def _handler_failed(conn: _Connection) -> None:
@@ -661,7 +665,7 @@ class HTTPServer:
             await asyncio.sleep(period)
             now = loop.time()
             for conn in [c for c in self._conns if c.deadline < now]:
-                conn.expire()
+                _expire(conn)
 
     async def close(self, grace: float) -> None:
         """Stop accepting; close idle connections; give busy ones ``grace`` seconds."""
