@@ -114,7 +114,11 @@ class Running:
     def interrupt(self) -> int:
         """Ctrl-C; its exit status, once its output is all read."""
         self.proc.send_signal(signal.SIGINT)
-        status = self.proc.wait(10)
+        try:
+            status = self.proc.wait(30)  # generous: the machine may be busy
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 30 s after Ctrl-C:\n{self.err[-3000:]}"
+                                 ) from None
         for reader in self._readers:
             reader.join(10)
         return status
