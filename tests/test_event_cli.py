@@ -18,6 +18,9 @@ import pytest
 from tests.conftest import Cli, Plugin, Processes, StartPlugin
 from tests.helpers import PY, rpc, stop_process, wait_until
 
+DEADLINE = 30.0
+"""Seconds a change may take to show: a bound, generous for a busy machine (each wait ends
+as soon as the change shows)."""
 REFERENCE = Path("/work/orig/src/github.com/docker/infrakit/build")
 """The reference's binaries, built from its v0.5 tag."""
 
@@ -45,12 +48,16 @@ class Stack:
         spec.write_text(json.dumps(_spec(gid, size)))
         done = self.cli("group", "commit", str(spec))
         assert done.returncode == 0, done.stderr
-        wait_until(lambda: len(_members(self.group.path, gid)) == size, 15.0,
-                   what=f"{gid} to have {size} members")
+        def converged() -> bool:
+            desc = rpc(self.group.path, "Group.DescribeGroup", {"ID": gid})["result"]
+            return bool(desc["Description"]["Converged"]) and \
+                len(desc["Description"]["Instances"] or []) == size
+
+        wait_until(converged, DEADLINE, what=f"{gid} to converge with {size} members")
 
     def subscribed(self, topic: str) -> None:
         """Wait until the group plugin has a stream open on ``topic`` (said in its log)."""
-        wait_until(lambda: f"event stream opened on /{topic}" in self.group.output(), 10.0,
+        wait_until(lambda: f"event stream opened on /{topic}" in self.group.output(), DEADLINE,
                    what=f"a subscription to {topic}")
 
 
@@ -133,7 +140,7 @@ def test_the_reference_event_tail_prints_our_events_as_they_happen(
                              "group/group/cattle/"])
     stack.subscribed("group/cattle/")
     stack.commit("cattle", 3)
-    wait_until(lambda: '"Topic": "group/group/cattle/provisioned"' in tail.out, 10.0,
+    wait_until(lambda: '"Topic": "group/group/cattle/provisioned"' in tail.out, DEADLINE,
                what="the provision on the reference's event tail")
     text = tail.out
     assert '"Type": "committed"' in text
@@ -184,12 +191,12 @@ def test_describe_watch_redraws_on_events_not_on_a_poll(
         return watch.out.rsplit("\n\n", 1)[-1]
 
     stack.commit("cattle", 3)
-    wait_until(lambda: ", 3 members" in last(), 10.0, what="the watch to show 3 members")
+    wait_until(lambda: ", 3 members" in last(), DEADLINE, what="the watch to show 3 members")
     victim = _members(stack.group.path, "cattle")[0]
     done = cli("instance", "--name", "instance-file", "destroy", victim)
     assert done.returncode == 0, done.stderr
     # the group replaces it; the watch shows the member gone without being asked
-    wait_until(lambda: victim not in last() and "3 members" in last(), 10.0,
+    wait_until(lambda: victim not in last() and "3 members" in last(), DEADLINE,
                what=f"the watch to drop {victim}")
     assert watch.interrupt() == 0, watch.err
     # one draw at the start and one per burst of events: not one every fraction of a second
@@ -202,12 +209,12 @@ def test_ls_watch_shows_a_new_group_and_says_when_the_stream_drops(
     watch = Running(spawned, _ours("group", "ls", "-w", "--refresh", "60"))
     stack.subscribed("group/")
     stack.commit("sheep", 1)
-    wait_until(lambda: "sheep" in watch.out, 10.0, what="the watch to show sheep")
+    wait_until(lambda: "sheep" in watch.out, DEADLINE, what="the watch to show sheep")
     stop_process(stack.group.proc)
     kind = request.node.callspec.params["stack"]
     stack.group = start_plugin(kind, "group", "--log", "5")
     stack.subscribed("group/")
-    wait_until(lambda: "the event stream is back" in watch.err, 10.0, what="the stream back")
+    wait_until(lambda: "the event stream is back" in watch.err, DEADLINE, what="the stream back")
     assert watch.interrupt() == 0, watch.err
     assert "the event stream was lost" in watch.err, watch.err
 
@@ -217,9 +224,9 @@ def test_events_follow_uses_the_stream(stack: Stack,
     follow = Running(spawned, _ours("group", "events", "cattle", "--follow"))
     stack.subscribed("group/cattle/")
     stack.commit("cattle", 3)
-    wait_until(lambda: "Adding 1 instances" in follow.out, 10.0,
+    wait_until(lambda: "Adding 1 instances" in follow.out, DEADLINE,
                what="the commit on events --follow")
-    wait_until(lambda: follow.out.count("provisioned") == 3, 10.0,
+    wait_until(lambda: follow.out.count("provisioned") == 3, DEADLINE,
                what="the third member on events --follow")
     assert follow.interrupt() == 0, follow.err
     # polling every 0.5 s would be far more
@@ -243,10 +250,10 @@ def test_watch_falls_back_to_polling_a_plugin_without_events(
     spec.write_text(json.dumps(_spec("cattle", 1)))
     assert cli("group", "commit", str(spec)).returncode == 0
     watch = Running(spawned, _ours("group", "describe", "cattle", "-w"))
-    wait_until(lambda: "1 members" in watch.out, 10.0, what="the first draw")
+    wait_until(lambda: "1 members" in watch.out, DEADLINE, what="the first draw")
     spec.write_text(json.dumps(_spec("cattle", 2)))
     assert cli("group", "commit", str(spec)).returncode == 0
-    wait_until(lambda: "2 members" in watch.out, 10.0, what="the watch to show 2")
+    wait_until(lambda: "2 members" in watch.out, DEADLINE, what="the watch to show 2")
     assert watch.interrupt() == 0, watch.err
     assert "the plugin publishes no events on group/cattle/ (invalid topic: group/cattle/); " \
         "refreshing every 2s" in watch.err
@@ -273,11 +280,11 @@ def test_on_a_terminal_the_watch_redraws_in_place(stack: Stack) -> None:
         return seen.decode(errors="replace")
 
     try:
-        wait_until(lambda: "infrakit group describe cattle" in screen(), 10.0,
+        wait_until(lambda: "infrakit group describe cattle" in screen(), DEADLINE,
                    what="the first draw")
         stack.subscribed("group/cattle/")
         stack.commit("cattle", 3)
-        wait_until(lambda: ", 3 members" in screen().rsplit("\033[2J", 1)[-1], 10.0,
+        wait_until(lambda: ", 3 members" in screen().rsplit("\033[2J", 1)[-1], DEADLINE,
                    what="a redraw with 3 members")
         assert screen().count("\033[H\033[2J") >= 2  # drawn again from the top
         proc.send_signal(signal.SIGINT)
