@@ -97,6 +97,20 @@ def _plain(status: int, text: str, extra: str = "") -> bytes:
     return _response(status, (text + "\n").encode(), "text/plain; charset=utf-8", extra)
 
 
+def _page(pages: Pages, target: bytes) -> bytes | Stream:
+    """The answer to a ``GET`` of ``target`` (a path in ``pages``, and its query): its
+    bytes, or the stream to answer with."""
+    path, _, query = target.partition(b"?")
+    try:
+        page = pages[path](query)
+    except Exception:
+        log.exception("page %s failed", path.decode("latin-1"))
+        return _plain(500, "internal error")
+    if isinstance(page, Stream):
+        return page
+    return _response(page.status, page.body, page.ctype)
+
+
 @dataclass
 class _Message:
     method: bytes
@@ -490,18 +504,6 @@ whatever else comes meanwhile."""
 _MAX_DISCARD = 64 * 1024 * 1024
 """After a 413 or a 431, at most this much more is read and dropped before the connection
 closes."""
-
-
-def _page(pages: Pages, target: bytes) -> bytes | Stream:
-    path, _, query = target.partition(b"?")
-    try:
-        page = pages[path](query)
-    except Exception:
-        log.exception("page %s failed", path.decode("latin-1"))
-        return _plain(500, "internal error")
-    if isinstance(page, Stream):
-        return page
-    return _response(page.status, page.body, page.ctype)
 
 
 def _expire(conn: _Connection) -> None:
