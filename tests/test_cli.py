@@ -71,6 +71,7 @@ def test_version(cli: Cli) -> None:
     out = ok(cli("version")).stdout
     assert f"infrakit-py {infrakit.__version__}" in out
     assert "Instance/0.5.0" in out and "Flavor/0.1.0" in out and "Group/0.1.0" in out
+    assert "Event/0.1.0" in out and "Metadata/0.1.0" in out
 
 
 def test_plugin_start_then_ls_shows_one_row_per_interface(cli: Cli, plugins_dir: Path) -> None:

@@ -74,13 +74,14 @@ def _combo(name: str) -> dict[str, Any]:
 
 
 def _group(name: str) -> dict[str, Any]:
+    from infrakit.manager.run import served_group
     from infrakit.plugins.group.plugin import GroupPlugin
     from infrakit.rpc.lookup import SocketPlugins
     from infrakit.store.sqlite import SQLiteStore
 
     poll = GROUP_POLL.read()
     store = SQLiteStore(infrakit_home() / "group" / name / "groups.db")
-    return {"group": GroupPlugin(store, SocketPlugins(), poll=poll)}
+    return served_group(GroupPlugin(store, SocketPlugins(), poll=poll))
 
 
 def _manager(name: str) -> dict[str, Any]:

@@ -122,10 +122,12 @@ def cli(log_level: int, debug: bool) -> None:
 @cli.command()
 def version() -> None:
     """Print the version of infrakit-py and of the plugin APIs it speaks."""
+    from infrakit.spi.event import EVENT_API
+    from infrakit.spi.metadata import METADATA_API
     from infrakit.spi.types import FLAVOR_API, GROUP_API, INSTANCE_API
 
     click.echo(f"infrakit-py {__version__}")
-    click.echo(f"APIs: {INSTANCE_API}, {FLAVOR_API}, {GROUP_API}")
+    click.echo(f"APIs: {INSTANCE_API}, {FLAVOR_API}, {GROUP_API}, {EVENT_API}, {METADATA_API}")
 
 
 def error_message(exc: BaseException) -> str:

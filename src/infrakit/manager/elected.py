@@ -26,11 +26,14 @@ import msgspec
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.leader_info import LeaderInfo
 from infrakit.plugins.group.plugin import GroupPlugin
+from infrakit.plugins.group.views import MetadataView
 from infrakit.rpc.client import AsyncRPCClient, Remote
 from infrakit.rpc.lookup import SocketPlugins
 from infrakit.rpc.typed import AsyncGroupClient
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.spi.event import Publish
 from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.methods import nonblocking
 from infrakit.store.etcd import EtcdStore
 
 log = logging.getLogger("infrakit.manager")
@@ -59,6 +62,8 @@ class ElectedGroup:
         self._task: asyncio.Task[None] | None = None
         self._rpc: AsyncRPCClient | None = None
         """The connection to the leader that calls are forwarded to (kept alive)."""
+        self._publish: Publish | None = None
+        self._metadata = MetadataView(self)
 
     @property
     def term(self) -> int:
@@ -96,6 +101,8 @@ class ElectedGroup:
             self.store.client.fence_on(self.election.key, self.election.term)
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
                                  fence=self.election.fence)
+            if self._publish is not None:
+                plugin.publish_on(self._publish)
             try:
                 await plugin.start()
             except PluginError as exc:  # etcd failed us between the election and now
@@ -160,6 +167,22 @@ class ElectedGroup:
         events: list[GroupEvent] = await self._lead_or_forward("events", id, since, after,
                                                                limit)
         return events
+
+    # -- Event/0.1.0 and Metadata/0.1.0 ---------------------------------------------------
+
+    def publish_on(self, publish: Publish) -> None:
+        """The events are published where they happen: by the leader's group plugin."""
+        self._publish = publish
+
+    @nonblocking
+    def event_topics(self, topic: list[str]) -> list[str] | None:
+        leading = self._leading
+        if leading is not None:
+            return leading.event_topics(topic)
+        return [] if not topic else None  # a follower publishes nothing
+
+    async def metadata(self, path: list[str]) -> Any:
+        return await self._metadata.metadata(path)
 
     # -- following ------------------------------------------------------------------------
 

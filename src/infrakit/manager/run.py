@@ -186,4 +186,12 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
                        tcp.url(settings.advertise or None) if tcp else "")
     group = kind.serve(kind.store(settings), kind.leadership(settings), me, poll, settings)
     watch_manager(lambda: kind.term(group))
-    return {"group": group, "tcp": tcp, "metrics": settings.metrics_listen}
+    return {**served_group(group), "tcp": tcp, "metrics": settings.metrics_listen}
+
+
+def served_group(group: object) -> dict[str, Any]:
+    """The ``serve()`` arguments of a group plugin: Group/0.1.0, and its events (under the
+    typed object ``group``) and its state as the reference's tools read them."""
+    from infrakit.spi.group import EVENT_TYPE
+
+    return {"group": group, "event": {EVENT_TYPE: group}, "metadata": group}

@@ -47,7 +47,7 @@ class PluginUnreachable(ConnectionError):
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: Path, timeout: float | None) -> None:
         super().__init__("h", timeout=timeout)
         self._path = os.fspath(path)
 
@@ -161,12 +161,17 @@ class RPCClient:
         return method.lifted(answers)
 
     def _connect(self) -> http.client.HTTPConnection:
+        return self.connection(self.timeout)
+
+    def connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        """A new connection to the plugin (not yet open), with ``timeout`` on each read
+        (None: a stream's reads wait as long as it is quiet). Refuses an untrusted socket."""
         if self.remote is None:
             _trusted(self.path)
-            return _UnixHTTPConnection(self.path, self.timeout)
+            return _UnixHTTPConnection(self.path, timeout)
         url = urlsplit(self.remote.url)
         return http.client.HTTPSConnection(url.hostname or "", url.port or 443,
-                                           timeout=self.timeout, context=self.remote.ssl)
+                                           timeout=timeout, context=self.remote.ssl)
 
     def _early_answer(self) -> tuple[int, bytes] | None:
         """The answer a server sent before it stopped reading the request (a 413 for a

@@ -33,6 +33,7 @@ from infrakit.spi.handshake import (
     TypesResult,
 )
 from infrakit.spi.methods import Interface, Method, is_nonblocking
+from infrakit.spi.tree import PathServed
 from infrakit.spi.types import mebibytes
 
 log = logging.getLogger("infrakit.rpc")
@@ -85,7 +86,16 @@ def _mode(fn: Callable[..., Any]) -> Mode:
     return Mode.INLINE if is_nonblocking(fn) else Mode.THREAD
 
 
+def _objects(plugins: Plugins) -> list[object]:
+    """The plugin objects given, those behind a :class:`PathServed` too."""
+    if isinstance(plugins, PathServed):
+        return plugins.objects
+    return list(_by_type(plugins).values())
+
+
 def _by_type(plugins: Plugins) -> dict[str, object]:
+    if isinstance(plugins, PathServed):  # routes by path, not by Type: served as one
+        return {"": plugins}
     if isinstance(plugins, Mapping):
         return {("" if k in ("", DEFAULT_TYPE) else k): v for k, v in plugins.items()}
     return {"": plugins}
@@ -104,7 +114,8 @@ class Dispatcher:
         self.types: dict[str, list[str]] = {}
         for iface, plugins in served.items():
             objs = _by_type(plugins)
-            self.types[str(iface.spec)] = sorted(DEFAULT_TYPE if t == "" else t for t in objs)
+            self.types[str(iface.spec)] = plugins.types if isinstance(plugins, PathServed) \
+                else sorted(DEFAULT_TYPE if t == "" else t for t in objs)
             for wire, method in iface.methods.items():
                 targets, fanned = _targets(method, objs)
                 if targets:
@@ -113,8 +124,8 @@ class Dispatcher:
                         {t: _mode(f) for t, f in targets.items()}, fanned,
                     )
         self.apis = [iface.spec for iface in served]
-        self.objects = list({id(o): o for p in served.values() for o in _by_type(p).values()}
-                            .values())
+        self._served = {iface.spec.name for iface in served} | {"Handshake"}
+        self.objects = list({id(o): o for p in served.values() for o in _objects(p)}.values())
         """Every plugin object served, once each: the targets of the lifecycle hooks."""
         self.methods = sorted(self._methods)
         self._known = frozenset((*self._methods, *HANDSHAKE_METHODS))
@@ -177,8 +188,9 @@ class Dispatcher:
         if hand is not None:
             return hand()
         bound = self._methods.get(req.method)
-        if bound is None:
-            raise RPCError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {req.method!r}")
+        if bound is None:  # in the reference's words, with the standard code
+            what = "method" if req.method.split(".")[0] in self._served else "service"
+            raise RPCError(jsonrpc.METHOD_NOT_FOUND, f'rpc: can\'t find {what} "{req.method}"')
         params = jsonrpc.decode_params(bound.decoder, req)
         type_name = getattr(params, "type", "")
         key = "" if type_name in ("", DEFAULT_TYPE) else type_name

@@ -14,6 +14,7 @@ import inspect
 import logging
 import signal
 import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ from infrakit.rpc.http import HTTPServer, Limits, Page, Pages
 from infrakit.rpc.lifecycle import SocketClaim, bind_tcp
 from infrakit.rpc.metrics import metrics_page
 from infrakit.rpc.paths import plugin_dir
+from infrakit.rpc.stream import Stream
+from infrakit.spi.tree import PathServed
 
 if TYPE_CHECKING:
     from infrakit.rpc.tcp import TcpListener
@@ -35,11 +38,20 @@ log = logging.getLogger("infrakit.rpc")
 DEFAULT_GRACE = 10.0
 
 
-def _served(instance: Plugins | None, flavor: Plugins | None,
-            group: Plugins | None) -> dict[Interface, Plugins]:
+def _served(instance: Plugins | None, flavor: Plugins | None, group: Plugins | None,
+            event: Plugins | None = None,
+            metadata: Plugins | None = None) -> dict[Interface, Plugins]:
     """The interface of each kind of plugin given; only those interfaces are imported, so
     that an instance plugin's process does not hold the flavor and group wire types."""
     served: dict[Interface, Plugins] = {}
+    if event is not None:
+        from infrakit.spi import event as ev
+
+        served[ev.EVENT] = ev.served(_typed(event))
+    if metadata is not None:
+        from infrakit.spi import metadata as md
+
+        served[md.METADATA] = md.served(_typed(metadata))
     if instance is not None:
         from infrakit.spi.instance import INSTANCE
 
@@ -53,8 +65,30 @@ def _served(instance: Plugins | None, flavor: Plugins | None,
 
         served[GROUP] = group
     if not served:
-        raise ValueError("serve() needs at least one of instance=, flavor= or group=")
+        raise ValueError("serve() needs at least one of instance=, flavor=, group=, event= "
+                         "or metadata=")
     return served
+
+
+def _typed(plugins: Plugins) -> dict[str, object]:
+    return dict(plugins) if isinstance(plugins, Mapping) else {".": plugins}
+
+
+def _pages(name: str, dispatcher: Dispatcher, served: dict[Interface, Plugins]) -> Pages:
+    """The socket's GET pages: its description, and its event stream if it has events."""
+    info = msgspec.json.encode(
+        {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
+         "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
+    pages: dict[bytes, Callable[[bytes], Page | Stream]] = {
+        b"/info/api.json": lambda _query: Page(info), b"/metrics": metrics_page}
+    topics = next((p for i, p in served.items() if i.spec.name == "Event"), None)
+    if isinstance(topics, PathServed):
+        from infrakit.rpc.broker import Broker
+
+        broker = Broker(topics)
+        broker.wire()
+        pages[b"/events"] = broker.page
+    return pages
 
 
 class PluginServer:
@@ -81,6 +115,8 @@ class PluginServer:
         instance: Plugins | None = None,
         flavor: Plugins | None = None,
         group: Plugins | None = None,
+        event: Plugins | None = None,
+        metadata: Plugins | None = None,
         directory: Path | None = None,
         limits: Limits | None = None,
         workers: int = DEFAULT_WORKERS,
@@ -90,11 +126,9 @@ class PluginServer:
     ) -> PluginServer:
         """Claim the socket and start answering on it (and on ``tcp``, if given; and
         ``GET /metrics`` alone, in plain HTTP, on the TCP address ``metrics``, if given)."""
-        dispatcher = Dispatcher(_served(instance, flavor, group), workers)
-        info = msgspec.json.encode(
-            {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
-             "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
-        pages: Pages = {b"/info/api.json": lambda _query: Page(info), b"/metrics": metrics_page}
+        served = _served(instance, flavor, group, event, metadata)
+        dispatcher = Dispatcher(served, workers)
+        pages = _pages(name, dispatcher, served)
         servers = [HTTPServer(dispatcher.handle, pages, limits)]
         claim = SocketClaim(name, directory or plugin_dir())
         listening: list[socket.socket] = []
@@ -169,6 +203,8 @@ def serve(
     instance: Plugins | None = None,
     flavor: Plugins | None = None,
     group: Plugins | None = None,
+    event: Plugins | None = None,
+    metadata: Plugins | None = None,
     directory: Path | None = None,
     limits: Limits | None = None,
     workers: int = DEFAULT_WORKERS,
@@ -186,7 +222,13 @@ def serve(
     objects on a TCP port too, with TLS and a bearer token. ``metrics`` (host, port) serves
     ``GET /metrics`` alone on a TCP port, in plain HTTP, for a Prometheus server to scrape
     (the socket serves it too).
+
+    ``event`` (Event/0.1.0: see :class:`~infrakit.spi.event.EventPlugin`) and ``metadata``
+    (Metadata/0.1.0: :class:`~infrakit.spi.metadata.MetadataPlugin`) are one object (the
+    base, ``"."``) or a mapping from type name to object, where the first element of a
+    topic or path names the type; events stream on ``GET /events?topic=``.
     """
     eventloop.run(serve_async(name, instance=instance, flavor=flavor, group=group,
+                              event=event, metadata=metadata,
                               directory=directory, limits=limits, workers=workers, grace=grace,
                               tcp=tcp, metrics=metrics))

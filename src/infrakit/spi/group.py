@@ -77,6 +77,23 @@ class GroupEvent(Wire, kw_only=True):
     details: dict[str, Any] | None = None
 
 
+EVENT_KINDS = ("provisioned", "destroyed", "launch failed", "member died", "breaker opened",
+               "breaker closed", "update started", "batch done", "update halted",
+               "update finished", "backoff started", "committed")
+"""Every :attr:`GroupEvent.kind`; on the event stream each is a topic under its group,
+spelt with ``-`` for a blank (``group/<ID>/member-died``)."""
+
+
+def event_topic(kind: str) -> str:
+    """The topic of a kind of event under its group (``launch failed`` ->
+    ``launch-failed``)."""
+    return kind.replace(" ", "-")
+
+
+EVENT_TYPE = "group"
+"""The typed object of Event/0.1.0 that group events are published under: a group's events
+are on the topics ``group/<ID>/<kind>``."""
+
 EVENTS_KEPT = 1000
 """Events kept per group: appending beyond drops the oldest."""
 

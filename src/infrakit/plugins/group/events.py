@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from infrakit.plugins.group.endings import Ending
@@ -60,6 +61,8 @@ class EventLog:
         self.counts: Counter[tuple[str, str]] = Counter()
         """Events of the :data:`COUNTED` kinds added so far, by kind and reason word (the
         metrics' counters: kept here, so that they count exactly what the history says)."""
+        self.publish: Callable[[list[GroupEvent]], None] | None = None
+        """Sends the events to the event stream as they are written (the plugin's)."""
 
     def add(self, kind: str, reason: str = "", member: str = "", actor: str = "",
             details: dict[str, Any] | None = None) -> None:
@@ -71,8 +74,8 @@ class EventLog:
                                        details=details))
 
     async def flush(self) -> None:
-        """Write what is waiting, in one write; a store that fails loses them, said in
-        the log: the group's work does not wait on its history."""
+        """Write what is waiting, in one write, then publish it; a store that fails loses
+        them, said in the log: the group's work does not wait on its history."""
         if not self.pending:
             return
         events, self.pending = self.pending, []
@@ -80,6 +83,8 @@ class EventLog:
             await asyncio.to_thread(self.store.append_events, self.group, events)
         except Exception as exc:  # the store's own errors, whichever store
             log.warning("group %s: %d events not kept: %s", self.group, len(events), exc)
+        if self.publish is not None:
+            self.publish(events)
 
     def ended(self, ending: Ending) -> None:
         """A member ended without being destroyed."""

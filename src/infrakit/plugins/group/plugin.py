@@ -24,9 +24,12 @@ from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore
+from infrakit.plugins.group.views import MetadataView, as_event, topics
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.event import Publish
 from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
@@ -61,6 +64,8 @@ class GroupPlugin:
         self._endings: dict[tuple[str, str], asyncio.Task[None]] = {}
         """Destroys and frees under way, by verb and group: they run to their end even
         when their caller gives up, and a second call of the same verb waits for them."""
+        self._publish: Publish | None = None
+        self._metadata = MetadataView(self)
 
     def _lock(self, gid: str) -> asyncio.Lock:
         return self._locks.setdefault(gid, asyncio.Lock())
@@ -110,6 +115,7 @@ class GroupPlugin:
             controller = GroupController(spec.id, props, self.store, self.plugins, self.poll,
                                          paused, self.fence, resumed)
             controller.destroying = destroying
+            controller.events.publish = self._published
             self._controllers[spec.id] = controller
             controller.start()
         else:
@@ -268,6 +274,24 @@ class GroupPlugin:
         """The group's history, oldest first (``Group.Events``, our extension)."""
         self._controller(id)
         return await asyncio.to_thread(self.store.events, id, since, after, limit)
+
+    # Event/0.1.0 and Metadata/0.1.0: see :mod:`infrakit.plugins.group.views`
+
+    def publish_on(self, publish: Publish) -> None:
+        self._publish = publish
+
+    def _published(self, events: list[GroupEvent]) -> None:
+        publish = self._publish
+        if publish is not None and publish.wanted():
+            for event in events:
+                publish(as_event(event))
+
+    @nonblocking
+    def event_topics(self, topic: list[str]) -> list[str] | None:
+        return topics(list(self._specs), topic)
+
+    async def metadata(self, path: list[str]) -> Any:
+        return await self._metadata.metadata(path)
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
