@@ -30,7 +30,13 @@ from infrakit.rpc.client import AsyncRPCClient, Remote
 from infrakit.rpc.lookup import SocketPlugins
 from infrakit.rpc.typed import AsyncGroupClient
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
 from infrakit.store.etcd import EtcdStore
 
 log = logging.getLogger("infrakit.manager")
@@ -154,6 +160,11 @@ class ElectedGroup:
         events: list[GroupEvent] = await self._lead_or_forward("events", id, since, after,
                                                                limit)
         return events
+
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
+        """From the leader: what its controllers have counted and not yet written."""
+        usage: list[UsageRecord] = await self._lead_or_forward("usage", id, since)
+        return usage
 
     # -- following ------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
@@ -39,6 +41,7 @@ from infrakit.plugins.group.report import log_pass
 from infrakit.plugins.group.rollout import Rollout
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import GroupStore, InFlight
+from infrakit.plugins.group.usage import COLLECTOR, UsageMeter
 from infrakit.spi.calls import AsyncInstanceAPI, PluginLookup
 from infrakit.spi.errors import PluginError, Unsupported
 from infrakit.spi.instance import EndedInstance
@@ -83,6 +86,8 @@ class GroupController:
         self.backoff = Backoff(group)
         self.events = EventLog(group, store)
         """What happened, written at the end of the pass that saw it."""
+        self.usage = UsageMeter(group)
+        """Member time, counted by each pass."""
         self._ended: frozenset[str] = frozenset()
         """The instances the plugin last reported ended."""
         self._born = time.time()
@@ -104,6 +109,7 @@ class GroupController:
         if sha != self.sha:  # a new config: its launches start afresh
             self.backoff.reset("a new config was committed")
         self.sha = sha
+        self.usage.know(sha, msgspec.json.encode(props.instance))
         self.rollout.commit(self.sha)
         self.actuator.update(props, self.sha)
         self.health.remember(self.sha, props.flavor)
@@ -135,6 +141,7 @@ class GroupController:
     def start(self) -> None:
         if not self.destroying:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+            COLLECTOR.meters.add(self.usage)
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop once the pass under way is over, so that every provision it started has
@@ -154,6 +161,8 @@ class GroupController:
                 await task
         finally:
             self._stopping = False
+            COLLECTOR.meters.discard(self.usage)
+            await self.usage.write(self.store, force=True)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -260,6 +269,7 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
+        self.usage.observe(observed, time.time())
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -275,6 +285,7 @@ class GroupController:
                 self._halt(len(launch_errors), what)
         self.events.transitions(self, decision)
         await self.events.flush()
+        await self.usage.write(self.store)
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)
         return decision

@@ -22,10 +22,17 @@ from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
-from infrakit.plugins.group.storage import GroupStore
+from infrakit.plugins.group.storage import GroupStore, day_of
+from infrakit.plugins.group.usage import register_collector, with_unsent
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
@@ -65,6 +72,7 @@ class GroupPlugin:
         return self._locks.setdefault(gid, asyncio.Lock())
 
     async def start(self) -> None:
+        register_collector()
         for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
             try:
                 spec = _decode_spec(raw)
@@ -82,13 +90,16 @@ class GroupPlugin:
 
     async def _remember_previous(self, gid: str) -> None:
         """The health check of the spec before the current one: members made from it
-        during an update that a restart interrupted are judged by it still."""
+        during an update that a restart interrupted are judged by it still (and their
+        usage is priced by its Instance block)."""
         raw = await asyncio.to_thread(self.store.previous_spec, gid)
         if raw is None:
             return
         with contextlib.suppress(PluginError, msgspec.DecodeError):
             old = parse_group(_decode_spec(raw))
-            self._controllers[gid].health.remember(config_sha(old), old.flavor)
+            controller = self._controllers[gid]
+            controller.health.remember(config_sha(old), old.flavor)
+            controller.usage.know(config_sha(old), msgspec.json.encode(old.instance))
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop every controller once the pass it is in has ended (or after ``wait``), and
@@ -264,6 +275,16 @@ class GroupPlugin:
         """The group's history, oldest first (``Group.Events``, our extension)."""
         self._controller(id)
         return await asyncio.to_thread(self.store.events, id, since, after, limit)
+
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
+        """Member time of group ``id`` (every group's, destroyed ones included, when
+        empty), per config, on the UTC days from the one holding ``since``
+        (``Group.Usage``, our extension): what the store keeps and what the controllers
+        have counted since their last write."""
+        since_day = day_of(since) if since is not None else 0
+        stored = await asyncio.to_thread(self.store.usage, id or None, since_day)
+        meters = [c.usage for gid, c in self._controllers.items() if not id or gid == id]
+        return with_unsent(stored, meters, since_day)
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
