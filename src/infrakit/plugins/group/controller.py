@@ -41,7 +41,7 @@ from infrakit.plugins.group.report import log_pass
 from infrakit.plugins.group.rollout import Rollout
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import GroupStore, InFlight
-from infrakit.plugins.group.usage import COLLECTOR, UsageMeter
+from infrakit.plugins.group.usage import UsageMeter
 from infrakit.spi.calls import AsyncInstanceAPI, PluginLookup
 from infrakit.spi.errors import PluginError, Unsupported
 from infrakit.spi.instance import EndedInstance
@@ -141,7 +141,7 @@ class GroupController:
     def start(self) -> None:
         if not self.destroying:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
-            COLLECTOR.meters.add(self.usage)
+            self.usage.open()
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop once the pass under way is over, so that every provision it started has
@@ -161,8 +161,7 @@ class GroupController:
                 await task
         finally:
             self._stopping = False
-            COLLECTOR.meters.discard(self.usage)
-            await self.usage.write(self.store, force=True)
+            await self.usage.close(self.store)
 
     async def _run(self) -> None:
         while not self._stopping:

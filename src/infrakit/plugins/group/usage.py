@@ -94,6 +94,15 @@ class UsageMeter:
         """The Instance block (JSON) of ``config``: written beside its usage, for prices."""
         self._instances[config] = instance
 
+    def open(self) -> None:
+        """Its controller runs: export its counts."""
+        COLLECTOR.meters.add(self)
+
+    async def close(self, store: GroupStore) -> None:
+        """Its controller stopped: write what is counted, and export it no longer."""
+        COLLECTOR.meters.discard(self)
+        await self.write(store, force=True)
+
     def instance_of(self, config: str) -> bytes | None:
         return self._instances.get(config)
 
