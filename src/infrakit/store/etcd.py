@@ -201,16 +201,18 @@ class EtcdStore:
         return f"{self.prefix}usage/{day:0{_DAY_DIGITS}d}/{group}"
 
     def add_usage(self, group: str, batch: UsageBatch) -> None:
+        too_old = day_of(time.time()) - USAGE_KEPT_DAYS
         days: dict[int, list[UsageRow]] = defaultdict(list)
         for row in batch.rows:
-            days[row.day].append(row)
+            if row.day >= too_old:  # etcd refuses to write a key it deletes in one go
+                days[row.day].append(row)
         for day, rows in sorted(days.items()):
-            self._add_day(self._usage_key(day, group), batch, rows)
+            self._add_day(self._usage_key(day, group), batch, rows,
+                          self._usage_key(too_old))
 
-    def _add_day(self, key: str, batch: UsageBatch, rows: list[UsageRow]) -> None:
+    def _add_day(self, key: str, batch: UsageBatch, rows: list[UsageRow], old: str) -> None:
         """Read the day, add the rows unless this write was added before, and write it
-        back if no other write came in between; drop the days too old to keep."""
-        old = self._usage_key(day_of(time.time()) - USAGE_KEPT_DAYS)
+        back if no other write came in between; drop the days before ``old``."""
         while True:
             raw, revision = self.client.get_value(key)
             try:
