@@ -30,6 +30,7 @@ from tests.test_group_plugin import (
     props,
     start_together,
 )
+from tests.test_manager_etcd import TTL, leader_finder, logged, spawner
 
 SIZE = 3
 SLACK = 2.0
@@ -250,3 +251,39 @@ def test_a_group_plugin_that_keeps_no_usage_says_so(cli: Cli, start_script: Star
     assert done.returncode == 1
     assert done.stderr.strip() == ("Error: Group plugin 'older' keeps no usage (it does not "
                                    "serve Group.Usage)")
+
+
+def test_a_change_of_leader_on_etcd_counts_nothing_twice(
+        procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path, etcd_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader is frozen past its lease: its successor counts from its own first pass,
+    and what the frozen one counted meanwhile is never written when it wakes (its term is
+    over: the store's fence refuses it)."""
+    monkeypatch.setenv("INFRAKIT_ETCD_PREFIX", f"/t{time.monotonic_ns()}/")
+    monkeypatch.setenv("INFRAKIT_GROUP_POLL", POLL)
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    opts = ["--store", "etcd", "--etcd-endpoints", etcd_url, "--lease-ttl", str(TTL)]
+    manager, leader_pid = spawner(procs, home, opts), leader_finder(cli, opts)
+    a = manager("group-a")
+    wait_until(lambda: leader_pid() == a.pid, 15, what="a to lead")
+    b = manager("group-b")
+    follower = home / "plugins" / "group-b"
+    commit(follower, GID, props(SIZE))  # forwarded to a
+    wait_until(lambda: used(follower) > SIZE, 20, what="a to count usage")  # forwarded too
+    start, counted = time.monotonic(), used(follower)
+
+    a.send_signal(signal.SIGSTOP)
+    wait_until(lambda: leader_pid() == b.pid, 15, what="b to lead")
+    wait_until(lambda: used(follower) > counted, 20, what="b to count usage")
+    a.send_signal(signal.SIGCONT)
+    wait_until(lambda: logged(home, "group-a", "lost leadership"), 10,
+               what="a to see that its term is over")
+    b.send_signal(signal.SIGTERM)  # b writes what it counted as it resigns
+    assert b.wait(10) == 0
+    wait_until(lambda: leader_pid() == a.pid, 15, what="a to lead again")
+    leader = home / "plugins" / "group-a"
+    wait_until(lambda: used(leader) > 0, 10, what="a to answer usage")
+    assert used(leader) <= counted + SIZE * (time.monotonic() - start) + SIZE * SLACK
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(10) == 0
