@@ -5,6 +5,8 @@ accounting on its own, and in a group plugin that runs in this process over plug
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -14,8 +16,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from infrakit.plugins.group import usage as usage_module
 from infrakit.plugins.group.plan import CONFIG_TAG, Member
 from infrakit.plugins.group.plugin import GroupPlugin
-from infrakit.plugins.group.storage import DAY, GroupStore, UsageBatch
-from infrakit.plugins.group.usage import UsageCollector, UsageMeter, spread, with_unsent
+from infrakit.plugins.group.storage import DAY, GroupStore, UsageBatch, day_of
+from infrakit.plugins.group.usage import (
+    UsageCollector,
+    UsageMeter,
+    spread,
+    usage_of,
+    with_unsent,
+)
 from infrakit.spi import Description
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import UsageRecord
@@ -200,3 +208,36 @@ def test_passes_write_no_usage_until_write_every_and_then_one_write_a_pass(
 
 async def _passed(plugin: GroupPlugin, passes: int) -> bool:
     return (await plugin.describe_status("web")).passes >= passes
+
+
+class Lingering(SQLiteStore):
+    """Applies a usage write, then waits for ``go`` before it answers."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.applied, self.go = threading.Event(), threading.Event()
+
+    def add_usage(self, group: str, batch: UsageBatch) -> None:
+        super().add_usage(group, batch)
+        self.applied.set()
+        self.go.wait(10)
+
+
+def test_a_reader_sees_a_write_under_way_once_in_the_store_or_in_the_meter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        store = Lingering(tmp_path / "groups.db")
+        meter = UsageMeter("g")
+        today = day_of(time.time()) * DAY  # a day the store keeps
+        meter.observe([member("a")], today)
+        meter.observe([member("a")], today + 10)
+        monkeypatch.setattr(usage_module, "WRITE_EVERY", 0.0)
+        writing = asyncio.create_task(meter.write(store))
+        await asyncio.to_thread(store.applied.wait, 10)  # in the store, not yet answered
+        reading = asyncio.create_task(usage_of(store, "g", 0, [meter]))
+        await asyncio.sleep(0)
+        store.go.set()
+        await writing
+        assert [r.seconds for r in await reading] == [10.0]
+
+    asyncio.run(scenario())

@@ -23,7 +23,7 @@ from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore, day_of
-from infrakit.plugins.group.usage import register_collector, with_unsent
+from infrakit.plugins.group.usage import register_collector, usage_of
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.group import (
@@ -281,10 +281,9 @@ class GroupPlugin:
         empty), per config, on the UTC days from the one holding ``since``
         (``Group.Usage``, our extension): what the store keeps and what the controllers
         have counted since their last write."""
-        since_day = day_of(since) if since is not None else 0
-        stored = await asyncio.to_thread(self.store.usage, id or None, since_day)
         meters = [c.usage for gid, c in self._controllers.items() if not id or gid == id]
-        return with_unsent(stored, meters, since_day)
+        return await usage_of(self.store, id or None, day_of(since) if since is not None
+                              else 0, meters)
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:

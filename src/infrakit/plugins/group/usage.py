@@ -25,6 +25,7 @@ The same seconds, counted since this process began watching each group, are the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -89,6 +90,9 @@ class UsageMeter:
         tell it from a new one."""
         self._written = time.monotonic()
         self._instances: dict[str, bytes] = {}
+        self._writing = asyncio.Lock()
+        """Held while a write is under way, so that a reader of the store and of the
+        meter sees each write in one of the two, never both or neither."""
 
     def know(self, config: str, instance: bytes) -> None:
         """The Instance block (JSON) of ``config``: written beside its usage, for prices."""
@@ -145,13 +149,28 @@ class UsageMeter:
                 for (day, config), seconds in self._unsent.items()])
             self._unsent = {}
         self._written = now
-        try:
-            await asyncio.to_thread(store.add_usage, self.group, self._sending)
-        except Exception as exc:  # the store's own errors, whichever store
-            log.warning("group %s: usage not written yet (kept to write again): %s",
-                        self.group, exc)
-            return
-        self._sending = None
+        async with self._writing:
+            try:
+                await asyncio.to_thread(store.add_usage, self.group, self._sending)
+            except Exception as exc:  # the store's own errors, whichever store
+                log.warning("group %s: usage not written yet (kept to write again): %s",
+                            self.group, exc)
+                return
+            self._sending = None
+
+
+async def usage_of(store: GroupStore, group: str | None, since_day: int,
+                   meters: list[UsageMeter]) -> list[UsageRecord]:
+    """What ``store`` keeps of ``group`` (every group's when None) on the days from
+    ``since_day``, with what ``meters`` counted since their last write. No meter writes
+    meanwhile, so that no write is counted twice or missed. (A write that failed counts as
+    not written until its retry; where etcd had applied it after all, an answer given
+    before the retry counts it twice. The store itself adds it once.)"""
+    async with contextlib.AsyncExitStack() as holding:
+        for meter in meters:
+            await holding.enter_async_context(meter._writing)
+        stored = await asyncio.to_thread(store.usage, group, since_day)
+        return with_unsent(stored, meters, since_day)
 
 
 def with_unsent(stored: list[UsageRecord], meters: Iterable[UsageMeter],
