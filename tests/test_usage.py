@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import cast
 
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from infrakit.plugins.group import usage as usage_module
-from infrakit.plugins.group.plan import CONFIG_TAG, Member
+from infrakit.plugins.group.plan import CONFIG_TAG
 from infrakit.plugins.group.plugin import GroupPlugin
 from infrakit.plugins.group.storage import DAY, GroupStore, UsageBatch, day_of
 from infrakit.plugins.group.usage import (
@@ -34,10 +35,6 @@ NOON = 20_000 * DAY + DAY / 2
 """Noon (UTC) of day 20,000 since the epoch (2024-10-04)."""
 
 
-def member(iid: str, config: str = "c1") -> Member:
-    return Member(desc=Description(id=iid, tags={CONFIG_TAG: config}))
-
-
 def test_an_interval_is_spread_over_the_utc_days_it_touches() -> None:
     assert spread(NOON, NOON + 60) == [(20_000, 60.0)]
     midnight = 20_001 * DAY
@@ -45,27 +42,57 @@ def test_an_interval_is_spread_over_the_utc_days_it_touches() -> None:
     assert spread(NOON, NOON) == [] and spread(NOON, NOON - 5) == []
 
 
-def test_a_member_counts_from_the_pass_that_first_sees_it_to_the_last() -> None:
-    meter = UsageMeter("g")
-    meter.observe([member("a"), member("b")], NOON)
-    assert meter.totals == {}  # the first pass has no pass before it
-    meter.observe([member("a"), member("b"), member("c")], NOON + 10)
-    assert meter.totals == {"c1": 20.0}  # c was not there at the pass before
-    meter.observe([member("b"), member("c", "c2")], NOON + 15)  # a gone, c relabelled
-    assert meter.totals == {"c1": 25.0, "c2": 5.0}
-    meter.observe([member("b")], NOON + 15)  # no time passed
-    meter.observe([member("b")], NOON + 12)  # the clock went back: nothing counted
-    meter.observe([member("b")], NOON + 14)
-    assert meter.totals == {"c1": 27.0, "c2": 5.0}
-    assert sorted(meter.unsent()) == [(20_000, "c1", 27.0), (20_000, "c2", 5.0)]
+class Passes:
+    """What the controller hands its meter each pass: how many members carry each config
+    (as the plan counts them), and those first seen since the pass before, and when (as
+    the health judge knows them)."""
+
+    def __init__(self) -> None:
+        self.meter = UsageMeter("g")
+        self.first_seen: dict[str, float] = {}
+
+    def saw(self, members: dict[str, str | None], now: float, judged: float | None = None
+            ) -> dict[str, float]:
+        """A pass at ``now`` saw ``members`` (ID to config), judged at ``judged``."""
+        new = [(Description(id=iid, tags={CONFIG_TAG: c} if c else None), judged or now)
+               for iid, c in members.items() if iid not in self.first_seen]
+        self.first_seen.update({d.id: since for d, since in new})
+        self.meter.observe(Counter(members.values()), new, now)
+        return self.meter.totals
+
+
+def test_a_member_counts_from_when_it_is_first_seen_to_the_last_pass_that_sees_it() -> None:
+    p = Passes()
+    assert p.saw({"a": "c1", "b": "c1"}, NOON) == {}  # the first pass has no pass before it
+    # c, first seen by this pass's health check 2 s before the pass counts, has lived 2 s
+    assert p.saw({"a": "c1", "b": "c1", "c": "c1"}, NOON + 10, judged=NOON + 8) == {
+        "c1": 22.0}
+    assert p.saw({"b": "c1", "c": "c2"}, NOON + 15) == {"c1": 27.0, "c2": 5.0}  # a gone
+    p.saw({"b": "c1"}, NOON + 15)  # no time passed
+    p.saw({"b": "c1"}, NOON + 12)  # the clock went back: nothing counted
+    assert p.saw({"b": "c1"}, NOON + 14) == {"c1": 29.0, "c2": 5.0}
+    assert sorted(p.meter.unsent()) == [(20_000, "c1", 29.0), (20_000, "c2", 5.0)]
 
 
 def test_a_member_without_a_config_hash_counts_as_none() -> None:
-    meter = UsageMeter("g")
-    bare = Member(desc=Description(id="x", tags=None))
-    meter.observe([bare], NOON)
-    meter.observe([bare], NOON + 4)
-    assert meter.totals == {"none": 4.0}
+    p = Passes()
+    p.saw({"x": None}, NOON)
+    assert p.saw({"x": None}, NOON + 4) == {"none": 4.0}
+
+
+def test_time_across_midnight_is_kept_on_both_days() -> None:
+    p = Passes()
+    midnight = 20_001 * DAY
+    p.saw({"a": "c1"}, midnight - 10)
+    p.saw({"a": "c1", "b": "c1"}, midnight + 30, judged=midnight + 20)
+    assert sorted(p.meter.unsent()) == [(20_000, "c1", 10.0), (20_001, "c1", 40.0)]
+
+
+def ran(meter: UsageMeter, seconds: float, config: str = "c1", start: float = NOON) -> None:
+    """One member of ``config`` seen by two passes ``seconds`` apart."""
+    one: Counter[str | None] = Counter({config: 1})
+    meter.observe(one, [], start)
+    meter.observe(one, [], start + seconds)
 
 
 class Recording:
@@ -89,8 +116,7 @@ def test_writes_come_at_most_every_write_every_and_a_failed_one_is_retried_as_it
         store = cast(GroupStore, recording)
         meter = UsageMeter("g")
         meter.know("c1", b'{"Plugin":"cloud","Properties":null}')
-        meter.observe([member("a")], NOON)
-        meter.observe([member("a")], NOON + 10)
+        ran(meter, 10)
         await meter.write(store)
         assert recording.batches == []  # too soon after the meter began
         monkeypatch.setattr(usage_module, "WRITE_EVERY", 0.0)
@@ -99,7 +125,7 @@ def test_writes_come_at_most_every_write_every_and_a_failed_one_is_retried_as_it
         assert (first.seq, [(r.day, r.config, r.seconds, r.instance) for r in first.rows]) == (
             1, [(20_000, "c1", 10.0, b'{"Plugin":"cloud","Properties":null}')])
         assert sum(s for _, _, s in meter.unsent()) == 10.0  # failed: still to write
-        meter.observe([member("a")], NOON + 15)
+        meter.observe({"c1": 1}, [], NOON + 15)
         await meter.write(store)
         assert recording.batches[-1] is first  # the same write again, not one with more in it
         await meter.write(store)
@@ -115,8 +141,9 @@ def test_writes_come_at_most_every_write_every_and_a_failed_one_is_retried_as_it
 
 def test_what_is_not_yet_written_is_added_to_what_is_stored() -> None:
     meter = UsageMeter("g")
-    meter.observe([member("a"), member("b", "c2")], NOON)
-    meter.observe([member("a"), member("b", "c2")], NOON + 30)
+    both: dict[str | None, int] = {"c1": 1, "c2": 1}
+    meter.observe(both, [], NOON)
+    meter.observe(both, [], NOON + 30)
     stored = [UsageRecord(group="g", config="c1", plugin="cloud", seconds=100.0,
                           first="2024-10-01", last="2024-10-03"),
               UsageRecord(group="old", config="c0", seconds=7.0, first="2024-10-01",
@@ -135,8 +162,7 @@ def test_the_counter_sums_each_group_and_config_of_the_meters() -> None:
     registry.register(collector)
     for group in ("web", "web", "db"):  # two plugins of one process may watch one group
         meter = UsageMeter(group)
-        meter.observe([member("a")], NOON)
-        meter.observe([member("a")], NOON + 2.5)
+        ran(meter, 2.5)
         collector.meters.add(meter)
     text = generate_latest(registry).decode()
     assert "# TYPE infrakit_group_member_seconds_total counter" in text
@@ -228,9 +254,7 @@ def test_a_reader_sees_a_write_under_way_once_in_the_store_or_in_the_meter(
     async def scenario() -> None:
         store = Lingering(tmp_path / "groups.db")
         meter = UsageMeter("g")
-        today = day_of(time.time()) * DAY  # a day the store keeps
-        meter.observe([member("a")], today)
-        meter.observe([member("a")], today + 10)
+        ran(meter, 10, start=day_of(time.time()) * DAY)  # a day the store keeps
         monkeypatch.setattr(usage_module, "WRITE_EVERY", 0.0)
         writing = asyncio.create_task(meter.write(store))
         await asyncio.to_thread(store.applied.wait, 10)  # in the store, not yet answered

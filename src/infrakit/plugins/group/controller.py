@@ -268,7 +268,7 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
-        self.usage.observe(observed, time.time())
+        self.usage.observe(decision.configs, self.health.take_new(), time.time())
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:

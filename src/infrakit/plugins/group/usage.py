@@ -1,11 +1,14 @@
 """Member time, for usage and chargeback: how long each group's members existed, per
 config hash, counted by the group's controller and kept in its store by the (UTC) day.
 
-What counts: a member counts from the pass that first sees it to the last pass that sees
-it. Each pass adds, for every member that the pass before also saw, the time between the
-two passes to the member's config (its ``infrakit.config_sha`` tag as this pass describes
-it). So a member that lives between two passes counts nothing, and each member may count
-up to one poll interval less than it lived, at each end. The time no controller of the
+What counts: a member counts from when the group's controller first sees it (the pass
+whose health check first meets it) to the last pass that sees it. Each pass adds, to each
+config hash (the ``infrakit.config_sha`` tag the members carry as this pass describes
+them), the time since the pass before for every member carrying it, and for a member first
+seen since then, the time since it was first seen. So each member may count up to one poll
+interval less than it lived, at its end (and at its start, the time it took to be
+described). The pass does no work per member for it: the plan sorts the members by config
+hash already, and the health judge knows which are new. The time no controller of the
 group runs is not counted: a controller begins with no pass before its first (it cannot
 know which members lived through the gap), so a restart, or a new leader, never counts a
 second time what its predecessor counted. A long gap between two passes of the same
@@ -30,13 +33,13 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.group.plan import CONFIG_TAG, Member
+from infrakit.plugins.group.plan import CONFIG_TAG
 from infrakit.plugins.group.storage import (
     DAY,
     GroupStore,
@@ -47,6 +50,7 @@ from infrakit.plugins.group.storage import (
     usage_record,
 )
 from infrakit.spi.group import UsageRecord
+from infrakit.spi.types import Description
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -79,10 +83,8 @@ class UsageMeter:
         """Member-seconds per config since this meter began: the Prometheus counter."""
         self._writer = secrets.token_hex(8)
         self._seq = 0
-        self._seen: set[str] = set()
-        """The members the last pass saw."""
         self._last: float | None = None
-        """When the last pass saw them; None before the first pass."""
+        """When the last pass saw the members; None before the first pass."""
         self._unsent: dict[tuple[int, str], float] = {}
         """Member-seconds per (day, config) not yet written."""
         self._sending: UsageBatch | None = None
@@ -110,21 +112,31 @@ class UsageMeter:
     def instance_of(self, config: str) -> bytes | None:
         return self._instances.get(config)
 
-    def observe(self, members: Sequence[Member], now: float) -> None:
-        """A pass saw ``members`` at ``now``: count the time since the pass before for
-        those that pass saw too."""
-        seen, last = self._seen, self._last
-        if last is not None and now > last and seen:
-            configs = Counter((m.desc.tags or {}).get(CONFIG_TAG, NO_CONFIG) for m in members
-                              if m.desc.id in seen)
-            days = spread(last, now)
-            for config, count in configs.items():
-                for day, seconds in days:
-                    key = (day, config)
-                    self._unsent[key] = self._unsent.get(key, 0.0) + count * seconds
-                self.totals[config] = self.totals.get(config, 0.0) + count * (now - last)
-        self._seen = {m.desc.id for m in members}
-        self._last = now
+    def observe(self, configs: Mapping[str | None, int],
+                new: list[tuple[Description, float]], now: float) -> None:
+        """A pass saw ``configs`` (how many members carry each config hash) at ``now``,
+        of which ``new`` were first seen by this controller, and when: count each member
+        from the pass before, or from when it was first seen if that is later. (No work
+        per member, but per new one: the pass sorted the members by config already.)"""
+        last, self._last = self._last, now
+        if last is None or now <= last:
+            return
+        fresh: Counter[tuple[str, float]] = Counter(
+            ((desc.tags or {}).get(CONFIG_TAG, NO_CONFIG), since) for desc, since in new
+            if since > last)
+        whole = Counter({NO_CONFIG if c is None else c: n for c, n in configs.items() if n})
+        for (config, since), count in fresh.items():
+            whole[config] -= count
+            self._add(config, count, min(since, now), now)
+        for config, count in whole.items():
+            if count > 0:
+                self._add(config, count, last, now)
+
+    def _add(self, config: str, count: int, start: float, end: float) -> None:
+        for day, seconds in spread(start, end):
+            key = (day, config)
+            self._unsent[key] = self._unsent.get(key, 0.0) + count * seconds
+        self.totals[config] = self.totals.get(config, 0.0) + count * (end - start)
 
     def unsent(self) -> Iterator[tuple[int, str, float]]:
         """What is counted and not yet in the store: (day, config, seconds)."""
