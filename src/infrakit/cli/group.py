@@ -301,8 +301,8 @@ def usage(ctx: click.Context, group_id: str, since: str | None, prices_file: str
           output: str) -> None:
     """Show member-hours per group and config hash, and what they cost.
 
-    A member counts from the first pass of the group plugin that sees it to the last
-    one; the time the group plugin (or the manager) is down is not counted. Usage is kept
+    A member counts from when the group plugin first sees it to the last pass that sees
+    it; the time the group plugin (or the manager) is down is not counted. Usage is kept
     by the UTC day for 400 days, destroyed groups' included, and all groups are shown
     when no ID is given. Each line is priced by the first entry of the price table that
     matches its instance plugin (and, if the entry says, its config hash or instance

@@ -80,8 +80,8 @@ class UsageRecord(Wire, kw_only=True):
     """Member time of one group and one config (``Group.Usage``, our extension): the
     seconds its members existed, summed over the (UTC) days from ``First`` to ``Last``.
 
-    A member counts from the pass of the controller that first sees it to the last pass
-    that sees it; the time no controller of the group runs (the plugin or the manager is
+    A member counts from when the group's controller first sees it to the last pass that
+    sees it; the time no controller of the group runs (the plugin or the manager is
     down, or a new leader has not yet made its first pass) is not counted. Usage is kept
     when its group is destroyed, by the day, for ``USAGE_KEPT_DAYS`` days."""
 
