@@ -324,6 +324,61 @@ def _print_events(found: list[GroupEvent], output: str, header: bool) -> None:
         click.echo(table(EVENT_HEADERS, _event_rows(found), header=header))
 
 
+@command.command(epilog="""\b
+Example: a price table, prices.yml (the first price that matches counts):
+  currency: USD
+  prices:
+    - plugin: instance-aws
+      properties: {InstanceType: m5.large}
+      per_hour: 0.096
+    - plugin: instance-aws
+      per_hour: 0.05
+    - plugin: instance-process
+      config: 6drwciyinzycumf3x2pkfcc6wzmg2wna
+      per_hour: 0.01
+
+\b
+  infrakit group usage --since 2026-11-01 --prices prices.yml
+  infrakit group usage web --since 7d -o json""")
+@click.argument("group_id", metavar="[ID]", required=False, default="")
+@click.option("--since", metavar="DATE", help="Only the UTC days from the one holding DATE: "
+              "an ISO date or time (2026-11-01), or 10m, 2h, 7d ago. Default: every day kept "
+              "(400).")
+@click.option("--prices", "prices_file", metavar="FILE", help="A price table (YAML or JSON): "
+              "adds each line's cost and the total cost.")
+@output_option()
+@click.pass_context
+def usage(ctx: click.Context, group_id: str, since: str | None, prices_file: str | None,
+          output: str) -> None:
+    """Show member-hours per group and config hash, and what they cost.
+
+    A member counts from when the group plugin first sees it to the last pass that sees
+    it; the time the group plugin (or the manager) is down is not counted. Usage is kept
+    by the UTC day for 400 days, destroyed groups' included, and all groups are shown
+    when no ID is given. Each line is priced by the first entry of the price table that
+    matches its instance plugin (and, if the entry says, its config hash or instance
+    properties).
+    """
+    import time
+
+    from infrakit.cli.prices import read_prices
+    from infrakit.cli.usage import print_report, report
+    from infrakit.plugins.group.storage import day_name, day_of
+    from infrakit.spi.errors import Unsupported
+
+    prices = read_prices(prices_file) if prices_file else None  # before any call
+    start = parse_since(since, time.time()) if since else None
+    name = ctx.obj[0]
+    with plugin_client(*ctx.obj) as (rpc, _):
+        try:
+            records = GroupClient(rpc).usage(group_id, start)
+        except Unsupported:
+            raise click.ClickException(f"Group plugin {name!r} keeps no usage (it does not "
+                                       "serve Group.Usage)") from None
+    since_day = day_name(day_of(start)) if start is not None else None
+    print_report(report(records, prices, since_day), output, prices_file)
+
+
 @command.command("set-size")
 @click.argument("group_id", metavar="ID")
 @click.argument("size", type=click.IntRange(min=1))

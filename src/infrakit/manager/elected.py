@@ -32,7 +32,13 @@ from infrakit.rpc.lookup import SocketPlugins
 from infrakit.rpc.typed import AsyncGroupClient
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable
 from infrakit.spi.event import Publish
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
 from infrakit.spi.methods import nonblocking
 from infrakit.store.etcd import EtcdStore
 
@@ -183,6 +189,11 @@ class ElectedGroup:
 
     async def metadata(self, path: list[str]) -> Any:
         return await self._metadata.metadata(path)
+
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
+        """From the leader: what its controllers have counted and not yet written."""
+        usage: list[UsageRecord] = await self._lead_or_forward("usage", id, since)
+        return usage
 
     # -- following ------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
@@ -40,6 +42,7 @@ from infrakit.plugins.group.report import log_pass
 from infrakit.plugins.group.rollout import Rollout
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import GroupStore, InFlight
+from infrakit.plugins.group.usage import UsageMeter
 from infrakit.spi.calls import AsyncInstanceAPI, PluginLookup
 from infrakit.spi.errors import PluginError, Unsupported
 from infrakit.spi.instance import EndedInstance
@@ -84,6 +87,8 @@ class GroupController:
         self.backoff = Backoff(group)
         self.events = EventLog(group, store)
         """What happened, written at the end of the pass that saw it."""
+        self.usage = UsageMeter(group)
+        """Member time, counted by each pass."""
         self._ended: frozenset[str] = frozenset()
         """The instances the plugin last reported ended."""
         self._born = time.time()
@@ -107,6 +112,7 @@ class GroupController:
         if sha != self.sha:  # a new config: its launches start afresh
             self.backoff.reset("a new config was committed")
         self.sha = sha
+        self.usage.know(sha, msgspec.json.encode(props.instance))
         self.rollout.commit(self.sha)
         self.actuator.update(props, self.sha)
         self.health.remember(self.sha, props.flavor)
@@ -138,6 +144,7 @@ class GroupController:
     def start(self) -> None:
         if not self.destroying:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+            self.usage.open()
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop once the pass under way is over, so that every provision it started has
@@ -157,6 +164,7 @@ class GroupController:
                 await task
         finally:
             self._stopping = False
+            await self.usage.close(self.store)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -267,6 +275,7 @@ class GroupController:
             self.status.failures += 1
             return None
         self.last.decision = decision
+        self.usage.observe(decision.configs, self.health.take_new(), time.time())
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -283,6 +292,7 @@ class GroupController:
         self.events.transitions(self, decision)
         self.last.peak = min(max(self.last.peak, len(observed)), self.props.target())
         await self.events.flush()
+        await self.usage.write(self.store)
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
                              breaker_open=decision.breaker_open)
         return decision

@@ -49,6 +49,8 @@ class HealthJudge:
         """The flavor block of each config whose members may still exist, by config hash."""
         self.unreachable: dict[str, float] = {}
         """Flavor plugins that did not answer, and since when."""
+        self._new: list[tuple[Description, float]] = []
+        """Members first seen since :meth:`take_new`, and when."""
 
     def remember(self, sha: str, flavor: PluginSpec) -> None:
         """A committed config: its members are judged by this flavor block."""
@@ -63,6 +65,12 @@ class HealthJudge:
         """When ``member`` was first seen and whether it was ever healthy; None if never."""
         since = self._first_seen.get(member)
         return None if since is None else (since, member not in self._never_healthy)
+
+    def take_new(self) -> list[tuple[Description, float]]:
+        """The members first seen since the last call, and when (the usage counts them
+        from then, and the others from the pass before)."""
+        new, self._new = self._new, []
+        return new
 
     def unhealthy_since(self, member: str) -> float | None:
         """Since when ``member`` has failed its health checks, if it does."""
@@ -150,6 +158,7 @@ class HealthJudge:
             if since is None:
                 since = first_seen[iid] = now
                 never_healthy.add(iid)
+                self._new.append((desc, now))
             if isinstance(answer, HealthReport) and answer.health is Health.HEALTHY:
                 if never_healthy:
                     never_healthy.discard(iid)

@@ -23,12 +23,19 @@ from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
-from infrakit.plugins.group.storage import GroupStore
+from infrakit.plugins.group.storage import GroupStore, day_of
+from infrakit.plugins.group.usage import register_collector, usage_of
 from infrakit.plugins.group.views import MetadataView, as_event, topics
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.event import Publish
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
 from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Index, Spec
 
@@ -72,6 +79,7 @@ class GroupPlugin:
 
     async def start(self) -> None:
         COLLECTOR.watched[id(self)] = self._controllers
+        register_collector()
         for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
             try:
                 spec = _decode_spec(raw)
@@ -89,13 +97,16 @@ class GroupPlugin:
 
     async def _remember_previous(self, gid: str) -> None:
         """The health check of the spec before the current one: members made from it
-        during an update that a restart interrupted are judged by it still."""
+        during an update that a restart interrupted are judged by it still (and their
+        usage is priced by its Instance block)."""
         raw = await asyncio.to_thread(self.store.previous_spec, gid)
         if raw is None:
             return
         with contextlib.suppress(PluginError, msgspec.DecodeError):
             old = parse_group(_decode_spec(raw))
-            self._controllers[gid].health.remember(config_sha(old), old.flavor)
+            controller = self._controllers[gid]
+            controller.health.remember(config_sha(old), old.flavor)
+            controller.usage.know(config_sha(old), msgspec.json.encode(old.instance))
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop every controller once the pass it is in has ended (or after ``wait``), and
@@ -292,6 +303,15 @@ class GroupPlugin:
 
     async def metadata(self, path: list[str]) -> Any:
         return await self._metadata.metadata(path)
+
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
+        """Member time of group ``id`` (every group's, destroyed ones included, when
+        empty), per config, on the UTC days from the one holding ``since``
+        (``Group.Usage``, our extension): what the store keeps and what the controllers
+        have counted since their last write."""
+        meters = [c.usage for gid, c in self._controllers.items() if not id or gid == id]
+        return await usage_of(self.store, id or None, day_of(since) if since is not None
+                              else 0, meters)
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
