@@ -77,7 +77,8 @@ def ls(quiet: bool, output: str) -> None:
 def _kinds_help() -> str:
     from infrakit.cli.kinds import KINDS
 
-    return "\n".join(f"  {k:<16} {v.summary}" for k, v in sorted(KINDS.items()))
+    return "\n".join(f"  {k:<16} {v.summary}" + (f" (the [{v.extra}] extra)" if v.extra else "")
+                     for k, v in sorted(KINDS.items()))
 
 
 class _KindsInHelp(click.Command):
@@ -104,12 +105,18 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
     NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log. A plugin
     that exits with status 0 (as on `infrakit plugin stop`) is not restarted.
     """
-    from infrakit.cli.kinds import parse_kind
+    from infrakit.cli.kinds import check_installed, parse_kind
+    from infrakit.extras import MissingExtra
 
     try:
         wanted = [parse_kind(p) for p in plugins]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
+    try:  # all refused before any starts: a half-started set helps nobody
+        for kind in dict.fromkeys(kind for kind, _ in wanted):
+            check_installed(kind)
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     level = log_level()
     paths = [socket_path(name) for _, name in wanted]  # refuse bad paths before any change
     _logs_for_me_alone()
