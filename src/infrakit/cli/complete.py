@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 ASK_TIMEOUT = 0.5
 """Seconds a completion waits for the group plugin's answer."""
 
 
 def _matching(values: list[str], incomplete: str) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem  # only when completing
+
     return [CompletionItem(v) for v in sorted(values) if v.startswith(incomplete)]
 
 

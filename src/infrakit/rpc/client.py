@@ -1,25 +1,24 @@
 """Clients of a plugin socket: a sync one for the CLI and an async one for controllers.
 
 Both share the envelope codec in :mod:`infrakit.rpc.jsonrpc` and the method tables of
-:mod:`infrakit.spi`; the sync one uses only the standard library so the CLI starts fast.
+:mod:`infrakit.spi`; the sync one uses only the standard library, and for a local plugin
+not even :mod:`http.client` (:mod:`infrakit.rpc.unixhttp`), so the CLI starts fast.
 Every call has a timeout. Errors: :class:`~infrakit.rpc.jsonrpc.RPCError` for an error the
 plugin answered, :class:`PluginUnreachable` when no answer could be had.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from infrakit.rpc import jsonrpc
 from infrakit.rpc.paths import UntrustedPath, check_plugin_socket
+from infrakit.rpc.unixhttp import UnixHTTPConnection
 from infrakit.spi.methods import Method
 from infrakit.spi.types import mebibytes
 
@@ -45,20 +44,22 @@ class PluginUnreachable(ConnectionError):
         self.reason = reason
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("h", timeout=timeout)
-        self._path = os.fspath(path)
+class _Response(Protocol):
+    @property
+    def status(self) -> int: ...
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    def read(self) -> bytes: ...
+
+
+class _Connection(Protocol):
+    """What the sync client uses of a connection: :class:`UnixHTTPConnection` to a local
+    plugin, ``http.client.HTTPSConnection`` to a manager over TCP."""
+
+    def request(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> None: ...
+
+    def getresponse(self) -> _Response: ...
+
+    def close(self) -> None: ...
 
 
 _HEADERS = {"Content-Type": "application/json"}
@@ -104,13 +105,18 @@ class RPCClient:
 
     def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT,
                  trace: Trace | None = None, remote: Remote | None = None) -> None:
-        self.path = Path(path) if remote is None else Path(urlsplit(remote.url).netloc)
+        if remote is None:
+            self.path = Path(path)
+        else:
+            from urllib.parse import urlsplit
+
+            self.path = Path(urlsplit(remote.url).netloc)
         self.timeout = timeout
         self.trace = trace
         self.remote = remote
         self._headers = _HEADERS if remote is None else {
             **_HEADERS, "Authorization": f"Bearer {remote.token}"}
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Connection | None = None
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
 
@@ -159,10 +165,13 @@ class RPCClient:
                 answers.append(exc)
         return method.lifted(answers)
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> _Connection:
         if self.remote is None:
             _trusted(self.path)
-            return _UnixHTTPConnection(self.path, self.timeout)
+            return UnixHTTPConnection(self.path, self.timeout)
+        import http.client
+        from urllib.parse import urlsplit
+
         url = urlsplit(self.remote.url)
         return http.client.HTTPSConnection(url.hostname or "", url.port or 443,
                                            timeout=self.timeout, context=self.remote.ssl)
@@ -174,7 +183,7 @@ class RPCClient:
             assert self._conn is not None
             resp = self._conn.getresponse()
             return resp.status, resp.read()
-        except (OSError, http.client.HTTPException):
+        except Exception:  # whatever stops the reading (http.client's own errors too): none
             return None
 
     def _post(self, body: bytes) -> bytes:
@@ -186,7 +195,8 @@ class RPCClient:
                 self._conn.request("POST", "/", body, self._headers)
                 resp = self._conn.getresponse()
                 data = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            # http.client.RemoteDisconnected is a ConnectionResetError
+            except (BrokenPipeError, ConnectionResetError) as exc:
                 early = self._early_answer()
                 self.close()
                 if early is not None:  # it refused the request before reading it all
