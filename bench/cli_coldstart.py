@@ -7,7 +7,9 @@ with bytecode caching on (some sandboxes set PYTHONDONTWRITEBYTECODE, which woul
 run compile the sources again). With `--infrakit PATH` given more than once the scripts are
 run in turn, run after run, so that a busy machine slows each of them alike and they can be
 compared (say, this checkout's against another's).
-Prints the median, p90 and minimum over N runs of each command.
+Prints the median, p90 and minimum wall time over N runs of each command, and the median CPU
+time (user + system) of its process, which a busy machine inflates much less than the wall
+time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,16 +37,24 @@ LIBRARIES = ("pass", "import click", "import msgspec", "import http.client",
              "import click, msgspec")
 
 
-def _once(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """The wall time and the CPU time of one run of ``cmd``."""
+    c0, t0 = _cpu(), time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu() - c0
 
 
-def _line(label: str, s: list[float]) -> str:
-    s = sorted(s)
+def _line(label: str, runs: list[tuple[float, float]]) -> str:
+    s = sorted(wall for wall, _ in runs)
+    cpu = statistics.median(c for _, c in runs)
     return (f"{label:58s} median {statistics.median(s)*1e3:6.1f} ms"
-            f"  p90 {s[int(len(s)*0.9)]*1e3:6.1f} ms  min {s[0]*1e3:6.1f} ms  (n={len(s)})")
+            f"  p90 {s[int(len(s)*0.9)]*1e3:6.1f} ms  min {s[0]*1e3:6.1f} ms"
+            f"  cpu {cpu*1e3:6.1f} ms  (n={len(s)})")
 
 
 def _setup(infrakit: str, env: dict[str, str]) -> None:
@@ -77,7 +88,7 @@ def main() -> None:
         for code in LIBRARIES:
             s = [_once([sys.executable, "-c", code], env) for _ in range(args.runs)]
             print(_line(f"python -c {code!r}", s))
-        samples: dict[tuple[str, int], list[float]] = {}
+        samples: dict[tuple[str, int], list[tuple[float, float]]] = {}
         for script in scripts:  # warm the page cache and the bytecode
             for cmd in COMMANDS:
                 for _ in range(3):
