@@ -6,6 +6,7 @@ heavier is imported by the command that uses it.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -235,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
 
         click.echo(f"Error: {printable(error_message(exc))}", err=True)
         sys.exit(ERROR)
+    finally:
+        # Spare the exit the interpreter's last full collection, over every object the
+        # imports made (none of them garbage): it is a fifth of a short command's CPU time.
+        # The memory goes back to the system with the process.
+        gc.freeze()
 
 
 def _show(exc: click.ClickException) -> None:
