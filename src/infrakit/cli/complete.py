@@ -72,7 +72,7 @@ def plugin_names() -> list[str]:
 class GroupID(click.types.StringParamType):
     """A group's ID; completes the IDs the group plugin watches."""
 
-    name = "group ID"
+    name = "id"
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[CompletionItem]:
@@ -82,7 +82,7 @@ class GroupID(click.types.StringParamType):
 class PluginName(click.types.StringParamType):
     """A running plugin's name; completes the sockets in the plugin directory."""
 
-    name = "plugin name"
+    name = "plugin"
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[CompletionItem]:
@@ -92,7 +92,7 @@ class PluginName(click.types.StringParamType):
 class PluginKind(click.types.StringParamType):
     """``KIND[:NAME]`` of ``plugin start`` and ``plugin run``; completes the kinds."""
 
-    name = "plugin kind"
+    name = "kind"
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[CompletionItem]:
