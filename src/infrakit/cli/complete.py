@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -101,6 +101,6 @@ class PluginKind(click.types.StringParamType):
         return _matching(list(KINDS), incomplete)
 
 
-BY_PARAMETER: dict[str, Any] = {"group_id": GroupID(), "name": PluginName()}
+BY_PARAMETER: dict[str, click.types.StringParamType] = {"group_id": GroupID(), "name": PluginName()}
 """The parameters every command that has them completes alike, by name: a group's ID, and
 ``--name``, the plugin a command talks to."""
