@@ -43,7 +43,8 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 @click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
 @click.option("--wait", is_flag=True, help="Show progress until the group converges.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
-              show_default=True, help="With --wait: seconds to wait before giving up.")
+              show_default=True, help="With --wait: seconds to wait before giving up "
+              "(with exit status 3).")
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
            wait_timeout: float) -> None:
@@ -101,8 +102,9 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
         if time.monotonic() >= deadline:
             if tty:
                 click.echo()
-            raise click.ClickException(f"group {group_id!r} did not converge within "
-                                       f"{timeout:g}s: {line}")
+            from infrakit.cli.exits import WaitTimeout
+
+            raise WaitTimeout(f"group {group_id!r} did not converge within {timeout:g}s: {line}")
         time.sleep(0.25)
 
 

@@ -65,14 +65,15 @@ def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields
 @output_option()
 @click.pass_context
 def status(ctx: click.Context, output: str) -> None:
-    """Who leads, since when, which store it uses, and the socket it serves on."""
+    """Who leads, since when, which store it uses, and the socket it serves on. Exits 1
+    when no manager leads, so that a script can wait for one."""
     import time
 
     leader = current_leader(ctx.meta["manager"])
     if leader is None:
-        click.echo("no manager leads (none is running)" if output == "table"
-                   else dump(None, output))
-        return
+        if output != "table":
+            click.echo(dump(None, output))
+        raise click.ClickException("no manager leads (none is running)")
     emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE", "SERVES"], lambda: [[
         str(leader.pid), leader.host,
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store,

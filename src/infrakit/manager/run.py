@@ -63,6 +63,10 @@ class Settings:
         """Refuse settings that are each valid but do not go together."""
         if self.store == "etcd" and not self.endpoints:
             raise PluginError("--etcd-endpoints: required with --store etcd")
+        if self.store == "etcd":
+            from infrakit.extras import require
+
+            require("etcd", "--store etcd")
         if self.listen:
             for option, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
                                   ("--token-file", self.token_file)):
