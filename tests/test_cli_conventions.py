@@ -57,7 +57,8 @@ def test_version_flag_and_version_as_json(cli: Cli) -> None:
     assert ok(cli("--version")).stdout == f"infrakit-py {infrakit.__version__}\n"
     data = json.loads(ok(cli("version", "-o", "json")).stdout)
     assert data == {"Version": infrakit.__version__,
-                    "APIs": ["Instance/0.5.0", "Flavor/0.1.0", "Group/0.1.0"]}
+                    "APIs": ["Instance/0.5.0", "Flavor/0.1.0", "Group/0.1.0", "Event/0.1.0",
+                             "Metadata/0.1.0"]}
 
 
 # -- global flags ----------------------------------------------------------------------------
