@@ -23,15 +23,19 @@ from infrakit.spi.group import GroupSpec
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter, str], Any]:
+def _parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """An option's callback: its value parsed by its setting, so that the option and its
     variable take the same values; a bad one is named as the user gave it, option or
-    variable."""
+    variable. A repeatable option's values are parsed one by one and joined."""
 
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         from_env = ctx.get_parameter_source(str(param.name)) is ParameterSource.ENVIRONMENT
+        name = setting.env if from_env else setting.option
         try:
-            return setting.value(value, setting.env if from_env else setting.option)
+            if setting.repeatable:
+                return tuple(item for raw in value or (setting.default,)
+                             for item in setting.value(raw, name))
+            return setting.value(value, name)
         except SettingError as exc:
             raise click.UsageError(str(exc), ctx) from None
 
@@ -41,7 +45,9 @@ def _parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Paramete
 def _setting_options(command: F) -> F:
     """An option for each of the manager's settings, passed as the field it fills."""
     for field, setting in reversed(MANAGER.items()):
-        command = click.option(setting.option, field, default=setting.default,
+        command = click.option(setting.option, field,
+                               default=() if setting.repeatable else setting.default,
+                               multiple=setting.repeatable,
                                callback=_parsed_by(setting), envvar=setting.env,
                                show_default=bool(setting.default), show_envvar=True,
                                metavar=setting.metavar, help=setting.help)(command)
