@@ -29,9 +29,9 @@ RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 class Receiver:
     """An HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it, and answers
-    HTTP 500 to the first ``failing`` of them."""
+    HTTP ``failure`` to the first ``failing`` of them."""
 
-    def __init__(self, failing: int = 0) -> None:
+    def __init__(self, failing: int = 0, failure: int = 500) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.failing = failing
         received = self
@@ -43,7 +43,7 @@ class Receiver:
                 received.failing -= fail
                 if not fail:
                     received.bodies.append(body)
-                self.send_response(500 if fail else 200)
+                self.send_response(failure if fail else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -37,6 +37,8 @@ TIMEOUT = 10.0
 ATTEMPTS = 5
 FIRST_RETRY = 1.0
 """Seconds before the first retry; each next one waits twice as long, up to a minute."""
+STOP_RETRY = 0.5
+"""Seconds a stopping sender waits for its tasks to end before it cancels them again."""
 NEVER = "0001-01-01T00:00:00Z"
 """``endsAt`` of an alert still firing, as Alertmanager writes it."""
 
@@ -137,10 +139,14 @@ class WebhookSender:
     async def stop(self) -> None:
         """Stop at once: what was not sent yet is dropped (the next leader sends what
         still fires)."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        self._tasks = []
+        while pending:
+            for task in pending:
+                task.cancel()
+            # again if need be: a cancel that lands as the POST times out is taken for the
+            # timeout, and the sender would go on waiting for the next notification
+            _, pending = await asyncio.wait(pending, timeout=STOP_RETRY)
         left = sum(q.qsize() for q in self._queues.values())
         if left:
             log.info("alerts: %d notifications not sent: this manager stopped leading", left)
