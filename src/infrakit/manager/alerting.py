@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,8 +48,8 @@ class Tracker:
 
     def __init__(self, repeat: float) -> None:
         self.repeat = repeat
-        self._alerts: dict[str, _Tracked] = {}
-        """By fingerprint."""
+        self._alerts: dict[Hashable, _Tracked] = {}
+        """By :attr:`~infrakit.manager.alerts.Alert.identity`."""
         self._sent: dict[tuple[str, str], float] = {}
         """When each (alertname, group) with alerts firing was last sent."""
 
@@ -56,9 +57,11 @@ class Tracker:
         """Take the alerts whose conditions hold at ``now``; returns the notifications to
         send, each the alerts of one name and one group."""
         due: set[tuple[str, str]] = set()
-        current = {a.fingerprint: a for a in active}
-        for fingerprint, alert in current.items():
-            tracked = self._alerts.setdefault(fingerprint, _Tracked(alert, now))
+        current = {a.identity: a for a in active}
+        for identity, alert in current.items():
+            tracked = self._alerts.get(identity)
+            if tracked is None:
+                tracked = self._alerts[identity] = _Tracked(alert, now)
             tracked.alert = alert  # the latest words: counts and reasons change
             if not tracked.firing and now - tracked.since >= alert.hold:
                 tracked.firing = True
@@ -67,23 +70,24 @@ class Tracker:
         resolved = [t for t in resolved if t.firing]
         due |= {_key(t.alert) for t in resolved}
         due |= {k for k, sent in self._sent.items() if now - sent >= self.repeat}
-        notices = []
-        for key in sorted(due):
-            firing = [Notice(t.alert, "firing", t.since, None)
-                      for t in self._alerts.values() if t.firing and _key(t.alert) == key]
-            ended = [Notice(t.alert, "resolved", t.since, now)
-                     for t in resolved if _key(t.alert) == key]
-            if firing:
+        if not due:
+            return []
+        batches: dict[tuple[str, str], list[Notice]] = {key: [] for key in sorted(due)}
+        for t in self._alerts.values():
+            if t.firing and _key(t.alert) in batches:
+                batches[_key(t.alert)].append(Notice(t.alert, "firing", t.since, None))
+        for key, batch in batches.items():
+            if batch:
                 self._sent[key] = now
             else:
                 self._sent.pop(key, None)
-            if firing or ended:
-                notices.append(firing + ended)
-        return notices
+        for t in resolved:
+            batches[_key(t.alert)].append(Notice(t.alert, "resolved", t.since, now))
+        return [batch for batch in batches.values() if batch]
 
 
 def _key(alert: Alert) -> tuple[str, str]:
-    return alert.name, dict(alert.labels)["group"]
+    return alert.name, alert.group
 
 
 class Alerting:
@@ -135,4 +139,4 @@ class Alerting:
 def _what(notices: list[Notice]) -> str:
     """``InfrakitGroupCrashLooping firing for group web``, for the log."""
     first = notices[0]
-    return f"{first.alert.name} {first.status} for group {dict(first.alert.labels)['group']}"
+    return f"{first.alert.name} {first.status} for group {first.alert.group}"

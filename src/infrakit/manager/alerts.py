@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ class Alert:
     name: str
     severity: str
     labels: tuple[tuple[str, str], ...]
-    """Besides ``alertname`` and ``severity``: ``group``, and ``reason`` or ``plugin`` and
-    ``seen_by``."""
+    """Besides ``alertname`` and ``severity``: ``group`` first, then ``reason``, or
+    ``plugin`` and ``seen_by``."""
     description: str
     hold: float
     """Seconds the condition must last before the alert fires."""
@@ -87,10 +88,20 @@ class Alert:
         return {"alertname": self.name, **dict(self.labels), "severity": self.severity}
 
     @property
+    def group(self) -> str:
+        return self.labels[0][1]
+
+    @property
+    def identity(self) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        """Its labels, as a key: what tells it from another (cheaper than the
+        fingerprint, which is made only for a notification)."""
+        return self.name, self.severity, self.labels
+
+    @property
     def summary(self) -> str:
         return SUMMARIES[self.name].format(**dict(self.labels))
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Which alert this is, from its labels only (as Alertmanager tells alerts apart)."""
         text = "\0".join(f"{k}\0{v}" for k, v in sorted(self.label_map.items()))
