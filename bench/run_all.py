@@ -9,7 +9,7 @@ from pathlib import Path
 failed = []
 for script in ("cli_coldstart.py", "rpc_throughput.py", "server_baseline.py", "idle_rss.py",
                "group_converge.py", "group_steady.py", "process_group.py",
-               "manager_failover.py", "chaos_soak.py",
+               "manager_failover.py", "chaos_soak.py", "alert_eval.py",
                "docker_provision.py"):  # the last needs root, dockerd and busybox-static
     print(f"## {script}", flush=True)
     done = subprocess.run([sys.executable, "-m", f"bench.{script[:-3]}"],
