@@ -212,7 +212,6 @@ def test_the_base_requirements_hold_no_provider_sdk() -> None:
     wanted = requires(PROJECT) or []
     base = {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in wanted
             if "extra ==" not in r}
-    assert base.isdisjoint({"boto3", "botocore", "apache-libcloud", "docker", "etcd3gw",
-                            "tenacity"}), base
+    assert base.isdisjoint({"boto3", "botocore", "apache-libcloud", "docker", "etcd3gw"}), base
     extras = {r.split("extra ==")[1].strip().strip("\"'") for r in wanted if "extra ==" in r}
     assert set(EXTRAS) | {"all", "dev"} <= extras, extras

@@ -17,8 +17,8 @@ PROJECT = "infrakit-py"
 """The distribution's name in pyproject.toml, as ``pip install`` takes it."""
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "aws": ("boto3", "botocore", "tenacity"),
-    "cloud": ("libcloud", "tenacity"),
+    "aws": ("boto3", "botocore"),
+    "cloud": ("libcloud",),
     "docker": ("docker",),
     "etcd": ("etcd3gw",),
 }

@@ -33,6 +33,9 @@ class Setting(Generic[T]):
     option: str = ""
     """The option of ``infrakit manager`` that may give the value instead."""
     metavar: str = ""
+    repeatable: bool = False
+    """The option may be given more than once; each is parsed alone and the tuples each
+    gives are joined (the variable gives them all at once, comma-separated)."""
 
     def value(self, raw: str, name: str = "") -> T:
         """``raw`` parsed; one that cannot be raises a :class:`SettingError` naming
@@ -54,6 +57,16 @@ def seconds(raw: str) -> float:
         raise ValueError("is not a number of seconds") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError("is not a positive number of seconds")
+    return value
+
+
+def seconds_or_zero(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("is not a number of seconds of 0 or more")
     return value
 
 
@@ -104,6 +117,29 @@ def listen_text(address: tuple[str, int] | None) -> str:
         return ""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def webhook_urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated ``http://`` or ``https://`` URLs, each with a host."""
+    urls = comma_list(raw)
+    for url in urls:
+        why = _not_a_webhook(url)
+        if why:
+            raise ValueError(why if len(urls) == 1 else f"has {url!r}, which {why}")
+    return urls
+
+
+def _not_a_webhook(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # a port that is not a number raises
+    except ValueError as exc:
+        return f"is not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not host:
+        return "is not an http:// or https:// URL with a host (alerts are POSTed to it)"
+    return ""
 
 
 def key_prefix(raw: str) -> str:
@@ -171,6 +207,26 @@ MANAGER: dict[str, Setting[Any]] = {
                          "it binds, or this machine's name].",
                          option="--advertise", metavar="HOST"),
     "metrics_listen": METRICS_LISTEN,
+    "alert_webhooks": Setting(
+        "INFRAKIT_ALERT_WEBHOOKS", "", webhook_urls,
+        "POST the groups' alerts to this URL, in Alertmanager's webhook format (firing, "
+        "then resolved); repeat the option for more (the variable: comma-separated). Only "
+        "the leading manager sends.", option="--alert-webhook", metavar="URL",
+        repeatable=True),
+    "alert_not_converged_for": Setting(
+        "INFRAKIT_ALERT_NOT_CONVERGED_FOR", "600", seconds,
+        "Seconds a group stays short of its desired healthy, up-to-date members before "
+        "InfrakitGroupNotConverged fires.", option="--alert-not-converged-for",
+        metavar="SECONDS"),
+    "alert_for": Setting(
+        "INFRAKIT_ALERT_FOR", "60", seconds_or_zero,
+        "Seconds a group's circuit breaker stays open, or a plugin it calls unreachable, "
+        "before InfrakitGroupBreakerOpen or InfrakitPluginDown fires.",
+        option="--alert-for", metavar="SECONDS"),
+    "alert_repeat": Setting(
+        "INFRAKIT_ALERT_REPEAT", "14400", seconds,
+        "Seconds between two sends of an alert that is still firing.",
+        option="--alert-repeat", metavar="SECONDS"),
 }
 """The settings of a manager, by the name of the field of
 :class:`infrakit.manager.run.Settings` each fills."""

@@ -25,7 +25,7 @@ import msgspec
 
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.leader_info import LeaderInfo
-from infrakit.plugins.group.plugin import GroupPlugin
+from infrakit.plugins.group.plugin import GroupPlugin, Watcher
 from infrakit.plugins.group.views import MetadataView
 from infrakit.rpc.client import AsyncRPCClient, Remote
 from infrakit.rpc.lookup import SocketPlugins
@@ -51,14 +51,17 @@ class ElectedGroup:
     """The object a manager on etcd serves as its group plugin."""
 
     def __init__(self, store: EtcdStore, election: EtcdLeadership, poll: float,
-                 me: LeaderInfo, remote: Callable[[str], Remote | None]) -> None:
+                 me: LeaderInfo, remote: Callable[[str], Remote | None],
+                 watcher: Watcher | None = None) -> None:
         """``me`` is what this manager records of itself when it leads; ``remote`` says
-        how to reach another manager's TCP listener, if this one may."""
+        how to reach another manager's TCP listener, if this one may; ``watcher`` watches
+        the groups during each term this manager leads (its alerts)."""
         self.store = store
         self.election = election
         self.poll = poll
         self.me = me
         self.remote = remote
+        self.watcher = watcher
         self.wait_for_leader = election.ttl * 2 + 1.0
         """Seconds a follower waits for a leader before it answers that there is none:
         long enough for an election after a leader died."""
@@ -106,7 +109,7 @@ class ElectedGroup:
                 self._lost.set()
             self.store.client.fence_on(self.election.key, self.election.term)
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
-                                 fence=self.election.fence)
+                                 fence=self.election.fence, watcher=self.watcher)
             if self._publish is not None:
                 plugin.publish_on(self._publish)
             try:

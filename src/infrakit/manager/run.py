@@ -23,6 +23,7 @@ from infrakit.settings import GROUP_POLL, MANAGER
 from infrakit.spi.errors import PluginError
 
 if TYPE_CHECKING:
+    from infrakit.manager.alerting import Alerting
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.manager.lock_leader import LockLeadership
@@ -54,6 +55,11 @@ class Settings:
     """The host name other machines reach this manager's listener by."""
     metrics_listen: tuple[str, int] | None
     """Where to serve ``GET /metrics`` over plain HTTP too, if anywhere."""
+    alert_webhooks: tuple[str, ...] = ()
+    """Where the leader POSTs the groups' alerts (Alertmanager's webhook format)."""
+    alert_not_converged_for: float = 600.0
+    alert_for: float = 60.0
+    alert_repeat: float = 14400.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +79,16 @@ class Settings:
                 if not value:
                     raise PluginError(f"{option}: required with --listen (a TCP listener "
                                       "serves only over TLS, to callers with the token)")
+
+    def alerting(self) -> Alerting | None:
+        """What sends the groups' alerts while this manager leads; None without webhooks."""
+        if not self.alert_webhooks:
+            return None
+        from infrakit.manager.alerting import Alerting
+        from infrakit.manager.alerts import Holds
+
+        return Alerting(self.alert_webhooks, Holds(self.alert_not_converged_for,
+                                                   self.alert_for), self.alert_repeat)
 
     def tcp_listener(self) -> TcpListener | None:
         if not self.listen:
@@ -138,7 +154,8 @@ def _lead_then_serve(store: GroupStore, leadership: Leadership, me: LeaderInfo, 
 
     leadership.acquire(me, threading.Event())
     log.info("leading; store %s", me.store)
-    return GroupPlugin(store, SocketPlugins(), poll=poll, fence=leadership.fence)
+    return GroupPlugin(store, SocketPlugins(), poll=poll, fence=leadership.fence,
+                       watcher=settings.alerting())
 
 
 def _etcd_store(settings: Settings) -> EtcdStore:
@@ -162,7 +179,7 @@ def _serve_elected(store: EtcdStore, election: EtcdLeadership, me: LeaderInfo, p
     """Serve at once, leading or following (see :mod:`infrakit.manager.elected`)."""
     from infrakit.manager.elected import ElectedGroup
 
-    return ElectedGroup(store, election, poll, me, settings.remote)
+    return ElectedGroup(store, election, poll, me, settings.remote, settings.alerting())
 
 
 _SQLITE = StoreKind(lambda s: f"sqlite:{_sqlite_path()}", _sqlite_store,

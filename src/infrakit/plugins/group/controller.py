@@ -65,6 +65,11 @@ class Status:
     failures: int = 0
     """Passes in a row that met an error; the wait before the next one doubles with each."""
     breaker_open: bool = False
+    converged: bool = False
+    members: int = 0
+    unhealthy: int = 0
+    outdated: int = 0
+    """Members of another config than the committed one."""
 
 
 class GroupController:
@@ -294,7 +299,9 @@ class GroupController:
         await self.events.flush()
         await self.usage.write(self.store)
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
-                             breaker_open=decision.breaker_open)
+                             breaker_open=decision.breaker_open, converged=decision.converged,
+                             members=len(observed), unhealthy=decision.unhealthy,
+                             outdated=decision.outdated)
         return decision
 
     async def _act(self, observed: list[Member], inflight: list[InFlight],

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
 
 import msgspec
 
@@ -20,6 +21,7 @@ from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
 from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
+from infrakit.plugins.group.reach import Reachability
 from infrakit.plugins.group.report import adoption, commit_details, report
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
@@ -47,6 +49,16 @@ PREPARE_WAIT = 10.0
 """Seconds a commit waits for the flavor to prepare a member's spec, to measure it."""
 
 
+class Watcher(Protocol):
+    """Something that watches the groups for as long as a group plugin runs them (a
+    manager's alerts): started once every stored group is resumed, stopped before the
+    controllers stop."""
+
+    async def start(self, groups: GroupPlugin) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class GroupPlugin:
     """Group/0.1.0: commit, describe, free, destroy and inspect groups.
 
@@ -55,12 +67,15 @@ class GroupPlugin:
     """
 
     def __init__(self, store: GroupStore, plugins: PluginLookup, poll: float,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, watcher: Watcher | None = None) -> None:
         self.store = store
-        self.plugins = plugins
+        self.reach = Reachability(plugins)
+        """Which plugins the groups' calls did not reach, and why."""
+        self.plugins: PluginLookup = self.reach
         self.poll = poll
         self.fence = fence
         """Raises unless this process may act on providers (a manager's leadership)."""
+        self.watcher = watcher
         self._specs: dict[str, GroupSpec] = {}
         self._controllers: dict[str, GroupController] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -76,6 +91,11 @@ class GroupPlugin:
 
     def _lock(self, gid: str) -> asyncio.Lock:
         return self._locks.setdefault(gid, asyncio.Lock())
+
+    @property
+    def controllers(self) -> Mapping[str, GroupController]:
+        """The controller of each group being watched, by group ID (read-only)."""
+        return MappingProxyType(self._controllers)
 
     async def start(self) -> None:
         COLLECTOR.watched[id(self)] = self._controllers
@@ -94,6 +114,8 @@ class GroupPlugin:
             await self._remember_previous(gid)
             log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
                      "finishes it" if destroying else "resumed")
+        if self.watcher is not None:
+            await self.watcher.start(self)
 
     async def _remember_previous(self, gid: str) -> None:
         """The health check of the spec before the current one: members made from it
@@ -111,6 +133,8 @@ class GroupPlugin:
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop every controller once the pass it is in has ended (or after ``wait``), and
         let the destroys and frees under way end first."""
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self._endings:
             await asyncio.wait(list(self._endings.values()), timeout=wait)
         await asyncio.gather(*(c.stop(wait) for c in self._controllers.values()))
