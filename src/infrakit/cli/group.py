@@ -19,6 +19,7 @@ from infrakit.cli.output import (
     table,
 )
 from infrakit.cli.specfile import read_as
+from infrakit.cli.template import TemplateInput, template_options
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupEvent, GroupSpec, GroupStatus
@@ -43,11 +44,13 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 @click.option("--wait", is_flag=True, help="Show progress until the group converges.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
               show_default=True, help="With --wait: seconds to wait before giving up.")
+@template_options
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
-           wait_timeout: float) -> None:
-    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML)."""
-    spec = read_as(file, GroupSpec, "group spec")
+           wait_timeout: float, template: TemplateInput) -> None:
+    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML, or a Jinja2
+    template of one: see `infrakit template --help`)."""
+    spec = read_as(file, GroupSpec, "group spec", template)
     with plugin_client(*ctx.obj) as (rpc, _):
         details = GroupClient(rpc).commit_group(spec, pretend)
         # the reference's words, which scripts compare

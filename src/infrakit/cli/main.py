@@ -45,6 +45,7 @@ class _LazyGroup(click.Group):
         "flavor": "infrakit.cli.flavor",
         "group": "infrakit.cli.group",
         "manager": "infrakit.cli.manager",
+        "template": "infrakit.cli.template",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
