@@ -83,7 +83,8 @@ def test_the_last_few_of_each_group_keep_their_files_across_restarts(
         done = logs(cli, iid)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert (f"'{iid}' ended or was destroyed, and its files were removed after retention "
-                "(the files of the last 2 per group are kept, for at most 604800s "
+                "(the files of the last 2 per group that ended, and of as many destroyed, "
+                "are kept, for at most 604800s "
                 "(INFRAKIT_KEEP_ENDED, INFRAKIT_KEEP_ENDED_SECONDS)): its log is no longer "
                 "kept") in done.stderr
     proc.restart()
@@ -97,19 +98,30 @@ def test_the_last_few_of_each_group_keep_their_files_across_restarts(
     assert ok(logs(cli, web[3])).stdout and ok(logs(cli, db)).stdout
 
 
-@pytest.mark.usefixtures("keep_two")
-def test_destroyed_members_keep_their_logs_too_without_being_reported_ended(
-        proc: Proc, cli: Cli, home: Path) -> None:
-    hung = provision(cli, home, "web", "echo stuck; sleep 600")
+def destroyed(proc: Proc, cli: Cli, home: Path) -> str:
+    """A member of web destroyed by ``infrakit instance destroy`` once it has said why."""
+    hung = provision(cli, home, "web", "echo stuck: $INFRAKIT_INSTANCE_ID; sleep 600")
     wait_until(lambda: "stuck" in proc.client.logs(hung, "", None, False).data, 10,
                what="its output")
     ok(cli("instance", "--name", NAME, "destroy", hung))
-    assert ok(logs(cli, hung)).stdout == "stuck\n"
+    return hung
+
+
+@pytest.mark.usefixtures("keep_two")
+def test_destroyed_members_keep_their_logs_too_apart_from_the_crashed(
+        proc: Proc, cli: Cli, home: Path) -> None:
+    hung = destroyed(proc, cli, home)
+    assert ok(logs(cli, hung)).stdout == f"stuck: {hung}\n"
     assert ended(proc, "web") == []  # a destroy is no ending of the member's own
-    later = [provision(cli, home, "web") for _ in range(2)]
-    for iid in later:
+    crashed = [provision(cli, home, "web") for _ in range(2)]
+    for iid in crashed:
         wait_ended(proc, "web", iid)
+    assert ok(logs(cli, hung)).stdout  # crashes do not push the destroyed out ...
+    more = [destroyed(proc, cli, home) for _ in range(2)]
     assert pruned(cli, hung) and not (proc.state / hung).exists()
+    for iid in crashed:  # ... nor destroys, as a rolling update makes, the crashed
+        assert ok(logs(cli, iid)).stdout == f"why: {iid} failed\n"
+    assert all(ok(logs(cli, iid)).stdout for iid in more)
 
 
 def test_files_older_than_the_age_limit_go_however_few(

@@ -113,9 +113,9 @@ CALL_TIMEOUT = Setting(
 
 KEEP_ENDED = Setting(
     "INFRAKIT_KEEP_ENDED", "5", whole_number(0),
-    "How many instances of each group keep their files (working directory and log) once "
-    "they ended or were destroyed, the most recent ones, so that `infrakit instance logs "
-    "ID --previous` can tell why they died; 0 removes them at once.")
+    "How many instances of each group that ended by themselves keep their files (working "
+    "directory and log), the most recent ones, and as many of those destroyed, so that "
+    "`infrakit instance logs ID --previous` can tell why they died; 0 removes them at once.")
 
 KEEP_ENDED_SECONDS = Setting(
     "INFRAKIT_KEEP_ENDED_SECONDS", "604800", seconds,

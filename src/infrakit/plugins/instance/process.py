@@ -496,8 +496,6 @@ class ProcessInstancePlugin:
         """Ports handed to instances being provisioned, not yet in a record."""
         self._records, self._ids, damaged = load_records(self.directory, _PREFIX,
                                                          _decode_record)
-        self._ended: dict[str, EndedInstance] = {}
-        """How the instances that ended by themselves ended, oldest first."""
         # the logs of instances, in the LogDirs still recorded, name IDs too
         top = highest_id(_names_beside(self._records.values()), _PREFIX)
         if top:
@@ -511,7 +509,9 @@ class ProcessInstancePlugin:
         keep, max_age = retention.policy()
         self.retention = retention.Retention(self.directory, _PREFIX, keep, max_age,
                                              live=set(self._records))
-        self._ended = {e.id: e for e in self.retention.endings()}
+        self._ended: dict[str, EndedInstance] = {e.id: e for e in self.retention.endings()}
+        """How the instances that ended by themselves ended, oldest first (from before a
+        restart, those whose files are kept)."""
 
     def _recover(self, record: ProcessRecord) -> None:
         """A record without a pid: the plugin stopped between recording an instance and its

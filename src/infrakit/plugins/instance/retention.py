@@ -3,10 +3,12 @@ are kept: its working directory and its log.
 
 They are kept so that a user can still read why a member died (``infrakit instance logs
 ID --previous``), but not forever: a crash loop, or an afternoon of rolling updates, would
-leave a directory per instance behind. The last :data:`~infrakit.settings.KEEP_ENDED` of
-each group (by the group's tag on the instance; instances of no group count as one group)
-are kept, none of them longer than :data:`~infrakit.settings.KEEP_ENDED_SECONDS`; the
-files of the others are removed.
+leave a directory per instance behind. Of each group (by the group's tag on the instance;
+instances of no group count as one group), the last :data:`~infrakit.settings.KEEP_ENDED`
+that ended by themselves are kept, and as many of those destroyed (so that a rolling
+update, which destroys every member, leaves the group's crashes to read), none of them
+longer than :data:`~infrakit.settings.KEEP_ENDED_SECONDS`; the files of the others are
+removed.
 
 What is kept is recorded in ``<ID>.kept`` beside the plugin's instance records, so a
 restarted plugin still serves the logs of the instances it keeps, still reports the
@@ -48,15 +50,16 @@ class Kept(msgspec.Struct, rename="pascal", kw_only=True, omit_defaults=True):
     """When it ended or was destroyed (seconds since the epoch)."""
     work_dir: str
     log: str
+    crashed: bool = False
+    """Whether it ended by itself (not destroyed; or no record tells)."""
     ending: EndedInstance | None = None
-    """How it ended, when it ended by itself (for ``DescribeEnded``); None when it was
-    destroyed, or when no record tells."""
+    """How it ended by itself, while ``DescribeEnded`` reports it (it is not destroyed)."""
 
 
 def kept_as(iid: str, tags: dict[str, str] | None, work_dir: str, log: str,
             ending: EndedInstance | None) -> Kept:
     return Kept(id=iid, group=(tags or {}).get(GROUP_TAG, ""), over=time.time(),
-                work_dir=work_dir, log=log, ending=ending)
+                work_dir=work_dir, log=log, crashed=ending is not None, ending=ending)
 
 
 def policy() -> tuple[int, float]:
@@ -70,7 +73,8 @@ def policy() -> tuple[int, float]:
 
 def explain(keep: int, max_age: float) -> str:
     """The rule, in words, for a message about files that are no longer there."""
-    return (f"the files of the last {keep} per group are kept, for at most {max_age:g}s "
+    return (f"the files of the last {keep} per group that ended, and of as many destroyed, "
+            f"are kept, for at most {max_age:g}s "
             f"({KEEP_ENDED.env}, {KEEP_ENDED_SECONDS.env})")
 
 
@@ -106,7 +110,7 @@ class Retention:
             if pattern.fullmatch(iid) and entry.is_dir(follow_symlinks=False) and \
                     iid not in live and iid not in self._kept and \
                     not any(directory.glob(f"{iid}.json.corrupt-*")):
-                self._kept[iid] = Kept(id=iid, over=entry.stat().st_mtime,
+                self._kept[iid] = Kept(id=iid, over=entry.stat().st_mtime, crashed=True,
                                        work_dir=entry.path, log=str(Path(entry.path,
                                                                          f"{iid}.log")))
         self.prune()
@@ -120,8 +124,8 @@ class Retention:
         self.prune()
 
     def destroyed(self, iid: str) -> None:
-        """An instance that had ended was destroyed: its files stay, but it is no longer
-        reported as ended, after a restart either."""
+        """An instance that had ended was destroyed: its files stay, among those that
+        ended, but it is no longer reported as ended, after a restart either."""
         with self._lock:
             kept = self._kept.get(iid)
             if kept is None or kept.ending is None:
@@ -143,12 +147,13 @@ class Retention:
 
     def prune(self) -> None:
         """Remove the files of the instances past keeping: older than ``max_age``, or
-        behind the last ``keep`` of their group."""
+        behind the last ``keep`` of their group that ended, or were destroyed, as they
+        did."""
         oldest = time.time() - self.max_age
         with self._lock:
-            groups: dict[str, list[Kept]] = {}
+            groups: dict[tuple[str, bool], list[Kept]] = {}
             for kept in sorted(self._kept.values(), key=lambda k: k.over, reverse=True):
-                groups.setdefault(kept.group, []).append(kept)
+                groups.setdefault((kept.group, kept.crashed), []).append(kept)
             gone = [k for members in groups.values()
                     for n, k in enumerate(members) if n >= self.keep or k.over < oldest]
             for kept in gone:
