@@ -150,9 +150,14 @@ def test_work_dirs_no_record_names_are_taken_in_and_pruned(
         os.utime(work, (now - 100 + n, now - 100 + n))
     (state / "proc-9").mkdir()  # its record was damaged and is set aside: left alone
     (state / "proc-9.json.corrupt-20261129T120000").write_text("{")
+    victim = home / "victim"  # a record the plugin never wrote, long past keeping
+    victim.mkdir()
+    (state / "proc-10.kept").write_text(json.dumps(
+        {"ID": "proc-10", "Over": 1, "WorkDir": str(victim), "Log": str(victim / "x")}))
     start_plugin(NAME)
     assert sorted(p.name for p in state.iterdir() if p.is_dir()) == \
         ["proc-4", "proc-5", "proc-9"]
+    assert victim.is_dir()
 
 
 def test_keep_zero_removes_at_once_and_a_bad_value_stops_the_start(

@@ -104,12 +104,20 @@ class Retention:
                 log.error("%s cannot be read (%s): the files it names are left as they are",
                           path, exc)
                 continue
+            if path.name != f"{kept.id}{_SUFFIX}" or not pattern.fullmatch(kept.id) or \
+                    Path(kept.work_dir) != directory / kept.id:
+                # the plugin never writes such a record: never remove what it names
+                log.error("%s names files this plugin did not make: left as they are", path)
+                continue
             self._kept[kept.id] = kept
-        for entry in os.scandir(directory):
+        entries = list(os.scandir(directory))
+        # an instance whose record was set aside as damaged: its files are for a person
+        set_aside = {e.name.partition(".json.corrupt-")[0] for e in entries
+                     if ".json.corrupt-" in e.name}
+        for entry in entries:
             iid = entry.name
             if pattern.fullmatch(iid) and entry.is_dir(follow_symlinks=False) and \
-                    iid not in live and iid not in self._kept and \
-                    not any(directory.glob(f"{iid}.json.corrupt-*")):
+                    iid not in live and iid not in self._kept and iid not in set_aside:
                 self._kept[iid] = Kept(id=iid, over=entry.stat().st_mtime, crashed=True,
                                        work_dir=entry.path, log=str(Path(entry.path,
                                                                          f"{iid}.log")))
