@@ -10,7 +10,8 @@ failed = []
 for script in ("cli_coldstart.py", "rpc_throughput.py", "server_baseline.py", "idle_rss.py",
                "group_converge.py", "group_steady.py", "process_group.py",
                "manager_failover.py", "chaos_soak.py",
-               "docker_provision.py"):  # the last needs root, dockerd and busybox-static
+               # these two need root, dockerd and busybox-static
+               "docker_provision.py", "tiny_images.py"):
     print(f"## {script}", flush=True)
     done = subprocess.run([sys.executable, "-m", f"bench.{script[:-3]}"],
                           cwd=Path(__file__).resolve().parent.parent)

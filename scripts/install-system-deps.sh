@@ -11,6 +11,7 @@ packages=(
     "busybox-static /bin/busybox" # the one binary of the docker tests' image
     "etcd-server etcd"            # the etcd the store tests start privately
     "prometheus promtool"         # the Prometheus server and promtool of the metrics and alert tests
+    "binutils readelf"            # readelf, which checks the headers of the tiny ELF executables
 )
 missing=()
 for entry in "${packages[@]}"; do

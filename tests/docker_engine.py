@@ -3,7 +3,10 @@
 The daemon runs in a short temporary directory of its own (data, exec state, pid file and
 socket), with no bridge and no firewall changes, so it touches nothing of the machine's and
 containers get loopback only (``network_mode="none"``) or the host's network. There is no
-registry: the one image is imported from a tar holding Debian's static busybox.
+registry: the engine gets two images of its own. :data:`PAUSE_IMAGE` is the tiny ``pause``
+of :mod:`infrakit.images`, loaded as ``docker load`` would: a container that only needs to
+exist runs it, and stops at once on ``docker stop``. :data:`IMAGE` is imported from a tar
+holding Debian's static busybox, for the containers that need a shell or a server.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infrakit.images import scratch, tinyelf
 from tests.helpers import stop_process
 
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "infrakit-test/busybox:1"
+PAUSE_IMAGE = "infrakit-test/pause:1"
 APPLETS = ("sh", "sleep", "httpd", "nc", "echo", "cat", "ls", "true", "kill", "wget")
 START_TIMEOUT = 30.0
 
@@ -78,10 +83,23 @@ def busybox_tar() -> bytes:
     return out.getvalue()
 
 
+def load(api: Any, archive: bytes) -> list[str]:
+    """``docker load`` of ``archive``: the tags it loaded; the engine's error, if any,
+    raised."""
+    loaded = []
+    for event in api.load_image(archive):
+        if "error" in event:
+            raise RuntimeError(f"docker load failed: {event['error']}")
+        stream = event.get("stream", "")
+        if stream.startswith("Loaded image: "):
+            loaded.append(stream.removeprefix("Loaded image: ").strip())
+    return loaded
+
+
 @contextlib.contextmanager
 def private_engine() -> Iterator[Engine]:
-    """Start a dockerd, import :data:`IMAGE` into it, and stop it and remove every trace of
-    it at the end."""
+    """Start a dockerd, put :data:`IMAGE` and :data:`PAUSE_IMAGE` on it, and stop it and
+    remove every trace of it at the end."""
     import docker
 
     root = Path(tempfile.mkdtemp(prefix="dk", dir="/tmp"))  # socket paths are short
@@ -107,6 +125,7 @@ def private_engine() -> Iterator[Engine]:
                 time.sleep(0.1)
         repository, tag = IMAGE.split(":")
         api.import_image_from_data(busybox_tar(), repository=repository, tag=tag)
+        load(api, scratch.image_tar(tinyelf.pause64(), "pause", PAUSE_IMAGE))
         yield Engine(root, proc, api)
     finally:
         if api is not None:  # dockerd would wait for each container to stop

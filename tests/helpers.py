@@ -262,3 +262,25 @@ def require_engine(problem: str | None) -> None:
     if os.environ.get("INFRAKIT_REQUIRE_ENGINES") == "1":
         pytest.fail(f"{problem} (INFRAKIT_REQUIRE_ENGINES=1)")
     pytest.skip(problem)
+
+
+def i386_problem(directory: Path) -> str | None:
+    """Why this kernel cannot run an i386 program, or None: it runs a tiny one from
+    ``directory``, which the kernel refuses (ENOEXEC) without 32-bit support."""
+    import errno
+
+    from infrakit.images.tinyelf import hello32
+
+    probe = directory / "i386-probe"
+    probe.write_bytes(hello32(b""))
+    probe.chmod(0o755)
+    try:
+        subprocess.run([probe], check=True, timeout=10)
+    except OSError as exc:
+        if exc.errno != errno.ENOEXEC:
+            raise
+        return ("this kernel cannot run i386 programs: it lacks CONFIG_IA32_EMULATION, "
+                "or boots with ia32_emulation=false")
+    finally:
+        probe.unlink()
+    return None

@@ -12,12 +12,13 @@ from __future__ import annotations
 import calendar
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infrakit.images import scratch, tinyelf
 from infrakit.plugins.instance import docker_ended
 from infrakit.plugins.instance.docker import DockerInstancePlugin
 from infrakit.plugins.instance.docker_ended import (
@@ -34,8 +35,15 @@ from infrakit.spi import Description, EndedInstance, GroupSpec, Spec
 from infrakit.spi.calls import InstanceAPI
 from infrakit.spi.errors import CallFailed
 from tests.conftest import Plugin, StartPlugin
-from tests.docker_engine import IMAGE, Engine, engine_problem, private_engine
-from tests.helpers import require_engine, stop_process, wait_until
+from tests.docker_engine import (
+    IMAGE,
+    PAUSE_IMAGE,
+    Engine,
+    engine_problem,
+    load,
+    private_engine,
+)
+from tests.helpers import i386_problem, require_engine, stop_process, wait_until
 
 NAME = "instance-docker"
 OWNER = "infrakit.plugin"
@@ -44,7 +52,18 @@ CONFIG_TAG = "infrakit.config_sha"
 POLL = 0.2
 DEADLINE = 20.0  # seconds: a deadline, never a sleep
 
-#: A container that stops at once on SIGTERM, on loopback only.
+#: A member that only needs to exist: the tiny pause, which exits 0 at once on SIGTERM;
+#: loopback only.
+MEMBER: dict[str, Any] = {
+    "Image": PAUSE_IMAGE,
+    "NetworkMode": "none",
+    "Memory": "64m",
+    "CPUs": 0.5,
+    "PidsLimit": 32,
+    "StopTimeout": 5,
+}
+
+#: A container with a shell (for Init, exec and output), that stops at once on SIGTERM.
 CONTAINER: dict[str, Any] = {
     "Image": IMAGE,
     "Command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
@@ -130,7 +149,7 @@ def test_provision_describe_destroy(plugin: Plugin, docker_engine: Engine) -> No
                  "Mounts": [{"Type": "tmpfs", "Target": "/scratch"}]}
     web = inst.provision(Spec(properties=web_props, tags={"tier": "web", "n": "1"},
                               init="echo prepared > /tmp/init", logical_id="web-1"))
-    db = inst.provision(Spec(properties=CONTAINER, tags={"tier": "db"}))
+    db = inst.provision(Spec(properties=MEMBER, tags={"tier": "db"}))
     assert web != db and web.startswith(f"{NAME}-")
 
     # tags are labels, and the plugin's own label marks the container
@@ -154,7 +173,7 @@ def test_provision_describe_destroy(plugin: Plugin, docker_engine: Engine) -> No
     [full] = inst.describe_instances({"tier": "db"}, True)
     facts = full.properties
     assert facts["ContainerID"] == docker_engine.api.inspect_container(db)["Id"]
-    assert (facts["Image"], facts["State"]) == (IMAGE, "running")
+    assert (facts["Image"], facts["State"]) == (PAUSE_IMAGE, "running")
     assert facts["StartedAt"].startswith(time.strftime("%Y-", time.gmtime()))
 
     inst.destroy(web)
@@ -168,8 +187,8 @@ def test_label_is_kept_by_the_plugin_and_survives_a_restart(
         plugin: Plugin, docker_engine: Engine, start_plugin: StartPlugin, home: Path) -> None:
     rpc = RPCClient(plugin.path, timeout=30)
     inst = InstanceClient(rpc)
-    a = inst.provision(Spec(properties=CONTAINER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
-    b = inst.provision(Spec(properties=CONTAINER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
+    a = inst.provision(Spec(properties=MEMBER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
+    b = inst.provision(Spec(properties=MEMBER, tags={GROUP_TAG: "g", CONFIG_TAG: "v1"}))
     inst.label(a, {CONFIG_TAG: "v2", "extra": "yes"})
 
     def check(inst: InstanceAPI) -> None:
@@ -196,12 +215,12 @@ def test_label_is_kept_by_the_plugin_and_survives_a_restart(
 def test_a_container_that_stops_is_not_described_but_kept_and_debris_is_removed(
         plugin: Plugin, docker_engine: Engine) -> None:
     inst = client(plugin)
-    doomed = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
-    kept = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+    doomed = inst.provision(Spec(properties=MEMBER, tags={"t": "x"}))
+    kept = inst.provision(Spec(properties=MEMBER, tags={"t": "x"}))
     kill(docker_engine, doomed)
     # as a plugin that died between creating a container and starting it leaves one
     api = docker_engine.api
-    api.create_container(IMAGE, ["sleep", "3600"], name=f"{NAME}-00000000000c",
+    api.create_container(PAUSE_IMAGE, name=f"{NAME}-00000000000c",
                          labels={"t": "x", OWNER: NAME})
     assert ids(inst.describe_instances({"t": "x"}, False)) == {kept}  # at once
     # that describe removed the one never started; the killed one stays, to tell its end
@@ -219,7 +238,7 @@ def test_an_ended_container_says_how_and_destroy_clears_it(plugin: Plugin,
     before = time.time()
     failed = inst.provision(Spec(properties=FAILING, tags={"t": "x", "n": "1"},
                                  logical_id="failing-1"))
-    alive = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+    alive = inst.provision(Spec(properties=MEMBER, tags={"t": "x"}))
     wait_until(lambda: exited(docker_engine, failed), DEADLINE, what=f"{failed} to exit")
     assert ids(inst.describe_instances({}, False)) == {alive}
 
@@ -251,8 +270,8 @@ def test_an_ended_container_says_how_and_destroy_clears_it(plugin: Plugin,
 def test_a_container_removed_behind_the_plugins_back_is_told_apart(
         plugin: Plugin, docker_engine: Engine) -> None:
     inst = client(plugin)
-    gone = inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}, logical_id="g-1"))
-    other = inst.provision(Spec(properties=CONTAINER, tags={"t": "y"}))
+    gone = inst.provision(Spec(properties=MEMBER, tags={"t": "x"}, logical_id="g-1"))
+    other = inst.provision(Spec(properties=MEMBER, tags={"t": "y"}))
     assert ids(inst.describe_instances({}, False)) == {gone, other}  # seen running
     docker_engine.api.remove_container(gone, force=True)
     # a listing that would not have shown it tells nothing
@@ -271,7 +290,7 @@ def test_a_container_removed_behind_the_plugins_back_is_told_apart(
 def test_destroy_of_a_container_already_destroyed_succeeds(plugin: Plugin,
                                                            docker_engine: Engine) -> None:
     inst = client(plugin)
-    made = inst.provision(Spec(properties=CONTAINER))
+    made = inst.provision(Spec(properties=MEMBER))
     inst.destroy(made)
     inst.destroy(made)  # a retried destroy
     assert containers(docker_engine) == [] and inst.describe_instances({}, False) == []
@@ -283,7 +302,7 @@ def test_destroy_of_a_container_already_destroyed_succeeds(plugin: Plugin,
 def test_destroy_of_a_container_removed_with_the_engines_api_succeeds(
         plugin: Plugin, docker_engine: Engine, home: Path) -> None:
     inst = client(plugin)
-    seen, unseen, keep = (inst.provision(Spec(properties=CONTAINER, tags={"t": "x"}))
+    seen, unseen, keep = (inst.provision(Spec(properties=MEMBER, tags={"t": "x"}))
                           for _ in range(3))
     inst.label(seen, {"v": "2"})  # the plugin keeps this label: it must go with the container
     docker_engine.api.remove_container(seen, force=True)
@@ -361,7 +380,7 @@ def test_containers_it_did_not_make_are_never_touched(plugin: Plugin,
     # one with a name the plugin might have given, one with another plugin's label
     lookalike = f"{NAME}-0123456789ab"
     for name, labels in ((lookalike, {"t": "x"}), ("other-0123456789ab", {OWNER: "other"})):
-        made = api.create_container(IMAGE, ["sleep", "3600"], name=name, labels=labels,
+        made = api.create_container(PAUSE_IMAGE, name=name, labels=labels,
                                     host_config=api.create_host_config(network_mode="none"))
         api.start(made["Id"])
     assert inst.describe_instances({}, False) == []
@@ -382,7 +401,7 @@ def test_bad_input_is_refused_and_makes_nothing(plugin: Plugin, docker_engine: E
             assert "not pinned" in message and IMAGE in message, message
     message = error(inst.validate, {**CONTAINER, "Image": "infrakit-test/nginx:1.25"})
     assert "'infrakit-test/nginx:1.25' is not on the Docker engine" in message
-    assert f"tags present locally: {IMAGE}" in message
+    assert f"tags present locally: {IMAGE}, {PAUSE_IMAGE}" in message
     message = error(inst.provision, Spec(properties={**CONTAINER, "Image": "x:2"}))
     assert "'x:2'" in message and IMAGE in message, message
 
@@ -407,9 +426,8 @@ def test_bad_input_is_refused_and_makes_nothing(plugin: Plugin, docker_engine: E
 def group_spec(size: int) -> GroupSpec:
     return GroupSpec(id="web", properties={
         "Allocation": {"Size": size},
-        "Instance": {"Plugin": NAME, "Properties": CONTAINER},
-        "Flavor": {"Plugin": "flavor-vanilla",
-                   "Properties": {"Init": ["echo ready > /tmp/ready"], "Tags": {"tier": "web"}}},
+        "Instance": {"Plugin": NAME, "Properties": MEMBER},  # no Init: pause has no shell
+        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {"Tags": {"tier": "web"}}},
     })
 
 
@@ -440,7 +458,8 @@ def test_group_heals_a_killed_container_and_leaves_only_its_ending_behind(
         first = wait_until(lambda: converged(group, plugin, 3), DEADLINE,
                            what="3 running members")
         victim = sorted(first)[0]
-        assert in_container(docker_engine, victim, "cat", "/tmp/ready") == "ready\n"
+        config = docker_engine.api.inspect_container(victim)["Config"]
+        assert (config["Image"], config["Entrypoint"]) == (PAUSE_IMAGE, ["/pause"])
 
         start = time.monotonic()
         kill(docker_engine, victim)
@@ -469,6 +488,62 @@ def test_group_heals_a_killed_container_and_leaves_only_its_ending_behind(
     assert [c["Names"] for c in containers(docker_engine)] == [[f"/{victim}"]]
     client(plugin).destroy(victim)
     assert containers(docker_engine) == []
+
+
+# -- the tiny images -----------------------------------------------------------------------
+
+
+def run_to_the_end(engine: Engine, image: str) -> tuple[int, bytes]:
+    """``docker run --rm --network none IMAGE``: its exit status and output."""
+    api = engine.api
+    made = api.create_container(image, host_config=api.create_host_config(network_mode="none"))
+    try:
+        api.start(made["Id"])
+        status = api.wait(made["Id"], timeout=DEADLINE)["StatusCode"]
+        return status, bytes(api.logs(made["Id"], stdout=True, stderr=True))
+    finally:
+        api.remove_container(made["Id"], force=True)
+
+
+@pytest.mark.parametrize(("bits", "build"), [(64, tinyelf.hello64), (32, tinyelf.hello32)])
+def test_a_tiny_hello_image_loads_and_prints_its_message(
+        docker_engine: Engine, tmp_path: Path, bits: int, build: Callable[[bytes], bytes],
+) -> None:
+    if bits == 32 and (problem := i386_problem(tmp_path)):
+        pytest.skip(problem)
+    api = docker_engine.api
+    message = b"Hello Docker world!\n"
+    hello = build(message)
+    tag = f"infrakit-test/hello:{bits}"
+    assert load(api, scratch.image_tar(hello, "hello", tag, bits)) == [tag]
+    try:
+        image = api.inspect_image(tag)
+        assert image["Size"] == len(hello)  # the one layer holds the executable alone
+        assert image["Architecture"] == scratch.ARCHITECTURES[bits]
+        assert run_to_the_end(docker_engine, tag) == (0, message)
+    finally:
+        api.remove_image(tag)
+
+
+def test_a_pause_container_exists_until_docker_stop_and_then_exits_0(
+        docker_engine: Engine) -> None:
+    api = docker_engine.api
+    image = api.inspect_image(PAUSE_IMAGE)
+    assert (image["Size"], image["Config"]["Entrypoint"]) == (116, ["/pause"])
+    made = api.create_container(PAUSE_IMAGE,
+                                host_config=api.create_host_config(network_mode="none"))
+    api.start(made["Id"])
+    try:
+        # as PID 1 of its container, it gets SIGTERM only because it waits for it
+        assert api.top(made["Id"])["Processes"][0][-1] == "/pause"
+        start = time.monotonic()
+        api.stop(made["Id"], timeout=10)
+        took = time.monotonic() - start
+        state = api.inspect_container(made["Id"])["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0)
+        assert took < 2.0, took  # not the 10 s after which the engine would SIGKILL it
+    finally:
+        api.remove_container(made["Id"], force=True)
 
 
 # -- Instance.Logs ----------------------------------------------------------------------------

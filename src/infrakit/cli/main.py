@@ -45,6 +45,7 @@ class _LazyGroup(click.Group):
         "flavor": "infrakit.cli.flavor",
         "group": "infrakit.cli.group",
         "manager": "infrakit.cli.manager",
+        "image": "infrakit.cli.image",
         "template": "infrakit.cli.template",
     }
 

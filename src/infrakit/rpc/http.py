@@ -93,6 +93,17 @@ def _plain(status: int, text: str, extra: str = "") -> bytes:
     return _response(status, (text + "\n").encode(), "text/plain; charset=utf-8", extra)
 
 
+def _page(pages: Pages, target: bytes) -> bytes:
+    """The answer to a ``GET`` of ``target`` (a path in ``pages``, and its query)."""
+    path, _, query = target.partition(b"?")
+    try:
+        page = pages[path](query)
+    except Exception:
+        log.exception("page %s failed", path.decode("latin-1"))
+        return _plain(500, "internal error")
+    return _response(200, page.body, page.ctype)
+
+
 @dataclass
 class _Message:
     method: bytes
@@ -436,7 +447,7 @@ class _Connection(asyncio.Protocol):
                 self._send(msg, msg.early)
                 continue
             if msg.method == b"GET":
-                self._send(msg, self._page(msg.target))
+                self._send(msg, _page(self.pages, msg.target))
                 continue
             coro = self._server.handler(msg.body)
             try:
@@ -449,15 +460,6 @@ class _Connection(asyncio.Protocol):
                 return
             self.deadline = float("inf")
             self._pending = self._loop.create_task(self._finish(msg, coro, step))
-
-    def _page(self, target: bytes) -> bytes:
-        path, _, query = target.partition(b"?")
-        try:
-            page = self.pages[path](query)
-        except Exception:
-            log.exception("page %s failed", path.decode("latin-1"))
-            return _plain(500, "internal error")
-        return _response(200, page.body, page.ctype)
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
