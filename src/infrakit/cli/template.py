@@ -48,12 +48,17 @@ class TemplateInput:
     variables: dict[str, Any] = field(default_factory=dict)
 
 
+def is_template(source: str, template: TemplateInput | None) -> bool:
+    """Whether ``source`` is rendered before it is read."""
+    return (template is not None and template.always) or source.endswith(SUFFIX)
+
+
 def rendered(text: str, source: str, where: str, template: TemplateInput | None
              ) -> tuple[str, str]:
     """``text`` of ``source`` (called ``where`` in messages) rendered when it is a
     template, and what to call it then; as it is when it is not one."""
     template = template or TemplateInput()
-    if not (template.always or source.endswith(SUFFIX)):
+    if not is_template(source, template):
         if template.variables:
             raise SpecFileError(f"{where}: template variables were given, but it is not a "
                                 f"template (its name does not end in {SUFFIX}): add "
