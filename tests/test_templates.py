@@ -132,6 +132,20 @@ def test_a_template_that_fails_names_its_line_and_commits_nothing(
     assert ok(cli("group", "ls", "-q")).stdout == ""
 
 
+@pytest.mark.usefixtures("stack")
+def test_a_field_refused_in_a_template_is_named_by_its_path(cli: Cli, home: Path) -> None:
+    """The template's lines are not those of the document it renders to: the field is
+    named by its path alone, and `template render` shows where it is."""
+    (home / "typo.yml.j2").write_text(
+        "ID: web\n\n\nProperties:\n  {{ key }}: {Size: 1}\n"
+        "  Instance: {Plugin: instance-file, Properties: {}}\n"
+        "  Flavor: {Plugin: flavor-vanilla, Properties: {}}\n")
+    line = one_line_error(cli("group", "commit", "typo.yml.j2", "--var", "key=Alocation"))
+    assert "Alocation" in line and "Allocation" in line, line
+    assert "line" not in line
+    assert ok(cli("group", "ls", "-q")).stdout == ""
+
+
 @pytest.mark.parametrize(("files", "message"), [
     ({"t.j2": "a: 1\nb: {% if %}\n"},
      "t.j2, line 2: Expected an expression, got 'end of statement block'"),
