@@ -182,3 +182,22 @@ def test_keep_zero_removes_at_once_and_a_bad_value_stops_the_start(
         assert end.output == [f"why: {iid} failed"]  # what it said is still told
     assert pruned(cli, iid)
     assert not (home / "instance-process" / NAME / iid).exists()
+
+
+def test_members_dying_of_their_destroy_are_never_reported_as_ended(
+        proc: Proc, cli: Cli, home: Path) -> None:
+    """Between the process's death on SIGTERM and the end of Destroy, a describe must not
+    take it for one that ended by itself (a crash, for the group, and kept as one)."""
+    slow = "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 0.05; done"
+    members = [provision(cli, home, "web", slow) for _ in range(8)]
+    destroyer = subprocess.Popen([PY, "-m", "infrakit", "instance", "--name", NAME, "destroy",
+                                  *members], cwd=home, stdout=subprocess.DEVNULL)
+    seen: set[str] = set()
+    while destroyer.poll() is None:
+        proc.client.describe_instances({}, False)
+        seen |= set(ended(proc, "web"))
+    assert destroyer.returncode == 0
+    assert seen == set() and ended(proc, "web") == []
+    for iid in members[-5:]:  # the last 5 kept, as destroyed ones
+        ok(logs(cli, iid))
+    assert all(pruned(cli, iid) for iid in members[:-5])

@@ -495,6 +495,8 @@ class ProcessInstancePlugin:
         self.cgroup_name = f"{name}-{digest}"
         self._lock = threading.Lock()
         self._reserved: set[int] = set()
+        self._destroying: set[str] = set()
+        """Instances being stopped by Destroy: one that dies of it did not end by itself."""
         """Ports handed to instances being provisioned, not yet in a record."""
         self._records, self._ids, damaged = load_records(self.directory, _PREFIX,
                                                          _decode_record)
@@ -634,14 +636,19 @@ class ProcessInstancePlugin:
         with self._lock:
             ended = self._ended.pop(instance, None)
             record = None if ended else self._existing(instance, "destroy")
-        if ended is not None:
-            self.retention.destroyed(instance)
-        if record is None:
-            log.info("Instance %s was already gone (destroyed before, or ended): nothing to "
-                     "destroy", instance)
-            return
-        _stop(record)
-        self._forget(record, ended=False)
+            self._destroying.add(instance)
+        try:
+            if ended is not None:
+                self.retention.destroyed(instance)
+            if record is None:
+                log.info("Instance %s was already gone (destroyed before, or ended): nothing "
+                         "to destroy", instance)
+                return
+            _stop(record)
+            self._forget(record, ended=False)
+        finally:
+            with self._lock:
+                self._destroying.discard(instance)
         _await_session_end(record.pid, 5.0)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
@@ -665,7 +672,7 @@ class ProcessInstancePlugin:
         :mod:`.logfile`."""
         with self._lock:
             known = self._records.get(instance)
-        if known is not None and not _alive(known):
+        if known is not None and not _alive(known) and not self._being_destroyed(known):
             self._forget(known, ended=True)
         with self._lock:
             record = self._records.get(instance)
@@ -692,10 +699,14 @@ class ProcessInstancePlugin:
         for record in records:
             if _alive(record):
                 alive.append(record)
-            else:
+            elif not self._being_destroyed(record):
                 self._forget(record, ended=True)
         self.retention.prune()  # the files that outlived their time
         return alive
+
+    def _being_destroyed(self, record: ProcessRecord) -> bool:
+        with self._lock:
+            return record.id in self._destroying
 
     def _existing(self, instance: str, doing: str) -> ProcessRecord | None:
         """The record of an instance (under the lock); None for one the plugin made that
