@@ -83,6 +83,19 @@ def whole_seconds(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("is not a whole number") from None
+        if value < minimum:
+            raise ValueError(f"is under the minimum of {minimum}")
+        return value
+
+    return parse
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -155,6 +168,18 @@ CALL_TIMEOUT = Setting(
     "INFRAKIT_CALL_TIMEOUT", "60", seconds,
     "Seconds a plugin waits for another plugin's answer (the group for its instance and "
     "flavor plugins) before it gives up and names the plugin that did not answer.")
+
+
+KEEP_ENDED = Setting(
+    "INFRAKIT_KEEP_ENDED", "5", whole_number(0),
+    "How many instances of each group that ended by themselves keep their files (working "
+    "directory and log), the most recent ones, and as many of those destroyed, so that "
+    "`infrakit instance logs ID --previous` can tell why they died; 0 removes them at once.")
+
+KEEP_ENDED_SECONDS = Setting(
+    "INFRAKIT_KEEP_ENDED_SECONDS", "604800", seconds,
+    "Seconds at most that the files of an instance that ended or was destroyed are kept "
+    "(a week), however few of its group ended since.")
 
 
 def waiting_timeout() -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infrakit.rpc.paths import infrakit_home
-from infrakit.settings import GROUP_POLL, MANAGER, METRICS_LISTEN
+from infrakit.settings import GROUP_POLL, KEEP_ENDED, KEEP_ENDED_SECONDS, MANAGER, METRICS_LISTEN
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,11 @@ KINDS: dict[str, Kind] = {
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file, tls=False),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "
-                             "state under $INFRAKIT_HOME/instance-process/NAME", _process),
+                             "state under $INFRAKIT_HOME/instance-process/NAME; the files of "
+                             f"the last ${KEEP_ENDED.env} (default {KEEP_ENDED.default}) "
+                             "of each group that ended, and of as many destroyed, are kept "
+                             f"for at most ${KEEP_ENDED_SECONDS.env} seconds (default a "
+                             "week)", _process),
     "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
                             "by Instance.Label in $INFRAKIT_HOME/instance-docker/NAME",
                             _docker, extra="docker"),
