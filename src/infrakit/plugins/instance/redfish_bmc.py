@@ -42,8 +42,9 @@ class Facts(msgspec.Struct, kw_only=True):
     uuid: str = ""
     power: str = "Unknown"
     health: str = "Unknown"
-    cpus: int = 0
-    memory_gib: float = 0
+    cpus: int | None = None
+    """None when the BMC does not tell (some do not, before the first boot)."""
+    memory_gib: float | None = None
     model: str = ""
     sku: str = ""
     virtual_media: bool = False
@@ -56,11 +57,18 @@ def facts(doc: dict[str, Any]) -> Facts:
                  name=str(doc.get("Name") or ""), uuid=str(doc.get("UUID") or ""),
                  power=str(doc.get("PowerState") or "Unknown"),
                  health=str(status.get("Health") or "Unknown"),
-                 cpus=int((doc.get("ProcessorSummary") or {}).get("Count") or 0),
-                 memory_gib=float((doc.get("MemorySummary") or {})
-                                  .get("TotalSystemMemoryGiB") or 0),
+                 cpus=_number(int, (doc.get("ProcessorSummary") or {}).get("Count")),
+                 memory_gib=_number(float, (doc.get("MemorySummary") or {})
+                                    .get("TotalSystemMemoryGiB")),
                  model=str(doc.get("Model") or ""), sku=str(doc.get("SKU") or ""),
                  virtual_media="VirtualMedia" in doc)
+
+
+def _number(kind: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return None if value is None else kind(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def reason(exc: Exception) -> str:

@@ -106,7 +106,10 @@ class RedfishState(msgspec.Struct, rename="pascal", kw_only=True):
 
 def fits(match: Match, system: Facts) -> str:
     """Why ``system`` does not fit ``match`` (a key of :func:`choose`'s counts), or ""."""
-    if system.cpus < match.min_cpus or system.memory_gib < match.min_memory_gib:
+    if (match.min_cpus and system.cpus is None) or (match.min_memory_gib
+                                                     and system.memory_gib is None):
+        return "not telling their size"
+    if (system.cpus or 0) < match.min_cpus or (system.memory_gib or 0) < match.min_memory_gib:
         return "too small"
     if match.model and not fnmatch.fnmatchcase(system.model, match.model):
         return "of another model"
@@ -136,11 +139,12 @@ def choose(checked: Checked, inventories: dict[str, dict[str, Facts]],
             if unfit:
                 why[unfit] += 1
                 continue
-            fitting.append((system.cpus, system.memory_gib, bmc, system.id, system))
+            fitting.append((system.cpus or 0, system.memory_gib or 0, bmc, system.id, system))
     if fitting:
         best = min(fitting)
         return best[2], best[4]
-    counts = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(why.items(),
+                                                               key=lambda i: (-i[1], i[0])))
     parts = [counts or "the pool's BMCs list no systems"]
     parts += [fault for _, fault in sorted(faults.items())]  # each names its BMC
     raise PluginError(f"no free system matching {describe_match(checked.match)}: "
