@@ -55,17 +55,23 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import sushy
 
-from infrakit.atomicfile import write_atomic
 from infrakit.plugins.instance import provider_tags
-from infrakit.plugins.instance.redfish_bmc import Connections, Facts, cd_drive, wait_power
+from infrakit.plugins.instance.redfish_actions import (
+    OFF,
+    eject,
+    power_off,
+    power_on,
+    publish,
+    set_boot,
+    unpublish,
+)
+from infrakit.plugins.instance.redfish_bmc import Connections, Facts, wait_power
 from infrakit.plugins.instance.redfish_claims import (
     Checked,
     Claim,
@@ -81,9 +87,6 @@ from infrakit.spi.instance import EndedInstance
 from infrakit.spi.types import Description, Spec
 
 log = logging.getLogger(__name__)
-
-OFF = ("Off",)
-ON = ("On",)
 
 
 class RedfishInstancePlugin:
@@ -185,9 +188,10 @@ class RedfishInstancePlugin:
                 log.info("Instance %s: BMC %s no longer lists system %s: releasing it",
                          instance, record.bmc, record.system)
             else:
-                self._power_off(system, record, bmc.name)
+                power_off(system, record.stop_grace, self.power_timeout,
+                          f"BMC {bmc.name!r}: system {record.system}")
                 if record.boot_image:
-                    _eject(system)
+                    eject(system)
         self._release(instance, record)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
@@ -245,46 +249,11 @@ class RedfishInstancePlugin:
         bmc = self.pool.bmc(record.bmc)
         with self._bmcs.talking(bmc, f"starting system {record.system}") as client:
             system = client.get_system(record.path)
-            if checked.boot == "Cd":
-                drive = cd_drive(system)
-                if drive is None:
-                    raise PluginError(f"BMC {bmc.name!r}: system {record.system} has no "
-                                      "virtual CD drive to insert the BootImage into")
-                if drive.inserted:
-                    drive.eject_media()
-                drive.insert_media(checked.props.boot_image, inserted=True,
-                                   write_protected=True)
-                system.set_system_boot_options(target=sushy.BOOT_SOURCE_TARGET_CD,
-                                               enabled=sushy.BOOT_SOURCE_ENABLED_ONCE)
-            elif checked.boot == "Pxe":
-                system.set_system_boot_options(target=sushy.BOOT_SOURCE_TARGET_PXE,
-                                               enabled=sushy.BOOT_SOURCE_ENABLED_ONCE)
+            set_boot(system, checked, f"BMC {bmc.name!r}: system {record.system}")
             if init:
-                self._publish(iid, record, init)
-            on = str(getattr(system.power_state, "value", system.power_state)) == "On"
-            system.reset_system(sushy.RESET_FORCE_RESTART if on else sushy.RESET_ON)
-            if wait_power(system, lambda s: s == "On",
-                          time.monotonic() + self.power_timeout) is None:
-                raise PluginError(f"BMC {bmc.name!r}: system {record.system} did not power "
-                                  f"on within {self.power_timeout:g} s "
-                                  f"(${REDFISH['power_timeout'].env})")
-
-    def _power_off(self, system: Any, record: Claim, bmc: str) -> None:
-        """Graceful shutdown; forced off when it is not off after StopGrace."""
-        if wait_power(system, lambda s: s in OFF, 0) is not None:
-            return
-        if record.stop_grace > 0:
-            system.reset_system(sushy.RESET_GRACEFUL_SHUTDOWN)
-            if wait_power(system, lambda s: s in OFF,
-                          time.monotonic() + record.stop_grace) is not None:
-                return
-            log.info("System %s of BMC %s did not shut down within StopGrace (%g s): "
-                     "forcing the power off", record.system, bmc, record.stop_grace)
-        system.reset_system(sushy.RESET_FORCE_OFF)
-        if wait_power(system, lambda s: s in OFF,
-                      time.monotonic() + self.power_timeout) is None:
-            raise PluginError(f"BMC {bmc!r}: system {record.system} did not power off "
-                              f"within {self.power_timeout:g} s of a forced power off")
+                assert self.pool.user_data is not None
+                publish(Path(self.pool.user_data.directory), iid, record, init)
+            power_on(system, self.power_timeout, f"BMC {bmc.name!r}: system {record.system}")
 
     def _roll_back(self, iid: str, record: Claim, why: str) -> None:
         """Undo a provision that failed: power forced off, media ejected, claim released."""
@@ -297,7 +266,7 @@ class RedfishInstancePlugin:
                 if wait_power(system, lambda s: s in OFF, 0) is None:
                     system.reset_system(sushy.RESET_FORCE_OFF)
                 if record.boot_image:
-                    _eject(system)
+                    eject(system)
         except PluginError as exc:
             log.warning("Instance %s: %s (the system is released all the same)", iid, exc)
         self._release(iid, record)
@@ -308,23 +277,9 @@ class RedfishInstancePlugin:
         log.info("Instance %s: system %s of BMC %s returned to the pool", iid, record.system,
                  record.bmc)
 
-    def _publish(self, iid: str, record: Claim, init: str) -> None:
-        """The Init as user data, by the system's UUID, for the boot image to fetch."""
-        assert self.pool.user_data is not None
-        folder = Path(self.pool.user_data.directory) / (record.uuid or record.system)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            meta = f"instance-id: {iid}\nlocal-hostname: {iid}\n"
-            write_atomic(folder / "meta-data", meta.encode(), mode=0o644)
-            write_atomic(folder / "user-data", init.encode(), mode=0o644)
-        except OSError as exc:
-            raise PluginError(f"pool UserData.Directory: cannot write {str(folder)!r}: "
-                              f"{exc.strerror}") from None
-
     def _unpublish(self, record: Claim) -> None:
         if self.pool.user_data is not None:
-            folder = Path(self.pool.user_data.directory) / (record.uuid or record.system)
-            shutil.rmtree(folder, ignore_errors=True)
+            unpublish(Path(self.pool.user_data.directory), record)
 
     def _ended(self, live: dict[str, Claim], seen: dict[str, dict[str, Facts]]) -> set[str]:
         """Mark the started systems found off, or no longer listed, as ended."""
@@ -388,12 +343,6 @@ def _check_tags(tags: dict[str, str], where: str) -> None:
     for key in tags:
         if not key:
             raise PluginError(f"{where}: a tag key may not be empty")
-
-
-def _eject(system: Any) -> None:
-    drive = cd_drive(system)
-    if drive is not None and drive.inserted:
-        drive.eject_media()
 
 
 def _properties(record: Claim, facts: Facts | None) -> dict[str, Any]:
