@@ -20,7 +20,6 @@ from infrakit.rpc.typed import GroupClient, InstanceClient
 from infrakit.spi import GroupSpec, Spec
 from tests.redfish_engine import PASSWORD, USER, Emulator, emulator, image_server, system
 
-
 CONVERGE = 600.0
 
 

@@ -253,7 +253,9 @@ class RedfishInstancePlugin:
             if init:
                 assert self.pool.user_data is not None
                 publish(Path(self.pool.user_data.directory), iid, record, init)
-            power_on(system, self.power_timeout, f"BMC {bmc.name!r}: system {record.system}")
+            # a fresh object: polling the one that read the media would read it again too
+            power_on(client.get_system(record.path), self.power_timeout,
+                     f"BMC {bmc.name!r}: system {record.system}")
 
     def _roll_back(self, iid: str, record: Claim, why: str) -> None:
         """Undo a provision that failed: power forced off, media ejected, claim released."""

@@ -29,8 +29,9 @@ logging.getLogger("sushy").setLevel(logging.CRITICAL + 1)  # its messages carry 
 
 EXPANDS = (("NoLinks", "?$expand=.($levels=1)"), ("ExpandAll", "?$expand=*($levels=1)"))
 """The query that expands a collection's members, by the feature that allows it."""
-POLL = 0.5
-"""Seconds between two reads of a system's power state while waiting for a change."""
+POLL = (0.25, 2.0)
+"""Seconds between two reads of a system's power state while waiting for a change: the
+first wait, doubled after each read up to the second (servers take seconds to minutes)."""
 
 
 class Facts(msgspec.Struct, kw_only=True):
@@ -166,7 +167,9 @@ def expand_query(client: sushy.Sushy) -> str:
 def wait_power(system: Any, wanted: Callable[[str], bool], deadline: float) -> str | None:
     """Read the system's power state until ``wanted`` says yes or ``deadline`` (a
     ``time.monotonic()``) passes: power changes take a while, seconds to minutes. Returns
-    the state reached, or None at the deadline."""
+    the state reached, or None at the deadline. Each read refreshes ``system`` and every
+    sub-resource read through it: give an object fresh from ``get_system`` to read one."""
+    pause = POLL[0]
     while True:
         system.refresh()
         state = str(getattr(system.power_state, "value", system.power_state))
@@ -174,7 +177,8 @@ def wait_power(system: Any, wanted: Callable[[str], bool], deadline: float) -> s
             return state
         if time.monotonic() >= deadline:
             return None
-        time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, POLL[1])
 
 
 def cd_drive(system: Any) -> Any:
