@@ -1,12 +1,12 @@
 # Two commands on a fresh machine:
 #   make demo   - create .venv, install, run the walk-through end to end (no etcd, no Docker)
-#   make test   - create .venv with the dev extra, install what the tests need, run
+#   make test   - create .venv with every extra and the dev one, install what the tests need, run
 #                 ruff, mypy and the whole pytest suite
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit bench system-deps docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -36,6 +36,9 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
 test: system-deps lint typecheck unit
+
+docs: $(VENV)/.installed
+	$(BIN)/python scripts/spec_reference.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py

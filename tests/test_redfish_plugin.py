@@ -261,9 +261,9 @@ def test_a_bmc_without_virtual_media_is_refused_at_validate(
     ({"BootImage": "http://x/a.iso", "Boot": "Pxe"}, "Properties.Boot: 'Pxe' cannot go "
                                                      "with a BootImage"),
     ({"Boot": "Cd"}, "Properties.Boot: 'Cd' needs a BootImage"),
-    ({"Boot": "Usb"}, "Invalid enum value 'Usb' - at `Properties.Boot`"),
+    ({"Boot": "Usb"}, "Properties.Boot: invalid enum value 'Usb'"),
     ({"MinCPUs": -1}, "Properties.MinCPUs: -1 must not be negative"),
-    ({"MinCPU": 4}, "Properties: Object contains unknown field `MinCPU`"),
+    ({"MinCPU": 4}, "Properties.MinCPU: unknown field; did you mean MinCPUs?"),
 ])
 def test_bad_properties_are_refused(plugin: Any, properties: dict[str, Any],
                                     error: str) -> None:
@@ -286,7 +286,8 @@ def test_init_without_a_user_data_directory_is_refused(
     ({"BMCs": []}, 0o600, "BMCs: the list is empty"),
     ({"BMCs": [{"Name": "a b", "URL": "http://x"}]}, 0o600, "BMCs[0].Name: 'a b' must"),
     ({"BMCs": [{"Name": "r1", "URL": "ftp://x"}]}, 0o600, "BMCs[0].URL: must be an http"),
-    ({"BMCs": [{"Name": "r1", "Url": "http://x"}]}, 0o600, "unknown field `Url`"),
+    ({"BMCs": [{"Name": "r1", "Url": "http://x"}]}, 0o600,
+     "BMCs[0].Url: unknown field; did you mean URL?"),
 ])
 def test_a_bad_pool_file_is_refused_at_start(home: Path, monkeypatch: pytest.MonkeyPatch,
                                              pool: dict[str, Any], mode: int,

@@ -21,10 +21,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
 from infrakit.plugins.group.health import HealthJudge
+from infrakit.plugins.group.metrics import LastPass
 from infrakit.plugins.group.plan import (
     BOOTSTRAP,
     CONFIG_TAG,
@@ -39,6 +42,7 @@ from infrakit.plugins.group.report import log_pass
 from infrakit.plugins.group.rollout import Rollout
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import GroupStore, InFlight
+from infrakit.plugins.group.usage import UsageMeter
 from infrakit.spi.calls import AsyncInstanceAPI, PluginLookup
 from infrakit.spi.errors import PluginError, Unsupported
 from infrakit.spi.instance import EndedInstance
@@ -61,6 +65,11 @@ class Status:
     failures: int = 0
     """Passes in a row that met an error; the wait before the next one doubles with each."""
     breaker_open: bool = False
+    converged: bool = False
+    members: int = 0
+    unhealthy: int = 0
+    outdated: int = 0
+    """Members of another config than the committed one."""
 
 
 class GroupController:
@@ -68,7 +77,7 @@ class GroupController:
 
     def __init__(self, group: str, props: GroupProperties, store: GroupStore,
                  plugins: PluginLookup, poll: float, paused: bool = False,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, resumed: bool = False) -> None:
         self.group = group
         self.store = store
         self.plugins = plugins
@@ -83,6 +92,8 @@ class GroupController:
         self.backoff = Backoff(group)
         self.events = EventLog(group, store)
         """What happened, written at the end of the pass that saw it."""
+        self.usage = UsageMeter(group)
+        """Member time, counted by each pass."""
         self._ended: frozenset[str] = frozenset()
         """The instances the plugin last reported ended."""
         self._born = time.time()
@@ -95,6 +106,8 @@ class GroupController:
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
         self.sha = ""
+        self.last = LastPass(peak=props.target() if resumed else 0)
+        """What the last pass met, for the metrics (a resumed group had all its members)."""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
@@ -104,6 +117,7 @@ class GroupController:
         if sha != self.sha:  # a new config: its launches start afresh
             self.backoff.reset("a new config was committed")
         self.sha = sha
+        self.usage.know(sha, msgspec.json.encode(props.instance))
         self.rollout.commit(self.sha)
         self.actuator.update(props, self.sha)
         self.health.remember(self.sha, props.flavor)
@@ -135,6 +149,7 @@ class GroupController:
     def start(self) -> None:
         if not self.destroying:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+            self.usage.open()
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop once the pass under way is over, so that every provision it started has
@@ -154,13 +169,15 @@ class GroupController:
                 await task
         finally:
             self._stopping = False
+            await self.usage.close(self.store)
 
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             acted = False
             try:
-                decision = await self.reconcile()
+                with self.last.timed():
+                    decision = await self.reconcile()
                 acted = decision is not None and not decision.idle
             except Exception as exc:  # a bug of ours: keep the loop, say so
                 log.exception("group %s: reconcile failed", self.group)
@@ -185,7 +202,8 @@ class GroupController:
         about each member's health and the instance plugin about the members that ended;
         without, reuse what the last pass learnt (so that DescribeGroup costs one call, not
         one per member). The members' properties are described when asked for, and by
-        default only to judge (a flavor's health probe may be aimed by them)."""
+        default only to judge with a check that refers to them (a probe aimed by
+        ``{{ .Properties.port }}``)."""
         # In-flight records first, then the description: an operation that ends in between
         # then errs on the safe side (a finished destroy's instance is simply gone; a
         # finished provision counts twice for a pass, which delays, never duplicates). The
@@ -193,7 +211,8 @@ class GroupController:
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
         instance = self.plugins.instance(self.props.instance.plugin)
         observed = await instance.describe_instances(
-            {GROUP_TAG: self.group}, judge if properties is None else properties)
+            {GROUP_TAG: self.group},
+            judge and self.health.wants_properties() if properties is None else properties)
         if judge:
             members = await self._judge(instance, observed)
         else:
@@ -260,6 +279,8 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
+        self.last.decision = decision
+        self.usage.observe(decision.configs, self.health.take_new(), time.time())
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -274,9 +295,13 @@ class GroupController:
             if decision.outdated:
                 self._halt(len(launch_errors), what)
         self.events.transitions(self, decision)
+        self.last.peak = min(max(self.last.peak, len(observed)), self.props.target())
         await self.events.flush()
+        await self.usage.write(self.store)
         self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
-                             breaker_open=decision.breaker_open)
+                             breaker_open=decision.breaker_open, converged=decision.converged,
+                             members=len(observed), unhealthy=decision.unhealthy,
+                             outdated=decision.outdated)
         return decision
 
     async def _act(self, observed: list[Member], inflight: list[InFlight],

@@ -33,6 +33,7 @@ import yaml
 
 from infrakit.settings import REDFISH
 from infrakit.spi.errors import PluginError
+from infrakit.spi.strict import decode_strict
 
 
 class Match(msgspec.Struct, rename="pascal", forbid_unknown_fields=True, kw_only=True,
@@ -100,10 +101,9 @@ def _decode(path: Path, data: bytes) -> Pool:
     except yaml.YAMLError as exc:
         raise PluginError(f"pool file {str(path)!r} is not YAML or JSON: {exc}") from None
     try:
-        pool = msgspec.convert(raw, Pool)
-    except msgspec.ValidationError as exc:
-        raise PluginError(f"pool file {str(path)!r}: {str(exc).replace('`$', '`pool')}") \
-            from None
+        pool: Pool = decode_strict(raw, Pool, "")
+    except PluginError as exc:
+        raise PluginError(f"pool file {str(path)!r}: {exc}") from None
     _check_pool(path, pool)
     return pool
 
