@@ -18,7 +18,7 @@ import pytest
 
 from infrakit.spi import Spec
 from infrakit.spi.errors import NotFoundError, PluginError
-from tests.helpers import require_engine, wait_until
+from tests.helpers import require_engine, stop_process, wait_until
 from tests.moto_engine import free_port
 from tests.redfish_engine import (
     PASSWORD,
@@ -323,3 +323,18 @@ def test_one_bmc_may_come_from_the_environment(bmc: Emulator, home: Path,
     monkeypatch.setenv("INFRAKIT_REDFISH_PASSWORD", PASSWORD)
     plugin = RedfishInstancePlugin("instance-redfish", home / "state", power_timeout=30)
     assert plugin.provision(Spec(properties={"MinCPUs": 64})) == "bmc-1"
+
+
+def test_a_bmc_that_stops_answering_leaves_its_servers_described_not_lost(
+        plugin: Any, bmc: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    iid = plugin.provision(Spec(properties={"MinCPUs": 32}))
+    stop_process(bmc.proc)
+    [desc] = plugin.describe_instances({}, True)
+    assert desc.id == iid and desc.properties["PowerState"] == "Unknown"
+    assert plugin.describe_ended({}) == []
+    assert "BMC 'r1': listing its systems: it cannot be reached" in caplog.text
+    with pytest.raises(PluginError, match=r"BMC 'r1': stopping system \S+: it cannot be "
+                                          r"reached \(connection refused\)"):
+        plugin.destroy(iid)
+    [again] = plugin.describe_instances({}, False)  # kept, to destroy once it answers
+    assert again.id == iid
