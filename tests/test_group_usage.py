@@ -216,7 +216,7 @@ def test_since_filters_by_day_prices_give_the_cost_and_destroyed_groups_keep_the
     ("prices: [{plugin: a, per_hour: 1}]\ncurrency: [EUR]",
      "prices.yml: currency: must be a string"),
     ("- plugin: a", "prices.yml: must be a mapping with 'prices'"),
-    ("prices: {a: 1", "prices.yml is neither JSON"),
+    ("prices: {a: 1", "prices.yml, line 1, column 14: not valid YAML"),
 ])
 def test_a_bad_price_table_is_refused_naming_the_field_before_anything_is_asked(
         cli: Cli, home: Path, text: str, said: str) -> None:

@@ -111,7 +111,7 @@ class ElectedGroup:
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
                                  fence=self.election.fence, watcher=self.watcher)
             if self._publish is not None:
-                plugin.publish_on(self._publish)
+                plugin.views.publish_on(self._publish)
             try:
                 await plugin.start()
             except PluginError as exc:  # etcd failed us between the election and now
@@ -187,7 +187,7 @@ class ElectedGroup:
     def event_topics(self, topic: list[str]) -> list[str] | None:
         leading = self._leading
         if leading is not None:
-            return leading.event_topics(topic)
+            return leading.views.event_topics(topic)
         return [] if not topic else None  # a follower publishes nothing
 
     async def metadata(self, path: list[str]) -> Any:

@@ -212,7 +212,11 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
 
 def served_group(group: object) -> dict[str, Any]:
     """The ``serve()`` arguments of a group plugin: Group/0.1.0, and its events (under the
-    typed object ``group``) and its state as the reference's tools read them."""
+    typed object ``group``) and its state as the reference's tools read them (a group
+    plugin's :attr:`~GroupPlugin.views`; a manager on etcd serves them itself, from the
+    leader)."""
+    from infrakit.plugins.group.plugin import GroupPlugin
     from infrakit.spi.group import EVENT_TYPE
 
-    return {"group": group, "event": {EVENT_TYPE: group}, "metadata": group}
+    views = group.views if isinstance(group, GroupPlugin) else group
+    return {"group": group, "event": {EVENT_TYPE: views}, "metadata": views}

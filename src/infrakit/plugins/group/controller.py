@@ -260,12 +260,13 @@ class GroupController:
             if ending.failure:
                 failed.append(ending.describe())
             if updating and ending.config == self.sha and ending.kind != "removed":
-                self._halt(1, ending.describe())
+                self.halt(1, ending.describe())
         if failed:  # one step per round of launches, however many members it had
             self.backoff.failed(now, failed[-1])
             self.events.backoff(self, failed[-1])
 
-    def _halt(self, n: int, what: str) -> None:
+    def halt(self, n: int, what: str) -> None:
+        """Count ``n`` failures against the rolling update, which halts past its limit."""
         if self.rollout.failed(n, what, self.props.update_failure_limit):
             self.events.add("update halted", self.rollout.halted)
 
@@ -288,20 +289,7 @@ class GroupController:
         errors, launch_errors = await self._act(observed, inflight, decision)
         errors = counted(errors)  # 16 members refused alike: one error, not 16
         log_pass(self, decision, errors)
-        if launch_errors:
-            what = f"launch failed: {launch_errors[0]}"
-            self.backoff.failed(time.time(), what)
-            self.events.backoff(self, what)
-            if decision.outdated:
-                self._halt(len(launch_errors), what)
-        self.events.transitions(self, decision)
-        self.last.peak = min(max(self.last.peak, len(observed)), self.props.target())
-        await self.events.flush()
-        await self.usage.write(self.store)
-        self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
-                             breaker_open=decision.breaker_open, converged=decision.converged,
-                             members=len(observed), unhealthy=decision.unhealthy,
-                             outdated=decision.outdated)
+        await _after_pass(self, decision, len(observed), errors, launch_errors)
         return decision
 
     async def _act(self, observed: list[Member], inflight: list[InFlight],
@@ -331,6 +319,26 @@ class GroupController:
                                       if i and not isinstance(r, BaseException)],
               act.made if provisions else [], launch_errors)
         return _errors_of(results), launch_errors
+
+
+async def _after_pass(c: GroupController, decision: Plan, members: int, errors: list[str],
+                      launch_errors: list[str]) -> None:
+    """What a pass leaves for the next and for those who watch: the backoff after failed
+    launches, the events (written), the usage (written when due) and the status."""
+    if launch_errors:
+        what = f"launch failed: {launch_errors[0]}"
+        c.backoff.failed(time.time(), what)
+        c.events.backoff(c, what)
+        if decision.outdated:
+            c.halt(len(launch_errors), what)
+    c.events.transitions(c, decision)
+    c.last.peak = min(max(c.last.peak, members), c.props.target())
+    await c.events.flush()
+    await c.usage.write(c.store)
+    c.status = Status(errors=errors, failures=c.status.failures + 1 if errors else 0,
+                      breaker_open=decision.breaker_open, converged=decision.converged,
+                      members=members, unhealthy=decision.unhealthy,
+                      outdated=decision.outdated)
 
 
 def _errors_of(results: list[Any]) -> list[str]:

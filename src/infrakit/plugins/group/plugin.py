@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -23,14 +23,14 @@ from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.reach import Reachability
 from infrakit.plugins.group.report import adoption, commit_details, report
+from infrakit.plugins.group.shielded import ToTheEnd
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
 from infrakit.plugins.group.storage import GroupStore, day_of
 from infrakit.plugins.group.usage import register_collector, usage_of
-from infrakit.plugins.group.views import MetadataView, as_event, topics
+from infrakit.plugins.group.views import GroupViews
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.event import Publish
 from infrakit.spi.group import (
     GroupDescription,
     GroupEvent,
@@ -38,7 +38,6 @@ from infrakit.spi.group import (
     GroupStatus,
     UsageRecord,
 )
-from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
@@ -83,11 +82,11 @@ class GroupPlugin:
         controller runs is always the one stored last, whatever the callers' timing."""
         self._unloaded: dict[str, str] = {}
         """Stored groups that could not be resumed, and why."""
-        self._endings: dict[tuple[str, str], asyncio.Task[None]] = {}
-        """Destroys and frees under way, by verb and group: they run to their end even
-        when their caller gives up, and a second call of the same verb waits for them."""
-        self._publish: Publish | None = None
-        self._metadata = MetadataView(self)
+        self._endings = ToTheEnd()
+        """Destroys and frees under way: they run to their end even when their caller
+        gives up."""
+        self.views = GroupViews(self, lambda: list(self._specs))
+        """Its events and state as the reference's tools read them."""
 
     def _lock(self, gid: str) -> asyncio.Lock:
         return self._locks.setdefault(gid, asyncio.Lock())
@@ -135,8 +134,8 @@ class GroupPlugin:
         let the destroys and frees under way end first."""
         if self.watcher is not None:
             await self.watcher.stop()
-        if self._endings:
-            await asyncio.wait(list(self._endings.values()), timeout=wait)
+        if under_way := self._endings.under_way():
+            await asyncio.wait(under_way, timeout=wait)
         await asyncio.gather(*(c.stop(wait) for c in self._controllers.values()))
         COLLECTOR.watched.pop(id(self), None)
         await self.plugins.close()
@@ -150,7 +149,7 @@ class GroupPlugin:
             controller = GroupController(spec.id, props, self.store, self.plugins, self.poll,
                                          paused, self.fence, resumed)
             controller.destroying = destroying
-            controller.events.publish = self._published
+            controller.events.publish = self.views.published
             self._controllers[spec.id] = controller
             controller.start()
         else:
@@ -246,31 +245,10 @@ class GroupPlugin:
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
-        await self._to_the_end("free", id, self._free)
+        await self._endings.run("free", id, self._free)
 
     async def destroy_group(self, id: str) -> None:
-        await self._to_the_end("destroy", id, self._destroy)
-
-    async def _to_the_end(self, verb: str, gid: str,
-                          work: Callable[[str], Coroutine[Any, Any, None]]) -> None:
-        """Run ``work`` in a task of its own that its caller's disconnect, Ctrl-C or
-        timeout cannot cancel: a group half freed or half destroyed must never be left
-        with a loop that provisions again. A second call of the verb waits for the first."""
-        task = self._endings.get((verb, gid))
-        if task is None:
-            task = asyncio.get_running_loop().create_task(work(gid), name=f"{verb} {gid}")
-            self._endings[(verb, gid)] = task
-            task.add_done_callback(lambda t: self._ended(verb, gid, t))
-        await asyncio.shield(task)
-
-    def _ended(self, verb: str, gid: str, task: asyncio.Task[None]) -> None:
-        """A destroy or free is over: say how, since its caller may have left."""
-        self._endings.pop((verb, gid), None)
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            log.warning("group %s: %s did not finish: %s", gid, verb, error)
-        else:
-            log.info("group %s: %s", gid, "destroyed" if verb == "destroy" else "freed")
+        await self._endings.run("destroy", id, self._destroy)
 
     async def _free(self, gid: str) -> None:
         async with self._lock(gid):
@@ -309,24 +287,6 @@ class GroupPlugin:
         """The group's history, oldest first (``Group.Events``, our extension)."""
         self._controller(id)
         return await asyncio.to_thread(self.store.events, id, since, after, limit)
-
-    # Event/0.1.0 and Metadata/0.1.0: see :mod:`infrakit.plugins.group.views`
-
-    def publish_on(self, publish: Publish) -> None:
-        self._publish = publish
-
-    def _published(self, events: list[GroupEvent]) -> None:
-        publish = self._publish
-        if publish is not None and publish.wanted():
-            for event in events:
-                publish(as_event(event))
-
-    @nonblocking
-    def event_topics(self, topic: list[str]) -> list[str] | None:
-        return topics(list(self._specs), topic)
-
-    async def metadata(self, path: list[str]) -> Any:
-        return await self._metadata.metadata(path)
 
     async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
         """Member time of group ``id`` (every group's, destroyed ones included, when

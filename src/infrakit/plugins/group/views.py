@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from infrakit.spi.event import Event, timestamp
+from infrakit.spi.event import Event, Publish, timestamp
 from infrakit.spi.group import (
     EVENT_KINDS,
     GroupDescription,
@@ -34,6 +34,7 @@ from infrakit.spi.group import (
     GroupStatus,
     event_topic,
 )
+from infrakit.spi.methods import nonblocking
 from infrakit.spi.tree import walk
 
 FRESH = 1.0
@@ -49,6 +50,32 @@ class Groups(Protocol):
     async def describe_group(self, id: str) -> GroupDescription: ...
 
     async def describe_status(self, id: str) -> GroupStatus: ...
+
+
+class GroupViews:
+    """The Event/0.1.0 and Metadata/0.1.0 objects of a group plugin: its events, published
+    as they are written while someone follows them, their topics, and its state at paths."""
+
+    def __init__(self, groups: Groups, ids: Callable[[], list[str]]) -> None:
+        self._metadata = MetadataView(groups)
+        self._ids = ids
+        self._publish: Publish | None = None
+
+    def publish_on(self, publish: Publish) -> None:
+        self._publish = publish
+
+    def published(self, events: list[GroupEvent]) -> None:
+        publish = self._publish
+        if publish is not None and publish.wanted():
+            for event in events:
+                publish(as_event(event))
+
+    @nonblocking
+    def event_topics(self, topic: list[str]) -> list[str] | None:
+        return topics(self._ids(), topic)
+
+    async def metadata(self, path: list[str]) -> Any:
+        return await self._metadata.metadata(path)
 
 
 class MetadataView:
