@@ -255,3 +255,20 @@ MANAGER: dict[str, Setting[Any]] = {
 }
 """The settings of a manager, by the name of the field of
 :class:`infrakit.manager.run.Settings` each fills."""
+
+REDFISH: dict[str, Setting[Any]] = {
+    "pool": Setting("INFRAKIT_REDFISH_POOL", "", str,
+                    "The pool file of instance-redfish (YAML or JSON, mode 600): its BMCs, "
+                    "their credentials, server templates and the user-data directory "
+                    "[default: pool.yml in $INFRAKIT_HOME/instance-redfish/NAME]."),
+    "url": Setting("INFRAKIT_REDFISH_URL", "", str,
+                   "Without a pool file: the one Redfish service of the pool."),
+    "username": Setting("INFRAKIT_REDFISH_USERNAME", "", str,
+                        "Without a pool file: the user to log in to it as."),
+    "password": Setting("INFRAKIT_REDFISH_PASSWORD", "", str,
+                        "Without a pool file: that user's password."),
+    "power_timeout": Setting("INFRAKIT_REDFISH_POWER_TIMEOUT", "300", seconds,
+                             "Seconds a system may take to reach the power state asked "
+                             "(on, at provision; off, after a forced power off)."),
+}
+"""The settings of the ``instance-redfish`` plugin."""

@@ -60,6 +60,13 @@ def _cloud(name: str) -> dict[str, Any]:
     return {"instance": CloudInstancePlugin(name, infrakit_home() / "instance-cloud" / name)}
 
 
+def _redfish(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.redfish import RedfishInstancePlugin
+
+    return {"instance": RedfishInstancePlugin(name,
+                                              infrakit_home() / "instance-redfish" / name)}
+
+
 def _vanilla(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.vanilla import VanillaFlavor
 
@@ -120,6 +127,10 @@ KINDS: dict[str, Kind] = {
                            "credentials from $INFRAKIT_CLOUD_KEY/$INFRAKIT_CLOUD_SECRET, "
                            "endpoint $INFRAKIT_CLOUD_ENDPOINT; state in "
                            "$INFRAKIT_HOME/instance-cloud/NAME", _cloud, extra="cloud"),
+    "instance-redfish": Kind("physical servers claimed from a pool of Redfish BMCs (pool file "
+                             "$INFRAKIT_REDFISH_POOL, mode 600, default pool.yml in "
+                             "$INFRAKIT_HOME/instance-redfish/NAME, which also holds the "
+                             "claims)", _redfish, extra="redfish"),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; members are healthy unless "
                            "its optional Properties.Health probe (TCP, HTTP or Command) "
