@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from infrakit.rpc import jsonrpc
 from infrakit.rpc.paths import UntrustedPath, check_plugin_socket
-from infrakit.rpc.unixhttp import UnixHTTPConnection
+from infrakit.rpc.unixhttp import UnixHTTPConnection, connect_unix
 from infrakit.spi.methods import Method
 from infrakit.spi.types import mebibytes
 
@@ -78,14 +77,7 @@ def _unix_http_connection() -> Callable[[Path, float | None], http.client.HTTPCo
             self._path = os.fspath(path)
 
         def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            try:
-                sock.connect(self._path)
-            except OSError:
-                sock.close()
-                raise
-            self.sock = sock
+            self.sock = connect_unix(self._path, self.timeout)
 
     return UnixStreamConnection
 

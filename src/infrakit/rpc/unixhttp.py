@@ -82,13 +82,7 @@ class UnixHTTPConnection:
         return Answer(status, self._body(headers))
 
     def _open(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
+        sock = connect_unix(self._path, self.timeout)
         self._sock, self._file, self._keep = sock, sock.makefile("rb"), True
 
     def _body(self, headers: dict[str, str]) -> bytes:
@@ -102,6 +96,19 @@ class UnixHTTPConnection:
         if not length.strip().isdigit():
             raise BadAnswer(f"the answer's Content-Length is not a number: {length[:40]!r}")
         return _exactly(self._file, int(length))
+
+
+def connect_unix(path: str, timeout: float | None) -> socket.socket:
+    """A stream socket connected to the UNIX socket ``path``, with ``timeout`` on each
+    blocking step; the socket's own error if it cannot be."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _line(fp: BinaryIO) -> bytes:
