@@ -40,6 +40,12 @@ def _process(name: str) -> dict[str, Any]:
                                               name)}
 
 
+def _qemu(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.qemu import QemuInstancePlugin
+
+    return {"instance": QemuInstancePlugin(infrakit_home() / "instance-qemu" / name)}
+
+
 def _docker(name: str) -> dict[str, Any]:
     from infrakit.plugins.instance.docker import DockerInstancePlugin
 
@@ -103,6 +109,9 @@ KINDS: dict[str, Kind] = {
                           _file, tls=False),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "
                              "state under $INFRAKIT_HOME/instance-process/NAME", _process),
+    "instance-qemu": Kind("virtual machines run by qemu-system-x86_64 (KVM where it works, "
+                          "else TCG) that outlive the plugin; overlays, seeds, consoles and "
+                          "state under $INFRAKIT_HOME/instance-qemu/NAME", _qemu),
     "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
                             "by Instance.Label in $INFRAKIT_HOME/instance-docker/NAME",
                             _docker),
