@@ -6,9 +6,9 @@ Each VM has a directory ``<state>/<ID>/`` holding its overlay (``disk.qcow2``, o
 image of ``Properties.Disk``, which is never written), its NoCloud seed (``seed.iso``:
 ``user-data`` is the spec's ``Init``, ``meta-data`` its ID and host name), its extra disks,
 its serial console's log (``console.log``), its QMP socket and its pid file. With direct
-kernel boot (``Kernel``), the Init reaches the guest through QEMU's firmware configuration
-instead, as the file ``opt/infrakit/init`` (and ``opt/infrakit/instance-id``): a guest with
-the ``qemu_fw_cfg`` module reads it at
+kernel boot (``Kernel`` and no ``Disk``), the Init reaches the guest through QEMU's firmware
+configuration instead, as the file ``opt/infrakit/init`` (and ``opt/infrakit/instance-id``):
+a guest with the ``qemu_fw_cfg`` module reads it at
 ``/sys/firmware/qemu_fw_cfg/by_name/opt/infrakit/init/raw``. Guest ports are forwarded from
 free loopback ports of the host, described as ``Ports`` (name: host port).
 
@@ -16,10 +16,11 @@ VMs are daemons (``-daemonize``): they outlive the plugin. Records live in
 ``<state>/<ID>.json``, written atomically; a restarted plugin reads them and describes the
 VMs that still run, each known by its pid *and* the kernel's start time of that pid. A VM
 whose QEMU process is gone stops being described, and ``DescribeEnded`` reports it with the
-reason and its console's last lines; its console log stays (``Instance.Logs`` reads it),
-its disks go. ``Destroy`` asks the guest to power down (QMP ``system_powerdown``), waits
-``StopGrace`` seconds, then tells QEMU to quit (and kills it should that fail), and removes
-the VM's directory.
+reason and its console's last lines; its console log stays (``Instance.Logs`` reads it)
+until the plugin restarts, or ``ENDED_KEPT`` later endings; its disks go at once.
+``Destroy`` asks the guest to power down (QMP ``system_powerdown``), waits ``StopGrace``
+seconds, then tells QEMU to quit (and kills it should that fail), and removes the VM's
+directory.
 """
 
 from __future__ import annotations
@@ -152,8 +153,17 @@ class QemuInstancePlugin:
             shutil.rmtree(record.directory, ignore_errors=True)
         for iid in damaged:  # its record is set aside: a VM nobody knows of is stopped
             log.warning("%s: its record was damaged: its VM, if it runs, is stopped", iid)
-            _kill_carrying(self.directory / iid)
-            shutil.rmtree(self.directory / iid, ignore_errors=True)
+        self._remove_unrecorded()
+
+    def _remove_unrecorded(self) -> None:
+        """Remove the directories no record names: the consoles of VMs that ended before
+        the restart (what ended is not remembered across one), and what a VM whose record
+        was damaged left, its QEMU stopped first should it still run."""
+        for entry in self.directory.iterdir():
+            if (entry.is_dir() and self._ids.pattern.fullmatch(entry.name)
+                    and entry.name not in self._records):
+                _kill_carrying(entry)
+                shutil.rmtree(entry, ignore_errors=True)
 
     def validate(self, properties: Any) -> None:
         props = decode_properties(properties, QemuProperties)
@@ -222,7 +232,7 @@ class QemuInstancePlugin:
                                   qemu_launch.hostname_of(iid, spec.logical_id), spec.init)
         for n, disk in enumerate(props.disks or []):
             qemu_launch.make_disk(files.extra_disk(n), disk.size_mb)
-        if props.kernel is not None:
+        if props.disk is None:  # the Init goes through fw_cfg (see the module's doc)
             files.init.write_text(spec.init)
 
     def _launch(self, argv: list[str], iid: str, files: VmFiles) -> int:

@@ -221,6 +221,7 @@ def command_line(props: QemuProperties, accel: str, files: VmFiles, iid: str,
             argv += ["-initrd", props.initrd]
         if props.append is not None:
             argv += ["-append", props.append]
+    if props.disk is None:  # with a Disk, the Init goes in the NoCloud seed
         argv += ["-fw_cfg", f"name=opt/infrakit/init,file={_opt(files.init)}",
                  "-fw_cfg", f"name=opt/infrakit/instance-id,string={iid}"]
     return argv + list(props.qemu_args or [])

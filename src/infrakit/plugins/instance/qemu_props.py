@@ -73,8 +73,8 @@ class QemuProperties(Wire, kw_only=True, forbid_unknown_fields=True):
         """Every check that needs nothing started (KVM is probed by the caller)."""
         _check_size(self)
         _check_boot(self)
-        _check_ports(self)
         _check_network(self)
+        _check_ports(self)
         check_qemu_args(self.qemu_args or [])
         if self.accel not in ("auto", "kvm", "tcg"):
             raise PluginError(f"Properties.Accel: {self.accel!r} is not one of auto, kvm, tcg")
