@@ -168,6 +168,7 @@ class QemuInstancePlugin:
     def validate(self, properties: Any) -> None:
         props = decode_properties(properties, QemuProperties)
         props.check()
+        qemu_launch.check_tools()
         if props.disk is not None:
             qemu_launch.image_format(props.disk)
         qemu_launch.choose_accel(props.accel)
@@ -175,6 +176,7 @@ class QemuInstancePlugin:
     def provision(self, spec: Spec) -> str:
         props = decode_properties(spec.properties, QemuProperties)
         props.check()
+        qemu_launch.check_tools()
         fmt = qemu_launch.image_format(props.disk) if props.disk is not None else ""
         accel = qemu_launch.choose_accel(props.accel)
         [iid] = self._ids.take(1)

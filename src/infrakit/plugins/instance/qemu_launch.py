@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -80,6 +81,14 @@ def _probe_kvm() -> str | None:
         return (f"a probe VM on KVM failed (status {done.returncode}"
                 + (f": {said[0]}" if said else "") + ")")
     return None
+
+
+def check_tools() -> None:
+    """Refuse to go on without QEMU and qemu-img, saying what to install."""
+    for tool, package in ((QEMU, "qemu-system-x86"), (QEMU_IMG, "qemu-utils")):
+        if shutil.which(tool) is None:
+            raise PluginError(f"Instance: {tool} is not installed on the plugin's host "
+                              f"(Debian package {package})")
 
 
 def choose_accel(wanted: str) -> str:
