@@ -32,6 +32,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def _kill_carrying(directory: Path) -> None:
     _await(lambda: not any((procfs.stat(p) or ("Z", 0))[0] not in "ZX" for p in pids), 5.0)
 
 
-def _await(done: Any, timeout: float) -> bool:
+def _await(done: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``done`` came true within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() >= deadline:
@@ -116,14 +118,13 @@ def _ended_as(record: QemuRecord) -> EndedInstance:
     output = procfs.tail(record.files.console)
     text = "\n".join(output)
     if "Kernel panic" in text:
-        reason, crashed = "the guest's kernel panicked (see its console)", True
+        reason = "the guest's kernel panicked (see its console)"
     elif "reboot: Power down" in text:
-        reason, crashed = "the guest powered itself off", False
+        reason = "the guest powered itself off"
     else:
-        reason, crashed = (f"its qemu process (pid {record.pid}) is gone: killed, or it "
-                           "crashed"), True
+        reason = f"its qemu process (pid {record.pid}) is gone: killed, or it crashed"
     return EndedInstance(id=record.id, logical_id=record.logical_id, tags=record.tags,
-                         reason=reason, crashed=crashed, started=record.started,
+                         reason=reason, started=record.started,
                          ended=time.time(), output=output or None)
 
 
