@@ -202,6 +202,10 @@ def test_a_disk_gets_the_init_as_nocloud_data(guest: tuple[Path, Path], home: Pa
         assert meta == f"instance-id: {iid}\nlocal-hostname: web-1\n".encode()
         directory = Path(vm.properties["Console"]).parent
         assert {"disk.qcow2", "seed.iso", "disk1.qcow2"} <= set(os.listdir(directory))
+        console = inst.logs(iid, "", None, False).data  # the serial console
+        assert "infrakit: Init from the NoCloud seed on /dev/vdb" in console
+        inst.label(iid, {"role": "web"})
+        assert [d.id for d in inst.describe_instances({"role": "web"}, False)] == [iid]
         inst.destroy(iid)
     assert hashlib.sha256(base.read_bytes()).hexdigest() == digest
     assert not directory.exists() and not _qemu_pids(home)
