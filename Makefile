@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit bench system-deps docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
 test: system-deps lint typecheck unit
+
+docs: $(VENV)/.installed
+	$(BIN)/python scripts/spec_reference.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py

@@ -363,7 +363,8 @@ def test_bad_properties_are_refused_and_make_nothing(cloud: CloudInstancePlugin,
     good = props(ec2)
     assert "Properties.Driver: 'ec3' is not a libcloud compute driver; did you mean ec2" \
         in refused(cloud.validate, {**good, "Driver": "ec3"})
-    assert "unknown field `Sise`" in refused(cloud.validate, {**good, "Sise": "x"})
+    assert "Properties.Sise: unknown field; did you mean Size?" in refused(cloud.validate,
+                                                                          {**good, "Sise": "x"})
     assert "Properties.Region: 'us-moon-1' is not a region of driver 'ec2'" \
         in refused(cloud.validate, {**good, "Region": "us-moon-1"})
     message = refused(cloud.validate, {**good, "Extra": {"ex_keynam": "k"}})

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ import pytest
 from infrakit.atomicfile import remove_stale_temps
 from infrakit.store.sqlite import SQLiteStore
 from tests.conftest import StartPlugin
-from tests.helpers import result_of, rpc
+from tests.helpers import result_of, rpc, wait_until
 
 #: Seconds each kill loop may run; it stops earlier once it has done its iterations.
 BUDGET = 8.0
@@ -302,6 +303,10 @@ while True:
 """
 
 
+def _answered_or_ended(lines: list[bytes], proc: subprocess.Popen[bytes]) -> bool:
+    return bool(lines) or proc.poll() is not None
+
+
 def test_store_killed_mid_commit_keeps_every_answered_sequence_and_record(
     scratch: Path,
 ) -> None:
@@ -319,7 +324,10 @@ def test_store_killed_mid_commit_keeps_every_answered_sequence_and_record(
         lines: list[bytes] = []
         reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
         reader.start()
-        time.sleep(random.uniform(0.2, 0.4))
+        # killed while writing: some time after its first answer, however slowly it started
+        wait_until(partial(_answered_or_ended, lines, proc), timeout=BUDGET,
+                   what="the writer's first answer")
+        time.sleep(random.uniform(0.02, 0.2))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         reader.join(5)

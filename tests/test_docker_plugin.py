@@ -384,10 +384,11 @@ def test_bad_input_is_refused_and_makes_nothing(plugin: Plugin, docker_engine: E
     message = error(inst.provision, Spec(properties={**CONTAINER, "Image": "x:2"}))
     assert "'x:2'" in message and IMAGE in message, message
 
-    assert "unknown field `Comand`" in error(inst.validate, {"Image": IMAGE, "Comand": ["true"]})
+    assert "Properties.Comand: unknown field; did you mean Command?" in error(
+        inst.validate, {"Image": IMAGE, "Comand": ["true"]})
     assert "Properties.CPUs" in error(inst.validate, {**CONTAINER, "CPUs": 0})
     assert "Properties.Memory" in error(inst.validate, {**CONTAINER, "Memory": "lots"})
-    assert "`Properties.Mounts[0].Type`" in error(
+    assert "Properties.Mounts[0].Type: invalid enum value 'nfs'" in error(
         inst.validate, {**CONTAINER, "Mounts": [{"Target": "/m", "Type": "nfs"}]})
     assert "reserved" in error(inst.provision, Spec(properties=CONTAINER,
                                                     tags={OWNER: "x"}))

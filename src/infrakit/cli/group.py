@@ -18,9 +18,9 @@ from infrakit.cli.output import (
     quiet_option,
     table,
 )
-from infrakit.cli.specfile import read_as
+from infrakit.cli.specfile import located, read_as
 from infrakit.rpc.typed import GroupClient
-from infrakit.spi.errors import PluginError
+from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupEvent, GroupSpec, GroupStatus
 
 if TYPE_CHECKING:
@@ -46,10 +46,15 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
            wait_timeout: float) -> None:
-    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML)."""
+    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML). Its fields,
+    types and defaults: `infrakit explain group -r`, and docs/spec.md."""
     spec = read_as(file, GroupSpec, "group spec")
     with plugin_client(*ctx.obj) as (rpc, _):
-        details = GroupClient(rpc).commit_group(spec, pretend)
+        try:
+            details = GroupClient(rpc).commit_group(spec, pretend)
+        except CallFailed as exc:  # said where in the file the field it names is
+            raise click.ClickException(located(file, exc.reason).replace(
+                exc.reason, str(exc), 1)) from None
         # the reference's words, which scripts compare
         gid, said = printable(spec.id), printable(details, keep=NL)  # its own lines
         click.echo(f"Committing {gid} would involve: {said}" if pretend

@@ -46,6 +46,7 @@ class _LazyGroup(click.Group):
         "group": "infrakit.cli.group",
         "manager": "infrakit.cli.manager",
         "image": "infrakit.cli.image",
+        "explain": "infrakit.cli.explain",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -128,17 +129,28 @@ def version() -> None:
 
 
 def error_message(exc: BaseException) -> str:
-    """What the user reads for an error: the reason, with no traceback."""
-    from infrakit.rpc.jsonrpc import RequestTooLarge, RPCError
+    """What the user reads for an error: the reason as a sentence, with no traceback and
+    no protocol detail (the JSON-RPC code is in ``-o json``'s answer, for scripts)."""
+    from infrakit.rpc.jsonrpc import RPCError
 
-    if isinstance(exc, RequestTooLarge):  # refused here: the plugin never saw it
-        return exc.message
     if isinstance(exc, RPCError):
-        return f"the plugin answered: {exc.message} (code {exc.code})"
+        return exc.message
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     return str(exc) or type(exc).__name__
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The JSON-RPC code a plugin answered with, when the error is its answer."""
+    from infrakit.rpc.jsonrpc import RequestTooLarge, RPCError
+    from infrakit.spi.errors import CallFailed
+
+    if isinstance(exc, RequestTooLarge):  # refused here: the plugin never saw it
+        return None
+    if isinstance(exc, RPCError | CallFailed):
+        return exc.code
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,9 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _state["debug"] or os.environ.get("INFRAKIT_DEBUG"):
             raise
-        from infrakit.cli.output import printable
-
-        click.echo(f"Error: {printable(error_message(exc))}", err=True)
+        _report(error_message(exc), error_code(exc), keep="")
         sys.exit(1)
 
 
@@ -174,6 +184,20 @@ def _show(exc: click.ClickException) -> None:
     if isinstance(exc, click.UsageError):  # with the usage; it quotes only the arguments
         exc.show()
         return
-    from infrakit.cli.output import NL, printable
+    from infrakit.cli.output import NL
 
-    click.echo(f"Error: {printable(exc.format_message(), keep=NL)}", err=True)
+    _report(exc.format_message(), None, keep=NL)
+
+
+def _report(message: str, code: int | None, keep: str) -> None:
+    """An error on stderr: a sentence, with what a terminal would act on escaped but for
+    ``keep``; or, for a command asked for ``-o json`` or ``-o yaml``, a document a script
+    can read: ``{"Error": ..., "Code": ...}``, with the JSON-RPC code the plugin answered,
+    if a plugin's answer is the error."""
+    from infrakit.cli.output import chosen_format, dump, printable
+
+    fmt = chosen_format()
+    if fmt in ("json", "yaml"):
+        click.echo(dump({"Error": message, "Code": code}, fmt), err=True)
+        return
+    click.echo(f"Error: {printable(message, keep=keep)}", err=True)

@@ -19,14 +19,34 @@ def output_option(default: str = "table") -> Callable[[F], F]:
     reference's way to ask for YAML."""
     choice = click.option(
         "--output", "-o", type=click.Choice(FORMATS), default=default, show_default=True,
-        help="How to print the result.")
-    yaml = click.option("-y", "--yaml", "output", flag_value="yaml",
+        callback=_remember, help="How to print the result (and an error: as JSON or YAML "
+        "it carries the plugin's JSON-RPC code).")
+    yaml = click.option("-y", "--yaml", "output", flag_value="yaml", callback=_remember,
                         help="Print YAML (the same as -o yaml).")
 
     def both(fn: F) -> F:
         return choice(yaml(fn))
 
     return both
+
+
+_chosen: dict[str, str] = {}
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Note the format asked for, so that an error is printed in it too (a command's
+    default format is not asked for: ``group inspect`` prints YAML, its errors words)."""
+    from click.core import ParameterSource
+
+    if value and ctx.get_parameter_source(str(param.name)) in (ParameterSource.COMMANDLINE,
+                                                                ParameterSource.ENVIRONMENT):
+        _chosen["format"] = value
+    return value
+
+
+def chosen_format() -> str:
+    """The ``--output`` the command was given (``table`` when it has none)."""
+    return _chosen.get("format", "table")
 
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import msgspec
 
 from infrakit.spi.types import MAX_BODY
 
@@ -42,24 +42,47 @@ def read_document(source: str) -> Any:
 
 
 def _parse(text: str, where: str) -> Any:
+    """JSON, else (unless its name ends in ``.json``) YAML; when it is neither, the error
+    of the one it was meant to be (by its name's suffix, else by its first character), at
+    its line and column."""
     try:
         return json.loads(text)
-    except ValueError as json_error:
+    except json.JSONDecodeError as json_error:
+        if Path(where).suffix.lower() == ".json":  # YAML would read a trailing comma
+            raise SpecFileError(_syntax_error(where, text, json_error, json_error)) from None
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SpecFileError(
-                f"{where} is neither JSON ({json_error}) nor YAML "
-                f"({str(exc).splitlines()[0]})"
-            ) from None
+            raise SpecFileError(_syntax_error(where, text, json_error, exc)) from None
         if not isinstance(data, (dict, list)):
-            raise SpecFileError(
-                f"{where} is neither JSON ({json_error}) nor a YAML mapping or list"
-            ) from None
+            raise SpecFileError(f"{where}: not a JSON or YAML document (a mapping or a list)"
+                                ) from None
         _check_expansion(data, where)
         return data
+
+
+def _syntax_error(where: str, text: str, json_error: json.JSONDecodeError,
+                  yaml_error: Exception) -> str:
+    """Where and why the document cannot be read, as JSON if it looks like JSON."""
+    suffix = Path(where).suffix.lower()
+    as_json = suffix == ".json" or (suffix not in (".yml", ".yaml")
+                                    and text.lstrip()[:1] in ("{", "["))
+    if as_json:
+        return (f"{where}, line {json_error.lineno}, column {json_error.colno}: not valid "
+                f"JSON: {json_error.msg}")
+    mark = getattr(yaml_error, "problem_mark", None)
+    problem = getattr(yaml_error, "problem", None) or str(yaml_error).splitlines()[0]
+    context = getattr(yaml_error, "context", None)
+    context_mark = getattr(yaml_error, "context_mark", None)
+    said = problem
+    if context and context_mark and (mark is None or context_mark.line != mark.line
+                                     or context_mark.column != mark.column):
+        said += f" ({context} at line {context_mark.line + 1}, column " \
+                f"{context_mark.column + 1})"
+    at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{where}{at}: not valid YAML: {said}"
 
 
 def _check_expansion(data: dict[Any, Any] | list[Any], where: str) -> None:
@@ -110,12 +133,18 @@ def _json_size(node: dict[Any, Any] | list[Any], sizes: dict[int, int]) -> int:
 
 
 def read_as(source: str, into: type[T], what: str) -> T:
-    """Read ``source`` and convert it to ``into``; errors name the field and the reason."""
+    """Read ``source`` and convert it to ``into``; errors name the field and the reason
+    (an unknown one with the field it most likely misspells)."""
+    from infrakit.spi.errors import PluginError
+    from infrakit.spi.strict import decode_strict
+
     data = read_document(source)
     try:
-        return msgspec.convert(data, into)
-    except msgspec.ValidationError as exc:
-        raise SpecFileError(f"{source}: not a valid {what}: {exc}") from None
+        decoded: T = decode_strict(data, into)
+    except PluginError as exc:
+        where = "standard input" if source == "-" else source
+        raise SpecFileError(f"{where}: not a valid {what}: {exc}") from None
+    return decoded
 
 
 def parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
@@ -127,3 +156,45 @@ def parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"{pair!r} is not of the form key=value", param_hint=option)
         out[key] = value
     return out
+
+
+_PATH = re.compile(r"((?:Properties|ID)(?:\.[^\s.:\[\]]+|\[[0-9]+\])*): ")
+
+
+def located(source: str, message: str) -> str:
+    """``message``, an error about the document in ``source`` that starts with the path of
+    a field (``Properties.Alocation: unknown field; ...``, as plugins phrase them), led by
+    the file and the line where that field is written; as it is when the line cannot be
+    told (standard input, a path the file does not hold)."""
+    found = _PATH.match(message)
+    if source == "-" or found is None:
+        return message
+    try:
+        import yaml
+
+        node = yaml.compose(Path(source).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return message
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[[0-9]+\]", found.group(1)):
+        node, line = _step(node, part, line)
+        if node is None:
+            break
+    return f"{source}, line {line}: {message}" if line else message
+
+
+def _step(node: Any, part: str, line: int | None) -> tuple[Any, int | None]:
+    """The node ``part`` names below ``node``, and the line of its key (or, for a key the
+    node lacks, the node's own line, where the stray key sits)."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                return value, key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+        index = int(part[1:-1])
+        if index < len(node.value):
+            item = node.value[index]
+            return item, item.start_mark.line + 1
+    return None, line

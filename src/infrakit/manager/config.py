@@ -19,6 +19,7 @@ import msgspec
 
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupSpec
+from infrakit.spi.strict import decode_strict
 
 
 def parse_configuration(data: Any) -> dict[str, GroupSpec]:
@@ -58,10 +59,7 @@ def _spec(where: str, value: Any, default_id: str = "") -> GroupSpec:
     if "Properties" not in value:
         value = {"ID": default_id, "Properties": value}
     value = {"ID": default_id, **value}
-    try:
-        spec = msgspec.convert(value, GroupSpec)
-    except msgspec.ValidationError as exc:
-        raise PluginError(f"{where}: {exc}") from None
+    spec: GroupSpec = decode_strict(value, GroupSpec, where)
     if not spec.id:
         raise PluginError(f"{where}.ID: must not be blank")
     if default_id and spec.id != default_id:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
+from msgspec import Meta
 
 from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing
 from infrakit.spi.types import GROUP_API, Description, Wire
 
 
-class GroupSpec(Wire, kw_only=True):
+class GroupSpec(Wire, kw_only=True, forbid_unknown_fields=True):
     """A declared group: its ID and the group plugin's own properties."""
 
-    id: str = msgspec.field(default="", name="ID")
-    properties: Any = None
+    id: Annotated[str, Meta(description=(
+        "The group's name, unique among the groups of one group plugin or manager. "
+        "Required."))] = msgspec.field(default="", name="ID")
+    properties: Annotated[Any, Meta(description=(
+        "What the group plugin is to keep: how many members, made by which instance "
+        "plugin, running which flavor."))] = None
 
 
 class GroupDescription(Wire, kw_only=True):

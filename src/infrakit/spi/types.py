@@ -10,9 +10,10 @@ left out of the JSON entirely.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 
 class Wire(msgspec.Struct, rename="pascal"):
@@ -59,11 +60,16 @@ class Description(Wire, kw_only=True, gc=False):
     properties: Any = msgspec.UNSET
 
 
-class Allocation(Wire, kw_only=True):
-    """How many members a group has: a size (cattle) or named logical IDs (pets)."""
+class Allocation(Wire, kw_only=True, forbid_unknown_fields=True):
+    """How many members a group has: a size (cattle) or named logical IDs (pets). Give
+    one of the two."""
 
-    size: int = 0
-    logical_ids: list[str] | None = msgspec.field(default=None, name="LogicalIDs")
+    size: Annotated[int, Meta(description=(
+        "How many interchangeable members the group keeps (cattle)."))] = 0
+    logical_ids: Annotated[list[str] | None, Meta(description=(
+        "One member for each of these names, each keeping its name across replacements "
+        "(pets: a database's nodes, hosts with fixed addresses)."))] = msgspec.field(
+        default=None, name="LogicalIDs")
 
 
 class Index(Wire, kw_only=True):

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from infrakit.plugins.flavor import targets
+from infrakit.spi.durations import Duration
 from infrakit.spi.errors import PluginError
 from infrakit.spi.types import Description, Health, HealthReport, Wire
 
@@ -45,7 +46,8 @@ class ProbeSpec(Wire, kw_only=True, forbid_unknown_fields=True):
     command: str | None = None
     tcp: str | None = msgspec.field(default=None, name="TCP")
     http: str | None = msgspec.field(default=None, name="HTTP")
-    timeout: float = 2.0
+    timeout: Duration = 2.0
+    """Seconds, or a duration such as ``"500ms"``."""
 
     def check(self) -> None:
         given = [n for n, v in (("Command", self.command), ("TCP", self.tcp),

@@ -8,12 +8,13 @@ config hash, so changing them never triggers a rolling update.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-import msgspec.structs
+from msgspec import Meta
 
 from infrakit.plugins.group.confighash import config_hash
+from infrakit.spi.durations import Duration
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupSpec
 from infrakit.spi.properties import decode_properties
@@ -35,46 +36,75 @@ MAX_SECONDS = 30 * 24 * 3600.0
 """The longest duration a spec may give (30 days)."""
 
 
-class PluginSpec(Wire, kw_only=True):
+def _about(text: str) -> Meta:
+    """A field's meaning, as ``infrakit explain`` and docs/spec.md show it."""
+    return Meta(description=text)
+
+
+class PluginSpec(Wire, kw_only=True, forbid_unknown_fields=True):
     """Which plugin to call (``name`` or ``name/type``) and the properties to give it."""
 
-    plugin: str = ""
-    properties: Any = None
+    plugin: Annotated[str, _about(
+        "The plugin's name as it serves on its socket (instance-file, flavor-vanilla), "
+        "or name/type for one type of a plugin that serves several. Required.")] = ""
+    properties: Annotated[Any, _about(
+        "The plugin's own properties, passed to it as they are: their fields are that "
+        "plugin's to define and to check.")] = None
 
 
-class GroupProperties(Wire, kw_only=True, omit_defaults=True):
-    """The group plugin's ``Properties``. Encoded, only what differs from the defaults is
-    written, so a spec the plugin changes (a new size) keeps the shape its author gave it."""
+class GroupProperties(Wire, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The group plugin's ``Properties``: how many members, made how, and how the group
+    heals and updates them. ``Allocation``, ``Instance`` and ``Flavor`` are the reference
+    InfraKit's; the others are optional tunables, outside the config hash, so that
+    changing one never rolls the members.
 
-    allocation: Allocation = msgspec.field(default_factory=Allocation)
-    instance: PluginSpec = msgspec.field(default_factory=PluginSpec)
-    flavor: PluginSpec = msgspec.field(default_factory=PluginSpec)
-    provision_deadline: float = DEFAULT_PROVISION_DEADLINE
-    """Seconds a provision counts toward the size before its instance must be described."""
-    max_parallel: int = DEFAULT_MAX_PARALLEL
-    """Provisions and destroys of this group that may run at once."""
-    max_surge: int = 1
-    """During a rolling update, members the group may have above its size."""
-    max_unavailable: int = 0
-    """During a rolling update, healthy members the group may have below its size."""
-    update_pause: float = 0.0
-    """During a rolling update, seconds between the start of one batch and the next."""
-    update_failure_limit: int = 3
-    """Members of the new config that may be replaced for failing their health checks
-    during one rolling update before the update halts (0: never halt)."""
-    max_unhealthy: int | str = "50%"
-    """Unhealthy members at once (a count, or a percentage of the size) above which the
-    circuit breaker opens and no member is replaced for its health."""
-    health_grace: float = 60.0
-    """Seconds a member may stay unhealthy before it is drained, destroyed and replaced."""
-    startup_grace: float = 0.0
-    """Seconds a new member is left unjudged while it starts; one that is not healthy
-    within ``StartupGrace + HealthGrace`` failed to launch."""
-    backoff_limit: float = DEFAULT_BACKOFF_LIMIT
-    """The longest wait between launches after failed launches or members that died young
-    (the wait starts at 1 s and doubles with each failure in a row)."""
-    scale_in_order: Literal["newest", "oldest"] = "newest"
-    """Which members go first when the group shrinks, after unhealthy and outdated ones."""
+    Encoded, only what differs from the defaults is written, so a spec the plugin changes
+    (a new size) keeps the shape its author gave it."""
+
+    allocation: Annotated[Allocation, _about(
+        "How many members: a Size, or LogicalIDs (not both). Required.")] = \
+        msgspec.field(default_factory=Allocation)
+    instance: Annotated[PluginSpec, _about(
+        "The instance plugin that makes and destroys the members, and what it is to "
+        "make. Changing it rolls every member.")] = msgspec.field(default_factory=PluginSpec)
+    flavor: Annotated[PluginSpec, _about(
+        "The flavor plugin that says what runs on a member and judges its health. "
+        "Changing it rolls every member.")] = msgspec.field(default_factory=PluginSpec)
+    provision_deadline: Annotated[Duration, _about(
+        "How long a provision counts toward the size before its instance must be "
+        "described by the instance plugin; after it, the group provisions again.")] = \
+        DEFAULT_PROVISION_DEADLINE
+    max_parallel: Annotated[int, _about(
+        "Provisions and destroys of this group that may run at once (1 to 10000).")] = \
+        DEFAULT_MAX_PARALLEL
+    max_surge: Annotated[int, _about(
+        "During a rolling update, members the group may have above its size.")] = 1
+    max_unavailable: Annotated[int, _about(
+        "During a rolling update, healthy members the group may have below its size. "
+        "MaxSurge and MaxUnavailable may not both be 0.")] = 0
+    update_pause: Annotated[Duration, _about(
+        "During a rolling update, the wait between the start of one batch and the "
+        "next.")] = 0.0
+    update_failure_limit: Annotated[int, _about(
+        "Members of the new config that may be replaced for failing their health checks "
+        "during one rolling update before the update halts (0: never halt).")] = 3
+    max_unhealthy: Annotated[int | str, _about(
+        "Unhealthy members at once (a count, or a percentage of the size such as "
+        '"50%") above which the circuit breaker opens and no member is replaced for its '
+        "health.")] = "50%"
+    health_grace: Annotated[Duration, _about(
+        "How long a member may stay unhealthy before it is drained, destroyed and "
+        "replaced.")] = 60.0
+    startup_grace: Annotated[Duration, _about(
+        "How long a new member is left unjudged while it starts; one that is not healthy "
+        "within StartupGrace + HealthGrace failed to launch.")] = 0.0
+    backoff_limit: Annotated[Duration, _about(
+        "The longest wait between launches after failed launches or members that died "
+        "young (the wait starts at 1s and doubles with each failure in a row; at least "
+        "1s).")] = DEFAULT_BACKOFF_LIMIT
+    scale_in_order: Annotated[Literal["newest", "oldest"], _about(
+        "Which members go first when the group shrinks, after unhealthy and outdated "
+        "ones.")] = "newest"
 
     def target(self) -> int:
         """How many members the group should have."""
@@ -155,8 +185,8 @@ def resized(spec: GroupSpec, size: int) -> GroupSpec:
     if props.allocation.logical_ids:
         raise PluginError(f"Allocation: group '{spec.id}' is allocated by LogicalIDs, not by "
                           "size; commit a spec with the IDs you want")
-    props = msgspec.structs.replace(props, allocation=Allocation(size=size))
-    return GroupSpec(id=spec.id, properties=msgspec.to_builtins(props))
+    # the author's own words for the rest (``HealthGrace: 5m``), not their decoded values
+    return GroupSpec(id=spec.id, properties={**spec.properties, "Allocation": {"Size": size}})
 
 
 def config_sha(props: GroupProperties) -> str:

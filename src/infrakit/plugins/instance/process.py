@@ -52,6 +52,7 @@ from infrakit.plugins.instance import cgroups, logfile, procfs
 from infrakit.plugins.instance.ports import PortReservations
 from infrakit.plugins.instance.state import highest_id, load_records, state_directory
 from infrakit.rpc.paths import PluginPathError, check_private_dir, make_private_dir
+from infrakit.spi.durations import Duration
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.properties import decode_properties
@@ -82,7 +83,8 @@ class ProcessProperties(Wire, kw_only=True, forbid_unknown_fields=True):
     ports: list[str] | None = None
     log_dir: str | None = None
     limits: cgroups.Limits | None = None
-    stop_grace: float = DEFAULT_STOP_GRACE
+    stop_grace: Duration = DEFAULT_STOP_GRACE
+    """Seconds, or a duration such as ``"30s"``."""
 
     def check(self) -> None:
         """Everything that can be checked before running anything: what the kernel would
