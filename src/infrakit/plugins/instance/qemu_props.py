@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from infrakit.plugins.instance.ports import port_in_use
+from infrakit.spi.durations import Duration
 from infrakit.spi.errors import PluginError
 from infrakit.spi.types import Wire
 
@@ -67,7 +68,8 @@ class QemuProperties(Wire, kw_only=True, forbid_unknown_fields=True):
     disks: list[ExtraDisk] | None = None
     qemu_args: list[str] | None = None
     accel: str = "auto"
-    stop_grace: float = DEFAULT_STOP_GRACE
+    stop_grace: Duration = DEFAULT_STOP_GRACE
+    """Seconds, or a duration such as ``"30s"``."""
 
     def check(self) -> None:
         """Every check that needs nothing started (KVM is probed by the caller)."""
