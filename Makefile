@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make demo   - create .venv, install, run the walk-through end to end (no etcd, no Docker)
-#   make test   - create .venv with the dev extra, install what the tests need, run
+#   make test   - create .venv with every extra and the dev one, install what the tests need, run
 #                 ruff, mypy and the whole pytest suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -12,6 +12,11 @@ stop, and the group must come back to exactly Size healthy members of the last c
 with no process left that no member owns, and with the committed spec intact. Last, the
 group is destroyed through the group plugin (whether the soak passed or not), and no member
 process may be left.
+
+The group plugin's store is measured on disk when the group first converges and again when
+it has reconverged after the faults: the file, the bytes of each table (the events, the
+usage) and the events kept per group, which the store bounds at ``EVENTS_KEPT``; and the
+member time the group counted over the soak is set beside the members' wall-clock time.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import Stack, cleaning_up, instance_processes, plugin_stack
+from bench.store_size import store_size
 from infrakit.rpc.client import PluginUnreachable, RPCClient
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.typed import GroupClient, InstanceClient
@@ -197,6 +203,8 @@ def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: S
     commit(group_sock, spec(args.size, version))
     wait_converged(stack, args.size, 300)
     print(f"{args.size} members converged in {time.monotonic() - start:.1f} s", flush=True)
+    print_store(stack, "before the faults")
+    counted_from, used_before = time.monotonic(), member_seconds(group_sock)
 
     sampler = Sampler(stack.home)
     sampler.start()
@@ -257,8 +265,35 @@ def soak(args: argparse.Namespace, duration: float, rng: random.Random, stack: S
     print(f"largest count of members with processes seen: {sampler.peak} (Size + MaxSurge = "
           f"{args.size + 1}; over-size {max(0, sampler.peak - args.size - 1)}) over "
           f"{sampler.samples} samples", flush=True)
+    print_store(stack, "after the faults")
+    used, lived = member_seconds(group_sock) - used_before, time.monotonic() - counted_from
+    print(f"member time counted (infrakit group usage): {used:.0f} s over {lived:.0f} s of "
+          f"{args.size} members ({used / (lived * args.size):.1%} of {args.size} x {lived:.0f} "
+          f"s; the rest: the group plugin's downtime, what its kill -9s had not written, a "
+          f"member's first and last poll)", flush=True)
     if orphans or not intact or sampler.peak > args.size + 1:
         raise SystemExit("the soak failed")
+
+
+def member_seconds(sock: Path) -> float:
+    """The soak group's usage as the group plugin answers it (again until it answers:
+    the faults are over, but the plugin may have been killed by the last)."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = call(sock, lambda c: GroupClient(c).usage(GID, None))
+        if found is not None:
+            return float(sum(r.seconds for r in found))
+        if time.monotonic() > deadline:
+            raise SystemExit("no usage answered for 60 s")
+        time.sleep(0.2)
+
+
+def print_store(stack: Stack, when: str) -> None:
+    """The group plugin's store on disk (``infrakit plugin start group`` keeps it in
+    ``$INFRAKIT_HOME/group/group/groups.db``)."""
+    print(f"group store {when}:")
+    for line in store_size(stack.home / "group" / "group" / "groups.db").lines():
+        print(f"  {line}", flush=True)
 
 
 def commit(sock: Path, new: GroupSpec) -> None:

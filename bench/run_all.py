@@ -8,8 +8,8 @@ from pathlib import Path
 
 failed = []
 for script in ("cli_coldstart.py", "rpc_throughput.py", "server_baseline.py", "idle_rss.py",
-               "group_converge.py", "group_steady.py", "process_group.py",
-               "manager_failover.py", "chaos_soak.py",
+               "group_converge.py", "group_steady.py", "metrics_scrape.py", "process_group.py",
+               "manager_failover.py", "chaos_soak.py", "alert_eval.py",
                # these two need root, dockerd and busybox-static
                "docker_provision.py", "tiny_images.py",
                # this one needs qemu-system-x86, qemu-utils and linux-image-amd64

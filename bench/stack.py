@@ -60,12 +60,15 @@ def cleaning_up(cleanup: Callable[[], list[str]]) -> Iterator[None]:
 @contextmanager
 def plugin_stack(*kinds: str, poll: float, parent: str | None = None,
                  extra_env: dict[str, str] | None = None,
-                 supervise: bool = True) -> Iterator[Stack]:
+                 supervise: bool = True, infrakit: str | None = None,
+                 options: dict[str, list[str]] | None = None) -> Iterator[Stack]:
     """Start ``kinds`` with the group's poll interval ``poll`` (and ``extra_env`` in their
-    environment), each under its supervisor unless ``supervise`` is False; at the end,
-    destroy the groups left, stop the plugins, and check that no instance process is
-    left."""
-    infrakit = str(Path(sys.executable).parent / "infrakit")
+    environment), each under its supervisor unless ``supervise`` is False, by the command
+    ``infrakit`` (by default this environment's; another checkout's to compare with it),
+    given the options of ``plugin start`` in ``options`` (by kind), if any;
+    at the end, destroy the groups left, stop the plugins, and check that no instance
+    process is left."""
+    infrakit = infrakit or str(Path(sys.executable).parent / "infrakit")
     home = Path(tempfile.mkdtemp(prefix=".ikb", dir=parent or Path.home()))
     env = {**os.environ, **(extra_env or {}), "INFRAKIT_HOME": str(home),
            "INFRAKIT_GROUP_POLL": f"{poll:g}"}
@@ -83,9 +86,15 @@ def plugin_stack(*kinds: str, poll: float, parent: str | None = None,
 
     with cleaning_up(cleanup):
         # in the block: when one fails to start, those started before it are stopped
-        subprocess.run([infrakit, "plugin", "start", *kinds,
-                        *([] if supervise else ["--no-supervise"])], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        if options:  # each with its own options
+            for kind in kinds:
+                subprocess.run([infrakit, "plugin", "start", kind, *options.get(kind, []),
+                                *([] if supervise else ["--no-supervise"])], env=env,
+                               check=True, stdout=subprocess.DEVNULL)
+        else:
+            subprocess.run([infrakit, "plugin", "start", *kinds,
+                            *([] if supervise else ["--no-supervise"])], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
         yield stack
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,6 +32,11 @@ from tests.helpers import (
     wait_until,
 )
 from tests.moto_engine import MotoServer, moto_problem, moto_server
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # a suite started in the background by a shell has SIGINT ignored, and so would every
+    # process it starts: the tests that press Ctrl-C on a CLI could not
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # -- no instance process outlives its test ---------------------------------------------------
 

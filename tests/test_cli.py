@@ -28,9 +28,10 @@ def ok(done: Done) -> Done:
     return done
 
 
-def one_line_error(done: Done) -> str:
-    """A failed command: exit 1, one line on stderr, no traceback; returns that line."""
-    assert done.returncode == 1, done
+def one_line_error(done: Done, status: int = 1) -> str:
+    """A failed command: exit ``status``, one line on stderr, no traceback; returns that
+    line."""
+    assert done.returncode == status, done
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -71,6 +72,7 @@ def test_version(cli: Cli) -> None:
     out = ok(cli("version")).stdout
     assert f"infrakit-py {infrakit.__version__}" in out
     assert "Instance/0.5.0" in out and "Flavor/0.1.0" in out and "Group/0.1.0" in out
+    assert "Event/0.1.0" in out and "Metadata/0.1.0" in out
 
 
 def test_plugin_start_then_ls_shows_one_row_per_interface(cli: Cli, plugins_dir: Path) -> None:
@@ -432,7 +434,7 @@ def test_commit_wait_names_a_failure_once(cli: Cli, start_script: StartScript,
     start_script(FAILING_GROUP, "failing")
     (home / "g.json").write_text(json.dumps({"ID": "web", "Properties": {}}))
     line = one_line_error(cli("group", "--name", "failing", "commit", "g.json", "--wait",
-                              "--wait-timeout", "0.5"))
+                              "--wait-timeout", "0.5"), status=3)
     assert line.count("Instance plugin 'instance-file'") == 1, line
     assert line.endswith("0/2 ready, 0 in flight, backoff: next launch in 4s after 3 failures "
                          "in a row (last: launch failed: Instance plugin 'instance-file': no "

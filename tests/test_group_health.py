@@ -175,3 +175,22 @@ def test_a_rolling_update_whose_new_members_keep_failing_halts(judged: Judged) -
         GroupClient(conn).resume_update("web")
     wait_until(lambda: judged.converged() and not judged.members() & old, 20,
                what="the update to finish after the resume")
+
+
+def test_members_are_described_with_properties_only_for_a_check_that_refers_to_them() -> None:
+    """Properties may hold a member's whole spec: a pass reads them only when a check is
+    aimed by them, and keeps reading them while members of such a config remain."""
+    from infrakit.plugins.group.health import HealthJudge, aims_by_properties
+    from infrakit.plugins.group.spec import PluginSpec
+
+    plain = PluginSpec(plugin="flavor-vanilla", properties={"Init": ["echo hi"]})
+    aimed = PluginSpec(plugin="flavor-vanilla",
+                       properties={"Health": {"TCP": "127.0.0.1:{{ .Properties.Ports.http }}"}})
+    assert not aims_by_properties(plain) and aims_by_properties(aimed)
+    judge = HealthJudge("g")
+    judge.remember("old", aimed)
+    judge.remember("new", plain)
+    assert judge.wants_properties()
+    fresh = HealthJudge("g")
+    fresh.remember("new", plain)
+    assert not fresh.wants_properties()

@@ -407,7 +407,7 @@ def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
         assert (await events())[0] == ("committed", "", "Managing 3 instances", "commit")
         made = sorted(cloud.made)
         assert sorted(m for k, m, r, _ in await events() if k == "provisioned"
-                      and r == "to reach 3 members") == made
+                      and r == "scale-out: to reach 3 members") == made
         # idle passes write nothing
         count = len(await events())
         passes = (await plugin.describe_status("web")).passes
@@ -491,7 +491,7 @@ def test_events_say_health_replacements_the_breaker_and_the_rolling_update(
         assert member == sick and reason.startswith("unhealthy for ")
         assert reason.endswith("s: HTTP 503")
         await until(lambda: _has(events, "provisioned", 4))
-        assert (await events())[-1][2] == "to reach 3 members"
+        assert (await events())[-1][2] == "replacement: back to 3 members"
         await until(converged)
 
         flavor.sick.update(cloud.made)

@@ -20,7 +20,10 @@ OTHER = {"INFRAKIT_MANAGER_STORE": "etcd", "INFRAKIT_ETCD_ENDPOINTS": "a:1,b:2",
          "INFRAKIT_ETCD_PREFIX": "/other/", "INFRAKIT_LEASE_TTL": "7",
          "INFRAKIT_MANAGER_LISTEN": "9000", "INFRAKIT_TLS_CERT": "c.pem",
          "INFRAKIT_TLS_KEY": "k.pem", "INFRAKIT_TLS_CA": "ca.pem",
-         "INFRAKIT_MANAGER_TOKEN_FILE": "token", "INFRAKIT_MANAGER_ADVERTISE": "me.example"}
+         "INFRAKIT_MANAGER_TOKEN_FILE": "token", "INFRAKIT_MANAGER_ADVERTISE": "me.example",
+         "INFRAKIT_ALERT_WEBHOOKS": "http://127.0.0.1:9/a,https://hooks.example/b",
+         "INFRAKIT_ALERT_NOT_CONVERGED_FOR": "30", "INFRAKIT_ALERT_FOR": "0",
+         "INFRAKIT_ALERT_REPEAT": "3600"}
 
 
 def refused(done: subprocess.CompletedProcess[str], reason: str) -> None:
@@ -60,7 +63,8 @@ def test_the_options_and_the_variables_are_one_table(monkeypatch: pytest.MonkeyP
                if isinstance(p, click.Option)}
     for field, setting in MANAGER.items():
         assert options[field].envvar == setting.env
-        assert options[field].default == setting.default
+        assert options[field].multiple == setting.repeatable
+        assert options[field].default == (() if setting.repeatable else setting.default)
         monkeypatch.delenv(setting.env, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
@@ -73,6 +77,30 @@ def test_an_option_overrides_its_variable_and_is_parsed_alike(
     monkeypatch.setenv("INFRAKIT_LEASE_TTL", "9")
     assert _from_options("--lease-ttl", "3").lease_ttl == 3
     assert _from_options("--etcd-endpoints", "x:1,,y:2").endpoints == ("x:1", "y:2")
+
+
+def test_alert_webhooks_are_repeated_or_comma_separated_and_bad_ones_refused(
+        monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    monkeypatch.delenv("INFRAKIT_ALERT_WEBHOOKS", raising=False)
+    assert _from_options().alert_webhooks == ()
+    assert _from_options("--alert-webhook", "http://127.0.0.1:9/a", "--alert-webhook",
+                         "https://h.example/b?t=1").alert_webhooks == (
+        "http://127.0.0.1:9/a", "https://h.example/b?t=1")
+    monkeypatch.setenv("INFRAKIT_ALERT_WEBHOOKS", "http://a.example/,http://b.example/")
+    assert Settings.from_env().alert_webhooks == _from_options().alert_webhooks == (
+        "http://a.example/", "http://b.example/")
+    refused(cli("manager", "--alert-webhook", "ftp://h.example/x", "status"),
+            "--alert-webhook: 'ftp://h.example/x' is not an http:// or https:// URL with a "
+            "host (alerts are POSTed to it)")
+    refused(cli("manager", "--alert-webhook", "http://h.example:port/", "status"),
+            "--alert-webhook: 'http://h.example:port/' is not a URL: Port could not be cast "
+            "to integer value")
+    refused(cli("plugin", "start", "manager",
+                env={"INFRAKIT_ALERT_WEBHOOKS": "http://ok.example/,hooks.example"}),
+            "INFRAKIT_ALERT_WEBHOOKS: 'http://ok.example/,hooks.example' has "
+            "'hooks.example', which is not an http:// or https:// URL")
+    refused(cli("manager", "--alert-for", "-1", "status"),
+            "--alert-for: '-1' is not a number of seconds of 0 or more")
 
 
 def test_the_group_poll_reads_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,3 +242,14 @@ def test_members_being_destroyed_take_room_under_size_plus_surge() -> None:
     assert waits.provision == []  # the replacement once i2 is gone, never beside it
     gone = plan(no_surge, [member("i1")], [destroy("i2")], NOW)
     assert gone.provision == [None] and gone.resolved == ["destroy:i2"]
+
+
+def test_the_plan_counts_the_members_of_each_config_those_being_destroyed_included() -> None:
+    """What the usage counts, from the sweep the plan makes anyway."""
+    untagged = Member(Description(id="i6", tags={GROUP_TAG: "g"}))
+    p = plan(size(3), [member("i1"), member("i2"), member("i3", "old"), member("i4", "old"),
+                       member("i5", BOOTSTRAP), untagged],
+             [destroy("i2"), destroy("i4")], NOW)
+    assert p.configs == {SHA: 2, "old": 2, BOOTSTRAP: 1, None: 1}
+    assert p.outdated == 2 and p.relabel == ["i5"]  # i3 and i6; i4 is going already
+    assert plan(size(1), [], [], NOW).configs == {SHA: 0}

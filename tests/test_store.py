@@ -14,11 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from infrakit.plugins.group.storage import GroupStore, InFlight
+from infrakit.plugins.group.storage import (
+    GroupStore,
+    InFlight,
+    UsageBatch,
+    UsageRow,
+    day_name,
+    day_of,
+)
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.errors import CallFailed, PluginError
-from infrakit.spi.group import EVENTS_KEPT, GroupEvent, GroupSpec
+from infrakit.spi.group import EVENTS_KEPT, USAGE_KEPT_DAYS, GroupEvent, GroupSpec, UsageRecord
 from infrakit.store.etcd import EtcdStore
 from infrakit.store.etcd_client import EtcdClient, b64
 from infrakit.store.sqlite import SQLiteStore
@@ -344,3 +351,47 @@ def test_a_damaged_event_in_etcd_is_left_out_and_the_others_are_told(etcd_url: s
         assert [e.seq for e in store.events("g")] == [1, 3]
     finally:
         store.close()
+
+
+CLOUD = b'{"Plugin":"cloud","Properties":{"Size":"m"}}'
+
+
+def _batch(writer: str, seq: int, *rows: tuple[int, str, float, bytes | None]) -> UsageBatch:
+    return UsageBatch(writer=writer, seq=seq, rows=[
+        UsageRow(day=day, config=config, seconds=seconds, instance=instance)
+        for day, config, seconds, instance in rows])
+
+
+def test_usage_is_summed_by_group_and_config_added_once_per_write_and_outlives_its_group(
+        opener: Opener) -> None:
+    store = opener()
+    today = day_of(time.time())
+    first = _batch("w1", 1, (today - 1, "c1", 10.0, CLOUD), (today, "c1", 5.0, None),
+                   (today, "c2", 1.0, None))
+    store.add_usage("g", first)
+    store.add_usage("g", first)  # a retry of a write that was applied: added once
+    store.add_usage("g", _batch("w1", 2, (today, "c1", 2.0, None)))
+    store.add_usage("g", _batch("w2", 1, (today, "c1", 0.5, None)))  # another writer
+    store.add_usage("h", _batch("w3", 1, (today, "c1", 4.0, CLOUD)))
+    again = opener()
+    assert again.usage("g") == [
+        UsageRecord(group="g", config="c1", plugin="cloud", properties={"Size": "m"},
+                    seconds=17.5, first=day_name(today - 1), last=day_name(today)),
+        UsageRecord(group="g", config="c2", seconds=1.0, first=day_name(today),
+                    last=day_name(today))]
+    assert [r.seconds for r in again.usage("g", since_day=today)] == [7.5, 1.0]
+    assert [(r.group, r.config) for r in again.usage(None)] == [
+        ("g", "c1"), ("g", "c2"), ("h", "c1")]
+    again.save_group("g", b"{}")
+    again.delete_group("g")
+    assert [r.seconds for r in again.usage("g")] == [17.5, 1.0]  # kept for chargeback
+
+
+def test_usage_older_than_the_days_kept_is_dropped_for_every_group(opener: Opener) -> None:
+    store = opener()
+    today = day_of(time.time())
+    store.add_usage("old", _batch("w1", 1, (today - USAGE_KEPT_DAYS - 1, "c", 1.0, None),
+                                  (today - USAGE_KEPT_DAYS, "c", 2.0, None)))
+    store.add_usage("new", _batch("w2", 1, (today, "c", 3.0, None)))
+    assert [(r.group, r.seconds, r.first) for r in store.usage(None)] == [
+        ("new", 3.0, day_name(today)), ("old", 2.0, day_name(today - USAGE_KEPT_DAYS))]

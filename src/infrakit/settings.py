@@ -33,6 +33,9 @@ class Setting(Generic[T]):
     option: str = ""
     """The option of ``infrakit manager`` that may give the value instead."""
     metavar: str = ""
+    repeatable: bool = False
+    """The option may be given more than once; each is parsed alone and the tuples each
+    gives are joined (the variable gives them all at once, comma-separated)."""
 
     def value(self, raw: str, name: str = "") -> T:
         """``raw`` parsed; one that cannot be raises a :class:`SettingError` naming
@@ -54,6 +57,16 @@ def seconds(raw: str) -> float:
         raise ValueError("is not a number of seconds") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError("is not a positive number of seconds")
+    return value
+
+
+def seconds_or_zero(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("is not a number of seconds of 0 or more")
     return value
 
 
@@ -83,6 +96,52 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item for item in raw.split(",") if item)
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def listen_address(raw: str) -> tuple[str, int] | None:
+    """``[HOST:]PORT`` as (host, port), the host 127.0.0.1 unless given (``[::1]:PORT``
+    for IPv6); None for the empty value, which means no listener."""
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 0 < int(port) < 65536 or (sep and not host):
+        raise ValueError("is not [HOST:]PORT with a port in 1..65535")
+    return host or LOOPBACK, int(port)
+
+
+def listen_text(address: tuple[str, int] | None) -> str:
+    """An address as :func:`listen_address` reads it back ("" for None)."""
+    if address is None:
+        return ""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def webhook_urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated ``http://`` or ``https://`` URLs, each with a host."""
+    urls = comma_list(raw)
+    for url in urls:
+        why = _not_a_webhook(url)
+        if why:
+            raise ValueError(why if len(urls) == 1 else f"has {url!r}, which {why}")
+    return urls
+
+
+def _not_a_webhook(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # a port that is not a number raises
+    except ValueError as exc:
+        return f"is not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not host:
+        return "is not an http:// or https:// URL with a host (alerts are POSTed to it)"
+    return ""
+
+
 def key_prefix(raw: str) -> str:
     if not raw.startswith("/") or not raw.endswith("/"):
         raise ValueError("does not start and end with /")
@@ -104,6 +163,12 @@ def waiting_timeout() -> float:
     longer than two such calls, so that when one hangs, the answer that names it comes
     back before the CLI gives up."""
     return 2 * CALL_TIMEOUT.read() + 15
+
+METRICS_LISTEN = Setting(
+    "INFRAKIT_METRICS_LISTEN", "", listen_address,
+    "Also serve GET /metrics (Prometheus text format, read-only, plain HTTP) on this TCP "
+    "port, on 127.0.0.1 unless HOST is given. The plugin's socket serves it either way.",
+    option="--metrics-listen", metavar="[HOST:]PORT")
 
 STORES = ("sqlite", "etcd")
 
@@ -141,6 +206,27 @@ MANAGER: dict[str, Setting[Any]] = {
                          "The name other machines reach the listener by [default: the address "
                          "it binds, or this machine's name].",
                          option="--advertise", metavar="HOST"),
+    "metrics_listen": METRICS_LISTEN,
+    "alert_webhooks": Setting(
+        "INFRAKIT_ALERT_WEBHOOKS", "", webhook_urls,
+        "POST the groups' alerts to this URL, in Alertmanager's webhook format (firing, "
+        "then resolved); repeat the option for more (the variable: comma-separated). Only "
+        "the leading manager sends.", option="--alert-webhook", metavar="URL",
+        repeatable=True),
+    "alert_not_converged_for": Setting(
+        "INFRAKIT_ALERT_NOT_CONVERGED_FOR", "600", seconds,
+        "Seconds a group stays short of its desired healthy, up-to-date members before "
+        "InfrakitGroupNotConverged fires.", option="--alert-not-converged-for",
+        metavar="SECONDS"),
+    "alert_for": Setting(
+        "INFRAKIT_ALERT_FOR", "60", seconds_or_zero,
+        "Seconds a group's circuit breaker stays open, or a plugin it calls unreachable, "
+        "before InfrakitGroupBreakerOpen or InfrakitPluginDown fires.",
+        option="--alert-for", metavar="SECONDS"),
+    "alert_repeat": Setting(
+        "INFRAKIT_ALERT_REPEAT", "14400", seconds,
+        "Seconds between two sends of an alert that is still firing.",
+        option="--alert-repeat", metavar="SECONDS"),
 }
 """The settings of a manager, by the name of the field of
 :class:`infrakit.manager.run.Settings` each fills."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -21,7 +22,7 @@ from infrakit.cli.output import (
 from infrakit.cli.specfile import located, read_as
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.errors import CallFailed, PluginError
-from infrakit.spi.group import GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import EVENT_TYPE, GroupEvent, GroupSpec, GroupStatus
 
 if TYPE_CHECKING:
     from infrakit.spi.calls import GroupAPI
@@ -42,7 +43,8 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 @click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
 @click.option("--wait", is_flag=True, help="Show progress until the group converges.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
-              show_default=True, help="With --wait: seconds to wait before giving up.")
+              show_default=True, help="With --wait: seconds to wait before giving up "
+              "(with exit status 3).")
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
            wait_timeout: float) -> None:
@@ -100,20 +102,46 @@ def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:
         if time.monotonic() >= deadline:
             if tty:
                 click.echo()
-            raise click.ClickException(f"group {group_id!r} did not converge within "
-                                       f"{timeout:g}s: {line}")
+            from infrakit.cli.exits import WaitTimeout
+
+            raise WaitTimeout(f"group {group_id!r} did not converge within {timeout:g}s: {line}")
         time.sleep(0.25)
 
 
-@command.command("ls")
+def refresh_option() -> click.Option:
+    return click.Option(["--refresh"], type=click.FloatRange(min=0.1), default=5.0,
+                        show_default=True, metavar="SECONDS",
+                        help="With -w: also redraw this often, for what changes without an "
+                             "event (ages, health).")
+
+
+def _watch(ctx: click.Context, topic: str, title: str, draw: Callable[[GroupAPI], None],
+           refresh: float) -> None:
+    """Draw, then redraw as the plugin's events say it changed (see :mod:`.watch`)."""
+    from infrakit.cli.watch import watch
+
+    with plugin_client(*ctx.obj) as (rpc, _):
+        watch(rpc, topic, title, lambda: draw(GroupClient(rpc)), refresh)
+
+
+@command.command("ls", params=[refresh_option()])
 @quiet_option("Print only the IDs.")
 @output_option()
+@click.option("-w", "--watch", "watching", is_flag=True,
+              help="Redraw as the plugin's event stream says groups changed, until Ctrl-C: "
+                   "in place on a terminal, else each view that differs is printed.")
 @click.pass_context
-def ls(ctx: click.Context, quiet: bool, output: str) -> None:
+def ls(ctx: click.Context, quiet: bool, output: str, watching: bool, refresh: float) -> None:
     """List the groups being watched."""
+    def draw(client: GroupAPI) -> None:
+        groups = client.inspect_groups()
+        emit(groups, output, ["ID"], lambda: [[g.id] for g in groups], quiet)
+
+    if watching:
+        _watch(ctx, f"{EVENT_TYPE}/", "infrakit group ls", draw, refresh)
+        return
     with plugin_client(*ctx.obj) as (rpc, _):
-        groups = GroupClient(rpc).inspect_groups()
-    emit(groups, output, ["ID"], lambda: [[g.id] for g in groups], quiet)
+        draw(GroupClient(rpc))
 
 
 @command.command()
@@ -126,21 +154,35 @@ def inspect(ctx: click.Context, group_id: str, output: str) -> None:
     click.echo(dump(spec, "yaml" if output == "table" else output))
 
 
-@command.command()
+@command.command(params=[refresh_option()])
 @click.argument("group_id", metavar="ID")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the member IDs.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show each member's health and age, "
               "operations in flight, the rolling update, errors and the circuit breaker.")
 @output_option()
+@click.option("-w", "--watch", "watching", is_flag=True,
+              help="Redraw as the group's events say it changed, until Ctrl-C: in place on "
+                   "a terminal, else each view that differs is printed.")
 @click.pass_context
 def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
-             output: str) -> None:
+             output: str, watching: bool, refresh: float) -> None:
     """Show a group's members and whether it has converged."""
-    if verbose:
-        _describe_status(ctx, group_id, output)
+    def draw(client: GroupAPI) -> None:
+        if verbose:
+            _describe_status(client, group_id, output)
+        else:
+            _describe(client, group_id, quiet, output)
+
+    if watching:
+        title = f"infrakit group describe {group_id}{' -v' if verbose else ''}"
+        _watch(ctx, f"{EVENT_TYPE}/{group_id}/", title, draw, refresh)
         return
     with plugin_client(*ctx.obj) as (rpc, _):
-        desc = GroupClient(rpc).describe_group(group_id)
+        draw(GroupClient(rpc))
+
+
+def _describe(client: GroupAPI, group_id: str, quiet: bool, output: str) -> None:
+    desc = client.describe_group(group_id)
     members = desc.instances or []
     if quiet:
         for m in members:
@@ -152,13 +194,12 @@ def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
         click.echo(f"converged: {'yes' if desc.converged else 'no'}, {len(members)} members")
 
 
-def _describe_status(ctx: click.Context, group_id: str, output: str) -> None:
-    with plugin_client(*ctx.obj) as (rpc, _):
-        st = GroupClient(rpc).describe_status(group_id)
-        recent: list[GroupEvent] = []
-        if output == "table":
-            with contextlib.suppress(PluginError):  # a plugin that keeps no events
-                recent = GroupClient(rpc).events(group_id, None, None, 5)
+def _describe_status(client: GroupAPI, group_id: str, output: str) -> None:
+    st = client.describe_status(group_id)
+    recent: list[GroupEvent] = []
+    if output == "table":
+        with contextlib.suppress(PluginError):  # a plugin that keeps no events
+            recent = client.events(group_id, None, None, 5)
     if output != "table":
         click.echo(dump(st, output))
         return
@@ -215,7 +256,8 @@ def _member_details(st: GroupStatus) -> None:
 
 EVENT_HEADERS = ["TIME", "MEMBER", "KIND", "REASON"]
 FOLLOW_EVERY = 0.5
-"""Seconds between two polls of ``group events --follow``."""
+"""Seconds between two polls of ``group events --follow`` while it has no event stream
+(it follows the stream, and asks for the events since the last it printed)."""
 
 
 def _event_rows(events: list[GroupEvent]) -> list[list[str]]:
@@ -246,7 +288,7 @@ def parse_since(text: str, now: float) -> float:
 @click.argument("group_id", metavar="ID")
 @click.option("--since", help="Only events since then: 10m, 2h, 1d ago, or an ISO time.")
 @click.option("-f", "--follow", is_flag=True, help="Print new events as they happen, until "
-              "Ctrl-C.")
+              "Ctrl-C (told by the plugin's event stream; polled every 0.5s without one).")
 @output_option()
 @click.pass_context
 def events(ctx: click.Context, group_id: str, since: str | None, follow: bool,
@@ -260,15 +302,21 @@ def events(ctx: click.Context, group_id: str, since: str | None, follow: bool,
         found = client.events(group_id, start, None, 0)
         _print_events(found, output, header=True)
         last = found[-1].seq if found else 0
-        try:
-            while follow:
-                time.sleep(FOLLOW_EVERY)
-                found = client.events(group_id, start, last, 0)
-                if found:
-                    _print_events(found, output, header=False)
-                    last = found[-1].seq
-        except KeyboardInterrupt:
-            pass
+
+        def more(said: str) -> None:
+            nonlocal last
+            if said:
+                click.echo(said, err=True)
+            found = client.events(group_id, start, last, 0)
+            if found:
+                _print_events(found, output, header=False)
+                last = found[-1].seq
+
+        if follow:
+            from infrakit.cli.watch import REFRESH
+            from infrakit.cli.watch import follow as following
+
+            following(rpc, f"{EVENT_TYPE}/{group_id}/", more, REFRESH, FOLLOW_EVERY)
 
 
 def _print_events(found: list[GroupEvent], output: str, header: bool) -> None:
@@ -276,6 +324,61 @@ def _print_events(found: list[GroupEvent], output: str, header: bool) -> None:
         click.echo(dump(found, output))
     elif found or header:
         click.echo(table(EVENT_HEADERS, _event_rows(found), header=header))
+
+
+@command.command(epilog="""\b
+Example: a price table, prices.yml (the first price that matches counts):
+  currency: USD
+  prices:
+    - plugin: instance-aws
+      properties: {InstanceType: m5.large}
+      per_hour: 0.096
+    - plugin: instance-aws
+      per_hour: 0.05
+    - plugin: instance-process
+      config: 6drwciyinzycumf3x2pkfcc6wzmg2wna
+      per_hour: 0.01
+
+\b
+  infrakit group usage --since 2026-11-01 --prices prices.yml
+  infrakit group usage web --since 7d -o json""")
+@click.argument("group_id", metavar="[ID]", required=False, default="")
+@click.option("--since", metavar="DATE", help="Only the UTC days from the one holding DATE: "
+              "an ISO date or time (2026-11-01), or 10m, 2h, 7d ago. Default: every day kept "
+              "(400).")
+@click.option("--prices", "prices_file", metavar="FILE", help="A price table (YAML or JSON): "
+              "adds each line's cost and the total cost.")
+@output_option()
+@click.pass_context
+def usage(ctx: click.Context, group_id: str, since: str | None, prices_file: str | None,
+          output: str) -> None:
+    """Show member-hours per group and config hash, and what they cost.
+
+    A member counts from when the group plugin first sees it to the last pass that sees
+    it; the time the group plugin (or the manager) is down is not counted. Usage is kept
+    by the UTC day for 400 days, destroyed groups' included, and all groups are shown
+    when no ID is given. Each line is priced by the first entry of the price table that
+    matches its instance plugin (and, if the entry says, its config hash or instance
+    properties).
+    """
+    import time
+
+    from infrakit.cli.prices import read_prices
+    from infrakit.cli.usage import print_report, report
+    from infrakit.plugins.group.storage import day_name, day_of
+    from infrakit.spi.errors import Unsupported
+
+    prices = read_prices(prices_file) if prices_file else None  # before any call
+    start = parse_since(since, time.time()) if since else None
+    name = ctx.obj[0]
+    with plugin_client(*ctx.obj) as (rpc, _):
+        try:
+            records = GroupClient(rpc).usage(group_id, start)
+        except Unsupported:
+            raise click.ClickException(f"Group plugin {name!r} keeps no usage (it does not "
+                                       "serve Group.Usage)") from None
+    since_day = day_name(day_of(start)) if start is not None else None
+    print_report(report(records, prices, since_day), output, prices_file)
 
 
 @command.command("set-size")

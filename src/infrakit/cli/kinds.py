@@ -12,19 +12,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from infrakit.rpc.paths import infrakit_home
-from infrakit.settings import GROUP_POLL, MANAGER
+from infrakit.settings import GROUP_POLL, MANAGER, METRICS_LISTEN
 
 
 @dataclass(frozen=True)
 class Kind:
     """A built-in plugin kind: a summary, a factory of serve() kwargs, the name it is
-    served under unless told (the kind's own name, by default), and whether its process
-    may need TLS from its event loop (one that does not runs without OpenSSL loaded)."""
+    served under unless told (the kind's own name, by default), whether its process
+    may need TLS from its event loop (one that does not runs without OpenSSL loaded), and
+    the pip extra its libraries come in (none: the base package has them)."""
 
     summary: str
     build: Callable[[str], dict[str, Any]]
     default_name: str = ""
     tls: bool = True
+    extra: str = ""
 
 
 def _file(name: str) -> dict[str, Any]:
@@ -80,13 +82,14 @@ def _combo(name: str) -> dict[str, Any]:
 
 
 def _group(name: str) -> dict[str, Any]:
+    from infrakit.manager.run import served_group
     from infrakit.plugins.group.plugin import GroupPlugin
     from infrakit.rpc.lookup import SocketPlugins
     from infrakit.store.sqlite import SQLiteStore
 
     poll = GROUP_POLL.read()
     store = SQLiteStore(infrakit_home() / "group" / name / "groups.db")
-    return {"group": GroupPlugin(store, SocketPlugins(), poll=poll)}
+    return served_group(GroupPlugin(store, SocketPlugins(), poll=poll))
 
 
 def _manager(name: str) -> dict[str, Any]:
@@ -111,17 +114,18 @@ KINDS: dict[str, Kind] = {
                              "state under $INFRAKIT_HOME/instance-process/NAME", _process),
     "instance-qemu": Kind("virtual machines run by qemu-system-x86_64 (KVM where it works, "
                           "else TCG) that outlive the plugin; overlays, seeds, consoles and "
-                          "state under $INFRAKIT_HOME/instance-qemu/NAME", _qemu),
+                          "state under $INFRAKIT_HOME/instance-qemu/NAME", _qemu,
+                          extra="qemu"),
     "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
                             "by Instance.Label in $INFRAKIT_HOME/instance-docker/NAME",
-                            _docker),
+                            _docker, extra="docker"),
     "instance-aws": Kind("EC2 instances through boto3 (endpoint, region and credentials from "
                          "the standard AWS settings); launches not yet listed in "
-                         "$INFRAKIT_HOME/instance-aws/NAME", _aws),
+                         "$INFRAKIT_HOME/instance-aws/NAME", _aws, extra="aws"),
     "instance-cloud": Kind("nodes of any Apache Libcloud compute driver (Properties.Driver); "
                            "credentials from $INFRAKIT_CLOUD_KEY/$INFRAKIT_CLOUD_SECRET, "
                            "endpoint $INFRAKIT_CLOUD_ENDPOINT; state in "
-                           "$INFRAKIT_HOME/instance-cloud/NAME", _cloud),
+                           "$INFRAKIT_HOME/instance-cloud/NAME", _cloud, extra="cloud"),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; members are healthy unless "
                            "its optional Properties.Health probe (TCP, HTTP or Command) "
@@ -137,10 +141,21 @@ def parse_kind(spec: str) -> tuple[str, str]:
     return kind, name or KINDS[kind].default_name or kind
 
 
+def check_installed(kind: str) -> None:
+    """Refuse a kind whose pip extra is not installed, saying the line that installs it."""
+    extra = KINDS[kind].extra
+    if extra:
+        from infrakit.extras import require
+
+        require(extra, f"the plugin kind {kind}")
+
+
 def serve_kind(kind: str, name: str, level: int) -> None:
     """Run the built-in plugin ``kind`` as ``name`` until SIGINT or SIGTERM, logging at
-    ``--log`` level ``level``. A kind that needs no TLS first imports asyncio without it
-    (when nothing has imported asyncio or ssl yet), so its process holds no OpenSSL."""
+    ``--log`` level ``level``, serving its metrics on $INFRAKIT_METRICS_LISTEN too if set.
+    A kind that needs no TLS first imports asyncio without it (when nothing has imported
+    asyncio or ssl yet), so its process holds no OpenSSL."""
+    check_installed(kind)
     if not KINDS[kind].tls:
         from infrakit.rpc.eventloop import import_asyncio_without_tls
 
@@ -150,4 +165,5 @@ def serve_kind(kind: str, name: str, level: int) -> None:
     from infrakit.rpc.server import serve
 
     configure_logging(level)
-    serve(name, directory=plugin_dir(), **KINDS[kind].build(name))
+    served = {"metrics": METRICS_LISTEN.read(), **KINDS[kind].build(name)}
+    serve(name, directory=plugin_dir(), **served)

@@ -8,43 +8,25 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from click.core import ParameterSource
 
 from infrakit.cli.connect import plugin_client, remote_of, timeout_option
 from infrakit.cli.output import NL, dump, emit, output_option, printable
+from infrakit.cli.setting_option import setting_option
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import Settings, build_manager, current_leader
 from infrakit.rpc.typed import GroupClient
-from infrakit.settings import MANAGER, Setting, SettingError
+from infrakit.settings import MANAGER
 from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter, str], Any]:
-    """An option's callback: its value parsed by its setting, so that the option and its
-    variable take the same values; a bad one is named as the user gave it, option or
-    variable."""
-
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-        from_env = ctx.get_parameter_source(str(param.name)) is ParameterSource.ENVIRONMENT
-        try:
-            return setting.value(value, setting.env if from_env else setting.option)
-        except SettingError as exc:
-            raise click.UsageError(str(exc), ctx) from None
-
-    return parse
-
-
 def _setting_options(command: F) -> F:
     """An option for each of the manager's settings, passed as the field it fills."""
     for field, setting in reversed(MANAGER.items()):
-        command = click.option(setting.option, field, default=setting.default,
-                               callback=_parsed_by(setting), envvar=setting.env,
-                               show_default=bool(setting.default), show_envvar=True,
-                               metavar=setting.metavar, help=setting.help)(command)
+        command = setting_option(setting, field)(command)
     return command
 
 
@@ -83,14 +65,15 @@ def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields
 @output_option()
 @click.pass_context
 def status(ctx: click.Context, output: str) -> None:
-    """Who leads, since when, which store it uses, and the socket it serves on."""
+    """Who leads, since when, which store it uses, and the socket it serves on. Exits 1
+    when no manager leads, so that a script can wait for one."""
     import time
 
     leader = current_leader(ctx.meta["manager"])
     if leader is None:
-        click.echo("no manager leads (none is running)" if output == "table"
-                   else dump(None, output))
-        return
+        if output != "table":
+            click.echo(dump(None, output))
+        raise click.ClickException("no manager leads (none is running)")
     emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE", "SERVES"], lambda: [[
         str(leader.pid), leader.host,
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -96,6 +95,8 @@ def dump(value: Any, fmt: str) -> str:
 
         # it writes every character a terminal acts on as an escape, in double quotes
         return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False)).rstrip("\n")
+    import json  # here: a table, the default, needs none of it
+
     # these characters can only stand in strings, where \uXXXX means the same: the JSON
     # read back is exact
     return _JSON_UNSAFE.sub(_json_escaped, json.dumps(data, indent=2, ensure_ascii=False))

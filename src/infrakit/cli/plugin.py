@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from infrakit.cli.complete import PluginKind, PluginName
+from infrakit.cli.exits import WaitTimeout
 from infrakit.cli.main import log_level
 from infrakit.cli.output import emit, output_option, quiet_option
+from infrakit.cli.setting_option import setting_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
 from infrakit.rpc.paths import (
@@ -27,6 +30,7 @@ from infrakit.rpc.paths import (
     plugin_dir,
     socket_path,
 )
+from infrakit.settings import METRICS_LISTEN, listen_text
 from infrakit.supervise import Running, find_supervisor, supervisor_pid
 
 if TYPE_CHECKING:
@@ -77,7 +81,8 @@ def ls(quiet: bool, output: str) -> None:
 def _kinds_help() -> str:
     from infrakit.cli.kinds import KINDS
 
-    return "\n".join(f"  {k:<16} {v.summary}" for k, v in sorted(KINDS.items()))
+    return "\n".join(f"  {k:<16} {v.summary}" + (f" (the [{v.extra}] extra)" if v.extra else "")
+                     for k, v in sorted(KINDS.items()))
 
 
 class _KindsInHelp(click.Command):
@@ -91,30 +96,46 @@ def _log_path(name: str) -> Path:
 
 
 @command.command("start", cls=_KindsInHelp)
-@click.argument("plugins", nargs=-1, required=True, metavar="KIND[:NAME]...")
+@click.argument("plugins", nargs=-1, required=True, metavar="KIND[:NAME]...",
+                type=PluginKind())
 @click.option("--wait", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
-              help="Seconds to wait for each plugin to answer its handshake.")
+              help="Seconds to wait for each plugin to answer its handshake (exit status 3 "
+              "when none of those that failed did anything but not answer in time).")
 @click.option("--supervise/--no-supervise", default=True, show_default=True,
               help="Run each plugin under a supervisor that restarts it when it crashes or "
               "is killed (after 1s, doubling to 60s while it keeps failing), saying so in "
               "its log. --no-supervise starts the plugin alone: once dead, it stays dead.")
-def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
+@setting_option(METRICS_LISTEN, "metrics_listen")
+def start(plugins: tuple[str, ...], wait: float, supervise: bool,
+          metrics_listen: tuple[str, int] | None) -> None:
     """Start built-in plugins in the background and wait until each answers.
 
     NAME defaults to KIND. Each plugin logs to $INFRAKIT_HOME/logs/NAME.log. A plugin
-    that exits with status 0 (as on `infrakit plugin stop`) is not restarted.
+    that exits with status 0 (as on `infrakit plugin stop`) is not restarted. Every
+    plugin serves GET /metrics on its socket; --metrics-listen gives one plugin a TCP
+    port for it too.
     """
-    from infrakit.cli.kinds import parse_kind
+    from infrakit.cli.kinds import check_installed, parse_kind
+    from infrakit.extras import MissingExtra
 
     try:
         wanted = [parse_kind(p) for p in plugins]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KIND") from None
+    try:  # all refused before any starts: a half-started set helps nobody
+        for kind in dict.fromkeys(kind for kind, _ in wanted):
+            check_installed(kind)
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
+    if metrics_listen is not None and len(wanted) > 1:
+        raise click.UsageError(f"{METRICS_LISTEN.option}: one port serves one plugin: start "
+                               "the plugins one at a time to give each its own port")
+    env = {**os.environ, METRICS_LISTEN.env: listen_text(metrics_listen)}
     level = log_level()
     paths = [socket_path(name) for _, name in wanted]  # refuse bad paths before any change
     _logs_for_me_alone()
     ensure_plugin_dir(plugin_dir())
-    failed = []
+    failed, timeouts = [], 0
     for (kind, name), path in zip(wanted, paths, strict=True):
         if is_live(path):
             failed.append(f"{name}: already running (pid {read_pid(path)}) at {path}")
@@ -127,20 +148,22 @@ def start(plugins: tuple[str, ...], wait: float, supervise: bool) -> None:
         log = _log_path(name)
         try:
             proc = _spawn([sys.executable, "-m", "infrakit", "--log", str(level), "plugin",
-                           "run", f"{kind}:{name}"], path if supervise else None, log)
+                           "run", f"{kind}:{name}"], path if supervise else None, log, env)
         except click.ClickException as exc:
             failed.append(f"{name}: {exc.message}")
             continue
         error = _await_handshake(proc, path, wait)
         if error:
-            failed.append(f"{name}: {error}: {_last_line(log)} (log {log})")
+            failed.append(f"{name}: {error[0]}: {_last_line(log)} (log {log})")
+            timeouts += error[1]
         elif supervise:
             click.echo(f"started {name} (pid {read_pid(path)}), supervised by pid {proc.pid}, "
                        f"log {log}")
         else:
             click.echo(f"started {name} (pid {proc.pid}), log {log}")
-    if failed:
-        raise click.ClickException("could not start:\n  " + "\n  ".join(failed))
+    if failed:  # all for want of time: the --wait timeout's own status
+        fault = WaitTimeout if timeouts == len(failed) else click.ClickException
+        raise fault("could not start:\n  " + "\n  ".join(failed))
 
 
 def _logs_for_me_alone() -> None:
@@ -181,9 +204,11 @@ def _open_log(log: Path) -> int:
     return fd
 
 
-def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` detached, logging to ``log``; under a supervisor (see
-    :mod:`infrakit.supervise`) watching the socket ``supervised``, unless that is None."""
+def _spawn(command: list[str], supervised: Path | None, log: Path,
+           env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``command`` detached with environment ``env``, logging to ``log``; under a
+    supervisor (see :mod:`infrakit.supervise`) watching the socket ``supervised``, unless
+    that is None."""
     import subprocess
 
     if supervised is not None:
@@ -191,7 +216,7 @@ def _spawn(command: list[str], supervised: Path | None, log: Path) -> subprocess
     out = _open_log(log)
     try:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, env=env)
     finally:
         os.close(out)
 
@@ -201,22 +226,24 @@ def _last_line(log: Path) -> str:
     return lines[-1] if lines else "(nothing logged)"
 
 
-def _await_handshake(proc: subprocess.Popen[bytes], path: Path, wait: float) -> str | None:
-    """None once the plugin answers; the reason it did not otherwise."""
+def _await_handshake(proc: subprocess.Popen[bytes], path: Path,
+                     wait: float) -> tuple[str, bool] | None:
+    """None once the plugin answers; otherwise the reason it did not, and whether that was
+    for want of time."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            return f"exited with status {code}"
+            return f"exited with status {code}", False
         if path.exists() and probe(path, timeout=1.0).state == "running":
             return None
         time.sleep(POLL)
     proc.terminate()
-    return f"did not answer within {wait:g}s"
+    return f"did not answer within {wait:g}s", True
 
 
 @command.command("stop")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, type=PluginName())
 @click.option("--all", "every", is_flag=True, help="Stop every plugin in the plugin directory.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds to wait for each plugin to exit after SIGTERM.")
@@ -336,7 +363,7 @@ def _await(done: Callable[[], bool], timeout: float) -> bool:
 
 
 @command.command("run", cls=_KindsInHelp)
-@click.argument("plugin", metavar="KIND[:NAME]")
+@click.argument("plugin", metavar="KIND[:NAME]", type=PluginKind())
 def run(plugin: str) -> None:
     """Run one built-in plugin in the foreground until SIGINT or SIGTERM."""
     from infrakit.cli.kinds import parse_kind, serve_kind

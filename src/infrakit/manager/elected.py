@@ -25,12 +25,21 @@ import msgspec
 
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.leader_info import LeaderInfo
-from infrakit.plugins.group.plugin import GroupPlugin
+from infrakit.plugins.group.plugin import GroupPlugin, Watcher
+from infrakit.plugins.group.views import MetadataView
 from infrakit.rpc.client import AsyncRPCClient, Remote
 from infrakit.rpc.lookup import SocketPlugins
 from infrakit.rpc.typed import AsyncGroupClient
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.event import Publish
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
+from infrakit.spi.methods import nonblocking
 from infrakit.store.etcd import EtcdStore
 
 log = logging.getLogger("infrakit.manager")
@@ -42,14 +51,17 @@ class ElectedGroup:
     """The object a manager on etcd serves as its group plugin."""
 
     def __init__(self, store: EtcdStore, election: EtcdLeadership, poll: float,
-                 me: LeaderInfo, remote: Callable[[str], Remote | None]) -> None:
+                 me: LeaderInfo, remote: Callable[[str], Remote | None],
+                 watcher: Watcher | None = None) -> None:
         """``me`` is what this manager records of itself when it leads; ``remote`` says
-        how to reach another manager's TCP listener, if this one may."""
+        how to reach another manager's TCP listener, if this one may; ``watcher`` watches
+        the groups during each term this manager leads (its alerts)."""
         self.store = store
         self.election = election
         self.poll = poll
         self.me = me
         self.remote = remote
+        self.watcher = watcher
         self.wait_for_leader = election.ttl * 2 + 1.0
         """Seconds a follower waits for a leader before it answers that there is none:
         long enough for an election after a leader died."""
@@ -59,6 +71,14 @@ class ElectedGroup:
         self._task: asyncio.Task[None] | None = None
         self._rpc: AsyncRPCClient | None = None
         """The connection to the leader that calls are forwarded to (kept alive)."""
+        self._publish: Publish | None = None
+        self._metadata = MetadataView(self)
+
+    @property
+    def term(self) -> int:
+        """The term this manager leads in (etcd's revision of its election); 0 while it
+        follows."""
+        return self.election.term if self._leading is not None else 0
 
     # -- the server's hooks ---------------------------------------------------------------
 
@@ -89,7 +109,9 @@ class ElectedGroup:
                 self._lost.set()
             self.store.client.fence_on(self.election.key, self.election.term)
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
-                                 fence=self.election.fence)
+                                 fence=self.election.fence, watcher=self.watcher)
+            if self._publish is not None:
+                plugin.views.publish_on(self._publish)
             try:
                 await plugin.start()
             except PluginError as exc:  # etcd failed us between the election and now
@@ -154,6 +176,27 @@ class ElectedGroup:
         events: list[GroupEvent] = await self._lead_or_forward("events", id, since, after,
                                                                limit)
         return events
+
+    # -- Event/0.1.0 and Metadata/0.1.0 ---------------------------------------------------
+
+    def publish_on(self, publish: Publish) -> None:
+        """The events are published where they happen: by the leader's group plugin."""
+        self._publish = publish
+
+    @nonblocking
+    def event_topics(self, topic: list[str]) -> list[str] | None:
+        leading = self._leading
+        if leading is not None:
+            return leading.views.event_topics(topic)
+        return [] if not topic else None  # a follower publishes nothing
+
+    async def metadata(self, path: list[str]) -> Any:
+        return await self._metadata.metadata(path)
+
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
+        """From the leader: what its controllers have counted and not yet written."""
+        usage: list[UsageRecord] = await self._lead_or_forward("usage", id, since)
+        return usage
 
     # -- following ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from infrakit.manager.leader_info import LeaderInfo
 from infrakit.manager.leadership import Leadership
+from infrakit.manager.metrics import watch_manager
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
@@ -22,6 +23,7 @@ from infrakit.settings import GROUP_POLL, MANAGER
 from infrakit.spi.errors import PluginError
 
 if TYPE_CHECKING:
+    from infrakit.manager.alerting import Alerting
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.manager.lock_leader import LockLeadership
@@ -51,6 +53,13 @@ class Settings:
     token_file: str
     advertise: str
     """The host name other machines reach this manager's listener by."""
+    metrics_listen: tuple[str, int] | None
+    """Where to serve ``GET /metrics`` over plain HTTP too, if anywhere."""
+    alert_webhooks: tuple[str, ...] = ()
+    """Where the leader POSTs the groups' alerts (Alertmanager's webhook format)."""
+    alert_not_converged_for: float = 600.0
+    alert_for: float = 60.0
+    alert_repeat: float = 14400.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,12 +69,26 @@ class Settings:
         """Refuse settings that are each valid but do not go together."""
         if self.store == "etcd" and not self.endpoints:
             raise PluginError("--etcd-endpoints: required with --store etcd")
+        if self.store == "etcd":
+            from infrakit.extras import require
+
+            require("etcd", "--store etcd")
         if self.listen:
             for option, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
                                   ("--token-file", self.token_file)):
                 if not value:
                     raise PluginError(f"{option}: required with --listen (a TCP listener "
                                       "serves only over TLS, to callers with the token)")
+
+    def alerting(self) -> Alerting | None:
+        """What sends the groups' alerts while this manager leads; None without webhooks."""
+        if not self.alert_webhooks:
+            return None
+        from infrakit.manager.alerting import Alerting
+        from infrakit.manager.alerts import Holds
+
+        return Alerting(self.alert_webhooks, Holds(self.alert_not_converged_for,
+                                                   self.alert_for), self.alert_repeat)
 
     def tcp_listener(self) -> TcpListener | None:
         if not self.listen:
@@ -95,9 +118,11 @@ class StoreKind(Generic[S, L]):
     """The store, as ``infrakit manager status`` names it."""
     store: Callable[[Settings], S]
     leadership: Callable[[Settings], L]
-    serve: Callable[[S, L, LeaderInfo, float, Settings], object]
+    serve: Callable[[S, L, LeaderInfo, float, Settings], Any]
     """The group plugin a manager serves, from its store, its leadership, what it records
     of itself when it leads, and the controllers' poll."""
+    term: Callable[[Any], int]
+    """The term the group plugin that ``serve`` made leads in; 0 while it does not lead."""
 
 
 def _manager_home() -> Path:
@@ -129,7 +154,8 @@ def _lead_then_serve(store: GroupStore, leadership: Leadership, me: LeaderInfo, 
 
     leadership.acquire(me, threading.Event())
     log.info("leading; store %s", me.store)
-    return GroupPlugin(store, SocketPlugins(), poll=poll, fence=leadership.fence)
+    return GroupPlugin(store, SocketPlugins(), poll=poll, fence=leadership.fence,
+                       watcher=settings.alerting())
 
 
 def _etcd_store(settings: Settings) -> EtcdStore:
@@ -153,13 +179,13 @@ def _serve_elected(store: EtcdStore, election: EtcdLeadership, me: LeaderInfo, p
     """Serve at once, leading or following (see :mod:`infrakit.manager.elected`)."""
     from infrakit.manager.elected import ElectedGroup
 
-    return ElectedGroup(store, election, poll, me, settings.remote)
+    return ElectedGroup(store, election, poll, me, settings.remote, settings.alerting())
 
 
 _SQLITE = StoreKind(lambda s: f"sqlite:{_sqlite_path()}", _sqlite_store,
-                    _lock_leadership, _lead_then_serve)
+                    _lock_leadership, _lead_then_serve, lambda _group: 1)
 _ETCD = StoreKind(lambda s: f"etcd:{','.join(s.endpoints)}", _etcd_store, _etcd_leadership,
-                  _serve_elected)
+                  _serve_elected, lambda group: group.term)
 STORE_KINDS: dict[str, StoreKind[Any, Any]] = {"sqlite": _SQLITE, "etcd": _ETCD}
 """By the names :data:`infrakit.settings.STORES` accepts."""
 
@@ -180,4 +206,17 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
     me = LeaderInfo.me(kind.where(settings), str(socket_path(name).absolute()),
                        tcp.url(settings.advertise or None) if tcp else "")
     group = kind.serve(kind.store(settings), kind.leadership(settings), me, poll, settings)
-    return {"group": group, "tcp": tcp}
+    watch_manager(lambda: kind.term(group))
+    return {**served_group(group), "tcp": tcp, "metrics": settings.metrics_listen}
+
+
+def served_group(group: object) -> dict[str, Any]:
+    """The ``serve()`` arguments of a group plugin: Group/0.1.0, and its events (under the
+    typed object ``group``) and its state as the reference's tools read them (a group
+    plugin's :attr:`~GroupPlugin.views`; a manager on etcd serves them itself, from the
+    leader)."""
+    from infrakit.plugins.group.plugin import GroupPlugin
+    from infrakit.spi.group import EVENT_TYPE
+
+    views = group.views if isinstance(group, GroupPlugin) else group
+    return {"group": group, "event": {EVENT_TYPE: views}, "metadata": views}

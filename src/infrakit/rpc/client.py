@@ -1,29 +1,32 @@
 """Clients of a plugin socket: a sync one for the CLI and an async one for controllers.
 
 Both share the envelope codec in :mod:`infrakit.rpc.jsonrpc` and the method tables of
-:mod:`infrakit.spi`; the sync one uses only the standard library so the CLI starts fast.
+:mod:`infrakit.spi`; the sync one uses only the standard library, and for a local plugin
+not even :mod:`http.client` (:mod:`infrakit.rpc.unixhttp`), so the CLI starts fast.
 Every call has a timeout. Errors: :class:`~infrakit.rpc.jsonrpc.RPCError` for an error the
 plugin answered, :class:`PluginUnreachable` when no answer could be had.
 """
 
 from __future__ import annotations
 
-import http.client
+import functools
 import os
 import re
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from infrakit.rpc import jsonrpc
 from infrakit.rpc.paths import UntrustedPath, check_plugin_socket
+from infrakit.rpc.unixhttp import UnixHTTPConnection
 from infrakit.spi.methods import Method
 from infrakit.spi.types import mebibytes
 
 if TYPE_CHECKING:
+    import http.client
     import ssl
 
 #: Called with each request and response body when set (``--log 5``). A hook rather than a
@@ -45,20 +48,46 @@ class PluginUnreachable(ConnectionError):
         self.reason = reason
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("h", timeout=timeout)
-        self._path = os.fspath(path)
+class _Response(Protocol):
+    @property
+    def status(self) -> int: ...
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    def read(self) -> bytes: ...
+
+
+class _Connection(Protocol):
+    """What the sync client uses of a connection: :class:`UnixHTTPConnection` to a local
+    plugin, ``http.client.HTTPSConnection`` to a manager over TCP."""
+
+    def request(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> None: ...
+
+    def getresponse(self) -> _Response: ...
+
+    def close(self) -> None: ...
+
+
+@functools.cache
+def _unix_http_connection() -> Callable[[Path, float | None], http.client.HTTPConnection]:
+    """``http.client``'s connection over a UNIX socket, made when first needed: the CLI's
+    plain calls do without :mod:`http.client`, which is slow to import."""
+    import http.client
+
+    class UnixStreamConnection(http.client.HTTPConnection):
+        def __init__(self, path: Path, timeout: float | None) -> None:
+            super().__init__("h", timeout=timeout)
+            self._path = os.fspath(path)
+
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self._path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    return UnixStreamConnection
 
 
 _HEADERS = {"Content-Type": "application/json"}
@@ -104,13 +133,18 @@ class RPCClient:
 
     def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT,
                  trace: Trace | None = None, remote: Remote | None = None) -> None:
-        self.path = Path(path) if remote is None else Path(urlsplit(remote.url).netloc)
+        if remote is None:
+            self.path = Path(path)
+        else:
+            from urllib.parse import urlsplit
+
+            self.path = Path(urlsplit(remote.url).netloc)
         self.timeout = timeout
         self.trace = trace
         self.remote = remote
         self._headers = _HEADERS if remote is None else {
             **_HEADERS, "Authorization": f"Bearer {remote.token}"}
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Connection | None = None
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
 
@@ -159,13 +193,26 @@ class RPCClient:
                 answers.append(exc)
         return method.lifted(answers)
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> _Connection:
         if self.remote is None:
             _trusted(self.path)
-            return _UnixHTTPConnection(self.path, self.timeout)
+            return UnixHTTPConnection(self.path, self.timeout)
+        return self.connection(self.timeout)
+
+    def connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        """A new ``http.client`` connection to the plugin (not yet open), whose answers are
+        read as they come (an event stream), with ``timeout`` on each read (None: a
+        stream's reads wait as long as it is quiet). Refuses an untrusted socket."""
+        import http.client
+
+        if self.remote is None:
+            _trusted(self.path)
+            return _unix_http_connection()(self.path, timeout)
+        from urllib.parse import urlsplit
+
         url = urlsplit(self.remote.url)
         return http.client.HTTPSConnection(url.hostname or "", url.port or 443,
-                                           timeout=self.timeout, context=self.remote.ssl)
+                                           timeout=timeout, context=self.remote.ssl)
 
     def _early_answer(self) -> tuple[int, bytes] | None:
         """The answer a server sent before it stopped reading the request (a 413 for a
@@ -174,7 +221,7 @@ class RPCClient:
             assert self._conn is not None
             resp = self._conn.getresponse()
             return resp.status, resp.read()
-        except (OSError, http.client.HTTPException):
+        except Exception:  # whatever stops the reading (http.client's own errors too): none
             return None
 
     def _post(self, body: bytes) -> bytes:
@@ -186,7 +233,8 @@ class RPCClient:
                 self._conn.request("POST", "/", body, self._headers)
                 resp = self._conn.getresponse()
                 data = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            # http.client.RemoteDisconnected is a ConnectionResetError
+            except (BrokenPipeError, ConnectionResetError) as exc:
                 early = self._early_answer()
                 self.close()
                 if early is not None:  # it refused the request before reading it all
@@ -220,6 +268,11 @@ class AsyncRPCClient:
 
         self.path = Path(path) if remote is None else remote.url
         self._socket = Path(path) if remote is None else None
+        from infrakit.rpc.metrics import STATS  # not on the CLI's path: it logs
+
+        self._stats = STATS
+        self.label = Path(path).name if remote is None else remote.url
+        """The plugin, as the metrics of the calls made to it name it."""
         self.timeout = timeout
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
@@ -250,14 +303,18 @@ class AsyncRPCClient:
         if self._socket is not None:
             _trusted(self._socket)
         rid, body = jsonrpc.encode_request(method, params)
+        started = time.perf_counter()
         try:
             async with self._session.post(self._url, data=body, headers=self._headers) as resp:
                 data = await resp.read()
                 status = resp.status
         except TimeoutError:
+            self._stats.made(self.label, method, False, time.perf_counter() - started)
             raise PluginUnreachable(self.path, f"no answer within {self.timeout:g}s") from None
         except aiohttp.ClientError as exc:
+            self._stats.made(self.label, method, False, time.perf_counter() - started)
             raise PluginUnreachable(self.path, str(exc)) from None
+        self._stats.made(self.label, method, True, time.perf_counter() - started)
         _check_status(status, data)
         return jsonrpc.decode_response(data, result_type, rid)
 

@@ -14,6 +14,7 @@ import enum
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import msgspec
 
 from infrakit.rpc import jsonrpc
 from infrakit.rpc.jsonrpc import RPCError
+from infrakit.rpc.metrics import STATS, UNKNOWN_METHOD
 from infrakit.spi.errors import PluginError
 from infrakit.spi.handshake import (
     DEFAULT_TYPE,
@@ -31,6 +33,7 @@ from infrakit.spi.handshake import (
     TypesResult,
 )
 from infrakit.spi.methods import Interface, Method, is_nonblocking
+from infrakit.spi.tree import PathServed
 from infrakit.spi.types import mebibytes
 
 log = logging.getLogger("infrakit.rpc")
@@ -83,7 +86,16 @@ def _mode(fn: Callable[..., Any]) -> Mode:
     return Mode.INLINE if is_nonblocking(fn) else Mode.THREAD
 
 
+def _objects(plugins: Plugins) -> list[object]:
+    """The plugin objects given, those behind a :class:`PathServed` too."""
+    if isinstance(plugins, PathServed):
+        return plugins.objects
+    return list(_by_type(plugins).values())
+
+
 def _by_type(plugins: Plugins) -> dict[str, object]:
+    if isinstance(plugins, PathServed):  # routes by path, not by Type: served as one
+        return {"": plugins}
     if isinstance(plugins, Mapping):
         return {("" if k in ("", DEFAULT_TYPE) else k): v for k, v in plugins.items()}
     return {"": plugins}
@@ -102,7 +114,8 @@ class Dispatcher:
         self.types: dict[str, list[str]] = {}
         for iface, plugins in served.items():
             objs = _by_type(plugins)
-            self.types[str(iface.spec)] = sorted(DEFAULT_TYPE if t == "" else t for t in objs)
+            self.types[str(iface.spec)] = plugins.types if isinstance(plugins, PathServed) \
+                else sorted(DEFAULT_TYPE if t == "" else t for t in objs)
             for wire, method in iface.methods.items():
                 targets, fanned = _targets(method, objs)
                 if targets:
@@ -111,10 +124,12 @@ class Dispatcher:
                         {t: _mode(f) for t, f in targets.items()}, fanned,
                     )
         self.apis = [iface.spec for iface in served]
-        self.objects = list({id(o): o for p in served.values() for o in _by_type(p).values()}
-                            .values())
+        self._served = {iface.spec.name for iface in served} | {"Handshake"}
+        self.objects = list({id(o): o for p in served.values() for o in _objects(p)}.values())
         """Every plugin object served, once each: the targets of the lifecycle hooks."""
         self.methods = sorted(self._methods)
+        self._known = frozenset((*self._methods, *HANDSHAKE_METHODS))
+        """The methods counted by name in the metrics; any other is counted as unknown."""
         self._handshake: dict[str, Callable[[], msgspec.Struct]] = {
             "Handshake.Implements": lambda: ImplementsResult(apis=self.apis),
             "Handshake.Types": lambda: TypesResult(types=self.types),
@@ -129,46 +144,53 @@ class Dispatcher:
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
             log.debug("request: %s", body[:4096].decode(errors="replace"))
+        started = time.perf_counter()
         try:
             req = jsonrpc.parse_request(body)
         except RPCError as exc:
             out: bytes | None = jsonrpc.encode_error(exc.data, exc.code, exc.message)
+            STATS.answer(UNKNOWN_METHOD, False, time.perf_counter() - started)
         else:
-            out = await self._answer(req)
+            out, ok = await self._answer(req)
+            STATS.answer(req.method if req.method in self._known else UNKNOWN_METHOD, ok,
+                          time.perf_counter() - started)
         if debug:
             log.debug("response: %s", (out or b"")[:4096].decode(errors="replace"))
         return out
 
-    async def _answer(self, req: jsonrpc.Request) -> bytes | None:
+    async def _answer(self, req: jsonrpc.Request) -> tuple[bytes | None, bool]:
+        """The answer, and whether it is a result (not an error)."""
         if req.id is msgspec.UNSET:  # a notification: run it, answer nothing
             try:
                 await self._call(req)
             except Exception as exc:
                 log.warning("notification %s failed: %s", req.method, exc)
-            return None
+                return None, False
+            return None, True
         try:
             out = jsonrpc.encode_result(req.id, await self._call(req))
         except RPCError as exc:
-            return jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data)
+            return jsonrpc.encode_error(req.id, exc.code, exc.message, exc.data), False
         except Exception as exc:  # a result that cannot be encoded, or a bug of ours
             log.exception("%s: cannot answer", req.method)
             return jsonrpc.encode_error(req.id, jsonrpc.INTERNAL_ERROR,
-                                        f"Internal error: {type(exc).__name__}: {exc}")
+                                        f"Internal error: {type(exc).__name__}: {exc}"), False
         bound = self._methods.get(req.method)
         if len(out) > MAX_ANSWER and bound is not None and bound.method.items is not None:
             return jsonrpc.encode_error(
                 req.id, jsonrpc.INVALID_PARAMS, f"{req.method}: the answer would be "
                 f"{mebibytes(len(out))}, over the limit of {mebibytes(MAX_ANSWER)}: send fewer "
-                "items per call")
-        return out
+                "items per call"), False
+        return out, True
 
     async def _call(self, req: jsonrpc.Request) -> Any:
         hand = self._handshake.get(req.method)
         if hand is not None:
             return hand()
         bound = self._methods.get(req.method)
-        if bound is None:
-            raise RPCError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {req.method!r}")
+        if bound is None:  # in the reference's words, with the standard code
+            what = "method" if req.method.split(".")[0] in self._served else "service"
+            raise RPCError(jsonrpc.METHOD_NOT_FOUND, f'rpc: can\'t find {what} "{req.method}"')
         params = jsonrpc.decode_params(bound.decoder, req)
         type_name = getattr(params, "type", "")
         key = "" if type_name in ("", DEFAULT_TYPE) else type_name

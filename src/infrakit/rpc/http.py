@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httptools
 
+from infrakit.rpc.stream import Stream, StreamWriter
+
 if TYPE_CHECKING:
     import ssl
 
@@ -47,11 +49,13 @@ class Page:
 
     body: bytes
     ctype: str = "application/json"
+    status: int = 200
 
 
 #: The read-only pages a server answers ``GET`` on, by path; each is given the query string
-#: (without the ``?``) and answers at once, in the event loop.
-Pages = Mapping[bytes, Callable[[bytes], Page]]
+#: (without the ``?``) and answers at once, in the event loop, with a page or a stream
+#: (which stays open: see :mod:`infrakit.rpc.stream`).
+Pages = Mapping[bytes, Callable[[bytes], Page | Stream]]
 
 _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
             404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -93,15 +97,18 @@ def _plain(status: int, text: str, extra: str = "") -> bytes:
     return _response(status, (text + "\n").encode(), "text/plain; charset=utf-8", extra)
 
 
-def _page(pages: Pages, target: bytes) -> bytes:
-    """The answer to a ``GET`` of ``target`` (a path in ``pages``, and its query)."""
+def _page(pages: Pages, target: bytes) -> bytes | Stream:
+    """The answer to a ``GET`` of ``target`` (a path in ``pages``, and its query): its
+    bytes, or the stream to answer with."""
     path, _, query = target.partition(b"?")
     try:
         page = pages[path](query)
     except Exception:
         log.exception("page %s failed", path.decode("latin-1"))
         return _plain(500, "internal error")
-    return _response(200, page.body, page.ctype)
+    if isinstance(page, Stream):
+        return page
+    return _response(page.status, page.body, page.ctype)
 
 
 @dataclass
@@ -121,10 +128,13 @@ class _Message:
 class _Reader:
     """The parser's callbacks: what the request being read says, as it arrives."""
 
-    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None) -> None:
+    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None,
+                 pages_only: bool) -> None:
         self._conn = conn
         self._limits = limits
         self._token = token
+        self._pages_only = pages_only
+        """A port that serves its pages alone: no call reaches the plugin."""
         self.parser = httptools.HttpRequestParser(self)
         self.head = 0
         """Bytes of the request head read so far; -1 while a body is read."""
@@ -206,6 +216,9 @@ class _Reader:
         path = b"".join(self._url).split(b"?", 1)[0]
         if path in self._conn.pages:
             return None if method == b"GET" else _plain(405, "use GET", "Allow: GET\r\n")
+        if self._pages_only:
+            return _plain(404, "not found: this port serves GET "
+                          + " and ".join(p.decode("latin-1") for p in self._conn.pages))
         if path != b"/":
             return _plain(404, "not found: POST JSON-RPC 2.0 requests to /")
         if method != b"POST":
@@ -248,7 +261,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
-        self._reader = _Reader(self, server.limits, server.token)
+        self._reader = _Reader(self, server.limits, server.token, server.handler is None)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
@@ -267,23 +280,22 @@ class _Connection(asyncio.Protocol):
         self._ignoring = False
         self._reading = True
         self._writing_paused = False
+        self._stream: StreamWriter | None = None
+        """The streamed answer this connection sends, once it sends one (its last)."""
 
     def arm(self, seconds: float, status: int | None) -> None:
         """Set the deadline that :meth:`HTTPServer._sweep` enforces (cheaper than a timer);
         never past the time a caller has to show the token. While a handler runs there is
         none (a pipelined request behind it must not have it cut off, or be answered 408
-        before it): the next is set once it has answered."""
+        before it): the next is set once it has answered. A stream has none while its
+        client reads it."""
         if self._pending is not None:
+            return
+        if self._stream is not None and not self._writing_paused:
+            self.deadline = float("inf")
             return
         self.deadline = min(self._loop.time() + seconds, self._proof_deadline)
         self.deadline_status = status
-
-    def expire(self) -> None:
-        status = self.deadline_status
-        if status is not None and self._tls is None and self._transport is not None:
-            self._transport.write(_verdict(self._reader.authorized, status,
-                                           "request not received in time"))
-        self.close()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -307,24 +319,15 @@ class _Connection(asyncio.Protocol):
     def _start_tls(self, tls: ssl.SSLContext) -> None:
         """Start the TLS handshake here, before anything can read the connection's bytes;
         it goes on in a task. It holds a place under the cap like any connection."""
-        handshake = self._handshake(tls)
+        handshake = _handshake(self, tls)
         with contextlib.suppress(StopIteration):
             self._tls = self._loop.create_task(_resume(handshake, handshake.send(None)))
-
-    async def _handshake(self, tls: ssl.SSLContext) -> None:
-        raw = self._transport
-        assert raw is not None
-        secured = await _secure(raw, self, tls, self._limits.handshake_timeout)
-        self._tls = None
-        if secured is None or self._closing:
-            (secured or raw).abort()
-            self.connection_lost(None)  # which the transport may not say
-            return
-        self._transport = secured
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.forget(self)
         self._closing = True
+        if self._stream is not None:
+            self._stream.detach()
         if self._pending is not None:
             self._pending.cancel()
         self._reader.detach()
@@ -386,11 +389,15 @@ class _Connection(asyncio.Protocol):
         is past its high-water mark): answer and read nothing more until it catches up,
         which it has until the read deadline to do."""
         self._writing_paused = True
+        if self._stream is not None:
+            self._stream.pause()
         self._read_if_keeping_up()
         self.arm(self._limits.read_timeout, None)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._stream is not None:
+            self._stream.resume()
         self._read_if_keeping_up()
         self.arm(self._limits.idle_timeout, None)
         self._answer_queued()
@@ -419,6 +426,8 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection; the server calls this too, at deadlines and shutdown."""
         self._closing = True
+        if self._stream is not None:
+            self._stream.end()
         if self._transport is not None:
             if self._tls is not None:
                 self._transport.abort()
@@ -447,38 +456,41 @@ class _Connection(asyncio.Protocol):
                 self._send(msg, msg.early)
                 continue
             if msg.method == b"GET":
-                self._send(msg, _page(self.pages, msg.target))
+                page = _page(self.pages, msg.target)
+                if isinstance(page, Stream):
+                    self._streams(page)
+                    return
+                self._send(msg, page)
                 continue
-            coro = self._server.handler(msg.body)
+            coro = cast(BodyHandler, self._server.handler)(msg.body)  # None: refused early
             try:
                 step = coro.send(None)
             except StopIteration as done:
                 self._send(msg, _ok(done.value))
                 continue
             except Exception:
-                self._handler_failed()
+                _handler_failed(self)
                 return
             self.deadline = float("inf")
             self._pending = self._loop.create_task(self._finish(msg, coro, step))
+
+    def _streams(self, stream: Stream) -> None:
+        """Answer with ``stream``, this connection's last answer, while the client reads."""
+        if self._transport is not None and not self._closing:
+            self._ignoring, self._stream = True, StreamWriter(self._transport, stream)
+            self.arm(0, None)
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
         try:
             answer = await _resume(coro, step)
         except Exception:
-            self._handler_failed()
+            _handler_failed(self)
             return
         self._pending = None
         self.arm(self._limits.idle_timeout, None)
         self._send(msg, _ok(answer))
         self._answer_queued()
-
-    def _handler_failed(self) -> None:
-        """The handler answers every error itself, so an exception out of it is a bug: log
-        it and drop this connection rather than leave it waiting."""
-        log.exception("request handler failed")
-        self.write(_plain(500, "internal error", "Connection: close\r\n"))
-        self.close()
 
     def _send(self, msg: _Message, out: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -498,6 +510,36 @@ whatever else comes meanwhile."""
 _MAX_DISCARD = 64 * 1024 * 1024
 """After a 413 or a 431, at most this much more is read and dropped before the connection
 closes."""
+
+
+def _expire(conn: _Connection) -> None:
+    """``conn``'s deadline has passed: say so, if it is mid-request, and close it."""
+    status = conn.deadline_status
+    if status is not None and conn._tls is None and conn._transport is not None:
+        conn._transport.write(_verdict(conn._reader.authorized, status,
+                                       "request not received in time"))
+    conn.close()
+
+
+def _handler_failed(conn: _Connection) -> None:
+    """The handler answers every error itself, so an exception out of it is a bug: log it
+    and drop the connection rather than leave it waiting."""
+    log.exception("request handler failed")
+    conn.write(_plain(500, "internal error", "Connection: close\r\n"))
+    conn.close()
+
+
+async def _handshake(conn: _Connection, tls: ssl.SSLContext) -> None:
+    """Secure ``conn``'s transport, or drop it."""
+    raw = conn._transport
+    assert raw is not None
+    secured = await _secure(raw, conn, tls, conn._limits.handshake_timeout)
+    conn._tls = None
+    if secured is None or conn._closing:
+        (secured or raw).abort()
+        conn.connection_lost(None)  # which the transport may not say
+        return
+    conn._transport = secured
 
 
 def _verdict(authorized: bool, status: int, text: str, extra: str = "") -> bytes:
@@ -562,9 +604,10 @@ async def _resume(coro: Coroutine[Any, Any, T], step: Any) -> T:
 class HTTPServer:
     """Owns the listening socket and every connection."""
 
-    def __init__(self, handler: BodyHandler, pages: Pages,
+    def __init__(self, handler: BodyHandler | None, pages: Pages,
                  limits: Limits | None = None, token: str | None = None) -> None:
         self.handler = handler
+        """None on a port that serves its pages alone (a metrics port)."""
         self.pages = pages
         self.limits = limits or Limits()
         self.token = None if token is None else f"Bearer {token}".encode()
@@ -631,7 +674,7 @@ class HTTPServer:
             await asyncio.sleep(period)
             now = loop.time()
             for conn in [c for c in self._conns if c.deadline < now]:
-                conn.expire()
+                _expire(conn)
 
     async def close(self, grace: float) -> None:
         """Stop accepting; close idle connections; give busy ones ``grace`` seconds."""

@@ -17,6 +17,24 @@ import stat
 from pathlib import Path
 
 from infrakit.rpc.paths import PluginPathError, make_private_dir, pid_path, socket_path
+from infrakit.spi.errors import PluginError
+
+
+def bind_tcp(host: str, port: int, option: str) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``host:port``; one that cannot be had is
+    refused naming ``option``, the setting that asked for it, and the reason."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise PluginError(f"{option}: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
 
 
 class PluginRunningError(RuntimeError):

@@ -13,6 +13,8 @@ import asyncio
 import inspect
 import logging
 import signal
+import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +23,11 @@ import msgspec
 from infrakit.rpc import eventloop
 from infrakit.rpc.dispatch import DEFAULT_WORKERS, HANDSHAKE_METHODS, Dispatcher, Plugins
 from infrakit.rpc.http import HTTPServer, Limits, Page, Pages
-from infrakit.rpc.lifecycle import SocketClaim
+from infrakit.rpc.lifecycle import SocketClaim, bind_tcp
+from infrakit.rpc.metrics import metrics_page
 from infrakit.rpc.paths import plugin_dir
+from infrakit.rpc.stream import Stream
+from infrakit.spi.tree import PathServed
 
 if TYPE_CHECKING:
     from infrakit.rpc.tcp import TcpListener
@@ -33,11 +38,20 @@ log = logging.getLogger("infrakit.rpc")
 DEFAULT_GRACE = 10.0
 
 
-def _served(instance: Plugins | None, flavor: Plugins | None,
-            group: Plugins | None) -> dict[Interface, Plugins]:
+def _served(instance: Plugins | None, flavor: Plugins | None, group: Plugins | None,
+            event: Plugins | None = None,
+            metadata: Plugins | None = None) -> dict[Interface, Plugins]:
     """The interface of each kind of plugin given; only those interfaces are imported, so
     that an instance plugin's process does not hold the flavor and group wire types."""
     served: dict[Interface, Plugins] = {}
+    if event is not None:
+        from infrakit.spi import event as ev
+
+        served[ev.EVENT] = ev.served(_typed(event))
+    if metadata is not None:
+        from infrakit.spi import metadata as md
+
+        served[md.METADATA] = md.served(_typed(metadata))
     if instance is not None:
         from infrakit.spi.instance import INSTANCE
 
@@ -51,8 +65,30 @@ def _served(instance: Plugins | None, flavor: Plugins | None,
 
         served[GROUP] = group
     if not served:
-        raise ValueError("serve() needs at least one of instance=, flavor= or group=")
+        raise ValueError("serve() needs at least one of instance=, flavor=, group=, event= "
+                         "or metadata=")
     return served
+
+
+def _typed(plugins: Plugins) -> dict[str, object]:
+    return dict(plugins) if isinstance(plugins, Mapping) else {".": plugins}
+
+
+def _pages(name: str, dispatcher: Dispatcher, served: dict[Interface, Plugins]) -> Pages:
+    """The socket's GET pages: its description, and its event stream if it has events."""
+    info = msgspec.json.encode(
+        {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
+         "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
+    pages: dict[bytes, Callable[[bytes], Page | Stream]] = {
+        b"/info/api.json": lambda _query: Page(info), b"/metrics": metrics_page}
+    topics = next((p for i, p in served.items() if i.spec.name == "Event"), None)
+    if isinstance(topics, PathServed):
+        from infrakit.rpc.broker import Broker
+
+        broker = Broker(topics)
+        broker.wire()
+        pages[b"/events"] = broker.page
+    return pages
 
 
 class PluginServer:
@@ -64,7 +100,7 @@ class PluginServer:
         self.dispatcher = dispatcher
         self.claim = claim
         self._servers = servers
-        """The UNIX socket's, then the TCP listener's if there is one."""
+        """The UNIX socket's, then the TCP listener's and the metrics port's, if any."""
         self._grace = grace
 
     @property
@@ -79,36 +115,45 @@ class PluginServer:
         instance: Plugins | None = None,
         flavor: Plugins | None = None,
         group: Plugins | None = None,
+        event: Plugins | None = None,
+        metadata: Plugins | None = None,
         directory: Path | None = None,
         limits: Limits | None = None,
         workers: int = DEFAULT_WORKERS,
         grace: float = DEFAULT_GRACE,
         tcp: TcpListener | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> PluginServer:
-        """Claim the socket and start answering on it (and on ``tcp``, if given)."""
-        dispatcher = Dispatcher(_served(instance, flavor, group), workers)
-        info = msgspec.json.encode(
-            {"Name": name, "Implements": dispatcher.apis, "Types": dispatcher.types,
-             "Methods": sorted([*dispatcher.methods, *HANDSHAKE_METHODS])})
-        pages: Pages = {b"/info/api.json": lambda _query: Page(info)}
+        """Claim the socket and start answering on it (and on ``tcp``, if given; and
+        ``GET /metrics`` alone, in plain HTTP, on the TCP address ``metrics``, if given)."""
+        served = _served(instance, flavor, group, event, metadata)
+        dispatcher = Dispatcher(served, workers)
+        pages = _pages(name, dispatcher, served)
         servers = [HTTPServer(dispatcher.handle, pages, limits)]
         claim = SocketClaim(name, directory or plugin_dir())
-        listening = None
+        listening: list[socket.socket] = []
         try:
             if tcp is not None:  # refused before anything starts, if it cannot be had
                 eventloop.require_tls("a TCP listener")
-                tls, listening = tcp.server_context(), tcp.bind()
+                tls = tcp.server_context()
+                listening.append(tcp.bind())
+            if metrics is not None:
+                listening.append(bind_tcp(*metrics, "--metrics-listen"))
             await _hook(dispatcher.objects, "start")
             await servers[0].start(claim.bind())
-            if tcp is not None and listening is not None:
+            if tcp is not None:
                 servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.token))
-                await servers[1].start(listening, tls)
+                await servers[-1].start(listening[0], tls)
                 log.info("plugin %s listening on %s (TLS, token required)", name, tcp.url())
+            if metrics is not None:
+                servers.append(HTTPServer(None, {b"/metrics": metrics_page}, limits))
+                await servers[-1].start(listening[-1])
+                log.info("plugin %s serving http://%s:%d/metrics", name, *metrics)
         except BaseException:
             for server in servers:
                 await server.close(0)
-            if listening is not None:
-                listening.close()
+            for sock in listening:
+                sock.close()
             claim.release()
             dispatcher.close()
             raise
@@ -158,11 +203,14 @@ def serve(
     instance: Plugins | None = None,
     flavor: Plugins | None = None,
     group: Plugins | None = None,
+    event: Plugins | None = None,
+    metadata: Plugins | None = None,
     directory: Path | None = None,
     limits: Limits | None = None,
     workers: int = DEFAULT_WORKERS,
     grace: float = DEFAULT_GRACE,
     tcp: TcpListener | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     """Serve plugin objects under ``name`` until SIGINT or SIGTERM.
 
@@ -171,8 +219,16 @@ def serve(
     Methods may be plain or ``async``; plain ones run in a pool of ``workers`` threads.
     ``limits`` bounds body size, read deadlines and connections; ``grace`` is how long
     in-flight calls may take to finish after SIGINT or SIGTERM. ``tcp`` serves the same
-    objects on a TCP port too, with TLS and a bearer token.
+    objects on a TCP port too, with TLS and a bearer token. ``metrics`` (host, port) serves
+    ``GET /metrics`` alone on a TCP port, in plain HTTP, for a Prometheus server to scrape
+    (the socket serves it too).
+
+    ``event`` (Event/0.1.0: see :class:`~infrakit.spi.event.EventPlugin`) and ``metadata``
+    (Metadata/0.1.0: :class:`~infrakit.spi.metadata.MetadataPlugin`) are one object (the
+    base, ``"."``) or a mapping from type name to object, where the first element of a
+    topic or path names the type; events stream on ``GET /events?topic=``.
     """
     eventloop.run(serve_async(name, instance=instance, flavor=flavor, group=group,
+                              event=event, metadata=metadata,
                               directory=directory, limits=limits, workers=workers, grace=grace,
-                              tcp=tcp))
+                              tcp=tcp, metrics=metrics))

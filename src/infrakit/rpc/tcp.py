@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infrakit.rpc.client import Remote
+from infrakit.rpc.lifecycle import bind_tcp
 from infrakit.spi.errors import PluginError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,18 +41,7 @@ class TcpListener:
         return context
 
     def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise PluginError(f"--listen: cannot listen on {self.host}:{self.port}: "
-                              f"{exc.strerror or exc}") from None
-        sock.setblocking(False)
-        return sock
+        return bind_tcp(self.host, self.port, "--listen")
 
     def url(self, advertise: str | None = None) -> str:
         """Where other machines reach this listener: ``advertise``, else the address it

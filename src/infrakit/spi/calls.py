@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
 from infrakit.spi.instance import EndedInstance, InstanceLogs
 from infrakit.spi.types import Allocation, Description, Health, HealthReport, Index, Spec
 
@@ -62,6 +68,7 @@ class GroupAPI(Protocol):
     def cancel_update(self, id: str) -> str: ...
     def events(self, id: str, since: float | None, after: int | None,
                limit: int) -> list[GroupEvent]: ...
+    def usage(self, id: str, since: float | None) -> list[UsageRecord]: ...
 
 
 class AsyncInstanceAPI(Protocol):
@@ -109,6 +116,7 @@ class AsyncGroupAPI(Protocol):
     async def cancel_update(self, id: str) -> str: ...
     async def events(self, id: str, since: float | None, after: int | None,
                      limit: int) -> list[GroupEvent]: ...
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]: ...
 
 
 class PluginLookup(Protocol):

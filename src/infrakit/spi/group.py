@@ -77,8 +77,52 @@ class GroupEvent(Wire, kw_only=True):
     details: dict[str, Any] | None = None
 
 
+EVENT_KINDS = ("provisioned", "destroyed", "launch failed", "member died", "breaker opened",
+               "breaker closed", "update started", "batch done", "update halted",
+               "update finished", "backoff started", "committed")
+"""Every :attr:`GroupEvent.kind`; on the event stream each is a topic under its group,
+spelt with ``-`` for a blank (``group/<ID>/member-died``)."""
+
+
+def event_topic(kind: str) -> str:
+    """The topic of a kind of event under its group (``launch failed`` ->
+    ``launch-failed``)."""
+    return kind.replace(" ", "-")
+
+
+EVENT_TYPE = "group"
+"""The typed object of Event/0.1.0 that group events are published under: a group's events
+are on the topics ``group/<ID>/<kind>``."""
+
 EVENTS_KEPT = 1000
 """Events kept per group: appending beyond drops the oldest."""
+
+
+class UsageRecord(Wire, kw_only=True):
+    """Member time of one group and one config (``Group.Usage``, our extension): the
+    seconds its members existed, summed over the (UTC) days from ``First`` to ``Last``.
+
+    A member counts from when the group's controller first sees it to the last pass that
+    sees it; the time no controller of the group runs (the plugin or the manager is
+    down, or a new leader has not yet made its first pass) is not counted. Usage is kept
+    when its group is destroyed, by the day, for ``USAGE_KEPT_DAYS`` days."""
+
+    group: str
+    config: str
+    """The config hash the members carried (their ``infrakit.config_sha`` tag)."""
+    plugin: str = ""
+    """The instance plugin of that config, when the group plugin knew the spec."""
+    properties: Any = None
+    """The instance properties of that config, likewise."""
+    seconds: float
+    first: str
+    """The first day (UTC, ``2026-11-29``) with usage."""
+    last: str
+
+
+USAGE_KEPT_DAYS = 400
+"""Days of usage kept (a year and a month, for a year's bills and last year's): each day's
+usage is dropped once it is older, destroyed groups' included."""
 
 
 class GroupStatus(Wire, kw_only=True):
@@ -142,6 +186,8 @@ class GroupPlugin(Protocol):
     def events(self, id: str, since: float | None, after: int | None,
                limit: int) -> MaybeAwaitable[list[GroupEvent]]: ...
 
+    def usage(self, id: str, since: float | None) -> MaybeAwaitable[list[UsageRecord]]: ...
+
 
 class CommitRequest(Wire, kw_only=True):
     spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
@@ -175,6 +221,17 @@ class EventsRequest(Wire, kw_only=True):
 
 class EventsResult(Wire, kw_only=True):
     events: list[GroupEvent]
+
+
+class UsageRequest(Wire, kw_only=True):
+    id: str = msgspec.field(default="", name="ID")
+    """One group, or every group with usage (empty)."""
+    since: float | None = None
+    """Only the days from the (UTC) day holding this time (seconds since the epoch)."""
+
+
+class UsageResult(Wire, kw_only=True):
+    usage: list[UsageRecord]
 
 
 class CommitResult(Wire, kw_only=True):
@@ -237,4 +294,6 @@ GROUP = interface(
     Method("Group.Events", EventsRequest, EventsResult, "events",
            lambda r: (r.id, r.since, r.after, r.limit),
            lambda r, v: EventsResult(events=list(v)), lambda res: res.events),
+    Method("Group.Usage", UsageRequest, UsageResult, "usage", lambda r: (r.id, r.since),
+           lambda r, v: UsageResult(usage=list(v)), lambda res: res.usage),
 )

@@ -10,6 +10,10 @@ Keys, under a prefix (default ``/infrakit/``)::
     inflight/<key>      an in-flight record (JSON)
     eventseq/<group>    the number of the group's last event
     events/<group>/<n>  an event (JSON), ``n`` zero-padded so that keys sort by number
+    usage/<day>/<group> a group's usage on a day (days since the epoch, zero-padded): the
+                        seconds and the Instance block of each config, and the last write
+                        of each writer, so that a retried write is added once; the day
+                        comes first, so that one range delete drops every group's old days
 
 Every change that must be atomic is one etcd transaction; a read-modify-write (the previous
 spec, the sequence) compares the revision it read and retries if another writer came in
@@ -17,26 +21,30 @@ between. etcd caps the operations of one transaction (128 by default), so record
 in-flight records takes one transaction per 100: each is durable before the controller
 acts, and a crash between two leaves records that only delay, never duplicate. Events
 go in one transaction per 100 too, each with the counter and with one range delete that
-drops what is beyond the last 1,000.
+drops what is beyond the last 1,000. Usage is one transaction per day of a write (a write
+spans one day, two across midnight), with the range delete of the days too old to keep.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
 from typing import Any
 
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.group.storage import InFlight
+from infrakit.plugins.group.storage import InFlight, UsageBatch, UsageRow, day_of, usage_record
 from infrakit.spi.errors import PluginError
-from infrakit.spi.group import EVENTS_KEPT, GroupEvent
+from infrakit.spi.group import EVENTS_KEPT, USAGE_KEPT_DAYS, GroupEvent, UsageRecord
 from infrakit.store.etcd_client import (
     TXN_OPS,
     EtcdClient,
     b64,
     delete,
     exists,
+    prefix_end,
     put,
     unchanged,
 )
@@ -45,6 +53,19 @@ _decode = msgspec.json.Decoder(InFlight).decode
 _decode_event = msgspec.json.Decoder(GroupEvent).decode
 log = logging.getLogger(__name__)
 _SEQ_DIGITS = 12
+_DAY_DIGITS = 6
+
+
+class _Bucket(msgspec.Struct, rename="pascal"):
+    """A group's usage on one day."""
+
+    seconds: dict[str, float] = msgspec.field(default_factory=dict)
+    instances: dict[str, msgspec.Raw] = msgspec.field(default_factory=dict)
+    writes: dict[str, int] = msgspec.field(default_factory=dict)
+    """Each writer's last write added here."""
+
+
+_decode_bucket = msgspec.json.Decoder(_Bucket).decode
 
 
 class EtcdStore:
@@ -175,6 +196,68 @@ class EtcdStore:
                           "out: %s", key, where, exc)
         found = [e for e in found if e.seq > (after or 0) and e.time >= (since or 0.0)]
         return found[-limit:] if limit > 0 else found
+
+    def _usage_key(self, day: int, group: str = "") -> str:
+        return f"{self.prefix}usage/{day:0{_DAY_DIGITS}d}/{group}"
+
+    def add_usage(self, group: str, batch: UsageBatch) -> None:
+        too_old = day_of(time.time()) - USAGE_KEPT_DAYS
+        days: dict[int, list[UsageRow]] = defaultdict(list)
+        for row in batch.rows:
+            if row.day >= too_old:  # etcd refuses to write a key it deletes in one go
+                days[row.day].append(row)
+        for day, rows in sorted(days.items()):
+            self._add_day(self._usage_key(day, group), batch, rows,
+                          self._usage_key(too_old))
+
+    def _add_day(self, key: str, batch: UsageBatch, rows: list[UsageRow], old: str) -> None:
+        """Read the day, add the rows unless this write was added before, and write it
+        back if no other write came in between; drop the days before ``old``."""
+        while True:
+            raw, revision = self.client.get_value(key)
+            try:
+                bucket = _decode_bucket(raw) if raw else _Bucket()
+            except msgspec.DecodeError as exc:  # written anew: the day's usage is lost
+                log.error("group store in etcd: the usage %s cannot be read, so it starts "
+                          "again from this write: %s", key, exc)
+                bucket = _Bucket()
+            if bucket.writes.get(batch.writer, 0) >= batch.seq:
+                return  # a retry of a write that was applied
+            for row in rows:
+                bucket.seconds[row.config] = bucket.seconds.get(row.config, 0.0) + row.seconds
+                if row.instance is not None:
+                    bucket.instances[row.config] = msgspec.Raw(row.instance)
+            bucket.writes[batch.writer] = batch.seq
+            ops = [put(key, msgspec.json.encode(bucket)),
+                   _delete_range(f"{self.prefix}usage/", old)]
+            if self.client.txn(ops, [unchanged(key, revision)]):
+                return
+
+    def usage(self, group: str | None, since_day: int = 0) -> list[UsageRecord]:
+        where = f"{self.prefix}usage/"
+        return _summed(self.client.get_between(self._usage_key(max(since_day, 0)),
+                                               prefix_end(where), where), group)
+
+
+def _summed(buckets: dict[str, bytes], group: str | None) -> list[UsageRecord]:
+    """Buckets (``<day>/<group>`` to value) summed by group and config."""
+    sums: dict[tuple[str, str], list[Any]] = {}
+    for key, raw in sorted(buckets.items()):
+        day_text, _, gid = key.partition("/")
+        if group is not None and gid != group:
+            continue
+        try:
+            bucket, day = _decode_bucket(raw), int(day_text)
+        except (msgspec.DecodeError, ValueError) as exc:  # the other days still count
+            log.error("group store in etcd: the usage %s cannot be read, left out: %s", key, exc)
+            continue
+        for config, seconds in bucket.seconds.items():
+            entry = sums.setdefault((gid, config), [0.0, day, day, None])
+            entry[0] += seconds
+            entry[2] = day
+            instance = bucket.instances.get(config)
+            entry[3] = bytes(instance) if instance is not None else entry[3]
+    return [usage_record(gid, config, *entry) for (gid, config), entry in sorted(sums.items())]
 
 
 def _delete_range(start: str, end: str) -> dict[str, Any]:

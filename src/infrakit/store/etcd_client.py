@@ -49,10 +49,11 @@ def exists(key: str) -> dict[str, Any]:
     return {"key": b64(key), "result": "GREATER", "target": "VERSION", "version": "0"}
 
 
-def _prefix_end(prefix: str) -> bytes:
+def prefix_end(prefix: str) -> str:
+    """The first key after every key under ``prefix``."""
     raw = bytearray(prefix.encode())
     raw[-1] += 1
-    return bytes(raw)
+    return raw.decode()
 
 
 class EtcdClient:
@@ -108,11 +109,15 @@ class EtcdClient:
                                   ) from None
         raise PluginError(f"no etcd member answers; the last: {failed}")
 
-    def get_range(self, key: str, prefix: bool = False) -> list[dict[str, Any]]:
-        """The key-values at ``key``, or under it with ``prefix``."""
+    def get_range(self, key: str, prefix: bool = False,
+                  end: str | None = None) -> list[dict[str, Any]]:
+        """The key-values at ``key``, or under it with ``prefix``, or from it up to, not
+        including, ``end``."""
         request: dict[str, Any] = {"key": b64(key)}
         if prefix:
-            request["range_end"] = b64(_prefix_end(key))
+            request["range_end"] = b64(prefix_end(key))
+        elif end is not None:
+            request["range_end"] = b64(end)
         kvs: list[dict[str, Any]] = self.call("/kv/range", request).get("kvs", [])
         return kvs
 
@@ -120,6 +125,12 @@ class EtcdClient:
         """Every key under ``prefix``, without it, to its value."""
         return {base64.b64decode(kv["key"]).decode()[len(prefix):]:
                 base64.b64decode(kv.get("value", "")) for kv in self.get_range(prefix, True)}
+
+    def get_between(self, start: str, end: str, strip: str) -> dict[str, bytes]:
+        """Every key from ``start`` up to, not including, ``end``, without the leading
+        ``strip``, to its value."""
+        return {base64.b64decode(kv["key"]).decode()[len(strip):]:
+                base64.b64decode(kv.get("value", "")) for kv in self.get_range(start, end=end)}
 
     def get_value(self, key: str) -> tuple[bytes | None, int]:
         """A key's value and its mod revision (0 when it does not exist)."""

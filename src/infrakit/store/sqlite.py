@@ -6,16 +6,17 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.group.storage import InFlight
+from infrakit.plugins.group.storage import InFlight, UsageBatch, day_of, usage_record
 from infrakit.rpc.paths import PluginPathError, make_private_dir
 from infrakit.spi.errors import PluginError
-from infrakit.spi.group import EVENTS_KEPT, GroupEvent
+from infrakit.spi.group import EVENTS_KEPT, USAGE_KEPT_DAYS, GroupEvent, UsageRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -38,6 +39,20 @@ CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL,
     record BLOB NOT NULL,
     PRIMARY KEY (grp, seq)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    grp TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    instance BLOB,
+    PRIMARY KEY (grp, day, config)
+);
+CREATE INDEX IF NOT EXISTS usage_day ON usage (day);
+CREATE TABLE IF NOT EXISTS usage_writes (
+    writer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    day INTEGER NOT NULL
 );
 """
 
@@ -236,3 +251,36 @@ class SQLiteStore:
                 log.error("group store %s: event %d of group %s cannot be read, left out: %s",
                           self.path, seq, group, exc)
         return events
+
+    def add_usage(self, group: str, batch: UsageBatch) -> None:
+        """One transaction, with the writer's last write (kept as long as the days it
+        wrote to), so that a retry adds nothing twice."""
+        if not batch.rows:
+            return
+        with self._lock, self._named(), self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            done = self._db.execute("SELECT seq FROM usage_writes WHERE writer = ?",
+                                    (batch.writer,)).fetchone()
+            if done is not None and done[0] >= batch.seq:
+                return
+            self._db.execute("INSERT OR REPLACE INTO usage_writes (writer, seq, day) "
+                             "VALUES (?, ?, ?)",
+                             (batch.writer, batch.seq, max(r.day for r in batch.rows)))
+            self._db.executemany(
+                "INSERT INTO usage (grp, day, config, seconds, instance) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (grp, day, config) DO UPDATE SET "
+                "seconds = seconds + excluded.seconds, "
+                "instance = COALESCE(excluded.instance, instance)",
+                [(group, r.day, r.config, r.seconds, r.instance) for r in batch.rows])
+            too_old = day_of(time.time()) - USAGE_KEPT_DAYS
+            self._db.execute("DELETE FROM usage WHERE day < ?", (too_old,))
+            self._db.execute("DELETE FROM usage_writes WHERE day < ?", (too_old,))
+
+    def usage(self, group: str | None, since_day: int = 0) -> list[UsageRecord]:
+        where = "day >= ?" + (" AND grp = ?" if group is not None else "")
+        with self._lock, self._named():
+            rows = self._db.execute(
+                "SELECT grp, config, SUM(seconds), MIN(day), MAX(day), MAX(instance) FROM usage "
+                f"WHERE {where} GROUP BY grp, config ORDER BY grp, config",
+                (since_day, group) if group is not None else (since_day,)).fetchall()
+        return [usage_record(*row) for row in rows]

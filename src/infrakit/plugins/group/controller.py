@@ -21,10 +21,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from infrakit.plugins.group.actuator import Actuator, Fence
 from infrakit.plugins.group.endings import Backoff, Endings
 from infrakit.plugins.group.events import EventLog, acted
 from infrakit.plugins.group.health import HealthJudge
+from infrakit.plugins.group.metrics import LastPass
 from infrakit.plugins.group.plan import (
     BOOTSTRAP,
     CONFIG_TAG,
@@ -39,6 +42,7 @@ from infrakit.plugins.group.report import log_pass
 from infrakit.plugins.group.rollout import Rollout
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import GroupStore, InFlight
+from infrakit.plugins.group.usage import UsageMeter
 from infrakit.spi.calls import AsyncInstanceAPI, PluginLookup
 from infrakit.spi.errors import PluginError, Unsupported
 from infrakit.spi.instance import EndedInstance
@@ -61,6 +65,11 @@ class Status:
     failures: int = 0
     """Passes in a row that met an error; the wait before the next one doubles with each."""
     breaker_open: bool = False
+    converged: bool = False
+    members: int = 0
+    unhealthy: int = 0
+    outdated: int = 0
+    """Members of another config than the committed one."""
 
 
 class GroupController:
@@ -68,7 +77,7 @@ class GroupController:
 
     def __init__(self, group: str, props: GroupProperties, store: GroupStore,
                  plugins: PluginLookup, poll: float, paused: bool = False,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, resumed: bool = False) -> None:
         self.group = group
         self.store = store
         self.plugins = plugins
@@ -83,6 +92,8 @@ class GroupController:
         self.backoff = Backoff(group)
         self.events = EventLog(group, store)
         """What happened, written at the end of the pass that saw it."""
+        self.usage = UsageMeter(group)
+        """Member time, counted by each pass."""
         self._ended: frozenset[str] = frozenset()
         """The instances the plugin last reported ended."""
         self._born = time.time()
@@ -95,6 +106,8 @@ class GroupController:
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
         self.sha = ""
+        self.last = LastPass(peak=props.target() if resumed else 0)
+        """What the last pass met, for the metrics (a resumed group had all its members)."""
         self.update(props)
 
     def update(self, props: GroupProperties) -> None:
@@ -104,6 +117,7 @@ class GroupController:
         if sha != self.sha:  # a new config: its launches start afresh
             self.backoff.reset("a new config was committed")
         self.sha = sha
+        self.usage.know(sha, msgspec.json.encode(props.instance))
         self.rollout.commit(self.sha)
         self.actuator.update(props, self.sha)
         self.health.remember(self.sha, props.flavor)
@@ -135,6 +149,7 @@ class GroupController:
     def start(self) -> None:
         if not self.destroying:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+            self.usage.open()
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop once the pass under way is over, so that every provision it started has
@@ -154,13 +169,15 @@ class GroupController:
                 await task
         finally:
             self._stopping = False
+            await self.usage.close(self.store)
 
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             acted = False
             try:
-                decision = await self.reconcile()
+                with self.last.timed():
+                    decision = await self.reconcile()
                 acted = decision is not None and not decision.idle
             except Exception as exc:  # a bug of ours: keep the loop, say so
                 log.exception("group %s: reconcile failed", self.group)
@@ -185,7 +202,8 @@ class GroupController:
         about each member's health and the instance plugin about the members that ended;
         without, reuse what the last pass learnt (so that DescribeGroup costs one call, not
         one per member). The members' properties are described when asked for, and by
-        default only to judge (a flavor's health probe may be aimed by them)."""
+        default only to judge with a check that refers to them (a probe aimed by
+        ``{{ .Properties.port }}``)."""
         # In-flight records first, then the description: an operation that ends in between
         # then errs on the safe side (a finished destroy's instance is simply gone; a
         # finished provision counts twice for a pass, which delays, never duplicates). The
@@ -193,7 +211,8 @@ class GroupController:
         inflight = await asyncio.to_thread(self.store.inflight, self.group)
         instance = self.plugins.instance(self.props.instance.plugin)
         observed = await instance.describe_instances(
-            {GROUP_TAG: self.group}, judge if properties is None else properties)
+            {GROUP_TAG: self.group},
+            judge and self.health.wants_properties() if properties is None else properties)
         if judge:
             members = await self._judge(instance, observed)
         else:
@@ -241,12 +260,13 @@ class GroupController:
             if ending.failure:
                 failed.append(ending.describe())
             if updating and ending.config == self.sha and ending.kind != "removed":
-                self._halt(1, ending.describe())
+                self.halt(1, ending.describe())
         if failed:  # one step per round of launches, however many members it had
             self.backoff.failed(now, failed[-1])
             self.events.backoff(self, failed[-1])
 
-    def _halt(self, n: int, what: str) -> None:
+    def halt(self, n: int, what: str) -> None:
+        """Count ``n`` failures against the rolling update, which halts past its limit."""
         if self.rollout.failed(n, what, self.props.update_failure_limit):
             self.events.add("update halted", self.rollout.halted)
 
@@ -260,6 +280,8 @@ class GroupController:
             self.status.errors = [str(exc)]
             self.status.failures += 1
             return None
+        self.last.decision = decision
+        self.usage.observe(decision.configs, self.health.take_new(), time.time())
         if decision.batch:
             self._last_batch = time.time()
         if decision.resolved:
@@ -267,16 +289,7 @@ class GroupController:
         errors, launch_errors = await self._act(observed, inflight, decision)
         errors = counted(errors)  # 16 members refused alike: one error, not 16
         log_pass(self, decision, errors)
-        if launch_errors:
-            what = f"launch failed: {launch_errors[0]}"
-            self.backoff.failed(time.time(), what)
-            self.events.backoff(self, what)
-            if decision.outdated:
-                self._halt(len(launch_errors), what)
-        self.events.transitions(self, decision)
-        await self.events.flush()
-        self.status = Status(errors=errors, failures=self.status.failures + 1 if errors else 0,
-                             breaker_open=decision.breaker_open)
+        await _after_pass(self, decision, len(observed), errors, launch_errors)
         return decision
 
     async def _act(self, observed: list[Member], inflight: list[InFlight],
@@ -306,6 +319,26 @@ class GroupController:
                                       if i and not isinstance(r, BaseException)],
               act.made if provisions else [], launch_errors)
         return _errors_of(results), launch_errors
+
+
+async def _after_pass(c: GroupController, decision: Plan, members: int, errors: list[str],
+                      launch_errors: list[str]) -> None:
+    """What a pass leaves for the next and for those who watch: the backoff after failed
+    launches, the events (written), the usage (written when due) and the status."""
+    if launch_errors:
+        what = f"launch failed: {launch_errors[0]}"
+        c.backoff.failed(time.time(), what)
+        c.events.backoff(c, what)
+        if decision.outdated:
+            c.halt(len(launch_errors), what)
+    c.events.transitions(c, decision)
+    c.last.peak = min(max(c.last.peak, members), c.props.target())
+    await c.events.flush()
+    await c.usage.write(c.store)
+    c.status = Status(errors=errors, failures=c.status.failures + 1 if errors else 0,
+                      breaker_open=decision.breaker_open, converged=decision.converged,
+                      members=members, unhealthy=decision.unhealthy,
+                      outdated=decision.outdated)
 
 
 def _errors_of(results: list[Any]) -> list[str]:

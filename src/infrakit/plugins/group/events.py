@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from infrakit.plugins.group.endings import Ending
@@ -25,6 +27,18 @@ log = logging.getLogger("infrakit.group")
 
 NAMES_PER_LINE = 10
 """Members a log line names at most; the rest are counted."""
+
+REASONS = ("scale-out", "replacement", "scale-in", "unhealthy", "missing", "rolling update",
+           "by request", "recorded before a restart")
+"""The words the reason of every provision and destroy starts with: the events say them,
+and the metrics count by them (a bounded label, whatever the details that follow)."""
+COUNTED = frozenset({"provisioned", "destroyed", "launch failed", "member died"})
+"""The kinds of event the metrics count (the first two by reason word)."""
+
+
+def reason_word(reason: str) -> str:
+    """The word of :data:`REASONS` a provision's or destroy's reason starts with."""
+    return next((word for word in REASONS if reason.startswith(word)), "other")
 
 
 def named(ids: list[str]) -> str:
@@ -44,16 +58,24 @@ class EventLog:
         self.pending: list[GroupEvent] = []
         self.breaker_open = False
         self.outdated = 0
+        self.counts: Counter[tuple[str, str]] = Counter()
+        """Events of the :data:`COUNTED` kinds added so far, by kind and reason word (the
+        metrics' counters: kept here, so that they count exactly what the history says)."""
+        self.publish: Callable[[list[GroupEvent]], None] | None = None
+        """Sends the events to the event stream as they are written (the plugin's)."""
 
     def add(self, kind: str, reason: str = "", member: str = "", actor: str = "",
             details: dict[str, Any] | None = None) -> None:
+        if kind in COUNTED:
+            by_reason = kind in ("provisioned", "destroyed")
+            self.counts[(kind, reason_word(reason) if by_reason else "")] += 1
         self.pending.append(GroupEvent(time=time.time(), group=self.group, member=member,
                                        kind=kind, reason=reason, actor=actor,
                                        details=details))
 
     async def flush(self) -> None:
-        """Write what is waiting, in one write; a store that fails loses them, said in
-        the log: the group's work does not wait on its history."""
+        """Write what is waiting, in one write, then publish it; a store that fails loses
+        them, said in the log: the group's work does not wait on its history."""
         if not self.pending:
             return
         events, self.pending = self.pending, []
@@ -61,6 +83,8 @@ class EventLog:
             await asyncio.to_thread(self.store.append_events, self.group, events)
         except Exception as exc:  # the store's own errors, whichever store
             log.warning("group %s: %d events not kept: %s", self.group, len(events), exc)
+        if self.publish is not None:
+            self.publish(events)
 
     def ended(self, ending: Ending) -> None:
         """A member ended without being destroyed."""
@@ -106,21 +130,34 @@ def destroy_reason(c: GroupController, decision: Plan, member: Member, now: floa
     return "scale-in"
 
 
+def provision_reasons(c: GroupController, decision: Plan, n: int) -> list[str]:
+    """Why each of ``n`` provisions of a pass: the rolling update; else replacements of
+    the members the group has lost since it last had them (up to its target), then
+    scale-out for the rest."""
+    if decision.outdated:
+        return ["rolling update"] * n
+    target = c.props.target()
+    lost = min(max(c.last.peak - decision.live, 0), n)
+    return ([f"replacement: back to {target} members"] * lost
+            + [f"scale-out: to reach {target} members"] * (n - lost))
+
+
 def acted(c: GroupController, decision: Plan, by_id: dict[str, Member],
           destroyed: list[str], made: list[str], launch_errors: list[str]) -> None:
     """The events of what a pass did, and its log line naming the members and why."""
     events, now = c.events, time.time()
     reasons = {iid: destroy_reason(c, decision, by_id[iid], now)
                for iid in destroyed if iid in by_id}
-    why_made = "rolling update" if decision.outdated else f"to reach {c.props.target()} members"
-    for iid in made:
-        events.add("provisioned", why_made, iid)
+    made_for = provision_reasons(c, decision, len(made))
+    for iid, why in zip(made, made_for, strict=True):
+        events.add("provisioned", why, iid)
     for iid in destroyed:
         events.add("destroyed", reasons.get(iid, "recorded before a restart"), iid)
     for error in launch_errors:
         events.add("launch failed", error, details={"error": error})
-    if made:
-        log.info("group %s: provisioned %s (%s)", c.group, named(made), why_made)
+    for why in sorted(set(made_for)):
+        log.info("group %s: provisioned %s (%s)", c.group,
+                 named([i for i, w in zip(made, made_for, strict=True) if w == why]), why)
     for reason in sorted(set(reasons.values())):
         log.info("group %s: destroyed %s (%s)", c.group,
                  named([i for i, r in reasons.items() if r == reason]), reason)

@@ -16,6 +16,8 @@ import logging
 import time
 from collections import defaultdict
 
+import msgspec
+
 from infrakit.plugins.group.plan import CONFIG_TAG, Member, Verdict
 from infrakit.plugins.group.sizing import ROOM, runs, size_of
 from infrakit.plugins.group.spec import GroupProperties, PluginSpec
@@ -47,15 +49,28 @@ class HealthJudge:
         """The flavor block of each config whose members may still exist, by config hash."""
         self.unreachable: dict[str, float] = {}
         """Flavor plugins that did not answer, and since when."""
+        self._new: list[tuple[Description, float]] = []
+        """Members first seen since :meth:`take_new`, and when."""
 
     def remember(self, sha: str, flavor: PluginSpec) -> None:
         """A committed config: its members are judged by this flavor block."""
         self._checks[sha] = flavor
 
+    def wants_properties(self) -> bool:
+        """Whether some check refers to its members' properties, so that the members must
+        be described with them to be judged."""
+        return any(aims_by_properties(check) for check in self._checks.values())
+
     def seen(self, member: str) -> tuple[float, bool] | None:
         """When ``member`` was first seen and whether it was ever healthy; None if never."""
         since = self._first_seen.get(member)
         return None if since is None else (since, member not in self._never_healthy)
+
+    def take_new(self) -> list[tuple[Description, float]]:
+        """The members first seen since the last call, and when (the usage counts them
+        from then, and the others from the pass before)."""
+        new, self._new = self._new, []
+        return new
 
     def unhealthy_since(self, member: str) -> float | None:
         """Since when ``member`` has failed its health checks, if it does."""
@@ -143,6 +158,7 @@ class HealthJudge:
             if since is None:
                 since = first_seen[iid] = now
                 never_healthy.add(iid)
+                self._new.append((desc, now))
             if isinstance(answer, HealthReport) and answer.health is Health.HEALTHY:
                 if never_healthy:
                     never_healthy.discard(iid)
@@ -174,6 +190,15 @@ class HealthJudge:
                 never_healthy.discard(gone)
         self._verdicts = verdicts
         return members
+
+
+def aims_by_properties(flavor: PluginSpec) -> bool:
+    """Whether a flavor block refers to its members' properties, as a probe aimed by
+    ``{{ .Properties.port }}`` does. Only then are the members described with their
+    properties in each pass: those may hold the whole spec a member was made from, and
+    reading them for every member costs more than the rest of a pass (the reference's group
+    never asks for them, and its flavors are judged without them)."""
+    return b".Properties" in msgspec.json.encode(flavor.properties)
 
 
 async def _ask(plugins: PluginLookup, check: PluginSpec,

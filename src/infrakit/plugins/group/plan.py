@@ -86,6 +86,13 @@ class Plan:
     """In-flight keys whose work is over: described, gone, or past the deadline."""
     outdated: int = 0
     unhealthy: int = 0
+    healthy: int = 0
+    unknown: int = 0
+    live: int = 0
+    """Members not being destroyed: healthy, unhealthy, unknown, or starting (the rest)."""
+    configs: dict[str | None, int] = field(default_factory=dict)
+    """How many observed members carry each config hash (None: none), those being
+    destroyed included: what the group's usage counts."""
     breaker_open: bool = False
     """Too many members are unhealthy at once: no member is replaced for its health."""
     batch: bool = False
@@ -120,8 +127,11 @@ def plan(desired: Desired, observed: list[Member], inflight: list[InFlight],
         else:
             pending.append(op)
     census = _Census.of(observed, destroying, desired.config_sha, out)
+    out.configs = {desired.config_sha: len(observed) - sum(census.others.values()),
+                   **census.others}
     out.outdated = len(census.outdated)
-    out.unhealthy = census.unhealthy
+    out.unhealthy, out.healthy, out.unknown = census.unhealthy, census.healthy, census.unknown
+    out.live = len(census.live)
     out.breaker_open = out.unhealthy > desired.max_unhealthy
     may_start_batch = now - last_batch >= desired.batch_pause
     if desired.logical_ids:
@@ -152,6 +162,9 @@ class _Census:
     destroying: int = 0
     """Members still described while their destroy is in flight: they exist, so they
     take room under Size + MaxSurge."""
+    others: dict[str | None, int] = field(default_factory=dict)
+    """Members (those being destroyed included) per config hash other than the
+    committed one."""
 
     @classmethod
     def of(cls, observed: list[Member], destroying: set[str | None], sha: str,
@@ -160,18 +173,22 @@ class _Census:
         adopted, not updated."""
         census = cls(destroying=len(destroying))
         live, outdated, failed = census.live, census.outdated, census.failed
+        others = census.others
         healthy = unhealthy = unknown = 0
         for m in observed:
             desc = m.desc
-            if desc.id in destroying:
-                continue
-            live.append(m)
             tag = desc.tags.get(CONFIG_TAG) if desc.tags else None
             if tag != sha:
+                others[tag] = others.get(tag, 0) + 1
+                if desc.id in destroying:
+                    continue
                 if tag == BOOTSTRAP:
                     out.relabel.append(desc.id)
                 else:
                     outdated.append(m)
+            elif desc.id in destroying:
+                continue
+            live.append(m)
             verdict = m.verdict
             if verdict is Verdict.HEALTHY:
                 healthy += 1

@@ -11,21 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Protocol
 
 import msgspec
 
 from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
+from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
+from infrakit.plugins.group.reach import Reachability
 from infrakit.plugins.group.report import adoption, commit_details, report
+from infrakit.plugins.group.shielded import ToTheEnd
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
-from infrakit.plugins.group.storage import GroupStore
+from infrakit.plugins.group.storage import GroupStore, day_of
+from infrakit.plugins.group.usage import register_collector, usage_of
+from infrakit.plugins.group.views import GroupViews
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
-from infrakit.spi.group import GroupDescription, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import (
+    GroupDescription,
+    GroupEvent,
+    GroupSpec,
+    GroupStatus,
+    UsageRecord,
+)
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
@@ -36,6 +48,16 @@ PREPARE_WAIT = 10.0
 """Seconds a commit waits for the flavor to prepare a member's spec, to measure it."""
 
 
+class Watcher(Protocol):
+    """Something that watches the groups for as long as a group plugin runs them (a
+    manager's alerts): started once every stored group is resumed, stopped before the
+    controllers stop."""
+
+    async def start(self, groups: GroupPlugin) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class GroupPlugin:
     """Group/0.1.0: commit, describe, free, destroy and inspect groups.
 
@@ -44,12 +66,15 @@ class GroupPlugin:
     """
 
     def __init__(self, store: GroupStore, plugins: PluginLookup, poll: float,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, watcher: Watcher | None = None) -> None:
         self.store = store
-        self.plugins = plugins
+        self.reach = Reachability(plugins)
+        """Which plugins the groups' calls did not reach, and why."""
+        self.plugins: PluginLookup = self.reach
         self.poll = poll
         self.fence = fence
         """Raises unless this process may act on providers (a manager's leadership)."""
+        self.watcher = watcher
         self._specs: dict[str, GroupSpec] = {}
         self._controllers: dict[str, GroupController] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -57,14 +82,23 @@ class GroupPlugin:
         controller runs is always the one stored last, whatever the callers' timing."""
         self._unloaded: dict[str, str] = {}
         """Stored groups that could not be resumed, and why."""
-        self._endings: dict[tuple[str, str], asyncio.Task[None]] = {}
-        """Destroys and frees under way, by verb and group: they run to their end even
-        when their caller gives up, and a second call of the same verb waits for them."""
+        self._endings = ToTheEnd()
+        """Destroys and frees under way: they run to their end even when their caller
+        gives up."""
+        self.views = GroupViews(self, lambda: list(self._specs))
+        """Its events and state as the reference's tools read them."""
 
     def _lock(self, gid: str) -> asyncio.Lock:
         return self._locks.setdefault(gid, asyncio.Lock())
 
+    @property
+    def controllers(self) -> Mapping[str, GroupController]:
+        """The controller of each group being watched, by group ID (read-only)."""
+        return MappingProxyType(self._controllers)
+
     async def start(self) -> None:
+        COLLECTOR.watched[id(self)] = self._controllers
+        register_collector()
         for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
             try:
                 spec = _decode_spec(raw)
@@ -75,37 +109,47 @@ class GroupPlugin:
                 log.error("group %s: %s", gid, self._unloaded[gid])
                 continue
             destroying = await asyncio.to_thread(self.store.destroying, gid)
-            self._watch(spec, props, destroying)
+            self._watch(spec, props, destroying, resumed=True)
             await self._remember_previous(gid)
             log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
                      "finishes it" if destroying else "resumed")
+        if self.watcher is not None:
+            await self.watcher.start(self)
 
     async def _remember_previous(self, gid: str) -> None:
         """The health check of the spec before the current one: members made from it
-        during an update that a restart interrupted are judged by it still."""
+        during an update that a restart interrupted are judged by it still (and their
+        usage is priced by its Instance block)."""
         raw = await asyncio.to_thread(self.store.previous_spec, gid)
         if raw is None:
             return
         with contextlib.suppress(PluginError, msgspec.DecodeError):
             old = parse_group(_decode_spec(raw))
-            self._controllers[gid].health.remember(config_sha(old), old.flavor)
+            controller = self._controllers[gid]
+            controller.health.remember(config_sha(old), old.flavor)
+            controller.usage.know(config_sha(old), msgspec.json.encode(old.instance))
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop every controller once the pass it is in has ended (or after ``wait``), and
         let the destroys and frees under way end first."""
-        if self._endings:
-            await asyncio.wait(list(self._endings.values()), timeout=wait)
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if under_way := self._endings.under_way():
+            await asyncio.wait(under_way, timeout=wait)
         await asyncio.gather(*(c.stop(wait) for c in self._controllers.values()))
+        COLLECTOR.watched.pop(id(self), None)
         await self.plugins.close()
 
-    def _watch(self, spec: GroupSpec, props: GroupProperties, destroying: bool = False) -> None:
+    def _watch(self, spec: GroupSpec, props: GroupProperties, destroying: bool = False,
+               resumed: bool = False) -> None:
         self._specs[spec.id] = spec
         controller = self._controllers.get(spec.id)
         if controller is None:
             paused = self.store.paused(spec.id)
             controller = GroupController(spec.id, props, self.store, self.plugins, self.poll,
-                                         paused, self.fence)
+                                         paused, self.fence, resumed)
             controller.destroying = destroying
+            controller.events.publish = self.views.published
             self._controllers[spec.id] = controller
             controller.start()
         else:
@@ -201,31 +245,10 @@ class GroupPlugin:
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
-        await self._to_the_end("free", id, self._free)
+        await self._endings.run("free", id, self._free)
 
     async def destroy_group(self, id: str) -> None:
-        await self._to_the_end("destroy", id, self._destroy)
-
-    async def _to_the_end(self, verb: str, gid: str,
-                          work: Callable[[str], Coroutine[Any, Any, None]]) -> None:
-        """Run ``work`` in a task of its own that its caller's disconnect, Ctrl-C or
-        timeout cannot cancel: a group half freed or half destroyed must never be left
-        with a loop that provisions again. A second call of the verb waits for the first."""
-        task = self._endings.get((verb, gid))
-        if task is None:
-            task = asyncio.get_running_loop().create_task(work(gid), name=f"{verb} {gid}")
-            self._endings[(verb, gid)] = task
-            task.add_done_callback(lambda t: self._ended(verb, gid, t))
-        await asyncio.shield(task)
-
-    def _ended(self, verb: str, gid: str, task: asyncio.Task[None]) -> None:
-        """A destroy or free is over: say how, since its caller may have left."""
-        self._endings.pop((verb, gid), None)
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            log.warning("group %s: %s did not finish: %s", gid, verb, error)
-        else:
-            log.info("group %s: %s", gid, "destroyed" if verb == "destroy" else "freed")
+        await self._endings.run("destroy", id, self._destroy)
 
     async def _free(self, gid: str) -> None:
         async with self._lock(gid):
@@ -264,6 +287,15 @@ class GroupPlugin:
         """The group's history, oldest first (``Group.Events``, our extension)."""
         self._controller(id)
         return await asyncio.to_thread(self.store.events, id, since, after, limit)
+
+    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
+        """Member time of group ``id`` (every group's, destroyed ones included, when
+        empty), per config, on the UTC days from the one holding ``since``
+        (``Group.Usage``, our extension): what the store keeps and what the controllers
+        have counted since their last write."""
+        meters = [c.usage for gid, c in self._controllers.items() if not id or gid == id]
+        return await usage_of(self.store, id or None, day_of(since) if since is not None
+                              else 0, meters)
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:

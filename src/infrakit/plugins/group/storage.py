@@ -6,11 +6,12 @@ the group code depends on no store.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+import contextlib
+from typing import Any, Literal, Protocol
 
 import msgspec
 
-from infrakit.spi.group import GroupEvent
+from infrakit.spi.group import GroupEvent, UsageRecord
 
 
 class InFlight(msgspec.Struct, kw_only=True):
@@ -26,6 +27,65 @@ class InFlight(msgspec.Struct, kw_only=True):
     logical_id: str | None = None
     started: float
     deadline: float
+
+
+DAY = 86400.0
+
+
+def day_of(t: float) -> int:
+    """The UTC day holding ``t`` (seconds since the epoch), as days since the epoch."""
+    return int(t // DAY)
+
+
+def day_name(day: int) -> str:
+    """``2026-11-29`` for a day since the epoch."""
+    import datetime
+
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=day)).isoformat()
+
+
+class UsageRow(msgspec.Struct, kw_only=True):
+    """Member-seconds of one config of a group on one day, to add to what is stored."""
+
+    day: int
+    """Days since the epoch (UTC)."""
+    config: str
+    seconds: float
+    instance: bytes | None = None
+    """The config's Instance block (``{"Plugin": ..., "Properties": ...}``, JSON), when
+    the controller knows it: what a price table matches."""
+
+
+class _Instance(msgspec.Struct, rename="pascal"):
+    plugin: str = ""
+    properties: Any = None
+
+
+_decode_instance = msgspec.json.Decoder(_Instance).decode
+
+
+def usage_record(group: str, config: str, seconds: float, first: int, last: int,
+                 instance: bytes | None) -> UsageRecord:
+    """A stored sum as the wire gives it; an Instance block that cannot be read leaves
+    the plugin unknown (the usage itself still counts)."""
+    block = _Instance()
+    if instance is not None:
+        with contextlib.suppress(msgspec.DecodeError):
+            block = _decode_instance(instance)
+    return UsageRecord(group=group, config=config, plugin=block.plugin,
+                       properties=block.properties, seconds=seconds, first=day_name(first),
+                       last=day_name(last))
+
+
+class UsageBatch(msgspec.Struct, kw_only=True):
+    """One write of a group's usage. ``writer`` (one per controller's life) and ``seq``
+    (its writes, from 1) name it, so that a store whose write may have been applied
+    although it answered an error (etcd, when a member dies under the call) tells a
+    retry of it from a new write, and adds it once."""
+
+    writer: str
+    seq: int
+    rows: list[UsageRow]
 
 
 class GroupStore(Protocol):
@@ -55,7 +115,7 @@ class GroupStore(Protocol):
     def destroying(self, group: str) -> bool: ...
 
     def delete_group(self, group: str) -> None:
-        """Forget a group, its in-flight records and its events."""
+        """Forget a group, its in-flight records and its events (not its usage)."""
         ...
 
     def inflight(self, group: str) -> list[InFlight]:
@@ -84,4 +144,15 @@ class GroupStore(Protocol):
                limit: int = 0) -> list[GroupEvent]:
         """The group's events, oldest first: those at or after ``since`` and numbered after
         ``after``; with ``limit``, only the newest ``limit`` of them."""
+        ...
+
+    def add_usage(self, group: str, batch: UsageBatch) -> None:
+        """Add ``batch`` to the group's usage, all at once, once however often it is
+        retried; drop the days older than :data:`~infrakit.spi.group.USAGE_KEPT_DAYS`,
+        every group's. Usage outlives its group: :meth:`delete_group` keeps it."""
+        ...
+
+    def usage(self, group: str | None, since_day: int = 0) -> list[UsageRecord]:
+        """The usage of ``group`` (every group's when None) on the days from ``since_day``
+        (days since the epoch), summed by group and config, in that order."""
         ...
