@@ -318,10 +318,10 @@ def test_destroy_of_a_container_removed_with_the_engines_api_succeeds(
     assert containers(docker_engine) == []
 
 
-def test_only_the_most_recent_exited_containers_stay(
+def test_only_the_most_recent_exited_containers_of_each_group_stay(
         docker_engine: Engine, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(docker_ended, "KEEP_EXITED", 2)
-    monkeypatch.setattr(docker_ended, "KEEP_ENDINGS", 3)
+    monkeypatch.setenv("INFRAKIT_KEEP_ENDED", "2")
+    monkeypatch.setattr(docker_ended, "KEEP_ENDINGS", 4)
     learnt: list[str] = []
     learn = docker_ended.learn
 
@@ -332,14 +332,17 @@ def test_only_the_most_recent_exited_containers_stay(
     monkeypatch.setattr(docker_ended, "learn", counted)
     plugin = DockerInstancePlugin(NAME, home / NAME)  # in this process, with those limits
     made = []
-    for status in (1, 2, 3, 4):
+    for status, group in ((1, "web"), (2, "web"), (3, "web"), (4, "db"), (5, "web")):
         props = {**CONTAINER, "Command": ["sh", "-c", f"exit {status}"]}
-        made.append(plugin.provision(Spec(properties=props, tags={"t": "x"})))
+        made.append(plugin.provision(Spec(properties=props,
+                                          tags={"t": "x", "infrakit.group": group})))
         wait_until(lambda: exited(docker_engine, made[-1]), DEADLINE, what="an exit")
 
-    # the last three endings are reported, the last two containers kept
+    # the last four endings are reported; the last two containers of each group are kept
+    # (web's 3 and 5, db's 4), however many another group's crash loop leaves
     ended = plugin.describe_ended({"t": "x"})
-    assert [(e.id, e.exit_status) for e in ended] == list(zip(made[1:], (2, 3, 4), strict=True))
+    assert [(e.id, e.exit_status) for e in ended] == \
+        list(zip(made[1:], (2, 3, 4, 5), strict=True))
     assert {c["Names"][0][1:] for c in containers(docker_engine)} == set(made[2:])
     assert plugin.describe_instances({}, False) == []
     assert plugin.describe_ended({}) == ended
@@ -350,6 +353,24 @@ def test_only_the_most_recent_exited_containers_stay(
     for instance in made[2:]:
         plugin.destroy(instance)
     assert plugin.describe_ended({}) == [] and containers(docker_engine) == []
+
+
+def test_an_exited_container_goes_after_the_age_limit_and_its_ending_stays(
+        docker_engine: Engine, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRAKIT_KEEP_ENDED_SECONDS", "1")
+    plugin = DockerInstancePlugin(NAME, home / NAME)
+    props = {**CONTAINER, "Command": ["sh", "-c", "exit 7"]}
+    iid = plugin.provision(Spec(properties=props, tags={"infrakit.group": "web"}))
+    wait_until(lambda: [e.exit_status for e in plugin.describe_ended({})] == [7], DEADLINE,
+               what="its ending")
+
+    def removed() -> bool:
+        plugin.describe_instances({}, False)  # a listing prunes
+        return containers(docker_engine) == []
+
+    wait_until(removed, DEADLINE, what="the container to go after 1s")
+    assert [e.id for e in plugin.describe_ended({})] == [iid]
+    plugin.destroy(iid)
 
 
 def test_containers_it_did_not_make_are_never_touched(plugin: Plugin,

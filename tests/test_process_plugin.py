@@ -88,6 +88,14 @@ class Proc:
 
 @pytest.fixture
 def proc(start_plugin: StartPlugin, home: Path, procs: Processes) -> Iterator[Proc]:
+    with process_plugin(start_plugin, home, procs) as p:
+        yield p
+
+
+@contextlib.contextmanager
+def process_plugin(start_plugin: StartPlugin, home: Path, procs: Processes
+                   ) -> Iterator[Proc]:
+    """A running instance-process plugin; at the end, it and its instances stopped."""
     p = Proc(start_plugin, home)
     try:
         yield p
@@ -359,7 +367,7 @@ def test_destroy_terms_the_whole_group_then_kills_after_the_grace(proc: Proc) ->
     proc.client.destroy(stubborn)
     assert 0.5 <= time.monotonic() - start < 3 and not in_session(pids[stubborn])
     assert proc.describe() == {}
-    assert not (proc.state / polite).exists()
+    assert (proc.state / polite).is_dir()  # kept for a post-mortem: see test_retention
 
 
 def _label_refused(proc: Proc, iid: str) -> str:
@@ -389,7 +397,7 @@ def test_destroy_of_an_instance_killed_behind_the_plugins_back_succeeds(proc: Pr
     reason = _label_refused(proc, unseen)
     assert repr(unseen) in reason and "ended" in reason and "cannot label" in reason
     proc.client.destroy(unseen)
-    assert not (proc.state / unseen).exists()
+    assert unseen not in proc.describe() and (proc.state / unseen).is_dir()  # kept a while
     # killed, seen to end, and then the plugin restarted: it no longer remembers the end
     wait_until(lambda: seen not in proc.describe(), 5, what=f"{seen} to be seen gone")
     proc.restart()
@@ -650,8 +658,8 @@ def test_a_shell_line_command_runs_whole_and_its_end_is_reported(proc: Proc) -> 
     assert (proc.state / iid / "out").read_text() == "b\n"  # the whole line ran
     assert proc.client.describe_ended({"t": "other"}) == []
     assert iid not in proc.describe()
-    proc.client.destroy(iid)  # an ended instance is destroyed at once: its files go
-    assert not (proc.state / iid).exists() and not ended()
+    proc.client.destroy(iid)  # no longer reported as ended; its files kept a while
+    assert (proc.state / iid / "out").exists() and not ended()
 
 
 def test_an_instance_killed_by_a_signal_says_which(proc: Proc) -> None:
@@ -704,9 +712,8 @@ def test_an_ended_member_s_log_is_still_read_and_says_it_ended(proc: Proc) -> No
         assert last.data == "bye\n" and last.ended
     assert proc.client.logs(iid, last.offset, None, True) == \
         type(last)(data="", offset=last.offset, ended=True)
-    proc.client.destroy(iid)
-    with pytest.raises(CallFailed, match=f"{iid}.* is gone"):
-        proc.client.logs(iid, "", None, False)
+    proc.client.destroy(iid)  # its files stay a while yet: see test_retention
+    assert proc.client.logs(iid, "", None, True).data == "bye\n"
 
 
 def test_a_log_replaced_by_a_link_is_not_read_through(proc: Proc, home: Path) -> None:

@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "docker": ("docker",),
     "etcd": ("etcd3gw",),
     "qemu": ("qemu.qmp", "pycdlib"),
+    "redfish": ("sushy",),
 }
 """Each extra of pyproject.toml, and the modules it brings that the code imports."""
 

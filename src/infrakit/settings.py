@@ -83,6 +83,19 @@ def whole_seconds(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("is not a whole number") from None
+        if value < minimum:
+            raise ValueError(f"is under the minimum of {minimum}")
+        return value
+
+    return parse
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -155,6 +168,18 @@ CALL_TIMEOUT = Setting(
     "INFRAKIT_CALL_TIMEOUT", "60", seconds,
     "Seconds a plugin waits for another plugin's answer (the group for its instance and "
     "flavor plugins) before it gives up and names the plugin that did not answer.")
+
+
+KEEP_ENDED = Setting(
+    "INFRAKIT_KEEP_ENDED", "5", whole_number(0),
+    "How many instances of each group that ended by themselves keep their files (working "
+    "directory and log), the most recent ones, and as many of those destroyed, so that "
+    "`infrakit instance logs ID --previous` can tell why they died; 0 removes them at once.")
+
+KEEP_ENDED_SECONDS = Setting(
+    "INFRAKIT_KEEP_ENDED_SECONDS", "604800", seconds,
+    "Seconds at most that the files of an instance that ended or was destroyed are kept "
+    "(a week), however few of its group ended since.")
 
 
 def waiting_timeout() -> float:
@@ -230,3 +255,20 @@ MANAGER: dict[str, Setting[Any]] = {
 }
 """The settings of a manager, by the name of the field of
 :class:`infrakit.manager.run.Settings` each fills."""
+
+REDFISH: dict[str, Setting[Any]] = {
+    "pool": Setting("INFRAKIT_REDFISH_POOL", "", str,
+                    "The pool file of instance-redfish (YAML or JSON, mode 600): its BMCs, "
+                    "their credentials, server templates and the user-data directory "
+                    "[default: pool.yml in $INFRAKIT_HOME/instance-redfish/NAME]."),
+    "url": Setting("INFRAKIT_REDFISH_URL", "", str,
+                   "Without a pool file: the one Redfish service of the pool."),
+    "username": Setting("INFRAKIT_REDFISH_USERNAME", "", str,
+                        "Without a pool file: the user to log in to it as."),
+    "password": Setting("INFRAKIT_REDFISH_PASSWORD", "", str,
+                        "Without a pool file: that user's password."),
+    "power_timeout": Setting("INFRAKIT_REDFISH_POWER_TIMEOUT", "300", seconds,
+                             "Seconds a system may take to reach the power state asked "
+                             "(on, at provision; off, after a forced power off)."),
+}
+"""The settings of the ``instance-redfish`` plugin."""

@@ -184,11 +184,13 @@ class Supervisor:
             else:
                 status, came_up = self.wait_first(pid)
             ran = time.monotonic() - started
-            if self.stopping is not None or not came_up:
+            if self.stopping is not None:
                 return status
-            if status == 0:
+            if status == 0:  # even before it was seen up: a stop, said as such
                 say(f"{self.name} (pid {pid}) exited with status 0 after {ran:.1f}s; "
                     "not restarting it")
+                return status
+            if not came_up:  # `plugin start` tells its caller the first run's failure
                 return status
             delay = backoff(delay, ran, self.first_delay)
             restarts += 1

@@ -20,6 +20,7 @@ from infrakit.cli.output import (
     table,
 )
 from infrakit.cli.specfile import located, read_as
+from infrakit.cli.template import TemplateInput, is_template, template_options
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import EVENT_TYPE, GroupEvent, GroupSpec, GroupStatus
@@ -45,16 +46,20 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
               show_default=True, help="With --wait: seconds to wait before giving up "
               "(with exit status 3).")
+@template_options
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
-           wait_timeout: float) -> None:
-    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML). Its fields,
-    types and defaults: `infrakit explain group -r`, and docs/spec.md."""
-    spec = read_as(file, GroupSpec, "group spec")
+           wait_timeout: float, template: TemplateInput) -> None:
+    """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML, or a Jinja2
+    template of one: see `infrakit template --help`). Its fields, types and defaults:
+    `infrakit explain group -r`, and docs/spec.md."""
+    spec = read_as(file, GroupSpec, "group spec", template)
     with plugin_client(*ctx.obj) as (rpc, _):
         try:
             details = GroupClient(rpc).commit_group(spec, pretend)
         except CallFailed as exc:  # said where in the file the field it names is
+            if is_template(file, template):  # its lines are not the rendered document's
+                raise click.ClickException(str(exc)) from None
             raise click.ClickException(located(file, exc.reason).replace(
                 exc.reason, str(exc), 1)) from None
         # the reference's words, which scripts compare

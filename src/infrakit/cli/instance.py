@@ -121,7 +121,9 @@ FOLLOW_POLL = 0.5
 @click.option("-f", "--follow", is_flag=True,
               help="Keep printing what comes until the instance ends (or Ctrl-C).")
 @click.option("--previous", is_flag=True,
-              help="Only an instance that has ended: what it left (refused for one that runs).")
+              help="Only an instance that has ended or was destroyed: what it left, while "
+                   "its plugin keeps it (refused for one that runs). instance-process keeps "
+                   "the last $INFRAKIT_KEEP_ENDED (5) of each group.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N",
               help="Start N lines before the end (default: all, at most the last 1 MiB).")
 @click.pass_context

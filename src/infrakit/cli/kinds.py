@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infrakit.rpc.paths import infrakit_home
-from infrakit.settings import GROUP_POLL, MANAGER, METRICS_LISTEN
+from infrakit.settings import GROUP_POLL, KEEP_ENDED, KEEP_ENDED_SECONDS, MANAGER, METRICS_LISTEN
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,13 @@ def _cloud(name: str) -> dict[str, Any]:
     return {"instance": CloudInstancePlugin(name, infrakit_home() / "instance-cloud" / name)}
 
 
+def _redfish(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.redfish import RedfishInstancePlugin
+
+    return {"instance": RedfishInstancePlugin(name,
+                                              infrakit_home() / "instance-redfish" / name)}
+
+
 def _vanilla(name: str) -> dict[str, Any]:
     from infrakit.plugins.flavor.vanilla import VanillaFlavor
 
@@ -111,7 +118,11 @@ KINDS: dict[str, Kind] = {
     "instance-file": Kind("instances as JSON files under $INFRAKIT_HOME/instance-file/NAME",
                           _file, tls=False),
     "instance-process": Kind("instances as local process groups that outlive the plugin; "
-                             "state under $INFRAKIT_HOME/instance-process/NAME", _process),
+                             "state under $INFRAKIT_HOME/instance-process/NAME; the files of "
+                             f"the last ${KEEP_ENDED.env} (default {KEEP_ENDED.default}) "
+                             "of each group that ended, and of as many destroyed, are kept "
+                             f"for at most ${KEEP_ENDED_SECONDS.env} seconds (default a "
+                             "week)", _process),
     "instance-qemu": Kind("virtual machines run by qemu-system-x86_64 (KVM where it works, "
                           "else TCG) that outlive the plugin; overlays, seeds, consoles and "
                           "state under $INFRAKIT_HOME/instance-qemu/NAME", _qemu,
@@ -126,6 +137,10 @@ KINDS: dict[str, Kind] = {
                            "credentials from $INFRAKIT_CLOUD_KEY/$INFRAKIT_CLOUD_SECRET, "
                            "endpoint $INFRAKIT_CLOUD_ENDPOINT; state in "
                            "$INFRAKIT_HOME/instance-cloud/NAME", _cloud, extra="cloud"),
+    "instance-redfish": Kind("physical servers claimed from a pool of Redfish BMCs (pool file "
+                             "$INFRAKIT_REDFISH_POOL, mode 600, default pool.yml in "
+                             "$INFRAKIT_HOME/instance-redfish/NAME, which also holds the "
+                             "claims)", _redfish, extra="redfish"),
     "flavor-combo": Kind("composes the flavors listed in its Properties.Flavors", _combo),
     "flavor-vanilla": Kind("init script, tags and attachments; members are healthy unless "
                            "its optional Properties.Health probe (TCP, HTTP or Command) "

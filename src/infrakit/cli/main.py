@@ -50,6 +50,7 @@ class _LazyGroup(click.Group):
         "manager": "infrakit.cli.manager",
         "image": "infrakit.cli.image",
         "explain": "infrakit.cli.explain",
+        "template": "infrakit.cli.template",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -13,6 +13,7 @@ from infrakit.cli.connect import plugin_client, remote_of, timeout_option
 from infrakit.cli.output import NL, dump, emit, output_option, printable
 from infrakit.cli.setting_option import setting_option
 from infrakit.cli.specfile import SpecFileError, read_document
+from infrakit.cli.template import TemplateInput, template_options
 from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import Settings, build_manager, current_leader
 from infrakit.rpc.typed import GroupClient
@@ -85,14 +86,16 @@ def status(ctx: click.Context, output: str) -> None:
 @click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
 @click.option("--prune", is_flag=True,
               help="Destroy the groups that FILE does not name (with their members).")
+@template_options
 @click.pass_context
-def commit(ctx: click.Context, file: str, pretend: bool, prune: bool) -> None:
-    """Commit every group of FILE (JSON or YAML): {"Groups": {ID: spec, ...}}, as `export`
-    writes and the reference InfraKit's manager keeps, or a list of group specs. Every group
-    is validated before any is committed; groups missing from FILE are left alone unless
-    --prune is given."""
+def commit(ctx: click.Context, file: str, pretend: bool, prune: bool,
+           template: TemplateInput) -> None:
+    """Commit every group of FILE (JSON or YAML, or a Jinja2 template of it: see `infrakit
+    template --help`): {"Groups": {ID: spec, ...}}, as `export` writes and the reference
+    InfraKit's manager keeps, or a list of group specs. Every group is validated before any
+    is committed; groups missing from FILE are left alone unless --prune is given."""
     try:
-        specs = parse_configuration(read_document(file))
+        specs = parse_configuration(read_document(file, template))
     except PluginError as exc:
         raise SpecFileError(f"{file}: {exc}") from None
     with plugin_client(*ctx.obj) as (rpc, _):

@@ -6,11 +6,14 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from infrakit.spi.types import MAX_BODY
+
+if TYPE_CHECKING:
+    from infrakit.cli.template import TemplateInput
 
 T = TypeVar("T")
 
@@ -24,17 +27,26 @@ MAX_EXPANDED = 4 * MAX_BODY
 MiB): more than a plugin accepts in one call, far less than would exhaust memory."""
 
 
-def read_document(source: str) -> Any:
-    """Parse ``source`` (a path, or ``-`` for standard input) as JSON, else as YAML. A YAML
-    document whose aliases expand it beyond :data:`MAX_EXPANDED`, or that contains itself,
-    is refused, as is one nested too deeply to read."""
+def read_text(source: str) -> str:
+    """The text of ``source``: a path, or ``-`` for standard input."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecFileError(f"cannot read {source}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise SpecFileError(f"{source} is not UTF-8 text") from None
+
+
+def read_document(source: str, template: TemplateInput | None = None) -> Any:
+    """Parse ``source`` (a path, or ``-`` for standard input) as JSON, else as YAML; a
+    template is rendered first (see :mod:`infrakit.cli.template`). A YAML
+    document whose aliases expand it beyond :data:`MAX_EXPANDED`, or that contains itself,
+    is refused, as is one nested too deeply to read."""
+    from infrakit.cli.template import rendered
+
+    text = read_text(source)
     where = "standard input" if source == "-" else source
+    text, where = rendered(text, source, where, template)
     try:
         return _parse(text, where)
     except RecursionError:
@@ -132,13 +144,14 @@ def _json_size(node: dict[Any, Any] | list[Any], sizes: dict[int, int]) -> int:
     return total + sum(size(v) for v in node)
 
 
-def read_as(source: str, into: type[T], what: str) -> T:
+def read_as(source: str, into: type[T], what: str, template: TemplateInput | None = None
+            ) -> T:
     """Read ``source`` and convert it to ``into``; errors name the field and the reason
     (an unknown one with the field it most likely misspells)."""
     from infrakit.spi.errors import PluginError
     from infrakit.spi.strict import decode_strict
 
-    data = read_document(source)
+    data = read_document(source, template)
     try:
         decoded: T = decode_strict(data, into)
     except PluginError as exc:

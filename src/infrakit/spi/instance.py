@@ -10,6 +10,10 @@ from infrakit.spi.errors import PluginError
 from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing, outcomes
 from infrakit.spi.types import INSTANCE_API, Description, Spec, Wire
 
+GROUP_TAG = "infrakit.group"
+"""The tag a group puts on its members, with the group's ID, as the reference's does: an
+instance plugin may read it to tell a group's instances from another's."""
+
 
 class InstancePlugin(Protocol):
     """What an instance plugin author implements; each method may also be ``async``.

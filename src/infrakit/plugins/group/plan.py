@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import msgspec
 
 from infrakit.plugins.group.storage import InFlight
+from infrakit.spi.instance import GROUP_TAG as GROUP_TAG  # the tag, for the group's modules
 from infrakit.spi.types import Description
 
-GROUP_TAG = "infrakit.group"
 CONFIG_TAG = "infrakit.config_sha"
 BOOTSTRAP = "bootstrap"
 

@@ -5,8 +5,10 @@ A container of the plugin that exits (or is killed, or dies of its memory limit)
 the engine, exited, with its exit status and its logs. The first listing of the plugin's
 containers that finds it so (DescribeInstances or DescribeEnded, both list them in one call)
 inspects it and reads the tail of its logs, once, and keeps what it learnt. The most recent
-:data:`KEEP_EXITED` exited containers stay on the engine; older ones are removed, and what
-was learnt of them is still reported, among the last :data:`KEEP_ENDINGS` endings.
+exited containers of each group stay on the engine, as many as
+:data:`~infrakit.settings.KEEP_ENDED` says, for at most
+:data:`~infrakit.settings.KEEP_ENDED_SECONDS`; older ones are removed, and what was learnt
+of them is still reported, among the last :data:`KEEP_ENDINGS` endings.
 
 A container seen running that a later listing, which would have shown it, no longer shows
 was removed outside the plugin (``docker rm -f``): its ending says so. A container
@@ -32,18 +34,14 @@ from typing import Any, NamedTuple
 import docker.errors
 
 from infrakit.plugins.instance import provider_tags
-from infrakit.spi.instance import EndedInstance
+from infrakit.plugins.instance.retention import policy
+from infrakit.spi.instance import GROUP_TAG, EndedInstance
 
 LIVE = frozenset({"running", "paused", "restarting"})
 """Container states that count as an instance."""
 OVER = frozenset({"exited", "dead"})
 """Container states of a container that ended."""
 
-KEEP_EXITED = 32
-"""Exited containers of a plugin left on the engine, the most recent ones. Each keeps its
-exit status and logs (for DescribeEnded, and for ``docker logs`` by whoever looks into a
-crash), but also its writable layer and its log file on the engine's disk: a crash loop
-must not fill it, so older ones are removed."""
 KEEP_ENDINGS = 100
 """Endings reported, removed containers' included: at least what the SPI asks a plugin to
 remember."""
@@ -187,10 +185,13 @@ class EndedContainers:
     """The endings of one plugin's containers; listings go through :meth:`sweep` while the
     caller holds :attr:`lock` (from before the listing is made)."""
 
-    def __init__(self, keep_exited: int | None = None, keep_endings: int | None = None,
-                 ) -> None:
+    def __init__(self, keep_endings: int | None = None) -> None:
         self.lock = threading.Lock()
-        self.keep_exited = KEEP_EXITED if keep_exited is None else keep_exited
+        self.keep_exited, self.max_age = policy()
+        """Exited containers of each group left on the engine, the most recent ones, and
+        for how long at most. Each keeps its exit status and logs (for DescribeEnded, and
+        for ``docker logs`` by whoever looks into a crash), but also its writable layer and
+        its log file on the engine's disk: a crash loop must not fill it."""
         self.keep_endings = KEEP_ENDINGS if keep_endings is None else keep_endings
         self._running: dict[str, _Running] = {}
         self._ended: dict[str, _Ended] = {}
@@ -244,16 +245,20 @@ class EndedContainers:
 
     def _prune(self) -> list[tuple[str, str]]:
         """Forget the endings past the last :attr:`keep_endings`, and take off the engine
-        the exited containers past the most recent :attr:`keep_exited`."""
+        the exited containers past the most recent :attr:`keep_exited` of their group, or
+        older than :attr:`max_age`."""
         newest_first = sorted(self._ended.items(), key=lambda kv: kv[1].report.ended,
                               reverse=True)
         remove: list[tuple[str, str]] = []
-        kept_exited = 0
+        kept_exited: dict[str, int] = {}
+        oldest = time.time() - self.max_age
         for rank, (instance, ended) in enumerate(newest_first):
+            group = (ended.report.tags or {}).get(GROUP_TAG, "")
             if rank >= self.keep_endings:
                 del self._ended[instance]
-            elif ended.on_engine and kept_exited < self.keep_exited:
-                kept_exited += 1
+            elif ended.on_engine and kept_exited.get(group, 0) < self.keep_exited and \
+                    ended.report.ended >= oldest:
+                kept_exited[group] = kept_exited.get(group, 0) + 1
                 continue
             if ended.on_engine:
                 ended.on_engine = False

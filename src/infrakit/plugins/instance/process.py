@@ -16,10 +16,10 @@ was reused by another process is never mistaken for the instance. Records live i
 run. A record found damaged is moved aside (``<ID>.json.corrupt-<time>``) and its instance,
 if it still runs, recorded anew from what ``/proc`` says of it; else what it left is
 killed. An instance whose process died is dropped from its records when it is next
-described, and reported by ``DescribeEnded`` with its exit status and the last lines of its log; the
-working directories and logs of the last ``ENDED_KEPT`` ended instances stay for a
-post-mortem (``Instance.Logs`` reads them, as it reads a running instance's log: see
-:mod:`.logfile`). ``Destroy`` removes both.
+described, and reported by ``DescribeEnded`` with its exit status and the last lines of its log.
+The working directory and log of an instance that ended, or was destroyed, stay for a
+post-mortem as :mod:`.retention` says (the last few of each group, for at most a week):
+``Instance.Logs`` reads them, as it reads a running instance's log (see :mod:`.logfile`).
 
 Destroy of an instance the plugin made that is gone already (destroyed before, or ended
 and no longer remembered, as after a restart) succeeds, and logs that it was gone; an ID of
@@ -48,7 +48,7 @@ import msgspec
 import msgspec.structs
 
 from infrakit.atomicfile import write_atomic
-from infrakit.plugins.instance import cgroups, logfile, procfs
+from infrakit.plugins.instance import cgroups, logfile, procfs, retention
 from infrakit.plugins.instance.ports import PortReservations
 from infrakit.plugins.instance.state import highest_id, load_records, state_directory
 from infrakit.rpc.paths import PluginPathError, check_private_dir, make_private_dir
@@ -63,9 +63,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STOP_GRACE = 10.0
 _PREFIX = "proc-"
 ENDED_KEPT = 128
-"""Ended instances remembered (and whose files are kept): enough for a group to learn of
-each ending, and for a user to read why the last ones ended; a crash loop cannot fill the
-disk with their logs."""
+"""Endings remembered for ``DescribeEnded``, enough for a group to learn of each one (what
+stays of their files is :mod:`.retention`'s to say)."""
 _SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%\n")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """A name ``/bin/sh`` passes on: it drops others from the environment it runs with."""
@@ -351,12 +350,6 @@ def _await_session_end(sid: int, timeout: float) -> None:
         time.sleep(0.005)
 
 
-def _remove_files(record: ProcessRecord) -> None:
-    shutil.rmtree(record.work_dir, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(record.log)
-
-
 def _check_spec(spec: Spec) -> None:
     """Refuse what no process can be given: a NUL byte ends a C string, so a logical ID
     or a tag holding one cannot go into the environment whole."""
@@ -434,6 +427,20 @@ def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
         os.killpg(record.pid, sig)
 
 
+def _stop(record: ProcessRecord) -> None:
+    """SIGTERM to the whole process group, SIGKILL after the grace period."""
+    if _alive(record):
+        _signal(record, signal.SIGTERM)
+        deadline = time.monotonic() + record.stop_grace
+        while _alive(record) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(record):
+            _signal(record, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while _alive(record) and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+
 class ProcessInstancePlugin:
     """Instance/0.5.0 over local process groups."""
 
@@ -444,10 +451,10 @@ class ProcessInstancePlugin:
         self.cgroup_name = f"{name}-{digest}"
         self._lock = threading.Lock()
         self._ports = PortReservations()
+        self._destroying: set[str] = set()
+        """Instances being stopped by Destroy: one that dies of it did not end by itself."""
         self._records, self._ids, damaged = load_records(self.directory, _PREFIX,
                                                          _decode_record)
-        self._ended: dict[str, tuple[EndedInstance, ProcessRecord]] = {}
-        """The instances that ended by themselves, oldest first, with their records."""
         # the logs of instances, in the LogDirs still recorded, name IDs too
         top = highest_id(_names_beside(self._records.values()), _PREFIX)
         if top:
@@ -458,6 +465,12 @@ class ProcessInstancePlugin:
             rescued = _rescue(self.directory, self.cgroup_name, iid)
             if rescued is not None:
                 self._records[iid] = rescued
+        keep, max_age = retention.policy()
+        self.retention = retention.Retention(self.directory, _PREFIX, keep, max_age,
+                                             live=set(self._records))
+        self._ended: dict[str, EndedInstance] = {e.id: e for e in self.retention.endings()}
+        """How the instances that ended by themselves ended, oldest first (from before a
+        restart, those whose files are kept)."""
 
     def _recover(self, record: ProcessRecord) -> None:
         """A record without a pid: the plugin stopped between recording an instance and its
@@ -561,34 +574,26 @@ class ProcessInstancePlugin:
             self._records[instance] = updated
 
     def destroy(self, instance: str) -> None:
-        """Stop the instance and remove its files; one that ended by itself is destroyed
-        at once: its files go. One that is no longer known is destroyed already."""
+        """Stop the instance; its files stay as :mod:`.retention` says. One that ended by
+        itself is no longer reported as ended; one that is no longer known is destroyed
+        already."""
         with self._lock:
-            gone = self._ended.pop(instance, None)
-            record = gone[1] if gone else self._existing(instance, "destroy")
-        if record is None:
-            log.info("Instance %s was already gone (destroyed before, or ended): nothing to "
-                     "destroy", instance)
-            return
-        if gone:
-            _remove_files(record)
-            return
-        self._stop(record)
-        self._forget(record, keep_files=False)
+            ended = self._ended.pop(instance, None)
+            record = None if ended else self._existing(instance, "destroy")
+            self._destroying.add(instance)
+        try:
+            if ended is not None:
+                self.retention.destroyed(instance)
+            if record is None:
+                log.info("Instance %s was already gone (destroyed before, or ended): nothing "
+                         "to destroy", instance)
+                return
+            _stop(record)
+            self._forget(record, ended=False)
+        finally:
+            with self._lock:
+                self._destroying.discard(instance)
         _await_session_end(record.pid, 5.0)
-
-    def _stop(self, record: ProcessRecord) -> None:
-        """SIGTERM to the whole process group, SIGKILL after the grace period."""
-        if _alive(record):
-            _signal(record, signal.SIGTERM)
-            deadline = time.monotonic() + record.stop_grace
-            while _alive(record) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if _alive(record):
-                _signal(record, signal.SIGKILL)
-                deadline = time.monotonic() + 5
-                while _alive(record) and time.monotonic() < deadline:
-                    time.sleep(0.02)
 
     def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """The instances that run: one that died is dropped here, its leftovers killed."""
@@ -601,30 +606,34 @@ class ProcessInstancePlugin:
         self._sweep()
         wanted = tags.items()
         with self._lock:
-            ended = [e for e, _ in self._ended.values()]
+            ended = list(self._ended.values())
         return [e for e in ended if wanted <= (e.tags or {}).items()]
 
     def logs(self, instance: str, offset: str, tail: int | None,
              previous: bool) -> InstanceLogs:
-        """The instance's log: one that runs, or one that ended whose files are still kept
-        (``previous`` asks for such an one only). See :mod:`.logfile`."""
+        """The instance's log: one that runs, or one that ended or was destroyed whose
+        files are still kept (``previous`` asks for such an one only). See
+        :mod:`.logfile`."""
         with self._lock:
             known = self._records.get(instance)
-        if known is not None and not _alive(known):
-            self._forget(known, keep_files=True)
+        if known is not None and not _alive(known) and not self._being_destroyed(known):
+            self._forget(known, ended=True)
         with self._lock:
-            record, gone = self._records.get(instance), self._ended.get(instance)
-            if record is None and gone is None and known is None:
+            record = self._records.get(instance)
+            if record is None and known is None:
                 self._existing(instance, "read the log of")
-                raise NotFoundError(f"Instance: {instance!r} is gone (destroyed, or ended "
-                                    f"before the last {ENDED_KEPT} that ended): its log is "
-                                    "no longer kept")
-        if previous and gone is None:
+        kept = None if record is not None else self.retention.get(instance)
+        if record is None and kept is None:
+            rule = retention.explain(self.retention.keep, self.retention.max_age)
+            raise NotFoundError(f"Instance: {instance!r} ended or was destroyed, and its files "
+                                f"were removed after retention ({rule}): its log is no "
+                                "longer kept")
+        if previous and kept is None:
             raise PluginError(f"Previous: instance {instance!r} has not ended (it runs): "
                               "ask without it for the log of one that runs")
-        ended = gone is not None  # else it runs, or ends this very moment: the next call says
-        path = Path(gone[1].log if gone else (record or known).log)  # type: ignore[union-attr]
-        return logfile.read(path, offset, tail, ended)
+        # else it runs, or ends this very moment: the next call says
+        path = Path(kept.log if kept is not None else (record or known).log)  # type: ignore[union-attr]
+        return logfile.read(path, offset, tail, kept is not None)
 
     def _sweep(self) -> list[ProcessRecord]:
         """The records whose process runs; the others end here."""
@@ -634,9 +643,14 @@ class ProcessInstancePlugin:
         for record in records:
             if _alive(record):
                 alive.append(record)
-            else:
-                self._forget(record, keep_files=True)
+            elif not self._being_destroyed(record):
+                self._forget(record, ended=True)
+        self.retention.prune()  # the files that outlived their time
         return alive
+
+    def _being_destroyed(self, record: ProcessRecord) -> bool:
+        with self._lock:
+            return record.id in self._destroying
 
     def _existing(self, instance: str, doing: str) -> ProcessRecord | None:
         """The record of an instance (under the lock); None for one the plugin made that
@@ -646,22 +660,22 @@ class ProcessInstancePlugin:
             self._ids.refuse_unknown(instance, self.directory, doing)
         return record
 
-    def _forget(self, record: ProcessRecord, keep_files: bool) -> None:
-        """Drop an instance: destroyed (its files go), or ended by itself (its files stay
-        for a while, and its ending is reported)."""
+    def _forget(self, record: ProcessRecord, ended: bool) -> None:
+        """Drop an instance, destroyed or ended by itself (then its ending is reported);
+        its files stay as :mod:`.retention` says. They are handed over before its record
+        goes: a crash in between leaves the record, and the next start ends it again."""
         with self._lock:
             if self._records.pop(record.id, None) is None:
                 return  # forgotten by another call meanwhile
         status = _kill_leftovers(record)
-        if keep_files:
-            ended = _ended_as(record, status)
+        ending = _ended_as(record, status) if ended else None
+        if ending is not None:
             with self._lock:
-                self._ended[record.id] = (ended, record)
-                dropped = [self._ended.pop(i)[1] for i in list(self._ended)[:-ENDED_KEPT]]
-            for old in dropped:
-                _remove_files(old)
+                self._ended[record.id] = ending
+                for old in list(self._ended)[:-ENDED_KEPT]:
+                    del self._ended[old]
         cgroups.remove(record.cgroups)
+        self.retention.add(retention.kept_as(record.id, record.tags, record.work_dir,
+                                             record.log, ending))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.directory / f"{record.id}.json")
-        if not keep_files:
-            _remove_files(record)
