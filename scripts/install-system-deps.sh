@@ -12,12 +12,15 @@ packages=(
     "etcd-server etcd"            # the etcd the store tests start privately
     "prometheus promtool"         # the Prometheus server and promtool of the metrics and alert tests
     "binutils readelf"            # readelf, which checks the headers of the tiny ELF executables
+    "qemu-system-x86 qemu-system-x86_64" # the hypervisor of the qemu instance plugin's VM tests
+    "qemu-utils qemu-img"         # the overlays and extra disks of the qemu plugin
+    "linux-image-amd64 /boot/vmlinuz-*" # the guest kernel (and its virtio modules) the VM tests boot
 )
 missing=()
 for entry in "${packages[@]}"; do
     read -r pkg check <<<"$entry"
     if [[ $check == /* ]]; then
-        [ -e "$check" ] || missing+=("$pkg")
+        compgen -G "$check" >/dev/null || missing+=("$pkg")
     else
         command -v "$check" >/dev/null 2>&1 || missing+=("$pkg")
     fi

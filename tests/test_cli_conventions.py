@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import infrakit
+from infrakit.cli.kinds import KINDS
 from infrakit.extras import EXTRAS, PROJECT
 from tests.conftest import Cli, Processes, StartPlugin
 from tests.helpers import PY, require_engine, wait_until
@@ -170,7 +171,7 @@ def without(cli_home: Path, modules: tuple[str, ...], *args: str) -> Done:
                           text=True, cwd=cli_home, timeout=60, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("extra", ["aws", "cloud", "docker", "redfish"])
+@pytest.mark.parametrize("extra", ["aws", "cloud", "docker", "qemu", "redfish"])
 def test_starting_a_kind_whose_extra_is_missing_says_the_pip_line(home: Path, plugins_dir: Path,
                                                                  extra: str) -> None:
     kind = f"instance-{extra}"
@@ -204,7 +205,8 @@ def test_local_use_needs_no_extra(cli: Cli, procs: Processes, home: Path,
     wait_until(lambda: "converged: yes, 1 members" in ok(
         without(home, tuple(bare), "group", "describe", "web")).stdout, 20,
         what="the group to converge")
-    assert ok(cli("plugin", "start", "--help")).stdout.count("extra)") == 4
+    with_extras = sum(1 for kind in KINDS.values() if kind.extra)  # each says its extra
+    assert ok(cli("plugin", "start", "--help")).stdout.count("extra)") == with_extras == 5
 
 
 def test_the_base_requirements_hold_no_provider_sdk() -> None:

@@ -63,6 +63,11 @@ NOT_STATE = {
         "an instance's init script, written before its process and its record exist",
     ("plugins/instance/process.py", "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL"):
         "an instance's log, new and its own",
+    ("plugins/instance/qemu.py", "files.init.write_text("):
+        "a VM's Init for its firmware configuration, written in its new directory before "
+        "QEMU and its record exist",
+    ("plugins/instance/qemu_launch.py", "kernel.write_bytes(_probe_kernel())"):
+        "the KVM probe's kernel, in a temporary directory of its own",
     ("plugins/flavor/probes.py", "os.devnull, os.O_RDWR"):
         "a probe command's stdin, stdout and stderr: /dev/null",
     ("plugins/instance/cgroups.py", "cgroup.subtree_control\").write_text("):

@@ -474,7 +474,7 @@ def test_whatever_fails_in_provision_leaves_nothing_behind(
     monkeypatch.setattr(os, "posix_spawn", fail)
     with pytest.raises(type(failure)):
         plugin.provision(Spec(properties={"Command": ["sleep", "600"], "Ports": ["a"]}))
-    assert not list(plugin.directory.glob("proc-*")) and not plugin._reserved
+    assert not list(plugin.directory.glob("proc-*")) and not len(plugin._ports)
 
 
 def test_an_instance_started_but_not_recorded_is_stopped(monkeypatch: pytest.MonkeyPatch,

@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cloud": ("libcloud",),
     "docker": ("docker",),
     "etcd": ("etcd3gw",),
+    "qemu": ("qemu.qmp", "pycdlib"),
     "redfish": ("sushy",),
 }
 """Each extra of pyproject.toml, and the modules it brings that the code imports."""

@@ -42,6 +42,12 @@ def _process(name: str) -> dict[str, Any]:
                                               name)}
 
 
+def _qemu(name: str) -> dict[str, Any]:
+    from infrakit.plugins.instance.qemu import QemuInstancePlugin
+
+    return {"instance": QemuInstancePlugin(infrakit_home() / "instance-qemu" / name)}
+
+
 def _docker(name: str) -> dict[str, Any]:
     from infrakit.plugins.instance.docker import DockerInstancePlugin
 
@@ -117,6 +123,10 @@ KINDS: dict[str, Kind] = {
                              "of each group that ended, and of as many destroyed, are kept "
                              f"for at most ${KEEP_ENDED_SECONDS.env} seconds (default a "
                              "week)", _process),
+    "instance-qemu": Kind("virtual machines run by qemu-system-x86_64 (KVM where it works, "
+                          "else TCG) that outlive the plugin; overlays, seeds, consoles and "
+                          "state under $INFRAKIT_HOME/instance-qemu/NAME", _qemu,
+                          extra="qemu"),
     "instance-docker": Kind("containers on the Docker engine of $DOCKER_HOST; labels given "
                             "by Instance.Label in $INFRAKIT_HOME/instance-docker/NAME",
                             _docker, extra="docker"),

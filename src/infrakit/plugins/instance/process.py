@@ -38,7 +38,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -49,7 +48,8 @@ import msgspec
 import msgspec.structs
 
 from infrakit.atomicfile import write_atomic
-from infrakit.plugins.instance import cgroups, logfile, retention
+from infrakit.plugins.instance import cgroups, logfile, procfs, retention
+from infrakit.plugins.instance.ports import PortReservations
 from infrakit.plugins.instance.state import highest_id, load_records, state_directory
 from infrakit.rpc.paths import PluginPathError, check_private_dir, make_private_dir
 from infrakit.spi.durations import Duration
@@ -65,7 +65,6 @@ _PREFIX = "proc-"
 ENDED_KEPT = 128
 """Endings remembered for ``DescribeEnded``, enough for a group to learn of each one (what
 stays of their files is :mod:`.retention`'s to say)."""
-OUTPUT_LINES = 20
 _SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%\n")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """A name ``/bin/sh`` passes on: it drops others from the environment it runs with."""
@@ -204,16 +203,6 @@ class ProcessRecord(msgspec.Struct, rename="pascal", kw_only=True):
 _decode_record = msgspec.json.Decoder(ProcessRecord).decode
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start ticks) of a process, or None when there is none."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[19])
-
-
 def _session(sid: int) -> list[int]:
     """The processes of session ``sid``."""
     out = []
@@ -226,21 +215,6 @@ def _session(sid: int) -> list[int]:
             if int(raw[raw.rindex(b")") + 2:].split()[3]) == sid:
                 out.append(int(entry.name))
     return out
-
-
-def _carrying(variable: str) -> list[int]:
-    """The processes whose environment holds ``variable`` (``NAME=value``)."""
-    marker = variable.encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                environ = Path(entry.path, "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in environ:
-                found.append(int(entry.name))
-    return found
 
 
 def _names_beside(records: Iterable[ProcessRecord]) -> list[str]:
@@ -256,7 +230,7 @@ def _kill_sessions_of(work: Path) -> None:
     """Kill the sessions of the processes that carry ``work`` as their instance's working
     directory: it is unique to one instance of one plugin (IDs are unique per plugin only,
     and another plugin's ``proc-7`` must never be touched)."""
-    for found in _carrying(f"INFRAKIT_INSTANCE_DIR={work}"):
+    for found in procfs.carrying(f"INFRAKIT_INSTANCE_DIR={work}"):
         sid = _session_id(found)
         # the session's leader, or a child that outlived it; never session 0 or 1 (that of
         # init and of the kernel's threads), should an instance ever be found in one
@@ -295,7 +269,7 @@ def _rebuilt(iid: str, work: Path, groups: list[str]) -> ProcessRecord | None:
     session and carries its working directory in its environment, with its tags, logical
     ID and ports. Its StopGrace is not told there (the default holds), nor the labels given
     since it started."""
-    for pid in _carrying(f"INFRAKIT_INSTANCE_DIR={work}"):
+    for pid in procfs.carrying(f"INFRAKIT_INSTANCE_DIR={work}"):
         try:
             raw = Path(f"/proc/{pid}/stat").read_bytes()
         except OSError:
@@ -364,18 +338,7 @@ def _ended_as(record: ProcessRecord, status: int | None) -> EndedInstance:
         reason = f"exited with status {code}"
     return EndedInstance(id=record.id, logical_id=record.logical_id, tags=record.tags,
                          reason=reason, exit_status=code, started=record.started,
-                         ended=time.time(), output=_tail(Path(record.log)) or None)
-
-
-def _tail(log: Path, lines: int = OUTPUT_LINES) -> list[str]:
-    """The last ``lines`` lines of a log (read from its last 8 KiB)."""
-    try:
-        with open(os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
-            data = f.read()
-    except OSError:
-        return []
-    return [line.decode(errors="replace") for line in data.splitlines()[-lines:]]
+                         ended=time.time(), output=procfs.tail(Path(record.log)) or None)
 
 
 def _await_session_end(sid: int, timeout: float) -> None:
@@ -383,7 +346,7 @@ def _await_session_end(sid: int, timeout: float) -> None:
     to die, and Destroy answers once the instance is gone."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(
-            (_stat(pid) or ("Z", 0))[0] not in "ZX" for pid in _session(sid)):
+            (procfs.stat(pid) or ("Z", 0))[0] not in "ZX" for pid in _session(sid)):
         time.sleep(0.005)
 
 
@@ -430,7 +393,7 @@ def _undo_start(pid: int, groups: list[str], files: list[Path]) -> None:
 def _alive(record: ProcessRecord) -> bool:
     """Whether the instance's process runs: the same pid *and* start time, not a
     zombie."""
-    found = _stat(record.pid)
+    found = procfs.stat(record.pid)
     return found is not None and found[1] == record.start_ticks and found[0] not in "ZX"
 
 
@@ -445,7 +408,7 @@ def _kill_leftovers(record: ProcessRecord) -> int | None:
     A pid now held by another process means the session is gone: nothing to do."""
     if record.pid <= 1:
         return None
-    found = _stat(record.pid)
+    found = procfs.stat(record.pid)
     if found is not None and found[1] == record.start_ticks:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(record.pid, signal.SIGKILL)  # a zombie's status stays its own
@@ -478,13 +441,6 @@ def _stop(record: ProcessRecord) -> None:
                 time.sleep(0.02)
 
 
-def _free_port() -> int:
-    """A loopback port nothing listens on now (the instance binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ProcessInstancePlugin:
     """Instance/0.5.0 over local process groups."""
 
@@ -494,10 +450,9 @@ class ProcessInstancePlugin:
         digest = hashlib.sha1(str(self.directory.resolve()).encode()).hexdigest()[:8]
         self.cgroup_name = f"{name}-{digest}"
         self._lock = threading.Lock()
-        self._reserved: set[int] = set()
+        self._ports = PortReservations()
         self._destroying: set[str] = set()
         """Instances being stopped by Destroy: one that dies of it did not end by itself."""
-        """Ports handed to instances being provisioned, not yet in a record."""
         self._records, self._ids, damaged = load_records(self.directory, _PREFIX,
                                                          _decode_record)
         # the logs of instances, in the LogDirs still recorded, name IDs too
@@ -561,7 +516,7 @@ class ProcessInstancePlugin:
                 pid = self._spawn(spec, props, iid, work, out, ports, groups)
             except OSError as exc:
                 raise PluginError(f"Instance: cannot start the process: {exc.strerror}") from None
-            found = _stat(pid)
+            found = procfs.stat(pid)
             record = msgspec.structs.replace(record, pid=pid,
                                              start_ticks=found[1] if found else -1)
             write_atomic(path, msgspec.json.encode(record))
@@ -574,25 +529,14 @@ class ProcessInstancePlugin:
         finally:  # in the record by now, or never started
             if out >= 0:
                 os.close(out)
-            with self._lock:
-                self._reserved.difference_update(ports.values())
+            self._ports.release(ports.values())
 
     def _allocate_ports(self, names: list[str]) -> dict[str, int]:
         """A free loopback port per name, none of them given to another instance of this
-        plugin: two instances started at once could otherwise be handed the same port,
-        and the second would die binding it before anyone saw it."""
+        plugin (see :mod:`.ports`)."""
         with self._lock:
-            taken = {p for r in self._records.values() for p in r.ports.values()}
-            taken |= self._reserved
-            ports: dict[str, int] = {}
-            for name in names:
-                port = _free_port()
-                while port in taken:
-                    port = _free_port()
-                taken.add(port)
-                ports[name] = port
-            self._reserved.update(ports.values())
-        return ports
+            recorded = [p for r in self._records.values() for p in r.ports.values()]
+        return self._ports.allocate(names, recorded)
 
     def _spawn(self, spec: Spec, props: ProcessProperties, iid: str, work: Path, out: int,
                ports: dict[str, int], groups: list[str]) -> int:
