@@ -179,19 +179,12 @@ def _open_log(log: Path) -> int:
             from None
 
 
-class ProcessRecord(msgspec.Struct, rename="pascal", kw_only=True):
-    id: str = msgspec.field(name="ID")
-    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
-    tags: dict[str, str] = {}
-    pid: int = msgspec.field(name="PID")
-    start_ticks: int
-    """The kernel's start time of ``pid`` (``/proc/PID/stat`` field 22): its identity."""
-    started: float
+class ProcessRecord(procfs.ProcessRecordBase, rename="pascal", kw_only=True):
     work_dir: str
     log: str
-    ports: dict[str, int] = {}
+    ports: dict[str, int] = msgspec.field(default_factory=dict)
     stop_grace: float = DEFAULT_STOP_GRACE
-    cgroups: list[str] = []
+    cgroups: list[str] = msgspec.field(default_factory=list)
 
     def describe(self, properties: bool) -> Description:
         facts = {"PID": self.pid, "Started": self.started, "Log": self.log,

@@ -8,8 +8,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
+
 OUTPUT_LINES = 20
 """The lines of output an ended instance's report carries."""
+
+
+class ProcessRecordBase(msgspec.Struct, rename="pascal", kw_only=True):
+    """What a plugin's record of an instance that is a local process starts with: the
+    instance, and the process it is, known by its pid and the kernel's start time of that
+    pid (``/proc/PID/stat`` field 22), since a pid is reused."""
+
+    id: str = msgspec.field(name="ID")
+    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
+    tags: dict[str, str] = {}
+    pid: int = msgspec.field(name="PID")
+    start_ticks: int
+    started: float
 
 
 def stat(pid: int) -> tuple[str, int] | None:

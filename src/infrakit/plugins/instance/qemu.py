@@ -57,15 +57,9 @@ ENDED_KEPT = 32
 """Ended VMs remembered, whose console logs are kept (their disks are removed at once)."""
 
 
-class QemuRecord(msgspec.Struct, rename="pascal", kw_only=True):
-    id: str = msgspec.field(name="ID")
-    logical_id: str | None = msgspec.field(default=None, name="LogicalID")
-    tags: dict[str, str] = {}
-    pid: int = msgspec.field(name="PID")
-    start_ticks: int
-    started: float
+class QemuRecord(procfs.ProcessRecordBase, rename="pascal", kw_only=True):
     directory: str
-    ports: dict[str, int] = {}
+    ports: dict[str, int] = msgspec.field(default_factory=dict)
     cpus: int = msgspec.field(name="CPUs")
     memory_mb: int = msgspec.field(name="MemoryMB")
     accel: str
