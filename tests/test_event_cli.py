@@ -172,14 +172,10 @@ def test_the_reference_metadata_reads_our_state(stack: Stack) -> None:
 
 # -- our watch ---------------------------------------------------------------------------------
 
-_CTRL_C = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)"
-           "; sys.argv[0] = 'infrakit'; runpy.run_module('infrakit', run_name='__main__')")
-"""Runs our CLI with Ctrl-C as a terminal gives it, even when the tests themselves run
-with SIGINT ignored (started in the background by a shell, which every child inherits)."""
-
-
 def _ours(*args: str) -> list[str]:
-    return [PY, "-c", _CTRL_C, "--log", "5", *args]
+    """Our CLI, tracing its calls (Ctrl-C works in it even when the suite was started in
+    the background: tests/conftest.py restores SIGINT for every process the tests start)."""
+    return [PY, "-m", "infrakit", "--log", "5", *args]
 
 
 def _calls(err: str, method: str) -> int:
