@@ -105,6 +105,8 @@ class GroupController:
         self._stopping = False
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
+        self.created: float | None = None
+        """When the group was first committed, as its store keeps it (None: not known)."""
         self.sha = ""
         self.last = LastPass(peak=props.target() if resumed else 0)
         """What the last pass met, for the metrics (a resumed group had all its members)."""
