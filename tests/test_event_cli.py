@@ -202,7 +202,7 @@ def test_describe_watch_redraws_on_events_not_on_a_poll(
                what=f"the watch to drop {victim}")
     assert watch.interrupt() == 0, watch.err
     # one draw at the start and one per burst of events: not one every fraction of a second
-    assert 2 <= _calls(watch.err, "Group.DescribeGroup") <= 8, watch.err
+    assert 2 <= _calls(watch.err, "Group.DescribeStatus") <= 8, watch.err
 
 
 def test_ls_watch_shows_a_new_group_and_says_when_the_stream_drops(
