@@ -259,6 +259,16 @@ def test_watch_falls_back_to_polling_a_plugin_without_events(
     assert watch.interrupt() == 0, watch.err
     assert "the plugin publishes no events on group/cattle/ (invalid topic: group/cattle/); " \
         "refreshing every 2s" in watch.err
+    # its tables: what it can tell, and why the rest is not there
+    listed = cli("group", "ls")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["ID", "SIZE", "READY", "UP-TO-DATE", "AGE", "STATUS"]
+    assert lines[1].strip() == "cattle"
+    assert "does not serve Group.Summaries" in lines[2]
+    assert json.loads(cli("group", "ls", "-o", "json").stdout) == [{"ID": "cattle"}]
+    described = cli("group", "describe", "cattle").stdout
+    assert "converged: " in described and "does not serve Group.DescribeStatus" in described
 
 
 def test_on_a_terminal_the_watch_redraws_in_place(stack: Stack) -> None:
