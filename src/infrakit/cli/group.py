@@ -132,7 +132,7 @@ def _watch(ctx: click.Context, topic: str, title: str, draw: Callable[[GroupAPI]
 
 
 @command.command("ls", params=[refresh_option()])
-@quiet_option("Print only the IDs.")
+@quiet_option("Print only the IDs (a list with -o json or yaml).")
 @output_option()
 @click.option("-w", "--watch", "watching", is_flag=True,
               help="Redraw as the plugin's event stream says groups changed, until Ctrl-C: "
