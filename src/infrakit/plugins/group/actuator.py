@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from infrakit.plugins.group.forgetting import Forgetting
 from infrakit.plugins.group.health import BATCH
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Plan
 from infrakit.plugins.group.sizing import ALONE, ROOM, runs, size_of, too_large
@@ -47,6 +48,7 @@ class Actuator:
         self.props = GroupProperties()
         self.sha = ""
         self._sem = asyncio.Semaphore(1)
+        self._forgetting = Forgetting(store)
         self.made: list[str] = []
         """The instances the last :meth:`provision` made."""
         self._destroying: set[str] = set()
@@ -220,7 +222,7 @@ class Actuator:
                                                                      member)
                 await self.plugins.instance(props.instance.plugin).destroy(member.id)
             finally:
-                await asyncio.to_thread(self.store.forget, op.key)
+                await self._forgetting.forget(op.key)
                 self._destroying.discard(op.key)
 
     async def destroy_recorded(self, members: list[Description],
