@@ -15,6 +15,7 @@ import pytest
 from infrakit.rpc.client import RPCClient
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi import GroupSpec
+from infrakit.spi.calls import GroupAPI
 from infrakit.spi.errors import PluginError
 from tests.conftest import Plugin, StartPlugin
 from tests.helpers import wait_until
@@ -32,7 +33,7 @@ def spec(gid: str, size: int, instance: str = "instance-file") -> GroupSpec:
 
 @pytest.fixture
 def group(monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin,
-          ) -> Iterator[tuple[GroupClient, Plugin, Plugin]]:
+          ) -> Iterator[tuple[GroupAPI, Plugin, Plugin]]:
     """The group plugin's client, and the two instance plugins that will fail it:
     ``instance-stuck`` and ``instance-gone`` (both the file plugin, under other names)."""
     monkeypatch.setenv("INFRAKIT_GROUP_POLL", str(POLL))
@@ -50,7 +51,7 @@ def group(monkeypatch: pytest.MonkeyPatch, start_plugin: StartPlugin,
 
 
 def test_a_hung_or_dead_instance_plugin_stalls_only_its_own_group(
-        group: tuple[GroupClient, Plugin, Plugin]) -> None:
+        group: tuple[GroupAPI, Plugin, Plugin]) -> None:
     client, stuck, gone = group
     for gid in HEALTHY:
         client.commit_group(spec(gid, 2), False)
