@@ -1,6 +1,8 @@
 """What a steady-state reconcile pass costs the group process, in CPU time, once a large
 group has converged: describing the members, asking the flavor about their health (one
-batch call per 500), planning. Also how long DescribeGroup takes at that size.
+batch call per 500), planning. Also how long the group took to converge, how long
+DescribeGroup takes at that size, and the resident memory of each process (now, and its
+peak).
 
 The CPU time is read from ``/proc/PID/stat`` of the group plugin over a window of several
 passes; the passes are counted by ``DescribeStatus`` before and after the window (those
@@ -10,6 +12,7 @@ calls fall outside it).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -29,12 +32,15 @@ def main() -> None:
     args = parser.parse_args()
     with plugin_stack("instance-file", "flavor-vanilla", "group", poll=args.poll,
                       parent=args.parent) as stack, \
-            RPCClient(stack.socket("group"), timeout=300) as conn:
+            RPCClient(stack.socket("group"), timeout=600) as conn:
         pid = stack.pid("group")
         group = GroupClient(conn)
+        start = time.perf_counter()
         group.commit_group(spec("steady", args.size, 500), False)
         while not group.describe_group("steady").converged:
-            time.sleep(1)
+            time.sleep(0.2)
+        print(f"size {args.size}: converged in {time.perf_counter() - start:.2f} s "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
         time.sleep(2 * args.poll)  # let the passes that resolved the provisions end
         before = group.describe_status("steady").passes
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
@@ -53,7 +59,19 @@ def main() -> None:
         print(f"DescribeGroup of {len(members)} members: median "
               f"{statistics.median(times) * 1e3:.0f} ms, min {min(times) * 1e3:.0f} ms, "
               f"max {max(times) * 1e3:.0f} ms (10 calls)")
+        for name in ("group", "instance-file", "flavor-vanilla"):
+            rss, peak = resident(stack.pid(name))
+            print(f"{name}: resident {rss / 1024:.1f} MB, peak {peak / 1024:.1f} MB")
+        start = time.perf_counter()
         group.destroy_group("steady")
+        print(f"destroyed in {time.perf_counter() - start:.2f} s", flush=True)
+
+
+def resident(pid: int) -> tuple[int, int]:
+    """The resident memory of a process now and at its peak, in KiB."""
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
 if __name__ == "__main__":

@@ -168,6 +168,22 @@ def test_label_merges_into_tags(running: Running) -> None:
     assert _ids(running, {"b": "3", "c": "4"}) == [iid]
 
 
+def test_describe_by_tag_follows_labels_destroys_and_restarts(running: Running) -> None:
+    """Describes by tag read an index of the tags: it must follow every change."""
+    a = running.client.provision(Spec(tags={"infrakit.group": "one"}))
+    b = running.client.provision(Spec(tags={"infrakit.group": "two"}))
+    c = running.client.provision(Spec(tags={"infrakit.group": "one"}))
+    running.client.label(b, {"infrakit.group": "one"})
+    assert _ids(running, {"infrakit.group": "one"}) == [a, b, c]
+    assert _ids(running, {"infrakit.group": "two"}) == []
+    running.client.destroy(a)
+    assert _ids(running, {"infrakit.group": "one"}) == [b, c]
+    running.restart()
+    assert _ids(running, {"infrakit.group": "one"}) == [b, c]
+    (running.data_dir / f"{c}.json").unlink()  # removed by hand
+    assert _ids(running, {"infrakit.group": "one"}) == [b]
+
+
 def test_label_of_unknown_instance_is_error(running: Running) -> None:
     with pytest.raises(CallFailed) as info:
         running.client.label("instance-999", {"a": "b"})

@@ -248,6 +248,13 @@ class RPCClient:
         raise AssertionError("unreachable")
 
 
+def load_async_client() -> None:
+    """Import what :class:`AsyncRPCClient` runs on (aiohttp: about 0.1 s of CPU here) now,
+    in a process that will call plugins, rather than in the middle of its first call: a
+    new group plugin's first commit would wait for it."""
+    import aiohttp  # noqa: F401
+
+
 class AsyncRPCClient:
     """The same client for asyncio code, over aiohttp; create it inside a running loop.
     It talks to the UNIX socket ``path``, or to ``remote`` when one is given, over at most

@@ -3,7 +3,7 @@ plugin calls instance and flavor plugins, the combo flavor the flavors it compos
 
 from __future__ import annotations
 
-from infrakit.rpc.client import DEFAULT_CONNECTIONS, AsyncRPCClient
+from infrakit.rpc.client import DEFAULT_CONNECTIONS, AsyncRPCClient, load_async_client
 from infrakit.rpc.discovery import socket_of
 from infrakit.rpc.paths import PluginPathError
 from infrakit.rpc.typed import AsyncFlavorClient, AsyncInstanceClient
@@ -24,6 +24,7 @@ class SocketPlugins:
         self._timeout = CALL_TIMEOUT.read() if timeout is None else timeout
         self._connections = connections
         self._rpcs: dict[str, AsyncRPCClient] = {}
+        load_async_client()  # as the process starts, not in its first call
 
     def _rpc(self, full_name: str) -> tuple[AsyncRPCClient, str]:
         try:

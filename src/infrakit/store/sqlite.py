@@ -93,6 +93,9 @@ class SQLiteStore:
         """The in-flight table, read on every pass, kept in memory: what this connection
         committed is applied to it; a commit by another connection (``data_version``
         changes) drops it, and it is read again."""
+        self._group_of: dict[str, str] = {}
+        """The group of each record in the mirror, by key: a forget finds its records
+        without looking through every group's."""
         self._version = -1
 
     def __str__(self) -> str:
@@ -175,13 +178,15 @@ class SQLiteStore:
                 self._db.execute("DELETE FROM groups WHERE id = ?", (group,))
                 self._db.execute("DELETE FROM inflight WHERE grp = ?", (group,))
                 self._db.execute("DELETE FROM events WHERE grp = ?", (group,))
-            self._mirror.pop(group, None)
+            for key in self._mirror.pop(group, {}):
+                self._group_of.pop(key, None)
 
     def inflight(self, group: str) -> list[InFlight]:
         with self._lock, self._named():
             (version,) = self._db.execute("PRAGMA data_version").fetchone()
             if version != self._version:
                 self._mirror.clear()
+                self._group_of.clear()
                 self._version = version
             ops = self._mirror.get(group)
             if ops is None:
@@ -189,6 +194,7 @@ class SQLiteStore:
                                         (group,))
                 ops = self._mirror[group] = {op.key: op for op in
                                              (self._decoded(k, r) for k, r in rows)}
+                self._group_of.update(dict.fromkeys(ops, group))
             return list(ops.values())
 
     def _decoded(self, key: str, record: bytes) -> InFlight:
@@ -212,6 +218,7 @@ class SQLiteStore:
                 mirrored = self._mirror.get(op.group)
                 if mirrored is not None:
                     mirrored[op.key] = op
+                    self._group_of[op.key] = op.group
 
     def forget(self, *keys: str) -> None:
         with self._lock, self._named():
@@ -219,9 +226,10 @@ class SQLiteStore:
                 self._db.execute("BEGIN")
                 self._db.executemany("DELETE FROM inflight WHERE key = ?",
                                      [(k,) for k in keys])
-            for mirrored in self._mirror.values():
-                for key in keys:
-                    mirrored.pop(key, None)
+            for key in keys:
+                group = self._group_of.pop(key, None)
+                if group is not None:
+                    self._mirror.get(group, {}).pop(key, None)
 
     def reserve_sequences(self, group: str, count: int) -> int:
         with self._lock, self._named():

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from infrakit.plugins.group.forgetting import Forgetting
 from infrakit.plugins.group.health import BATCH
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG, Plan
 from infrakit.plugins.group.sizing import ALONE, ROOM, runs, size_of, too_large
@@ -47,6 +48,7 @@ class Actuator:
         self.props = GroupProperties()
         self.sha = ""
         self._sem = asyncio.Semaphore(1)
+        self._forgetting = Forgetting(store)
         self.made: list[str] = []
         """The instances the last :meth:`provision` made."""
         self._destroying: set[str] = set()
@@ -73,9 +75,11 @@ class Actuator:
 
         The intents are recorded in one transaction before any call. The calls go in
         batches of ``MaxParallel`` (a prepare and a provision call per batch, or more where
-        the batch's specs would not fit in one call), one batch at a time, and the IDs each
-        batch's calls answered are recorded in one more transaction before the next
-        batch."""
+        the batch's specs would not fit in one call), one batch's provisions at a time;
+        the IDs each batch's calls answered are recorded in one more transaction. The
+        flavor prepares the next batch, and the store records the last one's IDs, while a
+        batch is being provisioned: the group's work overlaps the instance plugin's, and
+        never more than ``MaxParallel`` provisions are under way."""
         now = time.time()
         self.made = []
         first = await asyncio.to_thread(self.store.reserve_sequences, self.group,
@@ -84,43 +88,68 @@ class Actuator:
                         logical_id=lid, started=now, deadline=now + self.props.provision_deadline)
                for lid in logical_ids]
         await asyncio.to_thread(self.store.record, *ops)
-        errors: list[str] = []
         size = min(self.props.max_parallel, BATCH)
-        for start in range(0, len(ops), size):
-            batch = ops[start:start + size]
-            nothing_made: list[str] = []
-            for op, outcome in zip(batch, await self._provision_batch(batch, first + start),
-                                   strict=True):
-                if isinstance(outcome, _NothingMade):
-                    nothing_made.append(op.key)
-                if isinstance(outcome, Exception):
-                    errors.append(str(outcome))
-                else:
-                    op.instance = outcome
-            # each batch's IDs at once: a crash loses at most one batch's answers
-            made = [op for op in batch if op.instance is not None]
-            self.made += [op.instance for op in made if op.instance]
-            if made:
-                await asyncio.to_thread(self.store.record, *made)
-            if nothing_made:
-                await asyncio.to_thread(self.store.forget, *nothing_made)
+        batches = [(ops[at:at + size], first + at) for at in range(0, len(ops), size)]
+        errors: list[str] = []
+        pending: list[asyncio.Future[None]] = []
+        prepared = asyncio.ensure_future(self._prepare_batch(*batches[0]))
+        try:
+            for k, (batch, _) in enumerate(batches):
+                items = await prepared
+                if k + 1 < len(batches):
+                    prepared = asyncio.ensure_future(self._prepare_batch(*batches[k + 1]))
+                outcomes = await self._provision_prepared(items)
+                if pending:  # one transaction at a time, in the order of the batches
+                    await pending.pop()
+                pending.append(asyncio.ensure_future(self._settle(batch, outcomes, errors)))
+            if pending:
+                await pending.pop()
+        finally:
+            prepared.cancel()
+            for task in pending:
+                task.cancel()
         return errors
 
-    async def _provision_batch(self, ops: list[InFlight], seq: int) -> list[str | Exception]:
-        """Prepare and provision one instance per op: per op, the new ID or the error, a
-        :class:`_NothingMade` where the intent can be forgotten (every error but an
-        unanswered provision, which may have made the instance)."""
+    async def _settle(self, batch: list[InFlight], outcomes: list[str | Exception],
+                      errors: list[str]) -> None:
+        """Record the IDs a batch's calls answered (a crash loses at most the answers of
+        this batch and the next), and forget the intents that certainly made nothing."""
+        nothing_made: list[str] = []
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, _NothingMade):
+                nothing_made.append(op.key)
+            if isinstance(outcome, Exception):
+                errors.append(str(outcome))
+            else:
+                op.instance = outcome
+        made = [op for op in batch if op.instance is not None]
+        self.made += [op.instance for op in made if op.instance]
+        if made:
+            await asyncio.to_thread(self.store.record, *made)
+        if nothing_made:
+            await asyncio.to_thread(self.store.forget, *nothing_made)
+
+    async def _prepare_batch(self, ops: list[InFlight], seq: int) -> list[Spec | Exception]:
+        """The flavor's spec for each op's instance, the ``seq``-th of the group onwards, or
+        the error."""
         props = self.props
         tags = {GROUP_TAG: self.group, CONFIG_TAG: self.sha}
-        items = [(Spec(properties=props.instance.properties, tags=dict(tags),
-                       logical_id=op.logical_id), Index(group=self.group, sequence=seq + i))
-                 for i, op in enumerate(ops)]
-        prepared = await self._prepare_each(items)
+        return await self._prepare_each([
+            (Spec(properties=props.instance.properties, tags=dict(tags),
+                  logical_id=op.logical_id), Index(group=self.group, sequence=seq + i))
+            for i, op in enumerate(ops)])
+
+    async def _provision_prepared(self, prepared: list[Spec | Exception]
+                                  ) -> list[str | Exception]:
+        """Provision the prepared specs: per spec, the new ID or the error, a
+        :class:`_NothingMade` where the intent can be forgotten (every error but an
+        unanswered provision, which may have made the instance)."""
         outcomes: list[str | Exception] = [
             _NothingMade(str(p)) if isinstance(p, Exception) else "" for p in prepared]
         ready = [(k, p) for k, p in enumerate(prepared) if not isinstance(p, Exception)]
         if ready:
-            made = await self._provision_each(props.instance.plugin, [p for _, p in ready])
+            made = await self._provision_each(self.props.instance.plugin,
+                                              [p for _, p in ready])
             for (k, _), outcome in zip(ready, made, strict=True):
                 outcomes[k] = outcome
         return outcomes
@@ -193,7 +222,7 @@ class Actuator:
                                                                      member)
                 await self.plugins.instance(props.instance.plugin).destroy(member.id)
             finally:
-                await asyncio.to_thread(self.store.forget, op.key)
+                await self._forgetting.forget(op.key)
                 self._destroying.discard(op.key)
 
     async def destroy_recorded(self, members: list[Description],
