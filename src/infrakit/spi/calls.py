@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from infrakit.spi.group import (
     GroupDescription,
     GroupEvent,
+    GroupPlan,
     GroupSpec,
     GroupStatus,
     UsageRecord,
@@ -69,6 +70,7 @@ class GroupAPI(Protocol):
     def events(self, id: str, since: float | None, after: int | None,
                limit: int) -> list[GroupEvent]: ...
     def usage(self, id: str, since: float | None) -> list[UsageRecord]: ...
+    def plan_group(self, spec: GroupSpec) -> GroupPlan: ...
 
 
 class AsyncInstanceAPI(Protocol):
@@ -117,6 +119,7 @@ class AsyncGroupAPI(Protocol):
     async def events(self, id: str, since: float | None, after: int | None,
                      limit: int) -> list[GroupEvent]: ...
     async def usage(self, id: str, since: float | None) -> list[UsageRecord]: ...
+    async def plan_group(self, spec: GroupSpec) -> GroupPlan: ...
 
 
 class PluginLookup(Protocol):

@@ -21,8 +21,9 @@ from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
 from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
+from infrakit.plugins.group.preview import plan_change, plan_new
 from infrakit.plugins.group.reach import Reachability
-from infrakit.plugins.group.report import adoption, commit_details, report
+from infrakit.plugins.group.report import report
 from infrakit.plugins.group.shielded import ToTheEnd
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
@@ -34,6 +35,7 @@ from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.group import (
     GroupDescription,
     GroupEvent,
+    GroupPlan,
     GroupSpec,
     GroupStatus,
     UsageRecord,
@@ -176,7 +178,13 @@ class GroupPlugin:
         async with self._lock(spec.id):
             return await self._commit(spec, pretend)
 
-    async def _commit(self, spec: GroupSpec, pretend: bool, actor: str = "commit") -> str:
+    async def plan_group(self, spec: GroupSpec) -> GroupPlan:
+        """What committing ``spec`` would do (``Group.PlanGroup``, our extension): the
+        fields that change and what will happen to the members; checked as a commit is."""
+        async with self._lock(spec.id):
+            return (await self._plan(spec))[1]
+
+    async def _plan(self, spec: GroupSpec) -> tuple[GroupProperties, GroupPlan]:
         props = parse_group(spec)
         controller = self._controllers.get(spec.id)
         if controller is not None and controller.destroying:
@@ -184,9 +192,13 @@ class GroupPlugin:
                               f"destroy {spec.id}' to finish, then commit it anew")
         await self._validate(props)
         await _members_fit(self.plugins, spec.id, props)
-        details = (await commit_details(controller, props) if controller is not None
-                   else f"Managing {props.target()} instances"
-                   + await adoption(self.plugins, spec.id, props))
+        if controller is None:
+            return props, await plan_new(self.plugins, spec.id, props)
+        return props, await plan_change(controller, props)
+
+    async def _commit(self, spec: GroupSpec, pretend: bool, actor: str = "commit") -> str:
+        props, plan = await self._plan(spec)
+        details = plan.details
         if not pretend:
             await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
             self._unloaded.pop(spec.id, None)

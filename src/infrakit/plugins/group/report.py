@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, GROUP_TAG, Member, Plan
+from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, Member, Plan
 from infrakit.plugins.group.spec import GroupProperties, config_sha
 from infrakit.plugins.group.storage import InFlight
-from infrakit.spi.calls import PluginLookup
-from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupStatus, MemberStatus, OperationStatus
+from infrakit.spi.types import Description
 
 if TYPE_CHECKING:
     from infrakit.plugins.group.controller import GroupController
@@ -35,22 +34,10 @@ async def report(c: GroupController) -> GroupStatus:
     return status_of(c, members, inflight, decision, time.time())
 
 
-async def commit_details(c: GroupController, props: GroupProperties) -> str:
-    """What committing ``props`` would do to the group ``c`` runs."""
-    observed, _, _ = await c.observe(judge=False)
-    sha = config_sha(props)
-    current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in observed)
-    return changes(c.props, props, len(observed) - current, current)
-
-
-async def adoption(plugins: PluginLookup, gid: str, props: GroupProperties) -> str:
-    """For a group not watched yet, the members it will adopt (a freed group committed
-    again): a line after the reference's sentence, which says nothing of them."""
-    try:
-        found = await plugins.instance(props.instance.plugin).describe_instances(
-            {GROUP_TAG: gid}, False)
-    except PluginError:
-        return ""  # the commit does not depend on it; the first pass will tell
+def adoption(found: list[Description], props: GroupProperties) -> str:
+    """For a group not watched yet, the members ``found`` that it will adopt (a freed
+    group committed again): a line after the reference's sentence, which says nothing of
+    them."""
     if not found:
         return ""
     sha = config_sha(props)
@@ -106,7 +93,10 @@ def changes(old: GroupProperties, new: GroupProperties, undesired: int, desired:
     text = _quorum_change(old, new) if new.allocation.logical_ids else \
         _size_change(old, new, undesired, desired)
     tuned = _tunables(old, new)
-    return f"{text}\nChanging {tuned}" if tuned else text
+    if not tuned:
+        return text
+    # never "Noop" when something changes: a tunable change is said in its place
+    return f"Changing {tuned}" if text == "Noop" else f"{text}\nChanging {tuned}"
 
 
 def _size_change(old: GroupProperties, new: GroupProperties, undesired: int,
