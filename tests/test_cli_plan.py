@@ -18,6 +18,7 @@ from infrakit.cli.exits import CHANGES
 from tests.conftest import Cli, Processes, StartPlugin
 from tests.helpers import PY, answers_handshake, require_engine, wait_until
 from tests.test_cli import ok, one_line_error
+from tests.test_terminal import on_terminal
 
 REFERENCE = Path("/work/orig/src/github.com/docker/infrakit/build")
 """The reference's binaries, built from its v0.5 tag."""
@@ -174,6 +175,17 @@ def test_a_template_is_planned_as_it_is_committed(cli: Cli, home: Path) -> None:
     (home / "web.yml.j2").write_text(text)
     said = diff(cli, "web.yml.j2", "--var", "image=busybox:3")
     assert '  ~ Properties.Instance.Properties.Image: "busybox:1" → "busybox:3"' in said
+
+
+@pytest.mark.usefixtures("stack")
+def test_changes_are_in_colour_only_on_a_terminal(cli: Cli, home: Path) -> None:
+    commit(cli, home, spec(2))
+    name = write(home, spec(2, "busybox:2"))
+    status, shown = on_terminal(["group", "diff", name], home)
+    assert status == CHANGES
+    assert '\x1b[33m  ~ Properties.Instance.Properties.Image: "busybox:1" → "busybox:2"' \
+        '\x1b[0m' in shown
+    assert "\x1b[" not in diff(cli, name)  # piped: the same lines, plain
 
 
 def test_the_help_documents_the_exit_status(cli: Cli) -> None:

@@ -90,16 +90,16 @@ def _adding(f: Facts, n: int) -> str:
 
 def _removing(f: Facts, counts: Counts) -> str:
     new = f.new
-    if new.allocation.logical_ids:
-        text = f"remove {_members(counts.remove)} whose LogicalIDs are no longer given"
-    else:
-        before = f.old.target() if f.old else f.members
-        text = f"remove {_members(counts.remove)} (Size {before} → {new.target()})"
-    order = (f"unhealthy ones first, then outdated ones, then the {new.scale_in_order} "
-             f"(ScaleInOrder {new.scale_in_order})")
+    if new.allocation.logical_ids:  # strangers: no order to choose
+        return f"remove {_members(counts.remove)} whose LogicalIDs are no longer given: " \
+               f"{_names(counts.removed)}"
+    before = f.old.target() if f.old else f.members
+    text = f"remove {_members(counts.remove)} (Size {before} → {new.target()})"
     if counts.roll:
         return f"{text}, outdated ones first"
-    return f"{text}, {order}: {_names(counts.removed)}"
+    return (f"{text}, unhealthy ones first, then outdated ones, then the "
+            f"{new.scale_in_order} (ScaleInOrder {new.scale_in_order}): "
+            f"{_names(counts.removed)}")
 
 
 def _rolling(f: Facts, roll: int) -> str:
