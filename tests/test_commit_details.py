@@ -32,6 +32,8 @@ def props(size: int = 0, note: str = "v1", ids: list[str] | None = None,
     (props(5), props(3, "v2"), 5, 0, "Terminating 2 instances to reduce the group size to 3, "
                                      "then performing a rolling update on 3 instances"),
     (props(ids=["a", "b"]), props(ids=["a", "b"]), 0, 2, "Noop"),
+    (props(ids=["a", "b"]), props(ids=["b", "a"]), 0, 2,
+     "Reordering the logical IDs, no member changes"),
     (props(ids=["a", "b"]), props(ids=["a", "b"], note="v2"), 2, 0,
      "Performing a rolling update on 2 instances"),
 ])

@@ -13,6 +13,7 @@ import msgspec.structs
 
 from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, Member, Plan
 from infrakit.plugins.group.spec import GroupProperties, config_sha
+from infrakit.plugins.group.specdiff import MEMBER_FIELDS
 from infrakit.plugins.group.storage import InFlight
 from infrakit.spi.group import GroupStatus, MemberStatus, OperationStatus
 from infrakit.spi.types import Description
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
     from infrakit.plugins.group.controller import GroupController
 
 log = logging.getLogger("infrakit.group")
-
-_NOT_TUNABLES = ("Allocation", "Instance", "Flavor")
-"""The reference's fields: their changes are said in the reference's words."""
-
 
 async def report(c: GroupController) -> GroupStatus:
     """The group as its controller sees it: members with their verdicts, restarts and last
@@ -89,7 +86,9 @@ def _member(sha: str, m: Member, restarts: int, last: Any, now: float) -> Member
 def changes(old: GroupProperties, new: GroupProperties, undesired: int, desired: int) -> str:
     """What committing ``new`` over ``old`` would do, given how many members do not have
     (``undesired``) and have (``desired``) the new config: the reference's sentence, word
-    for word, then a line naming the tunables of ours that change, if any."""
+    for word, then a line naming the tunables of ours that change, if any; when only
+    tunables change, that line alone (never the reference's "Noop", which scripts read as
+    "nothing changes")."""
     text = _quorum_change(old, new) if new.allocation.logical_ids else \
         _size_change(old, new, undesired, desired)
     tuned = _tunables(old, new)
@@ -126,15 +125,15 @@ def _quorum_change(old: GroupProperties, new: GroupProperties) -> str:
     if len(before) < len(after) and set(before) <= set(after):
         return f"Adding {len(after) - len(before)} instances to increase the group size " \
                f"to {len(after)}"
-    if before != after:  # the reference refuses this; we add and remove members
+    if set(before) != set(after):  # the reference refuses this; we add and remove members
         added = [i for i in after if i not in before]
         removed = [i for i in before if i not in after]
         return "Changing the logical IDs: " + "; ".join(
             part for part in (f"adding {', '.join(added)}" if added else "",
                               f"removing {', '.join(removed)}" if removed else "") if part)
-    if config_sha(new) == config_sha(old):
-        return "Noop"
-    return f"Performing a rolling update on {len(after)} instances"
+    if config_sha(new) != config_sha(old):
+        return f"Performing a rolling update on {len(after)} instances"
+    return "Reordering the logical IDs, no member changes" if before != after else "Noop"
 
 
 def _tunables(old: GroupProperties, new: GroupProperties) -> str:
@@ -142,7 +141,7 @@ def _tunables(old: GroupProperties, new: GroupProperties) -> str:
     return ", ".join(
         f"{f.encode_name} from {_shown(getattr(old, f.name))} to {_shown(getattr(new, f.name))}"
         for f in msgspec.structs.fields(GroupProperties)
-        if f.encode_name not in _NOT_TUNABLES and getattr(old, f.name) != getattr(new, f.name))
+        if f.encode_name not in MEMBER_FIELDS and getattr(old, f.name) != getattr(new, f.name))
 
 
 def _shown(value: Any) -> str:

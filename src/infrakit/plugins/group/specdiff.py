@@ -17,8 +17,9 @@ from infrakit.plugins.group.spec import GroupProperties
 from infrakit.spi.group import FieldChange
 
 MEMBER_FIELDS = ("Allocation", "Instance", "Flavor")
-"""The reference's fields: what the members are. Every other field is a tunable: it
-changes how the group behaves, never a member."""
+"""The reference's fields: what the members are (their changes are said in the
+reference's words). Every other field is a tunable: it changes how the group behaves,
+never a member."""
 
 
 def normal_form(props: GroupProperties, defaults: bool) -> dict[str, Any]:
