@@ -188,6 +188,22 @@ def test_changes_are_in_colour_only_on_a_terminal(cli: Cli, home: Path) -> None:
     assert "\x1b[" not in diff(cli, name)  # piped: the same lines, plain
 
 
+def test_a_new_instance_plugin_says_the_old_members_are_left(
+        cli: Cli, home: Path, start_plugin: StartPlugin) -> None:
+    for kind in ("instance-file", "flavor-vanilla", "group"):
+        start_plugin(kind)
+    start_plugin("instance-file", "instance-other")
+    commit(cli, home, spec(2))
+    moved = spec(2)
+    moved["Properties"]["Instance"]["Plugin"] = "instance-other"
+    plan = plan_of(cli, write(home, moved))
+    assert plan["Steps"] == ["add 2 members (Size 2)"]  # as the controller will: none there
+    assert plan["Notes"] == [
+        "Instance.Plugin changes from instance-file to instance-other: the group will look "
+        "for its members with instance-other, and leave the 2 members that instance-file "
+        "made as they are (destroy them with instance-file when done with them)"]
+
+
 def test_the_help_documents_the_exit_status(cli: Cli) -> None:
     said = " ".join(ok(cli("group", "diff", "--help")).stdout.split())
     assert f"{CHANGES} changes: committing FILE would change the group" in said

@@ -23,6 +23,7 @@ from infrakit.plugins.group.wording import Facts, shown, steps_of
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import FieldChange, GroupPlan
+from infrakit.spi.types import Description
 
 if TYPE_CHECKING:
     from infrakit.plugins.group.controller import GroupController
@@ -35,8 +36,17 @@ async def plan_change(c: GroupController, props: GroupProperties) -> GroupPlan:
     current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in members)
     details = changes(c.props, props, len(members) - current, current)
     held = c.rollout.would_hold(sha)
+    notes: list[str] = []
+    old, new = c.props.instance.plugin, props.instance.plugin
+    if new != old:  # the controller will look for its members there, and only there
+        notes.append(f"Instance.Plugin changes from {old} to {new}: the group will look for "
+                     f"its members with {new}, and leave the {len(members)} members that "
+                     f"{old} made as they are (destroy them with {old} when done with them)")
+        now = time.time()
+        members = [Member(d, since=now) for d in await _described(c.plugins, c.group, props,
+                                                                   notes)]
     done = rehearse(declared(props, sha, held, False), members, time.time())
-    notes = _notes(done)
+    notes += _notes(done)
     if inflight:
         ops = sorted({op.op for op in inflight})
         notes.append(f"{len(inflight)} operations in flight ({', '.join(ops)}) are not in "
@@ -55,12 +65,7 @@ async def plan_new(plugins: PluginLookup, gid: str, props: GroupProperties) -> G
     """What committing ``props`` would do for a group not watched yet: create its members,
     or adopt those it finds (a freed group committed again)."""
     notes: list[str] = []
-    try:
-        found = await plugins.instance(props.instance.plugin).describe_instances(
-            {GROUP_TAG: gid}, False)
-    except PluginError as exc:  # the commit does not depend on it; the first pass will tell
-        found = []
-        notes.append(f"cannot tell which members exist already: {exc}")
+    found = await _described(plugins, gid, props, notes)
     sha = config_sha(props)
     now = time.time()
     done = rehearse(declared(props, sha, False, False), [Member(d, since=now) for d in found],
@@ -70,6 +75,19 @@ async def plan_new(plugins: PluginLookup, gid: str, props: GroupProperties) -> G
     facts = Facts(old=None, new=props, group=gid, done=done, members=len(found),
                   config_changed=True, paused=False, tunables=[])
     return _plan(gid, True, spec_changes(None, props), facts, notes, details)
+
+
+async def _described(plugins: PluginLookup, gid: str, props: GroupProperties,
+                     notes: list[str]) -> list[Description]:
+    """The members of group ``gid`` that the instance plugin of ``props`` describes; none,
+    with a note saying why, when it cannot tell (the commit does not depend on it: the
+    first pass will tell)."""
+    try:
+        return await plugins.instance(props.instance.plugin).describe_instances(
+            {GROUP_TAG: gid}, False)
+    except PluginError as exc:
+        notes.append(f"cannot tell which members exist already: {exc}")
+        return []
 
 
 def _plan(gid: str, new: bool, fields: list[FieldChange], facts: Facts, notes: list[str],

@@ -83,8 +83,8 @@ def _adding(f: Facts, n: int) -> str:
     if ids:
         before = set(f.old.allocation.logical_ids or ()) if f.old else set()
         return f"{verb} {_members(n)} (LogicalIDs {', '.join(i for i in ids if i not in before)})"
-    if f.old is None:
-        return f"{verb} {_members(n)} (Size {f.new.allocation.size})"
+    if f.old is None or f.old.target() == f.new.target():  # members missing, not a resize
+        return f"{verb} {_members(n)} (Size {f.new.target()})"
     return f"{verb} {_members(n)} (Size {f.old.target()} → {f.new.target()})"
 
 
