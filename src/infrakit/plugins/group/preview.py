@@ -1,10 +1,10 @@
 """What committing a spec would do, as ``terraform plan`` says it: the fields that change,
 then what will happen to the members, in words a user can act on.
 
-The group plugin answers both ``Group.PlanGroup`` and a pretend ``Group.CommitGroup``
+The group plugin answers ``Group.PlanGroup`` and ``Group.CommitGroup`` (pretend or not)
 from here, where the committed spec and the members are known, so that the CLI, the
-manager and the reference's CLI hear the same plan. What will happen is what the
-controller's own decision does over the members seen now
+manager and the reference's CLI hear the same plan (the reference's CLI, its summary).
+What will happen is what the controller's own decision does over the members seen now
 (:mod:`~infrakit.plugins.group.rehearse`).
 """
 
@@ -29,12 +29,31 @@ if TYPE_CHECKING:
     from infrakit.plugins.group.controller import GroupController
 
 
+async def commit_summary(c: GroupController | None, plugins: PluginLookup, gid: str,
+                         props: GroupProperties) -> str:
+    """What ``Group.CommitGroup`` answers for ``props``: the summary of the plan, without
+    rehearsing it (a commit of a group of 100,000 members need not wait for that)."""
+    if c is None:
+        return _new_details(props, await _described(plugins, gid, props, []))
+    members, _, _ = await c.observe(judge=False)
+    return _details(c.props, props, members)
+
+
+def _details(old: GroupProperties, new: GroupProperties, members: list[Member]) -> str:
+    sha = config_sha(new)
+    current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in members)
+    return changes(old, new, len(members) - current, current)
+
+
+def _new_details(props: GroupProperties, found: list[Description]) -> str:
+    return f"Managing {props.target()} instances" + adoption(found, props)
+
+
 async def plan_change(c: GroupController, props: GroupProperties) -> GroupPlan:
     """What committing ``props`` would do to the group that ``c`` runs."""
     members, inflight, _ = await c.observe(judge=False)
     sha = config_sha(props)
-    current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in members)
-    details = changes(c.props, props, len(members) - current, current)
+    details = _details(c.props, props, members)
     held = c.rollout.would_hold(sha)
     notes: list[str] = []
     old, new = c.props.instance.plugin, props.instance.plugin
@@ -71,7 +90,7 @@ async def plan_new(plugins: PluginLookup, gid: str, props: GroupProperties) -> G
     done = rehearse(declared(props, sha, False, False), [Member(d, since=now) for d in found],
                     now)
     notes += _notes(done)
-    details = f"Managing {props.target()} instances" + adoption(found, props)
+    details = _new_details(props, found)
     facts = Facts(old=None, new=props, group=gid, done=done, members=len(found),
                   config_changed=True, paused=False, tunables=[])
     return _plan(gid, True, spec_changes(None, props), facts, notes, details)
