@@ -100,5 +100,4 @@ def test_the_example_of_docs_spec_md_is_a_spec_the_group_accepts(
         start_plugin(kind)
     (home / "example.yml").write_text(EXAMPLE)
     said = ok(cli("group", "commit", "example.yml", "--pretend")).stdout
-    assert said.startswith("Committing web would involve: Managing 5 instances\n")
-    assert "create 5 members (Size 5)" in said
+    assert said == "Committing web would involve: Managing 5 instances\n"

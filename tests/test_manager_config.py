@@ -66,13 +66,9 @@ def test_pretend_changes_nothing_and_prune_destroys_only_when_asked(cli: Cli,
     second = [{"Plugin": "group", "Properties": {"ID": "a", "Properties": props(2)}}]
     (home / "second.json").write_text(json.dumps(second))
     told = ok(cli("manager", "commit", "--pretend", "--prune", str(home / "second.json")))
-    said = told.stdout.splitlines()
-    # the reference's words, then the group's plan under them
-    assert said[0] == "a: Adding 1 instances to increase the group size to 2"
-    assert said[1:-1] == ["    group a: 1 field changed",
-                          "      ~ Properties.Allocation.Size: 1 → 2", "",
-                          "    plan:", "      add 1 member (Size 1 → 2)"], said
-    assert said[-1] == f"b: would be destroyed with its members (not in {home / 'second.json'})"
+    assert told.stdout.splitlines() == [
+        "a: Adding 1 instances to increase the group size to 2",
+        f"b: would be destroyed with its members (not in {home / 'second.json'})"]
     assert groups(cli)["a"]["Properties"] == props(1)  # nothing changed
     kept = ok(cli("manager", "commit", str(home / "second.json")))
     assert kept.stdout.splitlines()[-1].startswith("b: left alone")

@@ -42,8 +42,10 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 
 @command.command()
 @click.argument("file", metavar="FILE|-")
-@click.option("--pretend", is_flag=True, help="Change nothing: show the plan, as `group diff` "
-              "does (after the reference's one-line summary).")
+@click.option("--pretend", is_flag=True, help="Change nothing: say what the commit would do "
+              "in the reference's one line, and on a terminal the plan under it, as `group "
+              "diff` shows it (piped, the line alone, as scripts of the original read it; "
+              "`group diff` and -o json give the plan anywhere).")
 @click.option("--wait", is_flag=True, help="Show progress until the group converges.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
               show_default=True, help="With --wait: seconds to wait before giving up "
@@ -125,10 +127,18 @@ def _pretend(client: GroupAPI, spec: GroupSpec, output: str) -> None:
     if output != "table":
         click.echo(dump(plan, output))
         return
-    # the reference's words first (scripts compare them), then the plan
+    # the reference's words, alone where a script reads them (the original's own scenario
+    # compares them exactly), and the plan under them for a person at a terminal
     click.echo(f"Committing {printable(spec.id)} would involve: "
-               f"{printable(plan.details, keep=NL)}\n")
-    click.echo(plan_text(plan))
+               f"{printable(plan.details, keep=NL)}")
+    if _on_terminal():
+        click.echo(f"\n{plan_text(plan)}")
+
+
+def _on_terminal() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ export it (for backup, or to move it to another manager)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -84,7 +85,8 @@ def status(ctx: click.Context, output: str) -> None:
 
 @command.command()
 @click.argument("file", metavar="FILE|-")
-@click.option("--pretend", is_flag=True, help="Change nothing: show each group's plan (the "
+@click.option("--pretend", is_flag=True, help="Change nothing: say what the commit would do, "
+              "a line per group, and on a terminal each group's plan under its line (the "
               "fields that change and what will happen to its members, as `infrakit group "
               "diff` shows it).")
 @click.option("--prune", is_flag=True,
@@ -140,15 +142,17 @@ def _planned(client: GroupAPI, spec: GroupSpec) -> GroupPlan | str:
 
 
 def _show_plan(gid: str, plan: GroupPlan | str) -> None:
-    """A group's line in the reference's words, then its plan, indented under it."""
+    """A group's line in the reference's words, then, on a terminal, its plan indented
+    under it."""
     if isinstance(plan, str):
         click.echo(f"{printable(gid)}: {printable(plan, keep=NL)}")
         return
     from infrakit.cli.planview import plan_text
 
     click.echo(f"{printable(gid)}: {printable(plan.details, keep=NL)}")
-    click.echo("\n".join(f"    {line}" if line else "" for line in
-                         plan_text(plan).splitlines()))
+    if sys.stdout.isatty():  # piped, one line a group, as before, for scripts
+        click.echo("\n".join(f"    {line}" if line else "" for line in
+                             plan_text(plan).splitlines()))
 
 
 @command.command()
