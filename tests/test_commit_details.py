@@ -32,6 +32,8 @@ def props(size: int = 0, note: str = "v1", ids: list[str] | None = None,
     (props(5), props(3, "v2"), 5, 0, "Terminating 2 instances to reduce the group size to 3, "
                                      "then performing a rolling update on 3 instances"),
     (props(ids=["a", "b"]), props(ids=["a", "b"]), 0, 2, "Noop"),
+    (props(ids=["a", "b"]), props(ids=["b", "a"]), 0, 2,
+     "Reordering the logical IDs, no member changes"),
     (props(ids=["a", "b"]), props(ids=["a", "b"], note="v2"), 2, 0,
      "Performing a rolling update on 2 instances"),
 ])
@@ -40,6 +42,12 @@ def test_the_reference_s_sentences(old: GroupProperties, new: GroupProperties,
     assert changes(old, new, undesired, desired) == text
 
 
-def test_our_tunables_come_on_a_line_of_their_own() -> None:
+def test_our_tunables_are_said_in_place_of_noop() -> None:
     assert changes(props(5), props(5, HealthGrace=5, MaxSurge=2), 0, 5) == (
-        "Noop\nChanging MaxSurge from 1 to 2, HealthGrace from 60 to 5")
+        "Changing MaxSurge from 1 to 2, HealthGrace from 60 to 5")
+
+
+def test_our_tunables_come_on_a_line_of_their_own() -> None:
+    assert changes(props(5), props(6, HealthGrace=5), 0, 5) == (
+        "Adding 1 instances to increase the group size to 6\nChanging HealthGrace from 60 "
+        "to 5")

@@ -253,7 +253,7 @@ def test_a_commit_that_changes_only_tunables_says_what_it_changes(tmp_path: Path
         tuned = GroupSpec(id="web", properties={**spec(2).properties, "HealthGrace": 5,
                                                 "StartupGrace": 2.5})
         assert await plugin.commit_group(tuned, True) == (
-            "Noop\nChanging HealthGrace from 60 to 5, StartupGrace from 0 to 2.5")
+            "Changing HealthGrace from 60 to 5, StartupGrace from 0 to 2.5")
         bigger = GroupSpec(id="web", properties={**tuned.properties,
                                                  "Allocation": {"Size": 3}})
         assert await plugin.commit_group(bigger, False) == (

@@ -12,6 +12,8 @@ USAGE = 2
 """The command line itself is wrong (click's own status for a usage error)."""
 WAIT_TIMEOUT = 3
 """A ``--wait`` ran out of time: what was asked may still happen."""
+CHANGES = 4
+"""``group diff``: committing the file would change the group (0: it would not)."""
 INTERRUPTED = 130
 """Ctrl-C, as a shell reports a command killed by SIGINT."""
 
@@ -21,6 +23,7 @@ Exit status:
   {ERROR}    an error: a plugin refused or did not answer, a file was bad
   {USAGE}    a usage error in the command line
   {WAIT_TIMEOUT}    a --wait gave up before what it waited for happened
+  {CHANGES}    group diff: the spec would change the group
   {INTERRUPTED}  interrupted (Ctrl-C)"""
 """The exit statuses as the root command's help shows them."""
 

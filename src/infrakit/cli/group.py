@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import click
 
 from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
+from infrakit.cli.exits import CHANGES, ERROR, OK
 from infrakit.cli.output import (
     NL,
     TABLES,
@@ -43,33 +44,116 @@ def command(ctx: click.Context, name: str, timeout: float, url: str, token_file:
 
 @command.command()
 @click.argument("file", metavar="FILE|-")
-@click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
+@click.option("--pretend", is_flag=True, help="Change nothing: say what the commit would do "
+              "in the reference's one line, and on a terminal the plan under it, as `group "
+              "diff` shows it (piped, the line alone, as scripts of the original read it; "
+              "`group diff` and -o json give the plan anywhere).")
 @click.option("--wait", is_flag=True, help="Show progress until the group converges.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=600.0,
               show_default=True, help="With --wait: seconds to wait before giving up "
               "(with exit status 3).")
+@output_option()
 @template_options
 @click.pass_context
 def commit(ctx: click.Context, file: str, pretend: bool, wait: bool,
-           wait_timeout: float, template: TemplateInput) -> None:
+           wait_timeout: float, output: str, template: TemplateInput) -> None:
     """Commit a group spec ({"ID": ..., "Properties": {...}}, JSON or YAML, or a Jinja2
     template of one: see `infrakit template --help`). Its fields, types and defaults:
-    `infrakit explain group -r`, and docs/spec.md."""
+    `infrakit explain group -r`, and docs/spec.md. With -o json or yaml, print what the
+    plugin answered (with --pretend, the plan) as data."""
     spec = read_as(file, GroupSpec, "group spec", template)
-    with plugin_client(*ctx.obj) as (rpc, _):
-        try:
-            details = GroupClient(rpc).commit_group(spec, pretend)
-        except CallFailed as exc:  # said where in the file the field it names is
-            if is_template(file, template):  # its lines are not the rendered document's
-                raise click.ClickException(str(exc)) from None
-            raise click.ClickException(located(file, exc.reason).replace(
-                exc.reason, str(exc), 1)) from None
-        # the reference's words, which scripts compare
-        gid, said = printable(spec.id), printable(details, keep=NL)  # its own lines
-        click.echo(f"Committing {gid} would involve: {said}" if pretend
-                   else f"Committed {gid}: {said}")
-        if wait and not pretend:
+    with plugin_client(*ctx.obj) as (rpc, _), _located_errors(file, template):
+        client = GroupClient(rpc)
+        if pretend:
+            _pretend(client, spec, output)
+            return
+        details = client.commit_group(spec, False)
+        if output != "table":
+            click.echo(dump({"ID": spec.id, "Details": details}, output))
+        else:  # the reference's words, which scripts compare
+            click.echo(f"Committed {printable(spec.id)}: {printable(details, keep=NL)}")
+        if wait:
             _wait_converged(GroupClient(rpc), spec.id, wait_timeout)
+
+
+@command.command(epilog=f"""\b
+Exit status (as diff(1) and `terraform plan -detailed-exitcode` tell changes apart):
+  {OK}    no change: committing FILE would change nothing
+  {CHANGES}    changes: committing FILE would change the group (or create it)
+  {ERROR}    an error: FILE is bad, the plugin refused the spec or did not answer""")
+@click.argument("file", metavar="FILE|-")
+@output_option()
+@template_options
+@click.pass_context
+def diff(ctx: click.Context, file: str, output: str, template: TemplateInput) -> None:
+    """Show what committing FILE would do, changing nothing: each field that differs from
+    the committed spec (~ changed, + added, - removed; tunables included), then what the
+    group would do to its members: create, add, remove (which ones, in the order the
+    group picks them), roll (how many at a time, in about how many batches), or nothing.
+    The group plugin works the plan out from the members it sees now, with the same
+    decision its control loop makes. FILE is read as `group commit` reads it (templates
+    included); -o json gives the plan as data."""
+    from infrakit.cli.planview import plan_text
+    from infrakit.spi.errors import Unsupported
+
+    spec = read_as(file, GroupSpec, "group spec", template)
+    with plugin_client(*ctx.obj) as (rpc, _), _located_errors(file, template):
+        try:
+            plan = GroupClient(rpc).plan_group(spec)
+        except Unsupported:
+            raise click.ClickException(
+                f"group plugin {ctx.obj[0]!r} cannot plan (it does not serve "
+                "Group.PlanGroup); 'infrakit group commit --pretend FILE' asks it what a "
+                "commit would do, in its own words") from None
+    click.echo(plan_text(plan) if output == "table" else dump(plan, output))
+    if plan.changed:
+        ctx.exit(CHANGES)
+
+
+def _pretend(client: GroupAPI, spec: GroupSpec, output: str) -> None:
+    """The plan for ``spec``; from a plugin that cannot plan (the reference's), what its
+    pretend commit says."""
+    from infrakit.cli.planview import plan_text
+    from infrakit.spi.errors import Unsupported
+
+    try:
+        plan = client.plan_group(spec)
+    except Unsupported:
+        details = client.commit_group(spec, True)
+        if output != "table":
+            click.echo(dump({"ID": spec.id, "Details": details}, output))
+        else:
+            click.echo(f"Committing {printable(spec.id)} would involve: "
+                       f"{printable(details, keep=NL)}")
+        return
+    if output != "table":
+        click.echo(dump(plan, output))
+        return
+    # the reference's words, alone where a script reads them (the original's own scenario
+    # compares them exactly), and the plan under them for a person at a terminal
+    click.echo(f"Committing {printable(spec.id)} would involve: "
+               f"{printable(plan.details, keep=NL)}")
+    if _on_terminal():
+        click.echo(f"\n{plan_text(plan)}")
+
+
+def _on_terminal() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def _located_errors(file: str, template: TemplateInput | None) -> Iterator[None]:
+    """A plugin's refusal of a spec read from ``file``, said with where in the file the
+    field it names is."""
+    try:
+        yield
+    except CallFailed as exc:
+        if is_template(file, template):  # its lines are not the rendered document's
+            raise click.ClickException(str(exc)) from None
+        raise click.ClickException(located(file, exc.reason).replace(
+            exc.reason, str(exc), 1)) from None
 
 
 def _wait_converged(client: GroupAPI, group_id: str, timeout: float) -> None:

@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors go to stderr, tracebacks only with --debug, and the exit status
     says which kind of failure it was (:mod:`infrakit.cli.exits`)."""
     try:
-        cli.main(args=argv, prog_name="infrakit", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="infrakit", standalone_mode=False)
+        if isinstance(status, int) and status:  # a ctx.exit(N): click hands N back
+            sys.exit(status)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(ERROR)

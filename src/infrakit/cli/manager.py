@@ -4,6 +4,7 @@ export it (for backup, or to move it to another manager)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,7 +20,9 @@ from infrakit.manager.config import export_document, parse_configuration
 from infrakit.manager.run import Settings, build_manager, current_leader
 from infrakit.rpc.typed import GroupClient
 from infrakit.settings import MANAGER
+from infrakit.spi.calls import GroupAPI
 from infrakit.spi.errors import CallFailed, PluginError
+from infrakit.spi.group import GroupPlan, GroupSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,7 +89,10 @@ def status(ctx: click.Context, output: str) -> None:
 
 @command.command()
 @click.argument("file", metavar="FILE|-")
-@click.option("--pretend", is_flag=True, help="Say what the commit would do; change nothing.")
+@click.option("--pretend", is_flag=True, help="Change nothing: say what the commit would do, "
+              "a line per group, and on a terminal each group's plan under its line (the "
+              "fields that change and what will happen to its members, as `infrakit group "
+              "diff` shows it).")
 @click.option("--prune", is_flag=True,
               help="Destroy the groups that FILE does not name (with their members).")
 @template_options
@@ -106,14 +112,17 @@ def commit(ctx: click.Context, file: str, pretend: bool, prune: bool,
         plans = {}
         for gid, spec in specs.items():  # every group validated before any is committed
             try:
-                plans[gid] = client.commit_group(spec, True)
+                plans[gid] = _planned(client, spec)
             except CallFailed as exc:
                 raise click.ClickException(printable(f"{gid}: {exc.reason}; nothing was "
                                                      "committed")) from None
         missing = [s.id for s in client.inspect_groups() if s.id not in specs]
         for gid, spec in specs.items():
-            plan = plans[gid] if pretend else client.commit_group(spec, False)
-            click.echo(f"{printable(gid)}: {printable(plan, keep=NL)}")
+            if pretend:
+                _show_plan(gid, plans[gid])
+            else:
+                details = client.commit_group(spec, False)
+                click.echo(f"{printable(gid)}: {printable(details, keep=NL)}")
         for gid in missing:
             shown = printable(gid)
             if not prune:
@@ -123,6 +132,31 @@ def commit(ctx: click.Context, file: str, pretend: bool, prune: bool,
             else:
                 client.destroy_group(gid)
                 click.echo(f"{shown}: destroyed with its members (not in {file})")
+
+
+def _planned(client: GroupAPI, spec: GroupSpec) -> GroupPlan | str:
+    """What committing ``spec`` would do: the plan, or, from a manager that cannot plan,
+    what its pretend commit says."""
+    from infrakit.spi.errors import Unsupported
+
+    try:
+        return client.plan_group(spec)
+    except Unsupported:
+        return client.commit_group(spec, True)
+
+
+def _show_plan(gid: str, plan: GroupPlan | str) -> None:
+    """A group's line in the reference's words, then, on a terminal, its plan indented
+    under it."""
+    if isinstance(plan, str):
+        click.echo(f"{printable(gid)}: {printable(plan, keep=NL)}")
+        return
+    from infrakit.cli.planview import plan_text
+
+    click.echo(f"{printable(gid)}: {printable(plan.details, keep=NL)}")
+    if sys.stdout.isatty():  # piped, one line a group, as before, for scripts
+        click.echo("\n".join(f"    {line}" if line else "" for line in
+                             plan_text(plan).splitlines()))
 
 
 @command.command()

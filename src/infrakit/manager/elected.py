@@ -35,6 +35,7 @@ from infrakit.spi.event import Publish
 from infrakit.spi.group import (
     GroupDescription,
     GroupEvent,
+    GroupPlan,
     GroupSpec,
     GroupStatus,
     GroupSummary,
@@ -177,6 +178,10 @@ class ElectedGroup:
         events: list[GroupEvent] = await self._lead_or_forward("events", id, since, after,
                                                                limit)
         return events
+
+    async def plan_group(self, spec: GroupSpec) -> GroupPlan:
+        plan: GroupPlan = await self._lead_or_forward("plan_group", spec)
+        return plan
 
     # -- Event/0.1.0 and Metadata/0.1.0 ---------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -183,6 +183,58 @@ class GroupSummary(Wire, kw_only=True):
     created: datetime.datetime | None = None
     """When the group was first committed (UTC); None for a group stored before this was
     kept."""
+class FieldChange(Wire, kw_only=True):
+    """One field of a group spec that a commit would change, as ``terraform plan`` shows
+    one attribute."""
+
+    path: str
+    """Where, from the spec's top: ``Properties.Instance.Properties.Image``,
+    ``Properties.Flavor.Properties.Init[0]``."""
+    change: Literal["changed", "added", "removed"]
+    old: Any = None
+    """The committed value (none when ``added``)."""
+    new: Any = None
+    """The value committed next (none when ``removed``)."""
+
+
+class GroupPlan(Wire, kw_only=True):
+    """What committing a spec would do (``Group.PlanGroup``, our extension): the fields
+    that change, and what the controller would do to the members, found by running its
+    own decision over the members it sees now."""
+
+    id: str = msgspec.field(name="ID")
+    new_group: bool = False
+    """The group is not watched yet: the commit creates it (adopting members it finds)."""
+    changed: bool
+    """Whether the commit would change anything: a field, or a member."""
+    fields: list[FieldChange]
+    """The fields that differ from the committed spec (tunables included), in the spec's
+    order; for a new group, every field given."""
+    steps: list[str]
+    """What will happen, in words, in the order the controller does it (``roll 5
+    members to the new config, 1 at a time (MaxSurge 1, MaxUnavailable 0): about 5
+    batches``); ``no change`` when nothing would."""
+    add: int = 0
+    """Members provisioned beyond those that replace others."""
+    remove: int = 0
+    """Members destroyed and not replaced."""
+    removed: list[str] | None = None
+    """Which members go, in the order the controller picks them, when the commit only
+    shrinks the group."""
+    roll: int = 0
+    """Members replaced by a rolling update."""
+    batches: int = 0
+    """Rounds of the rolling update."""
+    per_batch: int = 0
+    """Members replaced in most rounds."""
+    held: int = 0
+    """Members that keep the old config because the rolling update is paused or halted."""
+    tunables: list[str] | None = None
+    """The fields that change how the group behaves, not its members (``HealthGrace``)."""
+    notes: list[str] | None = None
+    """What the plan assumes or cannot foresee (members not healthy now, work in flight)."""
+    details: str = ""
+    """What ``Group.CommitGroup`` answers for this spec, the reference's words first."""
 
 
 class GroupPlugin(Protocol):
@@ -218,11 +270,20 @@ class GroupPlugin(Protocol):
     def usage(self, id: str, since: float | None) -> MaybeAwaitable[list[UsageRecord]]: ...
 
     def summaries(self) -> MaybeAwaitable[list[GroupSummary]]: ...
+    def plan_group(self, spec: GroupSpec) -> MaybeAwaitable[GroupPlan]: ...
 
 
 class CommitRequest(Wire, kw_only=True):
     spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
     pretend: bool = False
+
+
+class PlanRequest(Wire, kw_only=True):
+    spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
+
+
+class PlanResult(Wire, kw_only=True):
+    plan: GroupPlan
 
 
 class IDRequest(Wire, kw_only=True):
@@ -333,4 +394,6 @@ GROUP = interface(
            lambda r, v: UsageResult(usage=list(v)), lambda res: res.usage),
     Method("Group.Summaries", InspectRequest, SummariesResult, "summaries", lambda r: (),
            lambda r, v: SummariesResult(groups=list(v)), lambda res: res.groups),
+    Method("Group.PlanGroup", PlanRequest, PlanResult, "plan_group", lambda r: (r.spec,),
+           lambda r, v: PlanResult(plan=v), lambda res: res.plan),
 )

@@ -138,15 +138,7 @@ class GroupController:
     def desired(self, now: float) -> Desired:
         """The committed spec, and the state of the update and the backoff at ``now``, as
         the plan reads them."""
-        props = self.props
-        return Desired(size=props.allocation.size,
-                       logical_ids=tuple(props.allocation.logical_ids or ()),
-                       config_sha=self.sha, max_surge=props.max_surge,
-                       max_unavailable=props.max_unavailable,
-                       max_unhealthy=props.unhealthy_limit(),
-                       newest_first=props.scale_in_order == "newest",
-                       update_paused=self.rollout.held, batch_pause=props.update_pause,
-                       launch_held=self.backoff.held(now))
+        return declared(self.props, self.sha, self.rollout.held, self.backoff.held(now))
 
     def start(self) -> None:
         if not self.destroying:
@@ -321,6 +313,20 @@ class GroupController:
                                       if i and not isinstance(r, BaseException)],
               act.made if provisions else [], launch_errors)
         return _errors_of(results), launch_errors
+
+
+def declared(props: GroupProperties, sha: str, held: bool, launch_held: bool) -> Desired:
+    """``props`` as the plan reads them; ``held``: the rolling update is paused or halted;
+    ``launch_held``: the crash-loop backoff holds launches back. (A commit's plan reads a
+    spec not yet committed through this too, so that it decides as the loop will.)"""
+    return Desired(size=props.allocation.size,
+                   logical_ids=tuple(props.allocation.logical_ids or ()),
+                   config_sha=sha, max_surge=props.max_surge,
+                   max_unavailable=props.max_unavailable,
+                   max_unhealthy=props.unhealthy_limit(),
+                   newest_first=props.scale_in_order == "newest",
+                   update_paused=held, batch_pause=props.update_pause,
+                   launch_held=launch_held)
 
 
 async def _after_pass(c: GroupController, decision: Plan, members: int, errors: list[str],

@@ -22,8 +22,9 @@ from infrakit.plugins.group.actuator import Fence
 from infrakit.plugins.group.controller import STOP_WAIT, GroupController
 from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
+from infrakit.plugins.group.preview import commit_summary, plan_change, plan_new
 from infrakit.plugins.group.reach import Reachability
-from infrakit.plugins.group.report import adoption, commit_details, report
+from infrakit.plugins.group.report import report
 from infrakit.plugins.group.shielded import ToTheEnd
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
@@ -36,6 +37,7 @@ from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.group import (
     GroupDescription,
     GroupEvent,
+    GroupPlan,
     GroupSpec,
     GroupStatus,
     GroupSummary,
@@ -180,7 +182,17 @@ class GroupPlugin:
         async with self._lock(spec.id):
             return await self._commit(spec, pretend)
 
-    async def _commit(self, spec: GroupSpec, pretend: bool, actor: str = "commit") -> str:
+    async def plan_group(self, spec: GroupSpec) -> GroupPlan:
+        """What committing ``spec`` would do (``Group.PlanGroup``, our extension): the
+        fields that change and what will happen to the members; checked as a commit is."""
+        async with self._lock(spec.id):
+            props, controller = await self._checked(spec)
+            if controller is None:
+                return await plan_new(self.plugins, spec.id, props)
+            return await plan_change(controller, props)
+
+    async def _checked(self, spec: GroupSpec) -> tuple[GroupProperties, GroupController | None]:
+        """``spec`` checked as a commit checks it; its properties and group's controller."""
         props = parse_group(spec)
         controller = self._controllers.get(spec.id)
         if controller is not None and controller.destroying:
@@ -188,9 +200,11 @@ class GroupPlugin:
                               f"destroy {spec.id}' to finish, then commit it anew")
         await self._validate(props)
         await _members_fit(self.plugins, spec.id, props)
-        details = (await commit_details(controller, props) if controller is not None
-                   else f"Managing {props.target()} instances"
-                   + await adoption(self.plugins, spec.id, props))
+        return props, controller
+
+    async def _commit(self, spec: GroupSpec, pretend: bool, actor: str = "commit") -> str:
+        props, controller = await self._checked(spec)
+        details = await commit_summary(controller, self.plugins, spec.id, props)
         if not pretend:
             await asyncio.to_thread(self.store.save_group, spec.id, msgspec.json.encode(spec))
             self._unloaded.pop(spec.id, None)

@@ -11,21 +11,17 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import msgspec.structs
 
-from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, GROUP_TAG, Member, Plan
+from infrakit.plugins.group.plan import BOOTSTRAP, CONFIG_TAG, Member, Plan
 from infrakit.plugins.group.spec import GroupProperties, config_sha
+from infrakit.plugins.group.specdiff import MEMBER_FIELDS
 from infrakit.plugins.group.storage import InFlight
-from infrakit.spi.calls import PluginLookup
-from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupStatus, MemberStatus, OperationStatus
+from infrakit.spi.types import Description
 
 if TYPE_CHECKING:
     from infrakit.plugins.group.controller import GroupController
 
 log = logging.getLogger("infrakit.group")
-
-_NOT_TUNABLES = ("Allocation", "Instance", "Flavor")
-"""The reference's fields: their changes are said in the reference's words."""
-
 
 async def report(c: GroupController) -> GroupStatus:
     """The group as its controller sees it: members with their verdicts, restarts and last
@@ -35,22 +31,10 @@ async def report(c: GroupController) -> GroupStatus:
     return status_of(c, members, inflight, decision, time.time())
 
 
-async def commit_details(c: GroupController, props: GroupProperties) -> str:
-    """What committing ``props`` would do to the group ``c`` runs."""
-    observed, _, _ = await c.observe(judge=False)
-    sha = config_sha(props)
-    current = sum((m.desc.tags or {}).get(CONFIG_TAG) == sha for m in observed)
-    return changes(c.props, props, len(observed) - current, current)
-
-
-async def adoption(plugins: PluginLookup, gid: str, props: GroupProperties) -> str:
-    """For a group not watched yet, the members it will adopt (a freed group committed
-    again): a line after the reference's sentence, which says nothing of them."""
-    try:
-        found = await plugins.instance(props.instance.plugin).describe_instances(
-            {GROUP_TAG: gid}, False)
-    except PluginError:
-        return ""  # the commit does not depend on it; the first pass will tell
+def adoption(found: list[Description], props: GroupProperties) -> str:
+    """For a group not watched yet, the members ``found`` that it will adopt (a freed
+    group committed again): a line after the reference's sentence, which says nothing of
+    them."""
     if not found:
         return ""
     sha = config_sha(props)
@@ -102,11 +86,16 @@ def _member(sha: str, m: Member, restarts: int, last: Any, now: float) -> Member
 def changes(old: GroupProperties, new: GroupProperties, undesired: int, desired: int) -> str:
     """What committing ``new`` over ``old`` would do, given how many members do not have
     (``undesired``) and have (``desired``) the new config: the reference's sentence, word
-    for word, then a line naming the tunables of ours that change, if any."""
+    for word, then a line naming the tunables of ours that change, if any; when only
+    tunables change, that line alone (never the reference's "Noop", which scripts read as
+    "nothing changes")."""
     text = _quorum_change(old, new) if new.allocation.logical_ids else \
         _size_change(old, new, undesired, desired)
     tuned = _tunables(old, new)
-    return f"{text}\nChanging {tuned}" if tuned else text
+    if not tuned:
+        return text
+    # never "Noop" when something changes: a tunable change is said in its place
+    return f"Changing {tuned}" if text == "Noop" else f"{text}\nChanging {tuned}"
 
 
 def _size_change(old: GroupProperties, new: GroupProperties, undesired: int,
@@ -136,15 +125,15 @@ def _quorum_change(old: GroupProperties, new: GroupProperties) -> str:
     if len(before) < len(after) and set(before) <= set(after):
         return f"Adding {len(after) - len(before)} instances to increase the group size " \
                f"to {len(after)}"
-    if before != after:  # the reference refuses this; we add and remove members
+    if set(before) != set(after):  # the reference refuses this; we add and remove members
         added = [i for i in after if i not in before]
         removed = [i for i in before if i not in after]
         return "Changing the logical IDs: " + "; ".join(
             part for part in (f"adding {', '.join(added)}" if added else "",
                               f"removing {', '.join(removed)}" if removed else "") if part)
-    if config_sha(new) == config_sha(old):
-        return "Noop"
-    return f"Performing a rolling update on {len(after)} instances"
+    if config_sha(new) != config_sha(old):
+        return f"Performing a rolling update on {len(after)} instances"
+    return "Reordering the logical IDs, no member changes" if before != after else "Noop"
 
 
 def _tunables(old: GroupProperties, new: GroupProperties) -> str:
@@ -152,7 +141,7 @@ def _tunables(old: GroupProperties, new: GroupProperties) -> str:
     return ", ".join(
         f"{f.encode_name} from {_shown(getattr(old, f.name))} to {_shown(getattr(new, f.name))}"
         for f in msgspec.structs.fields(GroupProperties)
-        if f.encode_name not in _NOT_TUNABLES and getattr(old, f.name) != getattr(new, f.name))
+        if f.encode_name not in MEMBER_FIELDS and getattr(old, f.name) != getattr(new, f.name))
 
 
 def _shown(value: Any) -> str:

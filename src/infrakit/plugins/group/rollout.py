@@ -37,6 +37,11 @@ class Rollout:
         self._sha = sha
         self.halted = self.halted if self._halted_sha == sha else ""
 
+    def would_hold(self, sha: str) -> bool:
+        """Whether the update to config ``sha`` would be held, were it committed now: a
+        pause holds every config; a halt only the one that failed."""
+        return self.paused or (bool(self.halted) and self._halted_sha == sha)
+
     def set_paused(self, paused: bool) -> None:
         """Pause or resume; resuming also lifts a halt, with a fresh count of failures."""
         self.paused = paused
