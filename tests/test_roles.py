@@ -4,20 +4,30 @@ table says which role each method needs; every call a group records names its ca
 from __future__ import annotations
 
 import hmac
+import http.client
 import importlib
 import json
 import os
 import pkgutil
 import signal
+import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import infrakit.spi
 from infrakit.rpc import tokens as tokens_module
 from infrakit.rpc.tokens import Tokens, hashed
-from infrakit.spi.access import Principal, Role, acting_as, authorize, current_actor
+from infrakit.spi.access import (
+    Principal,
+    Role,
+    acting_as,
+    authorize,
+    current_actor,
+    on_behalf,
+)
 from infrakit.spi.errors import Forbidden, PluginError
 from infrakit.spi.group import GROUP
 from infrakit.spi.methods import Interface
@@ -72,6 +82,17 @@ def test_a_refusal_names_the_token_its_role_the_method_and_the_role_it_needs() -
     with acting_as(bob):
         assert current_actor() == bob
     assert current_actor() is None
+
+
+def test_only_an_admin_forwarding_a_call_may_name_its_caller() -> None:
+    manager = Principal("managers", Role.ADMIN)
+    assert on_behalf(manager, "alice") == Principal("alice", Role.ADMIN)
+    assert on_behalf(manager, "local:alice") == Principal("local:alice", Role.ADMIN)
+    bob = Principal("bob", Role.VIEWER)
+    assert on_behalf(bob, "root") is bob
+    assert on_behalf(Principal("op", Role.OPERATOR), "root").name == "op"
+    for odd in ("", "x" * 129, "a\x1b[31m", " alice"):
+        assert on_behalf(manager, odd) is manager
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -246,6 +267,9 @@ def test_roles_govern_the_listener_and_the_events_name_who_did_what(
     assert status == 200 and json.loads(body)["error"] == {
         "code": -32003, "message": "token 'bob' (viewer) may not call Group.ResumeUpdate: "
                                    "it needs the operator role", "data": None}
+    impostor = _call(port, tls["cert"], held["bob"], "Group.ResumeUpdate",
+                     {"Infrakit-Actor": "root"})  # only a forwarding admin names another
+    assert "token 'bob' (viewer) may not call" in impostor["error"]["message"]
     local = cli("group", "resume-update", "web")  # on the UNIX socket: the local user
     assert local.returncode == 0, local.stderr
 
@@ -267,6 +291,20 @@ def test_roles_govern_the_listener_and_the_events_name_who_did_what(
     assert "destroyed at the request of root" in (home / "test-logs" /
                                                    "manager.log").read_text()
     assert manager.poll() is None
+
+
+def _call(port: int, cert: Path, token_file: Path, method: str,
+          headers: dict[str, str]) -> Any:
+    context = ssl.create_default_context(cafile=str(cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": {"ID": "web"}, "id": 1})
+    try:
+        conn.request("POST", "/", body=body, headers={
+            "Content-Type": "application/json", **headers,
+            "Authorization": f"Bearer {token_file.read_text().strip()}"})
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
 
 
 def _user() -> str:
