@@ -369,3 +369,22 @@ def test_a_loose_tokens_file_keeps_the_manager_from_starting(
                "--tls-key", str(tls["key"]), "--token-file", str(tokens))
     assert done.returncode == 1 and f"chmod 600 {tokens}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_manager_with_named_tokens_calls_its_leader_with_its_peer_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrakit.manager.run import Settings
+
+    tls = self_signed(tmp_path)
+    tokens = write_private(tmp_path / "tokens.yaml",
+                           f"tokens:\n- {{name: managers, role: admin, token: {hashed(ROOT)}}}\n")
+    monkeypatch.setenv("INFRAKIT_MANAGER_TOKEN_FILE", str(tokens))
+    monkeypatch.setenv("INFRAKIT_TLS_CERT", str(tls["cert"]))
+    with pytest.raises(PluginError) as listed:
+        Settings.from_env().remote("https://127.0.0.1:1/")
+    assert "holds a list of tokens, not the one token to call with" in str(listed.value)
+    assert "by --peer-token-file" in str(listed.value)
+    monkeypatch.setenv("INFRAKIT_MANAGER_PEER_TOKEN_FILE",
+                       str(_token_file(tmp_path, "managers", ROOT)))
+    remote = Settings.from_env().remote("https://127.0.0.1:1/")
+    assert remote is not None and remote.token == ROOT
