@@ -19,7 +19,9 @@ import pytest
 
 import infrakit.spi
 from infrakit.rpc import tokens as tokens_module
+from infrakit.rpc.client import Remote, RPCClient
 from infrakit.rpc.tokens import Tokens, hashed
+from infrakit.rpc.typed import GroupClient
 from infrakit.spi.access import (
     Principal,
     Role,
@@ -28,7 +30,7 @@ from infrakit.spi.access import (
     current_actor,
     on_behalf,
 )
-from infrakit.spi.errors import Forbidden, PluginError
+from infrakit.spi.errors import CallFailed, Forbidden, PluginError
 from infrakit.spi.group import GROUP
 from infrakit.spi.methods import Interface
 from tests.conftest import Cli, Processes, StartPlugin
@@ -270,6 +272,11 @@ def test_roles_govern_the_listener_and_the_events_name_who_did_what(
     impostor = _call(port, tls["cert"], held["bob"], "Group.ResumeUpdate",
                      {"Infrakit-Actor": "root"})  # only a forwarding admin names another
     assert "token 'bob' (viewer) may not call" in impostor["error"]["message"]
+    with RPCClient("", remote=Remote(f"https://127.0.0.1:{port}/", ssl.create_default_context(
+            cafile=str(tls["cert"])), held["bob"].read_text().strip())) as rpc, \
+            pytest.raises(CallFailed) as failed:
+        GroupClient(rpc).resume_update("web")
+    assert failed.value.code == -32003  # what the CLI's -o json reports as the Code
     local = cli("group", "resume-update", "web")  # on the UNIX socket: the local user
     assert local.returncode == 0, local.stderr
 
