@@ -34,9 +34,11 @@ from infrakit.plugins.flavor.vanilla import VanillaFlavor
 from infrakit.rpc.http import Limits
 from infrakit.rpc.server import serve
 from infrakit.rpc.tcp import TcpListener
+from infrakit.rpc.tokens import Tokens
 
 serve("guarded", flavor=VanillaFlavor(), directory=Path(sys.argv[1]),
-      tcp=TcpListener("127.0.0.1", {port}, Path({cert!r}), Path({key!r}), {token!r}),
+      tcp=TcpListener("127.0.0.1", {port}, Path({cert!r}), Path({key!r}),
+                      Tokens.single({token!r})),
       limits=Limits(connections={cap}, read_timeout=10.0, idle_timeout=10.0,
                     handshake_timeout={handshake}))
 '''

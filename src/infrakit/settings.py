@@ -225,8 +225,16 @@ MANAGER: dict[str, Setting[Any]] = {
                       "What to trust in another manager's certificate [default: --tls-cert].",
                       option="--tls-ca", metavar="FILE"),
     "token_file": Setting("INFRAKIT_MANAGER_TOKEN_FILE", "", str,
-                          "The bearer token every TCP caller must send, in a file only its "
-                          "owner may read (mode 600).", option="--token-file", metavar="FILE"),
+                          "Who may call the listener: one bearer token (its holder is admin) "
+                          "or a list of named tokens with roles (viewer, operator, admin; "
+                          "see 'infrakit manager token add'), in a file only its owner may "
+                          "read (mode 600). SIGHUP reads it again.",
+                          option="--token-file", metavar="FILE"),
+    "peer_token_file": Setting(
+        "INFRAKIT_MANAGER_PEER_TOKEN_FILE", "", str,
+        "The token this manager calls the leader's listener with, alone in a file of mode "
+        "600, when --token-file lists named tokens [default: --token-file's one token].",
+        option="--peer-token-file", metavar="FILE"),
     "advertise": Setting("INFRAKIT_MANAGER_ADVERTISE", "", str,
                          "The name other machines reach the listener by [default: the address "
                          "it binds, or this machine's name].",

@@ -151,8 +151,13 @@ def event_rows(events: list[GroupEvent], wide: bool) -> list[list[str]]:
     """Events as table rows: their age, and with ``wide`` their time (ISO 8601)."""
     now = time.time()
     return [[age(now - e.time), e.member or "-", e.kind,
-             e.reason + (f" (by {e.actor})" if e.actor else ""),
-             *([iso(e.time) or ""] if wide else [])] for e in events]
+             e.reason + _caused(e), *([iso(e.time) or ""] if wide else [])] for e in events]
+
+
+def _caused(event: GroupEvent) -> str:
+    """`` (commit by alice)``: the call behind an event and who made it, if anyone did."""
+    said = " by ".join(part for part in (event.verb, event.actor) if part)
+    return f" ({said})" if said else ""
 
 
 def events_data(events: list[GroupEvent]) -> list[dict[str, object]]:

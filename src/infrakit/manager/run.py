@@ -18,7 +18,8 @@ from infrakit.manager.metrics import watch_manager
 from infrakit.plugins.group.storage import GroupStore
 from infrakit.rpc.client import Remote
 from infrakit.rpc.paths import infrakit_home, socket_path
-from infrakit.rpc.tcp import TcpListener, parse_listen, read_token, remote
+from infrakit.rpc.tcp import TcpListener, parse_listen, remote
+from infrakit.rpc.tokens import Tokens
 from infrakit.settings import GROUP_POLL, MANAGER
 from infrakit.spi.errors import PluginError
 
@@ -51,6 +52,9 @@ class Settings:
     tls_ca: str
     """What a follower trusts in the leader's certificate; by default ``tls_cert`` itself."""
     token_file: str
+    peer_token_file: str
+    """The token a follower forwards calls to the leader with, where ``token_file`` lists
+    several; by default ``token_file``'s one token."""
     advertise: str
     """The host name other machines reach this manager's listener by."""
     metrics_listen: tuple[str, int] | None
@@ -95,15 +99,22 @@ class Settings:
             return None
         host, port = parse_listen(self.listen)
         return TcpListener(host, port, Path(self.tls_cert), Path(self.tls_key),
-                           read_token(Path(self.token_file)))
+                           Tokens.load(self.token_file))
 
     def remote(self, url: str) -> Remote | None:
         """How this manager reaches another's listener at ``url``: with the managers'
         token, trusting their certificate; None without TLS settings."""
         ca = self.tls_ca or self.tls_cert
-        if not url or not ca or not self.token_file:
+        token_file = self.peer_token_file or self.token_file
+        if not url or not ca or not token_file:
             return None
-        return remote(url, self.token_file, ca)
+        try:
+            return remote(url, token_file, ca)
+        except PluginError as exc:
+            if self.peer_token_file or "holds a list of tokens" not in str(exc):
+                raise
+            raise PluginError(f"{exc}; with named tokens, give managers the admin token "
+                              "they call each other with by --peer-token-file") from None
 
 
 S = TypeVar("S", bound=GroupStore)

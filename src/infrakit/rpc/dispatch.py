@@ -10,6 +10,7 @@ owns those.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import functools
 import inspect
@@ -25,7 +26,8 @@ import msgspec
 from infrakit.rpc import jsonrpc
 from infrakit.rpc.jsonrpc import RPCError
 from infrakit.rpc.metrics import STATS, UNKNOWN_METHOD
-from infrakit.spi.errors import PluginError
+from infrakit.spi.access import authorize, current_actor
+from infrakit.spi.errors import Forbidden, PluginError
 from infrakit.spi.handshake import (
     DEFAULT_TYPE,
     ImplementsResult,
@@ -191,6 +193,12 @@ class Dispatcher:
         if bound is None:  # in the reference's words, with the standard code
             what = "method" if req.method.split(".")[0] in self._served else "service"
             raise RPCError(jsonrpc.METHOD_NOT_FOUND, f'rpc: can\'t find {what} "{req.method}"')
+        principal = current_actor()
+        if principal is not None:
+            try:
+                authorize(principal, bound.method)
+            except Forbidden as exc:
+                raise RPCError(Forbidden.code, str(exc)) from None
         params = jsonrpc.decode_params(bound.decoder, req)
         type_name = getattr(params, "type", "")
         key = "" if type_name in ("", DEFAULT_TYPE) else type_name
@@ -212,7 +220,8 @@ class Dispatcher:
             value = await self._invoke(target, mode, bound.method.args(params))
             return bound.method.wrap(params, value)
         except Exception as exc:
-            raise RPCError(jsonrpc.APPLICATION_ERROR, str(_failure(req.method, exc))) from None
+            code = Forbidden.code if isinstance(exc, Forbidden) else jsonrpc.APPLICATION_ERROR
+            raise RPCError(code, str(_failure(req.method, exc))) from None
 
     async def _invoke(self, target: Callable[..., Any], mode: Mode,
                       args: tuple[Any, ...]) -> Any:
@@ -222,7 +231,9 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         if mode is Mode.TASK:
             return await loop.create_task(target(*args))
-        return await loop.run_in_executor(self._pool, functools.partial(target, *args))
+        # in a copy of the caller's context: the thread runs as the call's caller too
+        return await loop.run_in_executor(self._pool, functools.partial(
+            contextvars.copy_context().run, target, *args))
 
     async def _item(self, batch: str, target: Callable[..., Any], mode: Mode,
                     args: tuple[Any, ...]) -> Any:

@@ -10,11 +10,15 @@ limit on the request line and headers (431) and on the body (413), a per-request
 deadline, an idle keep-alive deadline, a connection cap, and a graceful close. Parsing is
 done by ``httptools`` (llhttp, in C).
 
-On a listener with a token, a caller is trusted with nothing until it shows the token: the
+On a listener with tokens, a caller is trusted with nothing until it shows one: the
 TLS handshake is started by the connection itself, so that it counts against the cap and
 has a short deadline (:attr:`Limits.handshake_timeout`, which also bounds the wait for a
 first request with the token); a request without the token gets 401 and the connection is
-closed; and callers yet to show it may hold only half the cap.
+closed; and callers yet to show it may hold only half the cap. The token says who the
+caller is (a :class:`~infrakit.spi.access.Principal`: a name and a role); each of its calls
+is handled :func:`~infrakit.spi.access.acting_as` it, and the dispatcher refuses a method
+its role does not allow. On a UNIX socket, which its file mode guards, the caller is the
+local user who connected (``local:alice``), as ``admin``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import socket
 import sys
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httptools
 
 from infrakit.rpc.stream import Stream, StreamWriter
+from infrakit.spi.access import ACTOR_HEADER, Principal, Role, acting_as, on_behalf
 
 if TYPE_CHECKING:
     import ssl
@@ -40,6 +46,8 @@ log = logging.getLogger("infrakit.rpc.http")
 
 #: Answers a JSON-RPC body; ``None`` means "no content" (a notification).
 BodyHandler = Callable[[bytes], Coroutine[Any, Any, bytes | None]]
+#: Who shows the ``Authorization`` header given (its whole value), or None for nobody.
+Authenticate = Callable[[bytes], Principal | None]
 T = TypeVar("T")
 
 
@@ -120,6 +128,8 @@ class _Message:
     """A response decided before the body was read (405, 404, 415)."""
     target: bytes = b"/"
     """The request's path and query."""
+    principal: Principal | None = None
+    """Who sent it: the holder of its token, or the local user of a UNIX socket."""
     drain: bool = False
     """After this answer, read and drop what the client still sends (see
     :meth:`_Connection.refuse`)."""
@@ -128,11 +138,11 @@ class _Message:
 class _Reader:
     """The parser's callbacks: what the request being read says, as it arrives."""
 
-    def __init__(self, conn: _Connection, limits: Limits, token: bytes | None,
+    def __init__(self, conn: _Connection, limits: Limits, authenticate: Authenticate | None,
                  pages_only: bool) -> None:
         self._conn = conn
         self._limits = limits
-        self._token = token
+        self._authenticate = authenticate
         self._pages_only = pages_only
         """A port that serves its pages alone: no call reaches the plugin."""
         self.parser = httptools.HttpRequestParser(self)
@@ -150,8 +160,12 @@ class _Reader:
     def reset(self) -> None:
         self._url: list[bytes] = []
         self._ctype: bytes | None = None
-        self.authorized = self._token is None
-        """Whether this request has shown the token (always, where none is needed)."""
+        self.principal: Principal | None = None
+        """Who shows this request's token: set once its header is read."""
+        self._behalf = b""
+        """The caller a manager forwarding this call names (:data:`ACTOR_HEADER`)."""
+        self.authorized = self._authenticate is None
+        """Whether this request has shown a token (always, where none is needed)."""
         self._expect = False
         self._upgrade = b""
         self._length = 0
@@ -170,13 +184,16 @@ class _Reader:
         lname = name.lower()
         if lname == b"content-type":
             self._ctype = value
-        elif lname == b"authorization" and self._token is not None:
+        elif lname == b"authorization" and self._authenticate is not None:
             # checked as soon as it has come: a wrong token ends the connection at once
-            self.authorized = _same(value, self._token)
+            self.principal = self._authenticate(value)
+            self.authorized = self.principal is not None
             if not self.authorized:
                 self._conn.refuse(401, "unauthorized")
                 raise _Refused
             self._conn.prove()
+        elif lname == _ACTOR:
+            self._behalf = value
         elif lname == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         elif lname == b"upgrade":
@@ -245,8 +262,11 @@ class _Reader:
     def on_message_complete(self) -> None:
         self.head = 0
         self._conn.arm(self._limits.idle_timeout, None)
+        principal = self.principal or self._conn.local
+        if self._behalf and principal is not None:
+            principal = on_behalf(principal, self._behalf.decode("utf-8", "replace"))
         msg = _Message(self.parser.get_method(), self.parser.should_keep_alive(),
-                       b"".join(self._body), self._early, b"".join(self._url))
+                       b"".join(self._body), self._early, b"".join(self._url), principal)
         self.reset()
         self._conn.queue(msg)
 
@@ -261,15 +281,17 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
-        self._reader = _Reader(self, server.limits, server.token, server.handler is None)
+        self._reader = _Reader(self, server.limits, server.authenticate, server.handler is None)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
         self._tls: asyncio.Task[None] | None = None
         """The TLS handshake, while it runs."""
         self._loop = asyncio.get_running_loop()
-        self.proven = server.token is None
-        """Whether the caller has shown the token (always, where none is needed)."""
+        self.proven = server.authenticate is None
+        """Whether the caller has shown a token (always, where none is needed)."""
+        self.local: Principal | None = None
+        """On a UNIX socket, the local user who connected."""
         self._proof_deadline = float("inf")
         self.deadline = self._loop.time() + self._limits.idle_timeout
         self.deadline_status: int | None = None
@@ -315,6 +337,8 @@ class _Connection(asyncio.Protocol):
             self.arm(self._limits.handshake_timeout, None)
         if tls is not None:
             self._start_tls(tls)
+        else:
+            self.local = _peer(self._transport)
 
     def _start_tls(self, tls: ssl.SSLContext) -> None:
         """Start the TLS handshake here, before anything can read the connection's bytes;
@@ -462,17 +486,18 @@ class _Connection(asyncio.Protocol):
                     return
                 self._send(msg, page)
                 continue
-            coro = cast(BodyHandler, self._server.handler)(msg.body)  # None: refused early
-            try:
-                step = coro.send(None)
-            except StopIteration as done:
-                self._send(msg, _ok(done.value))
-                continue
-            except Exception:
-                _handler_failed(self)
-                return
-            self.deadline = float("inf")
-            self._pending = self._loop.create_task(self._finish(msg, coro, step))
+            with acting_as(msg.principal):  # the task below runs as its caller too
+                coro = cast(BodyHandler, self._server.handler)(msg.body)  # None: refused early
+                try:
+                    step = coro.send(None)
+                except StopIteration as done:
+                    self._send(msg, _ok(done.value))
+                    continue
+                except Exception:
+                    _handler_failed(self)
+                    return
+                self.deadline = float("inf")
+                self._pending = self._loop.create_task(self._finish(msg, coro, step))
 
     def _streams(self, stream: Stream) -> None:
         """Answer with ``stream``, this connection's last answer, while the client reads."""
@@ -504,6 +529,7 @@ class _Connection(asyncio.Protocol):
 
 
 _MAX_PIPELINED = 16
+_ACTOR = ACTOR_HEADER.lower().encode()
 _TLS_SHUTDOWN = 2.0
 """Seconds a closed TLS connection waits for the peer's close_notify, reading and dropping
 whatever else comes meanwhile."""
@@ -563,13 +589,28 @@ async def _secure(raw: asyncio.Transport, protocol: asyncio.Protocol, tls: ssl.S
     return None
 
 
-def _same(given: bytes, token: bytes) -> bool:
-    """Compare a bearer token in constant time. :mod:`hmac` is imported here, by the only
-    server that has a token, so that a plugin serving only its UNIX socket does not load
-    OpenSSL."""
-    import hmac
+def _peer(transport: asyncio.Transport) -> Principal | None:
+    """The local user at the other end of a UNIX socket, as ``admin``: whoever may open
+    the socket (its directory's and its own mode say who) may do anything."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    except OSError:
+        return None
+    return _local(int.from_bytes(creds[4:8], sys.byteorder))
 
-    return hmac.compare_digest(given, token)
+
+@functools.lru_cache(maxsize=64)
+def _local(uid: int) -> Principal:
+    import pwd
+
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    return Principal(f"local:{name}", Role.ADMIN)
 
 
 class _Refused(Exception):
@@ -605,13 +646,14 @@ class HTTPServer:
     """Owns the listening socket and every connection."""
 
     def __init__(self, handler: BodyHandler | None, pages: Pages,
-                 limits: Limits | None = None, token: str | None = None) -> None:
+                 limits: Limits | None = None, authenticate: Authenticate | None = None) -> None:
         self.handler = handler
         """None on a port that serves its pages alone (a metrics port)."""
         self.pages = pages
         self.limits = limits or Limits()
-        self.token = None if token is None else f"Bearer {token}".encode()
-        """The ``Authorization`` header every request must carry, when set."""
+        self.authenticate = authenticate
+        """Who shows an ``Authorization`` header; when set, every request must carry one
+        that names somebody."""
         self.tls: ssl.SSLContext | None = None
         self.closing = False
         self._conns: set[_Connection] = set()
@@ -623,7 +665,7 @@ class HTTPServer:
     def admit(self, conn: _Connection) -> bool:
         if self.closing:
             return False
-        if self.token is not None:
+        if self.authenticate is not None:
             self._make_room()
         if len(self._conns) >= self.limits.connections:
             return False

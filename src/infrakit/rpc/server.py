@@ -142,9 +142,10 @@ class PluginServer:
             await _hook(dispatcher.objects, "start")
             await servers[0].start(claim.bind())
             if tcp is not None:
-                servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.token))
+                servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.tokens.bearer))
                 await servers[-1].start(listening[0], tls)
-                log.info("plugin %s listening on %s (TLS, token required)", name, tcp.url())
+                log.info("plugin %s listening on %s (TLS, token required: %s)", name,
+                         tcp.url(), ", ".join(str(p) for p in tcp.tokens.principals))
             if metrics is not None:
                 servers.append(HTTPServer(None, {b"/metrics": metrics_page}, limits))
                 await servers[-1].start(listening[-1])
@@ -183,16 +184,21 @@ async def _hook(objects: list[object], name: str) -> None:
 
 
 async def serve_async(name: str, *, stop: asyncio.Event | None = None, **kwargs: Any) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives, then shut down cleanly."""
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives, then shut down cleanly. With
+    a TCP listener, SIGHUP reads its tokens file again."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    handled = {signal.SIGINT: stop.set, signal.SIGTERM: stop.set}
+    tcp: TcpListener | None = kwargs.get("tcp")
+    if tcp is not None:
+        handled[signal.SIGHUP] = tcp.tokens.reload
+    for sig, handler in handled.items():
+        loop.add_signal_handler(sig, handler)
     server = await PluginServer.start(name, **kwargs)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in handled:
             loop.remove_signal_handler(sig)
         await server.close()
 

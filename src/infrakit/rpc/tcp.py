@@ -2,8 +2,10 @@
 
 A UNIX socket is guarded by its file mode; a TCP port by nothing, so a TCP listener exists
 only with TLS (a certificate and its key) and a bearer token that every request must
-carry. It binds 127.0.0.1 unless told otherwise. The token is read from a file that only
-its owner may read, never from the command line (where ``ps`` shows it to everyone).
+carry: one of the named tokens of :mod:`infrakit.rpc.tokens`, whose role says what its
+holder may call. It binds 127.0.0.1 unless told otherwise. Tokens are read from a file
+that only its owner may read, never from the command line (where ``ps`` shows them to
+everyone).
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from infrakit.rpc.client import Remote
 from infrakit.rpc.lifecycle import bind_tcp
+from infrakit.rpc.tokens import MIN_LENGTH, Tokens, is_single, private_text
 from infrakit.spi.errors import PluginError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -28,7 +30,8 @@ class TcpListener:
     port: int
     cert: Path
     key: Path
-    token: str
+    tokens: Tokens
+    """Who may call, and in which role; reloaded on SIGHUP."""
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -61,21 +64,16 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def read_token(path: Path) -> str:
-    """The bearer token in ``path``, a file of this user's that only they may read or
-    write."""
-    try:
-        info = os.stat(path)
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise PluginError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
-    if info.st_uid != os.geteuid():
-        raise PluginError(f"--token-file: {path} is owned by uid {info.st_uid}, not by you "
-                          f"(uid {os.geteuid()})")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PluginError(f"--token-file: {path} is open to others (mode "
-                          f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
-    if len(text) < 16:
-        raise PluginError(f"--token-file: the token in {path} is shorter than 16 characters")
+    """The one bearer token in ``path`` (a caller's own token), a file of this user's that
+    only they may read or write."""
+    text = private_text(path, "--token-file")
+    if not is_single(text):
+        raise PluginError(f"--token-file: {path} holds a list of tokens, not the one token "
+                          "to call with: give a file holding your token alone")
+    text = text.strip()
+    if len(text) < MIN_LENGTH:
+        raise PluginError(f"--token-file: the token in {path} is shorter than {MIN_LENGTH} "
+                          "characters")
     return text
 
 

@@ -17,6 +17,14 @@ class NotFoundError(PluginError):
     """The named instance, group or type does not exist here."""
 
 
+class Forbidden(PluginError):
+    """The caller's role does not allow the method it called (see
+    :mod:`infrakit.spi.access`). Answered with its own JSON-RPC code, :attr:`code`, so that
+    a script tells a refusal by role from any other failure."""
+
+    code = -32003
+
+
 class CallFailed(PluginError):
     """Another plugin answered a call with an error: it says it did not do what it was
     asked. The message names the plugin, so a user knows where to look."""

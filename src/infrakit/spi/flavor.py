@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from infrakit.spi.access import Role
 from infrakit.spi.errors import PluginError
 from infrakit.spi.instance import OKResult
 from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing, outcomes
@@ -145,7 +146,8 @@ def _report(outcome: HealthOutcome) -> HealthReport | PluginError:
 
 PREPARE = Method("Flavor.Prepare", PrepareRequest, PrepareResult, "prepare",
                  lambda r: (r.properties, r.spec, r.allocation, r.index),
-                 lambda r, v: PrepareResult(type=r.type, spec=v), lambda res: res.spec)
+                 lambda r, v: PrepareResult(type=r.type, spec=v), lambda res: res.spec,
+                 role=Role.OPERATOR)
 HEALTHY = Method("Flavor.Healthy", InstanceRequest, HealthResult, "healthy",
                  lambda r: (r.properties, r.instance),
                  lambda r, v: HealthResult(type=r.type, health=_verdict(v)),
@@ -164,7 +166,8 @@ FLAVOR = interface(
                         for o in res.results],
            single=PREPARE,
            items=lambda r: [(r.properties, i.spec, r.allocation, i.index) for i in r.items],
-           pack=lambda a: (a[0], a[1], [PrepareItem(spec=s, index=i) for s, i in a[2]])),
+           pack=lambda a: (a[0], a[1], [PrepareItem(spec=s, index=i) for s, i in a[2]]),
+           role=Role.OPERATOR),
     Method("Flavor.HealthyEach", HealthyEachRequest, HealthyEachResult, "healthy_each",
            lambda r: (r.properties, r.instances),
            lambda r, v: HealthyEachResult(
@@ -175,5 +178,5 @@ FLAVOR = interface(
            lift=lambda health: HealthReport(Health(health))),
     HEALTHY,
     Method("Flavor.Drain", InstanceRequest, OKResult, "drain",
-           lambda r: (r.properties, r.instance), _ok, nothing),
+           lambda r: (r.properties, r.instance), _ok, nothing, role=Role.OPERATOR),
 )

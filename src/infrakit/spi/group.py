@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 from msgspec import Meta
 
+from infrakit.spi.access import Role
 from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing
 from infrakit.spi.types import GROUP_API, Description, Wire
 
@@ -70,17 +71,22 @@ class GroupEvent(Wire, kw_only=True):
     kind: str
     """``provisioned``, ``destroyed``, ``launch failed``, ``member died``, ``breaker
     opened``, ``breaker closed``, ``update started``, ``batch done``, ``update halted``,
-    ``update finished``, ``backoff started`` or ``committed``."""
+    ``update finished``, ``backoff started``, ``committed``, ``update paused`` or ``update
+    resumed``."""
     reason: str = ""
     actor: str = ""
-    """The verb that caused it (``commit``, ``destroy-instances``, ``set-size``), or empty
-    for the controller's own decisions."""
+    """Who asked for it (the audit log): the name of the caller's token, or ``local:USER``
+    for a caller on the plugin's UNIX socket; empty for the controller's own decisions."""
+    verb: str = ""
+    """The call that caused it (``commit``, ``destroy-instances``, ``cancel-update``,
+    ``pause-update``, ``resume-update``), or empty for the controller's own decisions."""
     details: dict[str, Any] | None = None
 
 
 EVENT_KINDS = ("provisioned", "destroyed", "launch failed", "member died", "breaker opened",
                "breaker closed", "update started", "batch done", "update halted",
-               "update finished", "backoff started", "committed")
+               "update finished", "backoff started", "committed", "update paused",
+               "update resumed")
 """Every :attr:`GroupEvent.kind`; on the event stream each is a topic under its group,
 spelt with ``-`` for a blank (``group/<ID>/member-died``)."""
 
@@ -365,14 +371,14 @@ def _unwrap_details(res: CommitResult) -> str:
 GROUP = interface(
     GROUP_API,
     Method("Group.CommitGroup", CommitRequest, CommitResult, "commit_group",
-           lambda r: (r.spec, r.pretend), _details, _unwrap_details),
+           lambda r: (r.spec, r.pretend), _details, _unwrap_details, role=Role.OPERATOR),
     Method("Group.FreeGroup", IDRequest, OKResult, "free_group", lambda r: (r.id,), _ok,
-           nothing),
+           nothing, role=Role.ADMIN),
     Method("Group.DescribeGroup", IDRequest, DescribeResult, "describe_group",
            lambda r: (r.id,), lambda r, v: DescribeResult(description=v),
            lambda res: res.description),
     Method("Group.DestroyGroup", IDRequest, OKResult, "destroy_group", lambda r: (r.id,), _ok,
-           nothing),
+           nothing, role=Role.ADMIN),
     # The reference answers an empty list as null.
     Method("Group.InspectGroups", InspectRequest, InspectResult, "inspect_groups",
            lambda r: (), lambda r, v: InspectResult(groups=list(v) or None),
@@ -380,13 +386,14 @@ GROUP = interface(
     Method("Group.DescribeStatus", IDRequest, StatusResult, "describe_status",
            lambda r: (r.id,), lambda r, v: StatusResult(status=v), lambda res: res.status),
     Method("Group.DestroyInstances", DestroyInstancesRequest, CommitResult, "destroy_instances",
-           lambda r: (r.id, r.instances, r.shrink), _details, _unwrap_details),
+           lambda r: (r.id, r.instances, r.shrink), _details, _unwrap_details,
+           role=Role.OPERATOR),
     Method("Group.PauseUpdate", IDRequest, CommitResult, "pause_update",
-           lambda r: (r.id,), _details, _unwrap_details),
+           lambda r: (r.id,), _details, _unwrap_details, role=Role.OPERATOR),
     Method("Group.ResumeUpdate", IDRequest, CommitResult, "resume_update",
-           lambda r: (r.id,), _details, _unwrap_details),
+           lambda r: (r.id,), _details, _unwrap_details, role=Role.OPERATOR),
     Method("Group.CancelUpdate", IDRequest, CommitResult, "cancel_update",
-           lambda r: (r.id,), _details, _unwrap_details),
+           lambda r: (r.id,), _details, _unwrap_details, role=Role.OPERATOR),
     Method("Group.Events", EventsRequest, EventsResult, "events",
            lambda r: (r.id, r.since, r.after, r.limit),
            lambda r, v: EventsResult(events=list(v)), lambda res: res.events),

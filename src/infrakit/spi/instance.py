@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from infrakit.spi.access import Role
 from infrakit.spi.errors import PluginError
 from infrakit.spi.methods import MaybeAwaitable, Method, interface, nothing, outcomes
 from infrakit.spi.types import INSTANCE_API, Description, Spec, Wire
@@ -187,7 +188,7 @@ def _ok(req: Any, _: Any) -> OKResult:
 
 PROVISION = Method("Instance.Provision", ProvisionRequest, ProvisionResult, "provision",
                    lambda r: (r.spec,), lambda r, v: ProvisionResult(type=r.type, id=v),
-                   lambda res: res.id)
+                   lambda res: res.id, role=Role.OPERATOR)
 
 INSTANCE = interface(
     INSTANCE_API,
@@ -200,11 +201,11 @@ INSTANCE = interface(
                type=r.type, results=outcomes(v, ProvisionOutcome, lambda i: {"id": i})),
            lambda res: [PluginError(o.error) if o.error is not None else o.id
                         for o in res.results],
-           single=PROVISION, items=lambda r: [(s,) for s in r.specs]),
+           single=PROVISION, items=lambda r: [(s,) for s in r.specs], role=Role.OPERATOR),
     Method("Instance.Label", LabelRequest, OKResult, "label",
-           lambda r: (r.instance, r.labels or {}), _ok, nothing),
+           lambda r: (r.instance, r.labels or {}), _ok, nothing, role=Role.OPERATOR),
     Method("Instance.Destroy", DestroyRequest, OKResult, "destroy",
-           lambda r: (r.instance,), _ok, nothing),
+           lambda r: (r.instance,), _ok, nothing, role=Role.OPERATOR),
     Method("Instance.DescribeInstances", DescribeRequest, DescribeResult, "describe_instances",
            lambda r: (r.tags or {}, r.properties),
            lambda r, v: DescribeResult(type=r.type, descriptions=list(v)),

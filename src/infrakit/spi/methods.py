@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 import msgspec
 
+from infrakit.spi.access import Role
 from infrakit.spi.types import InterfaceSpec
 
 Req = TypeVar("Req", bound=msgspec.Struct)
@@ -39,6 +40,9 @@ class Method(Generic[Req, Res]):
     """The result struct, from the request and what the plugin method returned."""
     unwrap: Callable[[Res], Any]
     """What a client returns to its caller, taken from the result struct."""
+    role: Role = Role.VIEWER
+    """The least role a caller over TCP needs to call it (:func:`infrakit.spi.access.authorize`):
+    every method that changes something says which."""
     single: Method[Any, Any] | None = None
     """A batch method: the one-item method it stands for. A plugin object
     without ``attr`` gets the batch method anyway: the runtime calls the one-item method
