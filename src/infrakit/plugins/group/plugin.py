@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Protocol
@@ -24,25 +23,19 @@ from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.preview import commit_summary, plan_change, plan_new
 from infrakit.plugins.group.reach import Reachability
-from infrakit.plugins.group.report import report
+from infrakit.plugins.group.reads import GroupReads
 from infrakit.plugins.group.shielded import ToTheEnd
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
-from infrakit.plugins.group.storage import GroupStore, day_of
-from infrakit.plugins.group.summary import summary_of
-from infrakit.plugins.group.usage import register_collector, usage_of
+from infrakit.plugins.group.storage import GroupStore
+from infrakit.plugins.group.usage import register_collector
 from infrakit.plugins.group.views import GroupViews
 from infrakit.spi.access import actor_name
 from infrakit.spi.calls import PluginLookup
-from infrakit.spi.errors import NotFoundError, PluginError
+from infrakit.spi.errors import PluginError
 from infrakit.spi.group import (
-    GroupDescription,
-    GroupEvent,
     GroupPlan,
     GroupSpec,
-    GroupStatus,
-    GroupSummary,
-    UsageRecord,
 )
 from infrakit.spi.types import Index, Spec
 
@@ -64,7 +57,7 @@ class Watcher(Protocol):
     async def stop(self) -> None: ...
 
 
-class GroupPlugin:
+class GroupPlugin(GroupReads):
     """Group/0.1.0: commit, describe, free, destroy and inspect groups.
 
     Committed specs live in ``store``, so a restart resumes every group; the server calls
@@ -73,7 +66,7 @@ class GroupPlugin:
 
     def __init__(self, store: GroupStore, plugins: PluginLookup, poll: float,
                  fence: Fence | None = None, watcher: Watcher | None = None) -> None:
-        self.store = store
+        super().__init__(store)
         self.reach = Reachability(plugins)
         """Which plugins the groups' calls did not reach, and why."""
         self.plugins: PluginLookup = self.reach
@@ -81,13 +74,9 @@ class GroupPlugin:
         self.fence = fence
         """Raises unless this process may act on providers (a manager's leadership)."""
         self.watcher = watcher
-        self._specs: dict[str, GroupSpec] = {}
-        self._controllers: dict[str, GroupController] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         """One per group: the verbs that change a group take turns, so that the spec a
         controller runs is always the one stored last, whatever the callers' timing."""
-        self._unloaded: dict[str, str] = {}
-        """Stored groups that could not be resumed, and why."""
         self._endings = ToTheEnd()
         """Destroys and frees under way: they run to their end even when their caller
         gives up."""
@@ -165,14 +154,6 @@ class GroupPlugin:
     def _forget(self, gid: str) -> None:
         del self._controllers[gid], self._specs[gid]
 
-    def _controller(self, gid: str) -> GroupController:
-        controller = self._controllers.get(gid)
-        if controller is None:
-            why = self._unloaded.get(gid)
-            raise NotFoundError(f"Group '{gid}' is not being watched" + (f": {why}" if why
-                                                                         else ""))
-        return controller
-
     async def _validate(self, props: GroupProperties) -> None:
         """The flavor's and the instance plugin's own Validate, in the reference's order."""
         await self.plugins.flavor(props.flavor.plugin).validate(props.flavor.properties,
@@ -215,15 +196,6 @@ class GroupPlugin:
                        details={"changes": details})
             await events.flush()
         return details
-
-    async def describe_group(self, id: str) -> GroupDescription:
-        # as the reference answers: members without their properties
-        members, _, decision = await self._controller(id).observe(judge=False)
-        return GroupDescription(instances=[m.desc for m in members],
-                                converged=decision.converged)
-
-    async def describe_status(self, id: str) -> GroupStatus:
-        return await report(self._controller(id))
 
     async def destroy_instances(self, id: str, instances: list[str], shrink: bool) -> str:
         async with self._lock(id):
@@ -307,30 +279,6 @@ class GroupPlugin:
             self._forget(gid)
             await asyncio.to_thread(self.store.delete_group, gid)
 
-    async def inspect_groups(self) -> list[GroupSpec]:
-        return [self._specs[gid] for gid in sorted(self._specs)]
-
-    async def summaries(self) -> list[GroupSummary]:
-        """Every group in a line, as its last pass left it (``Group.Summaries``, our
-        extension): one call for ``infrakit group ls``, whatever the number of groups, and
-        no call to any other plugin."""
-        now = time.time()
-        return [summary_of(self._controllers[gid], now) for gid in sorted(self._controllers)]
-
-    async def events(self, id: str, since: float | None, after: int | None,
-                     limit: int) -> list[GroupEvent]:
-        """The group's history, oldest first (``Group.Events``, our extension)."""
-        self._controller(id)
-        return await asyncio.to_thread(self.store.events, id, since, after, limit)
-
-    async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
-        """Member time of group ``id`` (every group's, destroyed ones included, when
-        empty), per config, on the UTC days from the one holding ``since``
-        (``Group.Usage``, our extension): what the store keeps and what the controllers
-        have counted since their last write."""
-        meters = [c.usage for gid, c in self._controllers.items() if not id or gid == id]
-        return await usage_of(self.store, id or None, day_of(since) if since is not None
-                              else 0, meters)
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
