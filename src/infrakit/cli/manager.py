@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,11 +15,14 @@ from infrakit.cli.setting_option import setting_option
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.cli.template import TemplateInput, template_options
 from infrakit.manager.config import export_document, parse_configuration
-from infrakit.manager.run import Settings, build_manager, current_leader
+from infrakit.manager.run import Settings, build_manager, current_leader, shared_status
 from infrakit.rpc.typed import GroupClient
 from infrakit.settings import MANAGER
 from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupSpec
+
+if TYPE_CHECKING:
+    from infrakit.manager.shards import ShareStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,18 +70,44 @@ def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields
 @click.pass_context
 def status(ctx: click.Context, output: str) -> None:
     """Who leads, since when, which store it uses, and the socket it serves on. Exits 1
-    when no manager leads, so that a script can wait for one."""
-    import time
+    when no manager leads, so that a script can wait for one.
 
-    leader = current_leader(ctx.meta["manager"])
+    With managers that share the groups (--share-groups), who leads which group: a table
+    of the live managers (each one's NAME, host:name-it-serves-as, is what the GROUPS
+    table names as a group's MANAGER) with how many groups each leads, then every group
+    with its manager; "-" while a group has none, for at most the lease's TTL after its
+    manager died, or a moment while it is handed over. -o json gives the same as
+    {"Managers": [{"Name", "PID", "Host", "Since", "Address", "URL", "Groups": [...]}],
+    "Groups": {group: manager name or null}}."""
+    settings = ctx.meta["manager"]
+    shared = shared_status(settings)
+    if shared is not None:
+        _shared_status(shared, output)
+        return
+    leader = current_leader(settings)
     if leader is None:
         if output != "table":
             click.echo(dump(None, output))
         raise click.ClickException("no manager leads (none is running)")
     emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE", "SERVES"], lambda: [[
-        str(leader.pid), leader.host,
-        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store,
+        str(leader.pid), leader.host, _when(leader.since), leader.store,
         " ".join(filter(None, (leader.address, leader.url))) or "-"]])
+
+
+def _when(since: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+
+
+def _shared_status(shared: ShareStatus, output: str) -> None:
+    emit(shared, output, ["MANAGER", "PID", "HOST", "SINCE", "GROUPS", "SERVES"], lambda: [[
+        m.name, str(m.pid), m.host, _when(m.since), str(len(m.groups)),
+        " ".join(filter(None, (m.address, m.url))) or "-"] for m in shared.managers])
+    if output == "table":
+        click.echo()
+        emit(shared, output, ["GROUP", "MANAGER"],
+             lambda: [[g, name or "-"] for g, name in shared.groups.items()])
 
 
 @command.command()

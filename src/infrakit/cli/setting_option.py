@@ -36,6 +36,10 @@ def parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter
 
 def setting_option(setting: Setting[Any], field: str) -> Callable[[F], F]:
     """The option of ``setting``, passed to the command as ``field``."""
+    if setting.flag:
+        return click.option(setting.option, field, is_flag=True,
+                            callback=lambda ctx, param, value: bool(value),
+                            envvar=setting.env, show_envvar=True, help=setting.help)
     return click.option(setting.option, field,
                         default=() if setting.repeatable else setting.default,
                         multiple=setting.repeatable, callback=parsed_by(setting),
