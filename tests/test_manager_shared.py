@@ -32,7 +32,7 @@ from infrakit.store.etcd_client import EtcdClient, b64
 from tests.conftest import Cli, Processes, StartPlugin
 from tests.etcd_engine import etcd_problem, private_etcd_cluster
 from tests.helpers import require_engine, wait_until
-from tests.test_manager_etcd import group, spawner
+from tests.test_manager_etcd import group, logged, spawner
 
 TTL = 2
 GROUPS = [f"g{n:02d}" for n in range(30)]
@@ -220,3 +220,32 @@ def test_three_managers_share_30_groups_hand_a_dead_ones_over_and_take_them_back
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
         assert json.loads(cli("manager", *opts, "status", "-o", "json").stdout) is None
+
+
+def test_managers_that_share_and_a_single_leader_never_run_at_once(
+        procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path, etcd_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started on one prefix by mistake, a manager without --share-groups waits while
+    managers that share run, and one that shares leads nothing while a single leader
+    does; each says why in its log."""
+    monkeypatch.setenv("INFRAKIT_ETCD_PREFIX", f"/mixed{time.monotonic_ns()}/")
+    start_plugin("instance-file")
+    start_plugin("flavor-vanilla")
+    opts = ["--store", "etcd", "--etcd-endpoints", etcd_url, "--lease-ttl", str(TTL)]
+    manager = spawner(procs, home, opts)
+    shared_one = spawner(procs, home, [*opts, "--share-groups"])
+    sharing = shared_one("group-s1")
+    single = manager("group-one")
+    wait_until(lambda: logged(home, "group-one", "started with --share-groups run under"),
+               10, what="the single leader to wait")
+    assert json.loads(cli("manager", *opts, "status", "-o", "json").stdout)["Managers"]
+    sharing.send_signal(signal.SIGTERM)
+    assert sharing.wait(10) == 0
+    wait_until(lambda: logged(home, "group-one", "leading (term"), 10,
+               what="the single leader to lead once the sharing manager is gone")
+    late = shared_one("group-s2")
+    wait_until(lambda: logged(home, "group-s2", "a manager without --share-groups leads"),
+               10, what="the sharing manager to lead nothing")
+    for proc in (late, single):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

@@ -1,0 +1,237 @@
+"""Managers sharing the groups, at a scale one machine cannot hold for real: 10 managers
+(``infrakit manager --share-groups``) lead 1,000 groups of 1,000 members, 1,000,000 in
+all, on a private etcd. Reports each manager's CPU per reconcile pass, then SIGKILLs one
+manager and reports how long its groups take to move to the others, and how long the
+groups take to spread again once it is back.
+
+What is real: the 10 manager processes and all of their code (the sharing rounds, the
+owner keys and their fences, the group controllers' passes with health checks through
+the real vanilla flavor plugin), etcd, the sockets and every call. What is simulated: the
+members. The instance plugin is a stub (:mod:`bench.count_instance`) that keeps only a
+count per group and answers DescribeInstances with that many members, seeded as already
+made so that the run starts converged; and the 10 "machines" are processes sharing the
+same 2 cores with the stub, the flavor and etcd, so wall-clock pass times are stretched
+by the others' work, while each manager's CPU time per pass is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.stack import PARENT_HELP, cpu_seconds, plugin_stack, wait
+from infrakit.manager.shards import preferred
+from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
+from infrakit.plugins.group.spec import config_sha, parse_group
+from infrakit.rpc.client import RPCClient
+from infrakit.rpc.typed import GroupClient
+from infrakit.spi import GroupSpec
+from infrakit.store.etcd_client import EtcdClient
+from tests.etcd_engine import private_etcd_cluster
+from tests.helpers import answers_handshake
+
+STUB = "instance-count"
+
+
+def spec(gid: str, size: int) -> GroupSpec:
+    return GroupSpec(id=gid, properties={
+        "Allocation": {"Size": size},
+        "Instance": {"Plugin": STUB, "Properties": {}},
+        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {}}})
+
+
+def seed_file(where: Path, groups: list[str], size: int) -> Path:
+    """Every group's members, as made already, with the config the commits will give."""
+    sha = config_sha(parse_group(spec("any", size)))
+    path = where / "seed.json"
+    path.write_text(json.dumps({g: {"Count": size, "Tags": {GROUP_TAG: g, CONFIG_TAG: sha}}
+                                for g in groups}))
+    return path
+
+
+class Run:
+    """The processes of one simulation, and what it reads of them."""
+
+    def __init__(self, env: dict[str, str], home: Path, etcd: list[str], ttl: int) -> None:
+        self.env = env
+        self.home = home
+        self.opts = ["--store", "etcd", "--etcd-endpoints", ",".join(etcd),
+                     "--lease-ttl", str(ttl), "--share-groups"]
+        self.etcd = EtcdClient(etcd)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pids: dict[str, int] = {}
+        """Every process whose CPU time is read: these, and the flavor the stack started."""
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        self.pids[name] = self.procs[name].pid
+        sock = self.home / "plugins" / name
+        wait(lambda: answers_handshake(sock), 60)
+
+    def manager(self, name: str) -> None:
+        self.spawn(name, [sys.executable, "-m", "infrakit", "manager", "--name", name,
+                          *self.opts])
+
+    def owners(self) -> dict[str, str]:
+        return {g: v.decode() for g, v in self.etcd.get_prefix("/infrakit/owners/").items()}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.etcd.close()
+
+
+def commit_all(run: Run, names: list[str], groups: list[str], size: int) -> float:
+    """Commit every group, each through one of the managers in turn (which forwards it to
+    the manager the group prefers); seconds it took."""
+    start = time.monotonic()
+
+    def commit(i: int) -> None:
+        with RPCClient(run.home / "plugins" / names[i % len(names)], timeout=120) as conn:
+            client = GroupClient(conn)
+            for gid in groups[i::len(names)]:
+                client.commit_group(spec(gid, size), False)
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(commit, range(len(names))))
+    return time.monotonic() - start
+
+
+def passes_of(run: Run, name: str, gid: str) -> int:
+    with RPCClient(run.home / "plugins" / name, timeout=120) as conn:
+        return GroupClient(conn).describe_status(gid).passes
+
+
+def cpu_per_pass(run: Run, names: list[str], spread: dict[str, str], poll: float,
+                 window: float) -> dict[str, tuple[float, int]]:
+    """Each manager's CPU seconds per pass over ``window`` seconds, and its passes (of
+    one group it leads: every group it leads passes as often)."""
+    host = os.uname().nodename
+    sample = {n: next(g for g, m in spread.items() if m == f"{host}:{n}") for n in names}
+    before = {n: passes_of(run, n, sample[n]) for n in names}
+    cpu0 = {n: cpu_seconds(run.pids[n]) for n in [*names, STUB, "flavor"]}
+    time.sleep(window)
+    cpu1 = {n: cpu_seconds(run.pids[n]) for n in cpu0}
+    after = {n: passes_of(run, n, sample[n]) for n in names}
+    out = {n: ((cpu1[n] - cpu0[n]) / max(after[n] - before[n], 1), after[n] - before[n])
+           for n in names}
+    passes = statistics.median(p for _, p in out.values())
+    for other in (STUB, "flavor"):
+        out[other] = ((cpu1[other] - cpu0[other]) / max(passes, 1), int(passes))
+    return out
+
+
+def failover(run: Run, victim: str, managers: list[str], groups: list[str]
+             ) -> tuple[int, float, float]:
+    """SIGKILL ``victim``: (its groups, seconds until each is led by another manager,
+    seconds until each was described through a survivor)."""
+    host = os.uname().nodename
+    mine = [g for g, m in run.owners().items() if m == f"{host}:{victim}"]
+    run.procs[victim].send_signal(signal.SIGKILL)
+    run.procs[victim].wait()
+    killed = time.monotonic()
+    moved = wait(lambda: all(run.owners().get(g, f"{host}:{victim}") != f"{host}:{victim}"
+                             for g in mine), 120)
+    other = next(n for n in managers if n != victim)
+    with RPCClient(run.home / "plugins" / other, timeout=120) as conn:
+        client = GroupClient(conn)
+        for gid in mine:
+            client.describe_status(gid)
+    return len(mine), moved, time.monotonic() - killed
+
+
+def rejoin(run: Run, victim: str, spread: dict[str, str]) -> tuple[float, int]:
+    """Start ``victim`` again: (seconds until every group is led by the manager it
+    prefers, the most groups that had no leader at one moment meanwhile)."""
+    start = time.monotonic()
+    run.manager(victim)
+    most = 0
+    while (owners := run.owners()) != spread:
+        most = max(most, len(set(spread) - set(owners)))
+        if time.monotonic() - start > 300:
+            raise SystemExit("the groups did not spread again within 300 s")
+        time.sleep(0.02)
+    return time.monotonic() - start, most
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--managers", type=int, default=10)
+    parser.add_argument("--groups", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=1000, help="members per group")
+    parser.add_argument("--poll", type=float, default=20.0, help="the groups' poll")
+    parser.add_argument("--ttl", type=int, default=5, help="the managers' lease TTL")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds of passes")
+    parser.add_argument("--etcd-members", type=int, default=1)
+    parser.add_argument("--parent", default=str(Path.home()), help=PARENT_HELP)
+    args = parser.parse_args()
+    groups = [f"g{n:04d}" for n in range(args.groups)]
+    names = [f"m{n}" for n in range(args.managers)]
+    host = os.uname().nodename
+    spread = {g: preferred(g, [f"{host}:{n}" for n in names]) or "" for g in groups}
+    with private_etcd_cluster(args.etcd_members) as cluster, \
+            plugin_stack("flavor-vanilla", poll=args.poll, parent=args.parent,
+                         supervise=False) as stack:
+        run = Run(stack.env, stack.home, cluster.urls, args.ttl)
+        try:
+            simulate(run, args, groups, names, spread)
+        finally:
+            run.stop()
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def simulate(run: Run, args: argparse.Namespace, groups: list[str], names: list[str],
+             spread: dict[str, str]) -> None:
+    seed = seed_file(Path(tempfile.mkdtemp(dir=run.home)), groups, args.size)
+    run.spawn(STUB, [sys.executable, "-m", "bench.count_instance", STUB, "--seed", str(seed)])
+    run.pids["flavor"] = int((run.home / "plugins" / "flavor-vanilla.pid").read_text())
+    for name in names:
+        run.manager(name)
+    took = commit_all(run, names, groups, args.size)
+    print(f"{len(groups)} groups of {args.size} ({len(groups) * args.size:,} members) "
+          f"committed through {len(names)} managers in {took:.1f} s")
+    wait(lambda: run.owners() == spread, 300)
+    time.sleep(2 * args.poll)  # the first passes, which judge every member, are over
+    load = os.getloadavg()[0]
+    per = cpu_per_pass(run, names, spread, args.poll, args.window)
+    counts = {n: sum(1 for m in spread.values() if m.endswith(f":{n}")) for n in names}
+    for name in names:
+        cpu, passes = per[name]
+        print(f"{name}: {counts[name]} groups, {counts[name] * args.size:,} members: "
+              f"{cpu * 1e3:.0f} ms CPU per pass ({passes} passes)")
+    manager_cpu = [per[n][0] for n in names]
+    print(f"per manager: median {statistics.median(manager_cpu) * 1e3:.0f} ms, max "
+          f"{max(manager_cpu) * 1e3:.0f} ms CPU per pass; the stub instance plugin "
+          f"{per[STUB][0] * 1e3:.0f} ms, the flavor {per['flavor'][0] * 1e3:.0f} ms per "
+          f"pass of every group (load average {load:.1f} at the start of the window)")
+    victim = max(names, key=lambda n: counts[n])
+    moved, led, described = failover(run, victim, names, groups)
+    print(f"{victim} killed (SIGKILL) with {moved} groups: led by the others after "
+          f"{led:.2f} s (TTL {args.ttl} s), all described through another after "
+          f"{described:.2f} s")
+    back, most = rejoin(run, victim, spread)
+    print(f"{victim} back: every group led by the manager it prefers after {back:.1f} s "
+          f"(the start of the manager included); at most {most} groups without a leader "
+          f"at one moment meanwhile")
+
+
+if __name__ == "__main__":
+    main()
