@@ -79,12 +79,13 @@ def test_a_group_is_fenced_by_its_owner_key(etcd_url: str) -> None:
     try:
         with pytest.raises(PluginError, match="does not lead group 'web'"):
             store.set_paused("web", True)  # not claimed yet
-        assert holdings.claim("web") and holdings.claim("db")
-        assert not holdings.claim("web") or holdings.held["web"]  # claimed once
+        assert holdings.claim("web") == ["web"]
+        assert holdings.claim("web", "db") == ["db"]  # a batch with one taken: one by one
+        assert holdings.claim("db") == []
         holdings.fence("web")()
         store.set_paused("web", True)
         other = EtcdClient([etcd_url])
-        assert not Holdings(other, prefix, TTL, "m2").claim("web")  # not registered
+        assert Holdings(other, prefix, TTL, "m2").claim("web") == []  # not registered
         other.call("/kv/deleterange", {"key": b64(holdings.owner_key("web"))})
         other.close()
         with pytest.raises(PluginError, match="another manager leads group 'web'"):

@@ -73,10 +73,10 @@ def status(ctx: click.Context, output: str) -> None:
     when no manager leads, so that a script can wait for one.
 
     With managers that share the groups (--share-groups), who leads which group: a table
-    of the live managers (each one's NAME, host:name-it-serves-as, is what the GROUPS
-    table names as a group's MANAGER) with how many groups each leads, then every group
-    with its manager; "-" while a group has none, for at most the lease's TTL after its
-    manager died, or a moment while it is handed over. -o json gives the same as
+    of the live managers (MANAGER is HOST:NAME, NAME being the one it serves as) with how
+    many GROUPS each leads, then one row per group with the MANAGER leading it; "-" while
+    none does: for at most the lease's TTL after its manager died, or a moment while it
+    is handed over. -o json gives the same as
     {"Managers": [{"Name", "PID", "Host", "Since", "Address", "URL", "Groups": [...]}],
     "Groups": {group: manager name or null}}."""
     settings = ctx.meta["manager"]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.shards import MANAGERS, OWNERS
 from infrakit.spi.errors import PluginError
-from infrakit.store.etcd_client import EtcdClient, b64, created_at
+from infrakit.store.etcd_client import TXN_OPS, EtcdClient, b64, created_at
 
 log = logging.getLogger("infrakit.manager")
 
@@ -43,23 +43,37 @@ class Holdings:
     def owner_key(self, group: str) -> str:
         return f"{self.prefix}{OWNERS}{group}"
 
-    def claim(self, group: str) -> bool:
-        """Lead ``group`` if nobody does (True); False if another manager, or a single
-        leader, got there first, or this manager's registration is gone."""
+    def claim(self, *groups: str) -> list[str]:
+        """Lead those of ``groups`` that nobody leads; returns those now led here. None
+        when a single leader leads, or this manager's registration is gone. Many are
+        claimed in one transaction each 100 (a dead manager's hundreds, at once); when
+        one of a batch is taken already, each of that batch is tried alone."""
+        won: list[str] = []
+        for start in range(0, len(groups), TXN_OPS):
+            batch = groups[start:start + TXN_OPS]
+            if len(batch) > 1 and self._claim(batch):
+                won += batch
+            else:
+                won += [g for g in batch if self._claim((g,))]
+        return won
+
+    def _claim(self, groups: tuple[str, ...]) -> bool:
         term, lease = self.lease.term, self.lease.lease
         if not term or lease is None:
             return False
-        key = self.owner_key(group)
         answer = self.client.call("/kv/txn", {
-            "compare": [created_at(key, 0), created_at(f"{self.prefix}leader", 0),
-                        created_at(self.lease.key, term)],
-            "success": [{"request_put": {"key": b64(key), "value": b64(self.name),
-                                         "lease": lease}}],
+            "compare": [created_at(f"{self.prefix}leader", 0),
+                        created_at(self.lease.key, term),
+                        *(created_at(self.owner_key(g), 0) for g in groups)],
+            "success": [{"request_put": {"key": b64(self.owner_key(g)),
+                                         "value": b64(self.name), "lease": lease}}
+                        for g in groups],
             "failure": []})
         if not answer.get("succeeded"):
             return False
-        self.held[group] = int(answer["header"]["revision"])
-        self.claimed_at[group] = time.monotonic()
+        for group in groups:
+            self.held[group] = int(answer["header"]["revision"])
+            self.claimed_at[group] = time.monotonic()
         return True
 
     def give_up(self, group: str) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from infrakit.manager.holdings import Holdings
 from infrakit.manager.leader_info import LeaderInfo
@@ -25,6 +28,7 @@ from infrakit.spi.event import Publish
 from infrakit.store.etcd import EtcdStore
 
 log = logging.getLogger("infrakit.manager")
+T = TypeVar("T")
 
 MOVES_PER_ROUND = 2
 """Groups a manager hands over per round at most, when one came back or joined: its share
@@ -62,6 +66,7 @@ class Sharing:
         self._task: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._said = ""
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="sharing")
 
     @property
     def term(self) -> int:
@@ -85,6 +90,7 @@ class Sharing:
         self._lost.set()
         if self._task is not None:
             await self._task
+        self._threads.shutdown(wait=False)
 
     async def _serve_terms(self) -> None:
         """Register, lead groups until the lease ends, and again, until the manager stops."""
@@ -113,8 +119,7 @@ class Sharing:
         while not self._lost.is_set():
             taken = time.monotonic()
             try:
-                snap = await asyncio.to_thread(read_snapshot, self.store.client,
-                                               self.store.prefix)
+                snap = await self._io(read_snapshot, self.store.client, self.store.prefix)
             except PluginError as exc:
                 self._say(f"cannot read who leads which group: {exc}", logging.WARNING)
             else:
@@ -144,27 +149,40 @@ class Sharing:
             log.info("group %s: handing it over to %s, whom it prefers", gid,
                      preferred(gid, snap.managers))
             await self._let_go(plugin, gid, "hand over")
-        await asyncio.gather(*(self.take(plugin, gid) for gid in plan.claim))
+        await self.take(plugin, *plan.claim)
         if self.on_round is not None:
             await self.on_round(snap)
 
-    async def take(self, plugin: GroupPlugin, gid: str) -> bool:
-        """Claim ``gid`` and resume it from the store (True), unless another got it."""
-        async with self._lock(gid):
-            if gid in self.holdings.held:
-                return True
-            try:
-                if not await asyncio.to_thread(self.holdings.claim, gid):
-                    return False
-                raw, _ = await asyncio.to_thread(self.store.client.get_value,
-                                                 f"{self.store.prefix}spec/{gid}")
-                if raw is not None:
+    async def take(self, plugin: GroupPlugin, *gids: str) -> None:
+        """Claim those of ``gids`` that nobody leads (in one transaction per 100: a dead
+        manager's many at once), and resume each from the store."""
+        wanted = [g for g in gids if g not in self.holdings.held]
+        try:
+            won = await self._io(self.holdings.claim, *wanted) if wanted else []
+            specs = await self._io(self._specs, won) if won else {}
+        except PluginError as exc:
+            log.warning("cannot take over groups %s: %s", ", ".join(wanted), exc)
+            return
+        for gid in won:
+            async with self._lock(gid):
+                if gid in self.holdings.held and gid not in plugin.controllers \
+                        and (raw := specs.get(gid)) is not None:
                     await plugin.resume(gid, raw)
-            except PluginError as exc:
-                log.warning("group %s: cannot take it over: %s", gid, exc)
-                return gid in self.holdings.held
-            log.info("group %s: leading it (revision %d)", gid, self.holdings.held[gid])
-            return True
+            log.info("group %s: leading it (revision %d)", gid, self.holdings.held.get(gid, 0))
+
+    def _specs(self, gids: list[str]) -> dict[str, bytes]:
+        """The stored specs of ``gids``: one read each, or of all when they are many."""
+        if len(gids) > 3:
+            return self.store.load_groups()
+        found = {g: self.store.client.get_value(f"{self.store.prefix}spec/{g}")[0]
+                 for g in gids}
+        return {g: raw for g, raw in found.items() if raw is not None}
+
+    async def _io(self, call: Callable[..., T], *args: Any) -> T:
+        """``call`` in this manager's own threads for etcd: rounds and claims never wait
+        behind the controllers' store calls in the default pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(call, *args))
 
     async def _let_go(self, plugin: GroupPlugin, gid: str, why: str) -> None:
         """Stop ``gid``'s controller after its pass, then give its owner key up (unless it
@@ -179,7 +197,7 @@ class Sharing:
                 if why == "lost":
                     self.holdings.held.pop(gid, None)
                 else:
-                    await asyncio.to_thread(self.holdings.give_up, gid)
+                    await self._io(self.holdings.give_up, gid)
             except PluginError as exc:  # the lease will take the key with it
                 log.warning("group %s: cannot give it up in etcd: %s", gid, exc)
 
