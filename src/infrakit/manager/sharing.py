@@ -31,8 +31,10 @@ log = logging.getLogger("infrakit.manager")
 T = TypeVar("T")
 
 MOVES_PER_ROUND = 2
-"""Groups a manager hands over per round at most, when one came back or joined: its share
-arrives over a few rounds, never all at once."""
+"""Groups a manager hands over per round at most, when one came back or joined (or a
+twentieth of those it leads, if that is more): its share arrives over a few rounds, never
+all at once; and a manager that started first, and so led every group, hands most of them
+over within seconds of the others' start."""
 
 
 class Sharing:
@@ -142,7 +144,7 @@ class Sharing:
                 log.warning("group %s: another manager leads it now", gid)
                 await self._let_go(plugin, gid, "lost")
         plan = plan_round(me, snap, unowned, time.monotonic(), self.patience,
-                          MOVES_PER_ROUND)
+                          max(MOVES_PER_ROUND, len(self.holdings.held) // 20))
         for gid in plan.drop:
             await self._let_go(plugin, gid, "drop")
         for gid in plan.hand_over:
