@@ -49,6 +49,8 @@ def test_a_round_claims_what_prefers_this_manager_and_hands_over_a_few_at_a_time
     claims = {m: plan_round(m, nobody, {}, 0.0, 5.0, 2).claim for m in managers}
     assert sorted(g for c in claims.values() for g in c) == GROUPS  # each by exactly one
     assert all(len(c) >= 3 for c in claims.values()), claims  # and they spread
+    assert len(plan_round("a", Snapshot({"a": _info()}, {}, groups), {}, 0.0, 5.0, 2,
+                          claims=7).claim) == 7  # alone, it takes a few at a time
     # a, alone, led them all; b and c came back: a hands over 2 per round, claims none
     all_a = Snapshot(managers, {g: Owner("a", 1) for g in GROUPS}, groups)
     plan = plan_round("a", all_a, {}, 0.0, 5.0, 2)

@@ -107,11 +107,13 @@ class Round:
 
 
 def plan_round(me: str, snap: Snapshot, unowned_since: dict[str, float], now: float,
-               patience: float, moves: int) -> Round:
+               patience: float, moves: int, claims: int = 100) -> Round:
     """What manager ``me`` does now. It claims the groups nobody leads that prefer it, and
     any that nobody has led for ``patience`` seconds (their preferred manager is alive but
-    does not claim them: stuck, or of a version that cannot). ``unowned_since`` is kept
-    by the caller across rounds: when each group was first seen without a leader."""
+    does not claim them: stuck, or of a version that cannot), at most ``claims`` of them:
+    the first of many managers to start does not take every stored group before the
+    others have registered. ``unowned_since`` is kept by the caller across rounds: when
+    each group was first seen without a leader."""
     plan = Round()
     if me not in snap.managers:
         return plan  # not registered (yet): it claims nothing
@@ -122,7 +124,8 @@ def plan_round(me: str, snap: Snapshot, unowned_since: dict[str, float], now: fl
         owner = snap.owners.get(group)
         if owner is None:
             since = unowned_since.setdefault(group, now)
-            if preferred(group, live) == me or now - since >= patience:
+            if (preferred(group, live) == me or now - since >= patience) \
+                    and len(plan.claim) < claims:
                 plan.claim.append(group)
         elif owner.manager == me and preferred(group, live) != me \
                 and len(plan.hand_over) < moves:

@@ -145,12 +145,12 @@ class Sharing:
                 await self._let_go(plugin, gid, "lost")
         plan = plan_round(me, snap, unowned, time.monotonic(), self.patience,
                           max(MOVES_PER_ROUND, len(self.holdings.held) // 20))
-        for gid in plan.drop:
-            await self._let_go(plugin, gid, "drop")
         for gid in plan.hand_over:
             log.info("group %s: handing it over to %s, whom it prefers", gid,
                      preferred(gid, snap.managers))
-            await self._let_go(plugin, gid, "hand over")
+        await asyncio.gather(*(self._let_go(plugin, gid, "drop") for gid in plan.drop),
+                             *(self._let_go(plugin, gid, "hand over")
+                               for gid in plan.hand_over))
         await self.take(plugin, *plan.claim)
         if self.on_round is not None:
             await self.on_round(snap)
