@@ -216,6 +216,8 @@ def main() -> None:
                         "their specs before the managers start")
     parser.add_argument("--parent", default=str(Path.home()), help=PARENT_HELP)
     args = parser.parse_args()
+    # a run in the background ignores SIGINT: SIGTERM stops it, and everything it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     groups = [f"g{n:04d}" for n in range(args.groups)]
     names = [f"m{n}" for n in range(args.managers)]
     host = os.uname().nodename
