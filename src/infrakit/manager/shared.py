@@ -11,7 +11,7 @@ manager it prefers, which the call is forwarded to. ``InspectGroups`` is answere
 the store. The other duties are each manager's for its own groups: it publishes their
 events and sends their alerts (Alertmanager merges the same alert sent by two managers);
 ``Group.Usage`` of every group sums the store and this manager's unwritten counts (the
-others' are in the store after their next write, within a minute).
+others' are in the store after their next write, within 15 s).
 """
 
 from __future__ import annotations
