@@ -53,9 +53,10 @@ class Sharing:
         ttl = holdings.lease.ttl
         self.interval = min(0.25, ttl / 8)
         """Seconds between two rounds."""
-        self.patience = float(ttl)
+        self.patience = 4.0 * ttl
         """Seconds a group may go unled before any manager, not only its preferred one,
-        claims it."""
+        claims it: long enough that a preferred manager that is only slow (a loaded
+        machine) gets it, rather than the group going back and forth."""
         self.plugin: GroupPlugin | None = None
         """The group plugin running the groups this manager leads, while it is registered."""
         self.publish: Publish | None = None
