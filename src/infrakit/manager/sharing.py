@@ -112,7 +112,7 @@ class Sharing:
                      self.holdings.name, self.holdings.lease.term)
             await self._rounds(plugin)
             self.plugin = None
-            # their fences fail already: this only waits for the passes to end
+            # the passes under way end (after a lost lease their fences fail already)
             await plugin.stop(wait=self.holdings.lease.ttl)
             self.holdings.forget_all()
             await asyncio.to_thread(self.holdings.lease.resign)  # a clean stop: at once
