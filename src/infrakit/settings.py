@@ -36,6 +36,8 @@ class Setting(Generic[T]):
     repeatable: bool = False
     """The option may be given more than once; each is parsed alone and the tuples each
     gives are joined (the variable gives them all at once, comma-separated)."""
+    flag: bool = False
+    """The option takes no value: given, it turns the setting on (the variable: yes/no)."""
 
     def value(self, raw: str, name: str = "") -> T:
         """``raw`` parsed; one that cannot be raises a :class:`SettingError` naming
@@ -94,6 +96,14 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def yes_or_no(raw: str) -> bool:
+    if raw.lower() in ("1", "yes", "true", "on"):
+        return True
+    if raw.lower() in ("", "0", "no", "false", "off"):
+        return False
+    raise ValueError("is not yes or no")
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
@@ -213,6 +223,12 @@ MANAGER: dict[str, Setting[Any]] = {
                          "Seconds a leader's etcd lease lives without renewal: a dead "
                          "leader's successor starts within this time.",
                          option="--lease-ttl", metavar="SECONDS"),
+    "share_groups": Setting(
+        "INFRAKIT_MANAGER_SHARE_GROUPS", "no", yes_or_no,
+        "With --store etcd: share the groups among every manager started so, each group "
+        "led by one of them (see `infrakit manager status`), instead of one leader running "
+        "them all. Give it to every manager of the prefix, or to none.",
+        option="--share-groups", flag=True),
     "listen": Setting("INFRAKIT_MANAGER_LISTEN", "", str,
                       "Also serve on TCP (HOST defaults to 127.0.0.1), for managers on other "
                       "machines to forward to: needs --tls-cert, --tls-key and --token-file.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,12 +17,15 @@ from infrakit.cli.setting_option import setting_option
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.cli.template import TemplateInput, template_options
 from infrakit.manager.config import export_document, parse_configuration
-from infrakit.manager.run import Settings, build_manager, current_leader
+from infrakit.manager.run import Settings, build_manager, current_leader, shared_status
 from infrakit.rpc.typed import GroupClient
 from infrakit.settings import MANAGER
 from infrakit.spi.calls import GroupAPI
 from infrakit.spi.errors import CallFailed, PluginError
 from infrakit.spi.group import GroupPlan, GroupSpec
+
+if TYPE_CHECKING:
+    from infrakit.manager.shards import ShareStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,10 +74,23 @@ def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields
 def status(ctx: click.Context, output: str) -> None:
     """Who leads, for how long (AGE; -o wide, json and yaml give since when, as ISO
     8601), which store it uses, and the socket it serves on. Exits 1 when no manager
-    leads, so that a script can wait for one."""
+    leads, so that a script can wait for one.
+
+    With managers that share the groups (--share-groups), who leads which group: a table
+    of the live managers (MANAGER is HOST:NAME, NAME being the one it serves as) with how
+    many GROUPS each leads, then one row per group with the MANAGER leading it; "-" while
+    none does: for at most the lease's TTL after its manager died, or a moment while it
+    is handed over. -o json gives the same as
+    {"Managers": [{"Name", "PID", "Host", "Since", "Address", "URL", "Groups": [...]}],
+    "Groups": {group: manager name or null}}."""
     import time
 
-    leader = current_leader(ctx.meta["manager"])
+    settings = ctx.meta["manager"]
+    shared = shared_status(settings)
+    if shared is not None:
+        _shared_status(shared, output)
+        return
+    leader = current_leader(settings)
     if leader is None:
         if output not in TABLES:
             click.echo(dump(None, output))
@@ -85,6 +101,22 @@ def status(ctx: click.Context, output: str) -> None:
          lambda: [[str(leader.pid), leader.host, age(time.time() - leader.since), leader.store,
                    " ".join(filter(None, (leader.address, leader.url))) or "-",
                    *([iso(leader.since) or ""] if wide else [])]])
+
+
+def _shared_status(shared: ShareStatus, output: str) -> None:
+    import time
+
+    now = time.time()
+    data = to_data(shared)
+    for manager in data["Managers"]:
+        manager["Since"] = iso(manager["Since"])
+    emit(data, output, ["MANAGER", "PID", "HOST", "AGE", "GROUPS", "SERVES"], lambda: [[
+        m.name, str(m.pid), m.host, age(now - m.since), str(len(m.groups)),
+        " ".join(filter(None, (m.address, m.url))) or "-"] for m in shared.managers])
+    if output in TABLES:
+        click.echo()
+        emit(data, output, ["GROUP", "MANAGER"],
+             lambda: [[g, name or "-"] for g, name in shared.groups.items()])
 
 
 @command.command()

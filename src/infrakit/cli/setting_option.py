@@ -4,6 +4,7 @@ refused naming the option or the variable, as the user gave it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,8 +35,28 @@ def parsed_by(setting: Setting[Any]) -> Callable[[click.Context, click.Parameter
     return parse
 
 
+def _flag_parsed_by(setting: Setting[Any]
+                    ) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A flag's callback: on when given; else what its variable says, parsed by the
+    setting (click's own reading of a flag's variable would take a bad value silently)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if ctx.get_parameter_source(str(param.name)) is ParameterSource.COMMANDLINE:
+            return True
+        try:
+            return setting.value(os.environ.get(setting.env, setting.default))
+        except SettingError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+
+    return parse
+
+
 def setting_option(setting: Setting[Any], field: str) -> Callable[[F], F]:
     """The option of ``setting``, passed to the command as ``field``."""
+    if setting.flag:
+        return click.option(setting.option, field, is_flag=True, flag_value="yes",
+                            default=setting.default, callback=_flag_parsed_by(setting),
+                            envvar=setting.env, show_envvar=True, help=setting.help)
     return click.option(setting.option, field,
                         default=() if setting.repeatable else setting.default,
                         multiple=setting.repeatable, callback=parsed_by(setting),

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from infrakit.manager.etcd_leader import EtcdLeadership
+from infrakit.manager.forward import Forwarder
 from infrakit.manager.leader_info import LeaderInfo
 from infrakit.plugins.group.plugin import GroupPlugin, Watcher
 from infrakit.plugins.group.views import MetadataView
-from infrakit.rpc.client import AsyncRPCClient, Remote
+from infrakit.rpc.client import Remote
 from infrakit.rpc.lookup import SocketPlugins
-from infrakit.rpc.typed import AsyncGroupClient
-from infrakit.spi.errors import CallFailed, PluginError, Unreachable
+from infrakit.spi.errors import PluginError
 from infrakit.spi.event import Publish
 from infrakit.spi.group import (
     GroupDescription,
@@ -71,7 +69,7 @@ class ElectedGroup:
         self._stopping = threading.Event()
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._rpc: AsyncRPCClient | None = None
+        self._forwarder = Forwarder(remote)
         """The connection to the leader that calls are forwarded to (kept alive)."""
         self._publish: Publish | None = None
         self._metadata = MetadataView(self)
@@ -98,8 +96,7 @@ class ElectedGroup:
         self._lost.set()
         if self._task is not None:
             await self._task
-        if self._rpc is not None:
-            await self._rpc.close()
+        await self._forwarder.close()
 
     async def _serve_terms(self) -> None:
         """Campaign, lead until the term ends, and again, until the manager stops."""
@@ -147,15 +144,7 @@ class ElectedGroup:
         """What is committed: the store says, whoever leads."""
         if self._leading is not None:
             return await self._leading.inspect_groups()
-        groups = await asyncio.to_thread(self.store.load_groups)
-        specs = []
-        for gid in sorted(groups):
-            try:
-                specs.append(_decode_spec(groups[gid]))
-            except msgspec.DecodeError as exc:  # one damaged spec hides no other group
-                log.error("group %s: its spec stored in %s cannot be read: %s", gid,
-                          self.store, exc)
-        return specs
+        return await asyncio.to_thread(stored_specs, self.store)
 
     async def describe_status(self, id: str) -> GroupStatus:
         status: GroupStatus = await self._lead_or_forward("describe_status", id)
@@ -227,7 +216,8 @@ class ElectedGroup:
                     continue
             leader = await self._leader()
             if leader is not None and not leader.is_me():
-                return await self._forward(leader, attr, args)
+                await self._forwarder.keep_only([leader])  # a new leader: the old one went
+                return await self._forwarder.call(leader, attr, args)
             if time.monotonic() >= deadline:
                 raise PluginError(f"no manager leads at the moment (waited "
                                   f"{self.wait_for_leader:g}s); try again")
@@ -240,31 +230,14 @@ class ElectedGroup:
             log.warning("cannot tell who leads: %s", exc)
             return None
 
-    async def _forward(self, leader: LeaderInfo, attr: str, args: tuple[Any, ...]) -> Any:
-        rpc = self._rpc
-        if rpc is None or rpc.path not in (Path(leader.address), leader.url):  # a new leader
-            if rpc is not None:
-                await rpc.close()
-            rpc = self._rpc = self._connect(leader)
-        who = f"the leader (pid {leader.pid} on {leader.host})"
-        try:
-            return await getattr(AsyncGroupClient(rpc, name=who), attr)(*args)
-        except CallFailed as exc:  # the leader's own answer, as it gave it
-            raise PluginError(exc.reason) from None
-        except Unreachable as exc:
-            raise PluginError(f"{who} did not answer: {exc.reason}") from None
 
-    def _connect(self, leader: LeaderInfo) -> AsyncRPCClient:
-        """A client of the leader's socket if it runs on this machine, else of its TCP
-        listener (TLS, and the managers' token)."""
-        who = f"the leader (pid {leader.pid} on {leader.host})"
-        if leader.address and leader.host == socket.gethostname():
-            return AsyncRPCClient(Path(leader.address), forwards=True)
-        if not leader.url:
-            raise PluginError(f"{who} runs on another machine and has no TCP listener; "
-                              "start managers with --listen to forward between machines")
-        remote = self.remote(leader.url)
-        if remote is None:
-            raise PluginError(f"{who} listens on {leader.url}, but this manager has no "
-                              "--tls-cert/--tls-ca and --token-file to call it with")
-        return AsyncRPCClient(leader.url, remote=remote, forwards=True)
+def stored_specs(store: EtcdStore) -> list[GroupSpec]:
+    """Every committed spec, as the store keeps them, by group ID."""
+    groups = store.load_groups()
+    specs = []
+    for gid in sorted(groups):
+        try:
+            specs.append(_decode_spec(groups[gid]))
+        except msgspec.DecodeError as exc:  # one damaged spec hides no other group
+            log.error("group %s: its spec stored in %s cannot be read: %s", gid, store, exc)
+    return specs

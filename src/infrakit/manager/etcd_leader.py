@@ -34,13 +34,18 @@ class EtcdLeadership:
     manager runs: it also says when (``on_lost``), and resigns."""
 
     def __init__(self, client: EtcdClient, prefix: str, ttl: int,
-                 on_lost: Callable[[], None] = lambda: None) -> None:
+                 on_lost: Callable[[], None] = lambda: None, name: str = "leader",
+                 yield_to: str = "") -> None:
         """``client`` should answer within a quarter of ``ttl`` (its timeout), so that a
-        renewal that hangs is noticed in time; the leader key is ``<prefix>leader``;
-        ``on_lost`` is called, from a thread, when this manager's term ends."""
+        renewal that hangs is noticed in time; the leader key is ``<prefix><name>`` (a
+        manager sharing groups holds ``managers/<its name>`` instead, see
+        :mod:`infrakit.manager.shared`); ``on_lost`` is called, from a thread, when this
+        manager's term ends; while any key is under ``yield_to``, it does not campaign
+        (managers sharing the groups run there)."""
         self.client = client
+        self.yield_to = yield_to
         self.ttl = ttl
-        self.key = f"{prefix}leader"
+        self.key = f"{prefix}{name}"
         self.term = 0
         """The leader key's create revision while this manager leads; 0 when it does not."""
         self.on_lost = on_lost
@@ -64,9 +69,11 @@ class EtcdLeadership:
                 if self._campaign(info):
                     return True
                 leader = self.leader()
-                news = f"{leader.pid}@{leader.host}" if leader else ""
+                news = f"{leader.pid}@{leader.host}" if leader else self._yielding()
                 if leader is not None and news != said:
                     log.info("waiting to lead: pid %d on %s leads", leader.pid, leader.host)
+                elif news and news != said:
+                    log.warning("waiting to lead: %s", news)
             except PluginError as exc:
                 news = str(exc)
                 if news != said:
@@ -84,7 +91,7 @@ class EtcdLeadership:
                 if "lease not found" not in str(exc):  # not expired: etcd is still away
                     self._stale_lease = lease
                     raise
-        if self.client.get_value(self.key)[0] is not None:
+        if self.client.get_value(self.key)[0] is not None or self._yielding():
             return False
         lease = self.client.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"]
         answer = self.client.call("/kv/txn", {
@@ -102,6 +109,13 @@ class EtcdLeadership:
         threading.Thread(target=self._keep, args=(lease, self.term), daemon=True,
                          name="lease").start()
         return True
+
+    def _yielding(self) -> str:
+        """Why this manager may not campaign now, or ""."""
+        if self.yield_to and self.client.get_keys(self.yield_to):
+            return (f"managers started with --share-groups run under {self.yield_to}; stop "
+                    "them, or start this one with --share-groups too")
+        return ""
 
     def _keep(self, lease: Any, term: int) -> None:
         """Renew the lease until the term ends: the moment leadership may be lost."""
@@ -143,11 +157,22 @@ class EtcdLeadership:
         if self.term:
             self._end(revoke=True)
 
+    @property
+    def lease(self) -> Any:
+        """The lease of this manager's term (None when it does not lead): keys created
+        under it go when it does."""
+        return self._lease
+
+    def fresh(self) -> bool:
+        """Whether this manager's term has not ended and its lease was renewed within two
+        thirds of the TTL: no other manager can have taken over yet."""
+        return bool(self.term) and time.monotonic() - self._renewed <= self.ttl * 2 / 3
+
     def fence(self) -> None:
         """Raise unless this manager still leads: its term has not ended, its lease was
         renewed within two thirds of the TTL, and the leader key is the one it created."""
         term = self.term
-        if not term or time.monotonic() - self._renewed > self.ttl * 2 / 3:
+        if not self.fresh():
             raise PluginError("not acting: this manager's lease may have expired")
         if self.client.created_revision(self.key) != term:
             raise PluginError("not acting: another manager leads now")

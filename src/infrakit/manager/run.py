@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
     from infrakit.manager.lock_leader import LockLeadership
+    from infrakit.manager.shards import ShareStatus
+    from infrakit.manager.shared import SharedGroups
     from infrakit.plugins.group.plugin import GroupPlugin
     from infrakit.store.etcd import EtcdStore
     from infrakit.store.sqlite import SQLiteStore
@@ -64,6 +66,8 @@ class Settings:
     alert_not_converged_for: float = 600.0
     alert_for: float = 60.0
     alert_repeat: float = 14400.0
+    share_groups: bool = False
+    """With etcd: each group led by one of the managers, instead of all by one leader."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -71,6 +75,9 @@ class Settings:
 
     def check(self) -> None:
         """Refuse settings that are each valid but do not go together."""
+        if self.share_groups and self.store != "etcd":
+            raise PluginError("--share-groups: managers share groups only with --store etcd "
+                              "(on one machine, one manager leads them all)")
         if self.store == "etcd" and not self.endpoints:
             raise PluginError("--etcd-endpoints: required with --store etcd")
         if self.store == "etcd":
@@ -178,19 +185,37 @@ def _etcd_store(settings: Settings) -> EtcdStore:
 
 def _etcd_leadership(settings: Settings) -> EtcdLeadership:
     from infrakit.manager.etcd_leader import EtcdLeadership
+    from infrakit.manager.shards import MANAGERS
     from infrakit.store.etcd_client import EtcdClient
 
     # the lease's own connection answers within a quarter of the TTL, or counts as failed
     client = EtcdClient(settings.endpoints, timeout=settings.lease_ttl / 4)
-    return EtcdLeadership(client, settings.prefix, settings.lease_ttl)
+    return EtcdLeadership(client, settings.prefix, settings.lease_ttl,
+                          yield_to="" if settings.share_groups else settings.prefix + MANAGERS)
 
 
 def _serve_elected(store: EtcdStore, election: EtcdLeadership, me: LeaderInfo, poll: float,
-                   settings: Settings) -> ElectedGroup:
-    """Serve at once, leading or following (see :mod:`infrakit.manager.elected`)."""
+                   settings: Settings) -> ElectedGroup | SharedGroups:
+    """Serve at once, leading or following (see :mod:`infrakit.manager.elected`), or
+    leading a share of the groups (:mod:`infrakit.manager.shared`)."""
+    if settings.share_groups:
+        from infrakit.manager.holdings import Holdings
+        from infrakit.manager.shared import SharedGroups
+        from infrakit.manager.sharing import Sharing
+
+        holdings = Holdings(election.client, settings.prefix, settings.lease_ttl,
+                            _manager_name(me))
+        return SharedGroups(Sharing(store, holdings, poll, me, settings.alerting()),
+                            settings.remote)
     from infrakit.manager.elected import ElectedGroup
 
     return ElectedGroup(store, election, poll, me, settings.remote, settings.alerting())
+
+
+def _manager_name(me: LeaderInfo) -> str:
+    """What a manager sharing groups is known by: its host and the name it serves as, the
+    same when it comes back, so that the groups it led prefer it again."""
+    return f"{me.host}:{Path(me.address).name}"
 
 
 _SQLITE = StoreKind(lambda s: f"sqlite:{_sqlite_path()}", _sqlite_store,
@@ -206,6 +231,23 @@ def current_leader(settings: Settings) -> LeaderInfo | None:
     settings.check()
     leader: LeaderInfo | None = STORE_KINDS[settings.store].leadership(settings).leader()
     return leader
+
+
+def shared_status(settings: Settings) -> ShareStatus | None:
+    """Who leads which group, when managers share the groups these settings describe
+    (None when none does: no manager runs with ``--share-groups``)."""
+    settings.check()
+    if settings.store != "etcd":
+        return None
+    from infrakit.manager.shards import read_snapshot, share_status
+    from infrakit.store.etcd_client import EtcdClient
+
+    client = EtcdClient(settings.endpoints)
+    try:
+        snap = read_snapshot(client, settings.prefix)
+    finally:
+        client.close()
+    return share_status(snap) if snap.managers else None
 
 
 def build_manager(settings: Settings, name: str) -> dict[str, Any]:

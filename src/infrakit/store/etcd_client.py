@@ -109,11 +109,11 @@ class EtcdClient:
                                   ) from None
         raise PluginError(f"no etcd member answers; the last: {failed}")
 
-    def get_range(self, key: str, prefix: bool = False,
-                  end: str | None = None) -> list[dict[str, Any]]:
+    def get_range(self, key: str, prefix: bool = False, end: str | None = None,
+                  keys_only: bool = False) -> list[dict[str, Any]]:
         """The key-values at ``key``, or under it with ``prefix``, or from it up to, not
-        including, ``end``."""
-        request: dict[str, Any] = {"key": b64(key)}
+        including, ``end``; with ``keys_only``, without their values."""
+        request: dict[str, Any] = {"key": b64(key), "keys_only": keys_only}
         if prefix:
             request["range_end"] = b64(prefix_end(key))
         elif end is not None:
@@ -125,6 +125,11 @@ class EtcdClient:
         """Every key under ``prefix``, without it, to its value."""
         return {base64.b64decode(kv["key"]).decode()[len(prefix):]:
                 base64.b64decode(kv.get("value", "")) for kv in self.get_range(prefix, True)}
+
+    def get_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, without it (their values are not read)."""
+        return [base64.b64decode(kv["key"]).decode()[len(prefix):]
+                for kv in self.get_range(prefix, True, keys_only=True)]
 
     def get_between(self, start: str, end: str, strip: str) -> dict[str, bytes]:
         """Every key from ``start`` up to, not including, ``end``, without the leading
@@ -145,14 +150,17 @@ class EtcdClient:
         return int(kvs[0]["create_revision"]) if kvs else 0
 
     def txn(self, success: list[dict[str, Any]],
-            compare: Iterable[dict[str, Any]] = ()) -> bool:
+            compare: Iterable[dict[str, Any]] = (),
+            fence: list[tuple[str, int]] | None = None) -> bool:
         """Apply ``success`` if every ``compare`` (and the fence) holds; False when a
-        compare failed, an error when the fence did."""
-        fence = [] if self._fence is None else [created_at(*self._fence)]
-        answer = self.call("/kv/txn", {"compare": [*compare, *fence],
+        compare failed, an error when the fence did. ``fence`` replaces the client's own:
+        the keys, each with the create revision it must still have (0: must not exist),
+        that let a manager sharing groups write for one group."""
+        fences = fence if fence is not None else [self._fence] if self._fence else []
+        answer = self.call("/kv/txn", {"compare": [*compare, *(created_at(*f) for f in fences)],
                                        "success": success, "failure": []})
         if answer.get("succeeded", False):
             return True
-        if self._fence is not None and self.created_revision(self._fence[0]) != self._fence[1]:
+        if any(self.created_revision(key) != revision for key, revision in fences):
             raise PluginError("etcd: this manager no longer leads; nothing was written")
         return False

@@ -65,14 +65,16 @@ class GroupPlugin(GroupReads):
     """
 
     def __init__(self, store: GroupStore, plugins: PluginLookup, poll: float,
-                 fence: Fence | None = None, watcher: Watcher | None = None) -> None:
+                 fence: Fence | None = None, watcher: Watcher | None = None,
+                 group_fence: Callable[[str], Fence] | None = None) -> None:
         super().__init__(store)
         self.reach = Reachability(plugins)
         """Which plugins the groups' calls did not reach, and why."""
         self.plugins: PluginLookup = self.reach
         self.poll = poll
-        self.fence = fence
-        """Raises unless this process may act on providers (a manager's leadership)."""
+        self.fence, self.group_fence = fence, group_fence
+        """Raise unless this process may act on providers (a manager's leadership); the
+        second, when managers share the groups, gives each group's own."""
         self.watcher = watcher
         self._locks: dict[str, asyncio.Lock] = {}
         """One per group: the verbs that change a group take turns, so that the spec a
@@ -91,38 +93,39 @@ class GroupPlugin(GroupReads):
         """The controller of each group being watched, by group ID (read-only)."""
         return MappingProxyType(self._controllers)
 
-    async def start(self) -> None:
+    async def start(self, resume: bool = True) -> None:
+        """Resume every stored group, or none (managers sharing groups: :meth:`resume`)."""
         COLLECTOR.watched[id(self)] = self._controllers
         register_collector()
-        for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
-            try:
-                spec = _decode_spec(raw)
-                props = parse_group(spec)
-            except (msgspec.DecodeError, PluginError) as exc:  # the others resume
-                self._unloaded[gid] = (f"its spec stored in {self.store} cannot be read or "
-                                       f"is no longer valid, so it was not resumed: {exc}")
-                log.error("group %s: %s", gid, self._unloaded[gid])
-                continue
-            destroying = await asyncio.to_thread(self.store.destroying, gid)
-            self._watch(spec, props, destroying, resumed=True)
-            await self._remember_previous(gid)
-            log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
-                     "finishes it" if destroying else "resumed")
+        if resume:
+            for gid, raw in (await asyncio.to_thread(self.store.load_groups)).items():
+                await self.resume(gid, raw)
         if self.watcher is not None:
             await self.watcher.start(self)
 
-    async def _remember_previous(self, gid: str) -> None:
-        """The health check of the spec before the current one: members made from it
-        during an update that a restart interrupted are judged by it still (and their
-        usage is priced by its Instance block)."""
-        raw = await asyncio.to_thread(self.store.previous_spec, gid)
-        if raw is None:
+    async def resume(self, gid: str, raw: bytes) -> None:
+        """Watch the stored group ``gid`` (spec ``raw``) again, as it was left."""
+        try:
+            spec = _decode_spec(raw)
+            props = parse_group(spec)
+        except (msgspec.DecodeError, PluginError) as exc:  # the others resume
+            self._unloaded[gid] = (f"its spec stored in {self.store} cannot be read or "
+                                   f"is no longer valid, so it was not resumed: {exc}")
+            log.error("group %s: %s", gid, self._unloaded[gid])
             return
-        with contextlib.suppress(PluginError, msgspec.DecodeError):
-            old = parse_group(_decode_spec(raw))
-            controller = self._controllers[gid]
-            controller.health.remember(config_sha(old), old.flavor)
-            controller.usage.know(config_sha(old), msgspec.json.encode(old.instance))
+        destroying = await asyncio.to_thread(self.store.destroying, gid)
+        self._watch(spec, props, destroying, resumed=True)
+        await _remember_previous(self.store, self._controllers[gid])
+        log.info("group %s: %s", gid, "being destroyed: 'infrakit group destroy' "
+                 "finishes it" if destroying else "resumed")
+
+    async def release(self, gid: str, wait: float = STOP_WAIT) -> None:
+        """Stop watching ``gid`` after its pass, leaving it as stored: another leads it."""
+        async with self._lock(gid):
+            self._unloaded.pop(gid, None)
+            if (controller := self._controllers.get(gid)) is not None:
+                await controller.stop(wait)
+                self._forget(gid)
 
     async def stop(self, wait: float = STOP_WAIT) -> None:
         """Stop every controller once the pass it is in has ended (or after ``wait``), and
@@ -141,8 +144,9 @@ class GroupPlugin(GroupReads):
         controller = self._controllers.get(spec.id)
         if controller is None:
             paused = self.store.paused(spec.id)
+            fence = self.group_fence(spec.id) if self.group_fence else self.fence
             controller = GroupController(spec.id, props, self.store, self.plugins, self.poll,
-                                         paused, self.fence, resumed)
+                                         paused, fence, resumed)
             controller.destroying = destroying
             controller.created = self.store.created(spec.id)
             controller.events.publish = self.views.published
@@ -279,6 +283,19 @@ class GroupPlugin(GroupReads):
             self._forget(gid)
             await asyncio.to_thread(self.store.delete_group, gid)
 
+
+
+async def _remember_previous(store: GroupStore, controller: GroupController) -> None:
+    """The health check of the spec before the current one: members made from it during an
+    update that a restart interrupted are judged by it still (and their usage is priced by
+    its Instance block)."""
+    raw = await asyncio.to_thread(store.previous_spec, controller.group)
+    if raw is None:
+        return
+    with contextlib.suppress(PluginError, msgspec.DecodeError):
+        old = parse_group(_decode_spec(raw))
+        controller.health.remember(config_sha(old), old.flavor)
+        controller.usage.know(config_sha(old), msgspec.json.encode(old.instance))
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:
