@@ -20,11 +20,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import timeit
 from pathlib import Path
 
-from bench.stack import cpu_seconds, wait
+from bench.stack import cpu_seconds, timed_calls, wait
 from infrakit.rpc.tokens import Tokens, hashed
 from infrakit.spi.access import Principal, Role, authorize
 from infrakit.spi.group import GROUP
@@ -55,18 +54,7 @@ def round_of(port: int, cert: Path, calls: int) -> tuple[float, list[float]]:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     conn.request("POST", "/", BODY, headers)  # the handshake is not counted
     conn.getresponse().read()
-    lat = []
-    started = time.perf_counter()
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        conn.request("POST", "/", BODY, headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        lat.append(time.perf_counter() - t0)
-        assert resp.status == 200 and b'"Groups"' in data, data
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return calls / elapsed, lat
+    return timed_calls(conn, BODY, headers, b'"Groups"', calls)
 
 
 def in_process(directory: Path, entries: int) -> tuple[float, float]:

@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.stack import timed_calls
 
 BODY = (b'{"jsonrpc":"2.0","method":"Instance.DescribeInstances",'
         b'"params":{"Type":"","Tags":{},"Properties":false},"id":1}')
@@ -37,18 +38,7 @@ class UnixConnection(http.client.HTTPConnection):
 def run(sock: str, calls: int) -> tuple[float, list[float]]:
     conn = UnixConnection(sock)
     headers = {"Content-Type": "application/json"}
-    lat = []
-    start = time.perf_counter()
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        conn.request("POST", "/", BODY, headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        lat.append(time.perf_counter() - t0)
-        assert resp.status == 200 and b'"Descriptions"' in data, data
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return calls / elapsed, sorted(lat)
+    return timed_calls(conn, BODY, headers, b'"Descriptions"', calls)
 
 
 def main() -> None:

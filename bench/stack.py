@@ -9,6 +9,7 @@ benchmark fails, naming it."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import subprocess
@@ -145,3 +146,21 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_calls(conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str],
+                expect: bytes, calls: int) -> tuple[float, list[float]]:
+    """``calls`` keep-alive POSTs of ``body`` on ``conn``: calls a second, and each call's
+    seconds (sorted); each answer must be 200 and hold ``expect``."""
+    lat = []
+    started = time.perf_counter()
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        conn.request("POST", "/", body, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        lat.append(time.perf_counter() - t0)
+        assert resp.status == 200 and expect in data, data
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return calls / elapsed, sorted(lat)
