@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httptools
 
 from infrakit.rpc.stream import Stream, StreamWriter
+from infrakit.rpc.web import PREFIX, Request, Response, WebHandler
 from infrakit.spi.access import Principal, Role, acting_as
 
 if TYPE_CHECKING:
@@ -65,10 +66,12 @@ class Page:
 #: (which stays open: see :mod:`infrakit.rpc.stream`).
 Pages = Mapping[bytes, Callable[[bytes], Page | Stream]]
 
-_REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
-            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+_REASONS = {100: "Continue", 200: "OK", 303: "See Other", 304: "Not Modified",
+            400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout",
             413: "Content Too Large", 415: "Unsupported Media Type",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error",
             503: "Service Unavailable"}
 
 
@@ -133,18 +136,22 @@ class _Message:
     drain: bool = False
     """After this answer, read and drop what the client still sends (see
     :meth:`_Connection.refuse`)."""
+    web: dict[str, str] | None = None
+    """The header fields of a request for the web handler (see :mod:`infrakit.rpc.web`)."""
 
 
 class _Reader:
     """The parser's callbacks: what the request being read says, as it arrives."""
 
     def __init__(self, conn: _Connection, limits: Limits, authenticate: Authenticate | None,
-                 pages_only: bool) -> None:
+                 pages_only: bool, web: bool) -> None:
         self._conn = conn
         self._limits = limits
         self._authenticate = authenticate
         self._pages_only = pages_only
         """A port that serves its pages alone: no call reaches the plugin."""
+        self._web = web
+        """Whether paths under :data:`~infrakit.rpc.web.PREFIX` go to a web handler."""
         self.parser = httptools.HttpRequestParser(self)
         self.head = 0
         """Bytes of the request head read so far; -1 while a body is read."""
@@ -170,6 +177,8 @@ class _Reader:
         self._body: list[bytes] = []
         self._size = 0
         self._early: bytes | None = None
+        self._fields: dict[str, str] | None = None
+        """The header fields of a request for the web handler; None for any other."""
 
     def on_message_begin(self) -> None:
         self.reset()
@@ -177,10 +186,14 @@ class _Reader:
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
+        if self._web and b"".join(self._url).startswith(PREFIX):
+            self._fields = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname == b"content-type":
+        if self._fields is not None:  # the web handler authenticates by its own means
+            self._fields[lname.decode("latin-1")] = value.decode("latin-1")
+        elif lname == b"content-type":
             self._ctype = value
         elif lname == b"authorization" and self._authenticate is not None:
             # checked as soon as it has come: a wrong token ends the connection at once
@@ -199,7 +212,8 @@ class _Reader:
 
     def on_headers_complete(self) -> None:
         self.head = -1
-        if not self.authorized:  # nothing else is said to a caller without the token
+        # nothing else is said to a caller without the token (the web handler says itself)
+        if not self.authorized and self._fields is None:
             self._conn.refuse(401, "unauthorized")
             raise _Refused
         if self.parser.should_upgrade():
@@ -225,6 +239,8 @@ class _Reader:
 
     def _early_answer(self) -> bytes | None:
         """The answer to a request that is refused for its head alone, if it is."""
+        if self._fields is not None:
+            return None
         method = self.parser.get_method()
         path = b"".join(self._url).split(b"?", 1)[0]
         if path in self._conn.pages:
@@ -260,7 +276,7 @@ class _Reader:
         self._conn.arm(self._limits.idle_timeout, None)
         msg = _Message(self.parser.get_method(), self.parser.should_keep_alive(),
                        b"".join(self._body), self._early, b"".join(self._url),
-                       self.principal or self._conn.local)
+                       self.principal or self._conn.local, web=self._fields)
         self.reset()
         self._conn.queue(msg)
 
@@ -275,7 +291,8 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
-        self._reader = _Reader(self, server.limits, server.authenticate, server.handler is None)
+        self._reader = _Reader(self, server.limits, server.authenticate,
+                               server.handler is None, server.web is not None)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
@@ -473,6 +490,10 @@ class _Connection(asyncio.Protocol):
             if msg.early is not None:
                 self._send(msg, msg.early)
                 continue
+            if msg.web is not None:
+                self.deadline = float("inf")
+                self._pending = self._loop.create_task(self._web(msg, msg.web))
+                return
             if msg.method == b"GET":
                 page = _page(self.pages, msg.target)
                 if isinstance(page, Stream):
@@ -498,6 +519,24 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._closing:
             self._ignoring, self._stream = True, StreamWriter(self._transport, stream)
             self.arm(0, None)
+
+    async def _web(self, msg: _Message, fields: dict[str, str]) -> None:
+        """Answer a request for the web handler: a page, or a stream."""
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        request = Request(msg.method.decode("latin-1"), msg.target.decode("latin-1"), fields,
+                          msg.body, str(peer[0]) if peer else "")
+        try:
+            answer = await cast(WebHandler, self._server.web)(request)
+        except Exception:
+            _handler_failed(self)
+            return
+        self._pending = None
+        if isinstance(answer, Stream):
+            self._streams(answer)
+            return
+        self.arm(self._limits.idle_timeout, None)
+        self._send(msg, _web_answer(answer, msg.keep_alive and not self._server.closing))
+        self._answer_queued()
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
@@ -610,6 +649,10 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that was answered early."""
 
 
+def _web_answer(answer: Response, keep_alive: bool) -> bytes:
+    return answer.encode(_REASONS.get(answer.status, "OK"), not keep_alive)
+
+
 def _ok(answer: bytes | None) -> bytes:
     return _response(200, b"" if answer is None else answer)
 
@@ -639,10 +682,13 @@ class HTTPServer:
     """Owns the listening socket and every connection."""
 
     def __init__(self, handler: BodyHandler | None, pages: Pages,
-                 limits: Limits | None = None, authenticate: Authenticate | None = None) -> None:
+                 limits: Limits | None = None, authenticate: Authenticate | None = None,
+                 web: WebHandler | None = None) -> None:
         self.handler = handler
         """None on a port that serves its pages alone (a metrics port)."""
         self.pages = pages
+        self.web = web
+        """What answers the paths under :data:`~infrakit.rpc.web.PREFIX`, if anything."""
         self.limits = limits or Limits()
         self.authenticate = authenticate
         """Who shows an ``Authorization`` header; when set, every request must carry one
