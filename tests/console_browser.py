@@ -72,6 +72,11 @@ class Stack:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    def destroy(self) -> None:
+        """Destroy the group, if committed: its members are processes of the test's."""
+        if self.spec.exists():
+            self.cli("group", "destroy", "web")
+
     def member_pid(self, member: str) -> int:
         record = self.home / "instance-process" / "instance-process" / f"{member}.json"
         pid = int(json.loads(record.read_text())["PID"])

@@ -22,8 +22,12 @@ MARK = "window.__notReloaded = 'yes'"
 
 @pytest.fixture
 def stack(procs: Processes, home: Path, cli: Cli, start_plugin: StartPlugin,
-          tmp_path: Path) -> Stack:
-    return start_stack(procs, home, cli, start_plugin, tmp_path)
+          tmp_path: Path) -> Iterator[Stack]:
+    stack = start_stack(procs, home, cli, start_plugin, tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.destroy()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from infrakit.spi import (
     Index,
     Spec,
 )
+from infrakit.spi.access import Principal, Role, acting_as
 from infrakit.spi.calls import AsyncFlavorAPI, AsyncInstanceAPI
 from infrakit.spi.errors import CallFailed, PluginError, Unreachable, Unsupported
 from infrakit.spi.instance import InstanceLogs
@@ -395,7 +396,7 @@ def test_a_commit_whose_members_could_never_fit_is_refused(tmp_path: Path) -> No
 def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
     async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
         async def events() -> list[tuple[str, str, str, str]]:
-            return [(e.kind, e.member, e.reason, e.actor)
+            return [(e.kind, e.member, e.reason, e.verb)
                     for e in await plugin.events("web", None, None, 0)]
 
         async def converged() -> bool:
@@ -405,6 +406,7 @@ def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
         await until(converged)
         await until(lambda: _has(events, "provisioned", 3))
         assert (await events())[0] == ("committed", "", "Managing 3 instances", "commit")
+        assert [e.actor for e in await plugin.events("web", None, None, 0)][:1] == [""]
         made = sorted(cloud.made)
         assert sorted(m for k, m, r, _ in await events() if k == "provisioned"
                       and r == "scale-out: to reach 3 members") == made
@@ -422,6 +424,11 @@ def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
         victim = sorted(cloud.made)[0]
         await plugin.destroy_instances("web", [victim], False)
         assert ("destroyed", victim, "by request", "destroy-instances") in await events()
+        with acting_as(Principal("alice", Role.OPERATOR)):  # as the runtime runs a call
+            await plugin.pause_update("web")
+        history = await plugin.events("web", None, None, 0)
+        assert [(e.kind, e.verb, e.actor) for e in history][-1] == (
+            "update paused", "pause-update", "alice")
 
         cloud.fault = "refused"
         await plugin.commit_group(spec(3), False)
@@ -471,7 +478,7 @@ def test_events_say_health_replacements_the_breaker_and_the_rolling_update(
 
     async def scenario(plugin: GroupPlugin, cloud: Cloud) -> None:
         async def events() -> list[tuple[str, str, str, str]]:
-            return [(e.kind, e.member, e.reason, e.actor)
+            return [(e.kind, e.member, e.reason, e.verb)
                     for e in await plugin.events("web", None, None, 0)]
 
         async def converged() -> bool:

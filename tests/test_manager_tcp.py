@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import shutil
 import socket
 import ssl
@@ -230,6 +231,9 @@ def test_a_follower_on_another_machine_forwards_over_tls(
         assert follower.commit_group(spec, False) == "Managing 2 instances"
         wait_until(lambda: follower.describe_group("web").converged, 15,
                    what="the group to converge, described through the follower")
+        # the leader records who asked the follower, not the follower's token
+        said = [(e.verb, e.actor) for e in follower.events("web", None, None, 0) if e.verb]
+        assert said == [("commit", f"local:{pwd.getpwuid(os.geteuid()).pw_name}")]
     elsewhere("group-c")  # no TLS settings: it says how to fix that
     with RPCClient(plugins / "group-c") as conn, pytest.raises(CallFailed) as refused:
         GroupClient(conn).commit_group(spec, False)

@@ -269,7 +269,13 @@ def _event_rows(events: list[GroupEvent]) -> list[list[str]]:
     import time
 
     return [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.member or "-",
-             e.kind, e.reason + (f" (by {e.actor})" if e.actor else "")] for e in events]
+             e.kind, e.reason + _caused(e)] for e in events]
+
+
+def _caused(event: GroupEvent) -> str:
+    """`` (commit by alice)``: the call behind an event and who made it, if anyone did."""
+    said = " by ".join(part for part in (event.verb, event.actor) if part)
+    return f" ({said})" if said else ""
 
 
 def parse_since(text: str, now: float) -> float:

@@ -164,3 +164,80 @@ def export(ctx: click.Context, file: str | None) -> None:
 
     write_atomic(Path(file), text.encode(), mode=0o644)
     click.echo(f"exported {len(document['Groups'])} groups to {file}")
+
+
+@command.group("token")
+def token() -> None:
+    """Mint, list and revoke the named tokens a manager's listener (--listen) accepts.
+
+    \b
+    Each token has a role:
+      viewer    every read: describe, inspect, status, events, usage, metrics, logs
+      operator  also commit, set-size, destroy-instances, pause/resume/cancel-update
+      admin     also destroy and free groups (`manager commit --prune`)
+    The file (YAML, mode 600) keeps each token's SHA-256, never the token. Start the
+    manager with --token-file FILE; after a change send it SIGHUP (kill -HUP PID) to
+    load the file again without a restart."""
+
+
+_FILE = click.option("--file", "file", required=True, metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="The tokens file (created, mode 600, if it does not exist).")
+
+
+@token.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["viewer", "operator", "admin"]),
+              help="What the token's holder may do.")
+@_FILE
+def token_add(name: str, role: str, file: str) -> None:
+    """Mint a token for NAME (the name its calls are recorded under in the groups'
+    events) and print it, once: only its hash is kept. Give it to its holder, who puts
+    it alone in a file of mode 600 and passes it as --token-file with --url."""
+    from pathlib import Path
+
+    from infrakit.manager import tokens_file
+    from infrakit.spi.access import Role
+
+    try:
+        minted = tokens_file.add(Path(file), name, Role.named(role))
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(minted)
+    click.echo(f"token for {name!r} ({role}) added to {file}; it is shown only this once. "
+               "Send the manager SIGHUP to load it.", err=True)
+
+
+@token.command("ls")
+@_FILE
+@output_option()
+def token_ls(file: str, output: str) -> None:
+    """List the names and roles in the tokens file (never the tokens)."""
+    from pathlib import Path
+
+    from infrakit.manager import tokens_file
+
+    try:
+        listed = [{"Name": e["name"], "Role": e["role"]}
+                  for e in tokens_file.entries(Path(file))]
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(listed, output, ["NAME", "ROLE"], lambda: [[printable(e["Name"]), e["Role"]]
+                                                     for e in listed])
+
+
+@token.command("rm")
+@click.argument("name")
+@_FILE
+def token_rm(name: str, file: str) -> None:
+    """Revoke NAME's token: the manager refuses it once it has reloaded the file
+    (SIGHUP)."""
+    from pathlib import Path
+
+    from infrakit.manager import tokens_file
+
+    try:
+        tokens_file.remove(Path(file), name)
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"token {name!r} removed from {file}; send the manager SIGHUP to apply it")

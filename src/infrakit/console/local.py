@@ -36,7 +36,7 @@ async def serve_locally(plugin: Path, port: int, announce: Callable[[str], None]
     one-time login URL once the port answers."""
     stop = stop or asyncio.Event()
     sock = bind_tcp(HOST, port, "--port")
-    rpc = AsyncRPCClient(plugin)
+    rpc = AsyncRPCClient(plugin, forwards=True)  # the audit log names the local user
     console = Console(AsyncGroupClient(rpc), plugin)
     server = HTTPServer(None, {}, web=console)
     loop = asyncio.get_running_loop()

@@ -248,7 +248,7 @@ class ElectedGroup:
         listener (TLS, and the managers' token)."""
         who = f"the leader (pid {leader.pid} on {leader.host})"
         if leader.address and leader.host == socket.gethostname():
-            return AsyncRPCClient(Path(leader.address))
+            return AsyncRPCClient(Path(leader.address), forwards=True)
         if not leader.url:
             raise PluginError(f"{who} runs on another machine and has no TCP listener; "
                               "start managers with --listen to forward between machines")
@@ -256,4 +256,4 @@ class ElectedGroup:
         if remote is None:
             raise PluginError(f"{who} listens on {leader.url}, but this manager has no "
                               "--tls-cert/--tls-ca and --token-file to call it with")
-        return AsyncRPCClient(leader.url, remote=remote)
+        return AsyncRPCClient(leader.url, remote=remote, forwards=True)

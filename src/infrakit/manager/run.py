@@ -111,7 +111,13 @@ class Settings:
         token_file = self.peer_token_file or self.token_file
         if not url or not ca or not token_file:
             return None
-        return remote(url, token_file, ca)
+        try:
+            return remote(url, token_file, ca)
+        except PluginError as exc:
+            if self.peer_token_file or "holds a list of tokens" not in str(exc):
+                raise
+            raise PluginError(f"{exc}; with named tokens, give managers the admin token "
+                              "they call each other with by --peer-token-file") from None
 
 
 S = TypeVar("S", bound=GroupStore)

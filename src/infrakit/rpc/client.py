@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from infrakit.rpc import jsonrpc
 from infrakit.rpc.paths import UntrustedPath, check_plugin_socket
 from infrakit.rpc.unixhttp import UnixHTTPConnection, connect_unix
+from infrakit.spi.access import ACTOR_HEADER, current_actor
 from infrakit.spi.methods import Method
 from infrakit.spi.types import mebibytes
 
@@ -255,7 +256,9 @@ class AsyncRPCClient:
 
     def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT,
                  remote: Remote | None = None,
-                 connections: int = DEFAULT_CONNECTIONS) -> None:
+                 connections: int = DEFAULT_CONNECTIONS, forwards: bool = False) -> None:
+        """``forwards``: each call is made on behalf of the caller of the call being
+        served (a manager forwarding to its leader), and names it to the plugin."""
         import aiohttp
 
         self.path = Path(path) if remote is None else remote.url
@@ -266,6 +269,7 @@ class AsyncRPCClient:
         self.label = Path(path).name if remote is None else remote.url
         """The plugin, as the metrics of the calls made to it name it."""
         self.timeout = timeout
+        self.forwards = forwards
         self.unbatched: set[str] = set()
         """Batch methods the plugin answered "method not found" to."""
         connector: aiohttp.BaseConnector
@@ -297,7 +301,10 @@ class AsyncRPCClient:
         rid, body = jsonrpc.encode_request(method, params)
         started = time.perf_counter()
         try:
-            async with self._session.post(self._url, data=body, headers=self._headers) as resp:
+            headers = self._headers
+            if self.forwards and (caller := current_actor()) is not None:
+                headers = {**headers, ACTOR_HEADER: caller.name}
+            async with self._session.post(self._url, data=body, headers=headers) as resp:
                 data = await resp.read()
                 status = resp.status
         except TimeoutError:

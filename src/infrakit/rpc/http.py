@@ -38,7 +38,7 @@ import httptools
 
 from infrakit.rpc.stream import Stream, StreamWriter
 from infrakit.rpc.web import PREFIX, Request, Response, WebHandler
-from infrakit.spi.access import Principal, Role, acting_as
+from infrakit.spi.access import ACTOR_HEADER, Principal, Role, acting_as, on_behalf
 
 if TYPE_CHECKING:
     import ssl
@@ -169,6 +169,8 @@ class _Reader:
         self._ctype: bytes | None = None
         self.principal: Principal | None = None
         """Who shows this request's token: set once its header is read."""
+        self._behalf = b""
+        """The caller a manager forwarding this call names (:data:`ACTOR_HEADER`)."""
         self.authorized = self._authenticate is None
         """Whether this request has shown a token (always, where none is needed)."""
         self._expect = False
@@ -203,6 +205,8 @@ class _Reader:
                 self._conn.refuse(401, "unauthorized")
                 raise _Refused
             self._conn.prove()
+        elif lname == _ACTOR:
+            self._behalf = value
         elif lname == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         elif lname == b"upgrade":
@@ -274,9 +278,12 @@ class _Reader:
     def on_message_complete(self) -> None:
         self.head = 0
         self._conn.arm(self._limits.idle_timeout, None)
+        principal = self.principal or self._conn.local
+        if self._behalf and principal is not None:
+            principal = on_behalf(principal, self._behalf.decode("utf-8", "replace"))
         msg = _Message(self.parser.get_method(), self.parser.should_keep_alive(),
-                       b"".join(self._body), self._early, b"".join(self._url),
-                       self.principal or self._conn.local, web=self._fields)
+                       b"".join(self._body), self._early, b"".join(self._url), principal,
+                       web=self._fields)
         self.reset()
         self._conn.queue(msg)
 
@@ -562,6 +569,7 @@ class _Connection(asyncio.Protocol):
 
 
 _MAX_PIPELINED = 16
+_ACTOR = ACTOR_HEADER.lower().encode()
 _TLS_SHUTDOWN = 2.0
 """Seconds a closed TLS connection waits for the peer's close_notify, reading and dropping
 whatever else comes meanwhile."""

@@ -100,7 +100,7 @@ class Tokens:
     def load(cls, path: Path | str) -> Tokens:
         """The tokens in ``path``; a :class:`PluginError` naming the fault otherwise."""
         path = Path(path)
-        return cls(_parse(private_text(path, "--token-file"), path), path)
+        return cls(parse(private_text(path, "--token-file"), path), path)
 
     @classmethod
     def single(cls, token: str) -> Tokens:
@@ -136,7 +136,7 @@ class Tokens:
             return
         with self._lock:
             try:
-                known = _parse(private_text(self.path, "--token-file"), self.path)
+                known = parse(private_text(self.path, "--token-file"), self.path)
             except PluginError as exc:
                 log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
                 return
@@ -166,27 +166,31 @@ def private_text(path: Path, option: str) -> str:
 def is_single(text: str) -> bool:
     """Whether a token file's text is one bare token (the file of a single shared token,
     or a caller's own token), not a list of tokens."""
-    stripped = text.strip()
-    return bool(stripped) and not any(c in stripped for c in " \t\n:{[")
+    stripped = text.strip()  # a list has a blank or a brace; a token has neither
+    return bool(stripped) and not stripped.startswith("{") and \
+        not any(c.isspace() for c in stripped)
 
 
-def _parse(text: str, path: Path) -> list[_Known]:
+def parse(text: str, path: Path) -> list[_Known]:
+    """The tokens of a file's ``text``, every one checked; a :class:`PluginError` naming
+    the first fault (by its path in the file) otherwise."""
     if is_single(text):
         token = text.strip()
         if len(token) < MIN_LENGTH:
             raise PluginError(f"--token-file: the token in {path} is shorter than "
                               f"{MIN_LENGTH} characters")
         return [_Known(Principal(SINGLE_NAME, Role.ADMIN), digest(token))]
+    return _entries(decoded(text, path), path)
+
+
+def decoded(text: str, path: Path) -> TokensFile:
+    """A list of tokens, as written (each entry's fields checked by :func:`parse`)."""
     import yaml
 
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PluginError(f"--token-file: {path} is not YAML: {exc}") from None
-    return _entries(_decoded(data, path), path)
-
-
-def _decoded(data: Any, path: Path) -> TokensFile:
     if not isinstance(data, dict):
         raise PluginError(f"--token-file: {path} holds neither one token nor a mapping "
                           "with 'tokens: [{name: ..., role: ..., token: ...}]'")

@@ -68,6 +68,24 @@ class Principal:
         return f"{self.name} ({self.role.word})"
 
 
+ACTOR_HEADER = "Infrakit-Actor"
+"""The HTTP header a manager that forwards a call to the leader names the call's caller
+in; the leader believes it only from an ``admin`` (the managers' own token, or a local
+user), who could do anything anyway."""
+MAX_NAME = 128
+"""Characters of a caller's name an :data:`ACTOR_HEADER` may carry."""
+
+
+def on_behalf(forwarder: Principal, name: str) -> Principal:
+    """The caller a call forwarded by ``forwarder`` was made by: ``name``, as ``admin``
+    (the forwarding manager checked its role); ``forwarder`` itself unless it is an
+    ``admin`` and ``name`` is a printable name."""
+    if forwarder.role is not Role.ADMIN or not 0 < len(name) <= MAX_NAME \
+            or not name.isprintable() or name.strip() != name:
+        return forwarder
+    return Principal(name, Role.ADMIN)
+
+
 _ACTOR: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "infrakit_actor", default=None)
 

@@ -70,17 +70,22 @@ class GroupEvent(Wire, kw_only=True):
     kind: str
     """``provisioned``, ``destroyed``, ``launch failed``, ``member died``, ``breaker
     opened``, ``breaker closed``, ``update started``, ``batch done``, ``update halted``,
-    ``update finished``, ``backoff started`` or ``committed``."""
+    ``update finished``, ``backoff started``, ``committed``, ``update paused`` or ``update
+    resumed``."""
     reason: str = ""
     actor: str = ""
-    """The verb that caused it (``commit``, ``destroy-instances``, ``set-size``), or empty
-    for the controller's own decisions."""
+    """Who asked for it (the audit log): the name of the caller's token, or ``local:USER``
+    for a caller on the plugin's UNIX socket; empty for the controller's own decisions."""
+    verb: str = ""
+    """The call that caused it (``commit``, ``destroy-instances``, ``cancel-update``,
+    ``pause-update``, ``resume-update``), or empty for the controller's own decisions."""
     details: dict[str, Any] | None = None
 
 
 EVENT_KINDS = ("provisioned", "destroyed", "launch failed", "member died", "breaker opened",
                "breaker closed", "update started", "batch done", "update halted",
-               "update finished", "backoff started", "committed")
+               "update finished", "backoff started", "committed", "update paused",
+               "update resumed")
 """Every :attr:`GroupEvent.kind`; on the event stream each is a topic under its group,
 spelt with ``-`` for a blank (``group/<ID>/member-died``)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -148,7 +149,9 @@ class GroupController:
 
     def start(self) -> None:
         if not self.destroying:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.group)
+            # in a context of its own: not as the caller of the commit that started it
+            self._task = contextvars.Context().run(
+                asyncio.get_running_loop().create_task, self._run(), name=self.group)
             self.usage.open()
 
     async def stop(self, wait: float = STOP_WAIT) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from infrakit.plugins.group.endings import Ending
 from infrakit.plugins.group.plan import CONFIG_TAG, Member, Plan
 from infrakit.plugins.group.storage import GroupStore
+from infrakit.spi.access import actor_name
 from infrakit.spi.group import GroupEvent
 
 if TYPE_CHECKING:
@@ -64,14 +65,16 @@ class EventLog:
         self.publish: Callable[[list[GroupEvent]], None] | None = None
         """Sends the events to the event stream as they are written (the plugin's)."""
 
-    def add(self, kind: str, reason: str = "", member: str = "", actor: str = "",
+    def add(self, kind: str, reason: str = "", member: str = "", verb: str = "",
             details: dict[str, Any] | None = None) -> None:
+        """Record an event; one with a ``verb`` is a caller's doing, and names the caller
+        (:func:`~infrakit.spi.access.actor_name`) as its actor."""
         if kind in COUNTED:
             by_reason = kind in ("provisioned", "destroyed")
             self.counts[(kind, reason_word(reason) if by_reason else "")] += 1
         self.pending.append(GroupEvent(time=time.time(), group=self.group, member=member,
-                                       kind=kind, reason=reason, actor=actor,
-                                       details=details))
+                                       kind=kind, reason=reason, verb=verb,
+                                       actor=actor_name() if verb else "", details=details))
 
     async def flush(self) -> None:
         """Write what is waiting, in one write, then publish it; a store that fails loses

@@ -29,6 +29,7 @@ from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group
 from infrakit.plugins.group.storage import GroupStore, day_of
 from infrakit.plugins.group.usage import register_collector, usage_of
 from infrakit.plugins.group.views import GroupViews
+from infrakit.spi.access import actor_name
 from infrakit.spi.calls import PluginLookup
 from infrakit.spi.errors import NotFoundError, PluginError
 from infrakit.spi.group import (
@@ -176,7 +177,7 @@ class GroupPlugin:
         async with self._lock(spec.id):
             return await self._commit(spec, pretend)
 
-    async def _commit(self, spec: GroupSpec, pretend: bool, actor: str = "commit") -> str:
+    async def _commit(self, spec: GroupSpec, pretend: bool, verb: str = "commit") -> str:
         props = parse_group(spec)
         controller = self._controllers.get(spec.id)
         if controller is not None and controller.destroying:
@@ -192,7 +193,7 @@ class GroupPlugin:
             self._unloaded.pop(spec.id, None)
             self._watch(spec, props)
             events = self._controllers[spec.id].events
-            events.add("committed", details.splitlines()[0], actor=actor,
+            events.add("committed", details.splitlines()[0], verb=verb,
                        details={"changes": details})
             await events.flush()
         return details
@@ -222,16 +223,21 @@ class GroupPlugin:
         return f"Destroyed {len(set(instances))} instances, {what}"
 
     async def pause_update(self, id: str) -> str:
-        controller = self._controller(id)
-        await asyncio.to_thread(self.store.set_paused, id, True)
-        controller.set_paused(True)
+        await self._pause(id, True, "pause-update")
         return f"Paused the rolling update of group '{id}'"
 
     async def resume_update(self, id: str) -> str:
-        controller = self._controller(id)
-        await asyncio.to_thread(self.store.set_paused, id, False)
-        controller.set_paused(False)
+        await self._pause(id, False, "resume-update")
         return f"Resumed the rolling update of group '{id}'"
+
+    async def _pause(self, gid: str, paused: bool, verb: str) -> None:
+        controller = self._controller(gid)
+        await asyncio.to_thread(self.store.set_paused, gid, paused)
+        controller.set_paused(paused)
+        controller.events.add("update paused" if paused else "update resumed",
+                              "no member is replaced until it is resumed" if paused else
+                              "members with an old config are replaced again", verb=verb)
+        await controller.events.flush()
 
     async def cancel_update(self, id: str) -> str:
         """Roll back: commit again the spec that was committed before the current one."""
@@ -241,13 +247,16 @@ class GroupPlugin:
             if raw is None:
                 raise PluginError(f"Group '{id}' has no earlier spec to go back to")
             details = await self._commit(_decode_spec(raw), False, "cancel-update")
-        await self.resume_update(id)
+        await self._pause(id, False, "cancel-update")
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
+        # the group's history goes with it: the log keeps who ended it
+        log.info("group %s: freed at the request of %s", id, actor_name() or "the plugin")
         await self._endings.run("free", id, self._free)
 
     async def destroy_group(self, id: str) -> None:
+        log.info("group %s: destroyed at the request of %s", id, actor_name() or "the plugin")
         await self._endings.run("destroy", id, self._destroy)
 
     async def _free(self, gid: str) -> None:
@@ -336,7 +345,7 @@ async def _destroy_members(controller: GroupController, ids: list[str],
     for member in chosen:
         if member.id not in failed:
             controller.events.add("destroyed", "by request", member.id,
-                                  actor="destroy-instances")
+                                  verb="destroy-instances")
     await controller.events.flush()
     controller.wake()
     if failed:
