@@ -31,7 +31,8 @@ SAFE = (("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
         ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
         ("Cross-Origin-Opener-Policy", "same-origin"))
 """Sent with every answer. No referrer: a one-time login link never leaves in one."""
-TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+         ".svg": "image/svg+xml"}
 
 
 def _shown(value: Any) -> Any:
