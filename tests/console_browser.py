@@ -30,7 +30,7 @@ TOKENS = {"ada": ("admin", "ada-token-0123456789abcdef"),
 def chromium_problem() -> str | None:
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not os.access(path, os.X_OK):
-            return f"{path} is missing: apt-get install chromium chromium-driver"
+            return f"{path} is missing: apt-get install {package} (scripts/install-system-deps.sh)"
     try:
         import selenium  # noqa: F401
     except ImportError:
