@@ -8,7 +8,7 @@ import subprocess
 import click
 import pytest
 
-from infrakit.cli.manager import _row
+from infrakit.cli.group_tables import spec_row
 from infrakit.cli.manager import command as manager_command
 from infrakit.manager.run import STORE_KINDS, Settings
 from infrakit.settings import GROUP_POLL, MANAGER, STORES, SettingError
@@ -117,6 +117,6 @@ def test_a_stored_spec_that_no_longer_parses_still_gets_a_row() -> None:
     good = GroupSpec(id="web", properties={
         "Allocation": {"LogicalIDs": ["a", "b"]},
         "Instance": {"Plugin": "instance-file"}, "Flavor": {"Plugin": "flavor-vanilla"}})
-    assert _row(good) == ["web", "LogicalIDs: a, b", "instance-file", "flavor-vanilla"]
-    assert _row(GroupSpec(id="old", properties={"Allocation": "ten"})) == ["old", "-", "-", "-"]
-    assert _row(GroupSpec(id="raw", properties=[1])) == ["raw", "-", "-", "-"]
+    assert spec_row(good) == ["web", "LogicalIDs: a, b", "instance-file", "flavor-vanilla"]
+    assert spec_row(GroupSpec(id="old", properties={"Allocation": "ten"})) == ["old", "-", "-", "-"]
+    assert spec_row(GroupSpec(id="raw", properties=[1])) == ["raw", "-", "-", "-"]

@@ -124,8 +124,9 @@ def test_an_instance_runs_init_then_command_in_its_own_dir_and_environment(
     desc = proc.describe()[iid]
     assert desc.logical_id == "db-1" and desc.tags == {"role": "db"}
     facts = desc.properties
-    assert set(facts) == {"PID", "Started", "Log", "WorkDir", "Ports"}
+    assert set(facts) == {"PID", "Started", "Log", "WorkDir", "Address", "Ports"}
     assert facts["WorkDir"] == str(proc.state / iid) and facts["Log"].endswith(f"{iid}.log")
+    assert facts["Address"] == "127.0.0.1"
     assert 1024 <= facts["Ports"]["http"] < 65536
     wait_until(lambda: (proc.state / iid / "env").exists(), 5, what="the init script")
     assert (proc.state / iid / "env").read_text().strip() == f'{iid}|db-1|{{"role": "db"}}|hi'

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from infrakit.cli.connect import plugin_client, timeout_option
-from infrakit.cli.output import dump, emit, format_tags, output_option
+from infrakit.cli.output import emit, format_tags, output_option
 from infrakit.cli.specfile import parse_pairs, read_as, read_document
 from infrakit.rpc.typed import FlavorClient
 from infrakit.spi.types import Allocation, Description, Index, Spec
@@ -72,16 +72,27 @@ def validate(ctx: click.Context, file: str, size: int | None, logical_ids: str |
 @click.pass_context
 def prepare(ctx: click.Context, file: str, spec_file: str, size: int | None,
             logical_ids: str | None, group: str, sequence: int, output: str) -> None:
-    """Show the instance Spec the flavor makes of SPEC (files, JSON or YAML)."""
+    """Show the instance Spec the flavor makes of SPEC (files, JSON or YAML): JSON unless
+    told (-o table gives it in a line, -o wide with its properties)."""
     properties = read_document(file)
     spec = read_as(spec_file, Spec, "instance Spec")
     with plugin_client(*ctx.obj) as (rpc, type_name):
         out = FlavorClient(rpc, type_name).prepare(
             properties, spec, _allocation(size, logical_ids), Index(group=group, sequence=sequence))
-    if output == "table":
-        click.echo(dump(out, "yaml"))
-    else:
-        click.echo(dump(out, output))
+    emit(out, output, ["LOGICAL", "TAGS", "ATTACHMENTS", "INIT",
+                       *(["PROPERTIES"] if output == "wide" else [])],
+         lambda: [_spec_row(out, output == "wide")])
+
+
+def _spec_row(spec: Spec, wide: bool) -> list[str]:
+    """A prepared spec in a line: its Init's lines joined by ``\\n`` (-o yaml shows them
+    as lines), and with ``wide`` its properties."""
+    import json
+
+    attached = ",".join(f"{a.id}:{a.type}" for a in spec.attachments or [])
+    row = [spec.logical_id or "-", format_tags(spec.tags) or "-", attached or "-",
+           spec.init or "-"]
+    return [*row, json.dumps(spec.properties, separators=(",", ":"))] if wide else row
 
 
 @command.command()

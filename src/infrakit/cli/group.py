@@ -11,9 +11,9 @@ import click
 from infrakit.cli.connect import plugin_client, remote_of, remote_options, timeout_option
 from infrakit.cli.output import (
     NL,
+    TABLES,
+    age,
     dump,
-    emit,
-    format_tags,
     output_option,
     printable,
     quiet_option,
@@ -23,10 +23,12 @@ from infrakit.cli.specfile import located, read_as
 from infrakit.cli.template import TemplateInput, is_template, template_options
 from infrakit.rpc.typed import GroupClient
 from infrakit.spi.errors import CallFailed, PluginError
-from infrakit.spi.group import EVENT_TYPE, GroupEvent, GroupSpec, GroupStatus
+from infrakit.spi.group import EVENT_TYPE, GroupEvent, GroupSpec
 
 if TYPE_CHECKING:
+    from infrakit.cli.group_tables import Facts
     from infrakit.spi.calls import GroupAPI
+    from infrakit.spi.types import Description
 
 
 @click.group("group", params=[timeout_option(calls_plugins=True), *remote_options()])
@@ -137,10 +139,21 @@ def _watch(ctx: click.Context, topic: str, title: str, draw: Callable[[GroupAPI]
                    "in place on a terminal, else each view that differs is printed.")
 @click.pass_context
 def ls(ctx: click.Context, quiet: bool, output: str, watching: bool, refresh: float) -> None:
-    """List the groups being watched."""
+    """List the groups being watched, one line each, from one call to the plugin.
+
+    \b
+    SIZE        members the committed spec asks for
+    READY       healthy members / SIZE
+    UP-TO-DATE  members on the committed config
+    AGE         since the group was first committed
+    STATUS      the first that holds, in this order: destroying, update halted, failing,
+                breaker open, backing off, paused, updating, converging, converged
+    -o wide adds MEMBERS (those not being destroyed) and REASON (why the STATUS).
+    """
+    from infrakit.cli.group_tables import print_groups
+
     def draw(client: GroupAPI) -> None:
-        groups = client.inspect_groups()
-        emit(groups, output, ["ID"], lambda: [[g.id] for g in groups], quiet)
+        print_groups(client, ctx.obj[0], output, quiet)
 
     if watching:
         _watch(ctx, f"{EVENT_TYPE}/", "infrakit group ls", draw, refresh)
@@ -154,16 +167,25 @@ def ls(ctx: click.Context, quiet: bool, output: str, watching: bool, refresh: fl
 @output_option(default="yaml")
 @click.pass_context
 def inspect(ctx: click.Context, group_id: str, output: str) -> None:
-    """Show a group's spec as committed."""
+    """Show a group's spec as committed (YAML unless told: -o table and -o wide give a
+    line of its size and plugins)."""
     spec = _find(ctx, group_id)
-    click.echo(dump(spec, "yaml" if output == "table" else output))
+    if output in TABLES:
+        from infrakit.cli.group_tables import spec_row
+
+        headers = ["ID", "ALLOCATION", "INSTANCE", "FLAVOR"]
+        click.echo(table(headers, [spec_row(spec)]))
+        return
+    click.echo(dump(spec, output))
 
 
 @command.command(params=[refresh_option()])
 @click.argument("group_id", metavar="ID")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the member IDs.")
-@click.option("-v", "--verbose", is_flag=True, help="Also show each member's health and age, "
-              "operations in flight, the rolling update, errors and the circuit breaker.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the member IDs (a list with "
+              "-o json or yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Also show why members are not healthy, "
+              "operations in flight, the rolling update, errors, the circuit breaker and "
+              "the last events.")
 @output_option()
 @click.option("-w", "--watch", "watching", is_flag=True,
               help="Redraw as the group's events say it changed, until Ctrl-C: in place on "
@@ -171,12 +193,23 @@ def inspect(ctx: click.Context, group_id: str, output: str) -> None:
 @click.pass_context
 def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
              output: str, watching: bool, refresh: float) -> None:
-    """Show a group's members and whether it has converged."""
+    """Show a group's members and whether it has converged.
+
+    Members are listed with those that need a look first: unhealthy, then starting or
+    of unknown health, then healthy; by ID within each (proc-2 before proc-10). -o wide
+    adds ADDRESS, PORTS and PID, where the instance plugin describes them (read from it
+    directly), and the TAGS. -o json gives the reference's answer (Instances, Converged);
+    -v -o json everything the group plugin knows.
+    """
+    from infrakit.cli.group_tables import print_members
+
+    described = _described(ctx, group_id)
+
     def draw(client: GroupAPI) -> None:
-        if verbose:
-            _describe_status(client, group_id, output)
+        if verbose and not quiet:
+            _describe_status(client, group_id, output, described)
         else:
-            _describe(client, group_id, quiet, output)
+            print_members(client, group_id, output, quiet, described)
 
     if watching:
         title = f"infrakit group describe {group_id}{' -v' if verbose else ''}"
@@ -186,96 +219,67 @@ def describe(ctx: click.Context, group_id: str, quiet: bool, verbose: bool,
         draw(GroupClient(rpc))
 
 
-def _describe(client: GroupAPI, group_id: str, quiet: bool, output: str) -> None:
-    desc = client.describe_group(group_id)
-    members = desc.instances or []
-    if quiet:
-        for m in members:
-            click.echo(printable(m.id))
-        return
-    emit(desc, output, ["ID", "LOGICAL", "TAGS"], lambda: [
-        [m.id, m.logical_id or "-", format_tags(m.tags)] for m in members])
-    if output == "table":
-        click.echo(f"converged: {'yes' if desc.converged else 'no'}, {len(members)} members")
+def _described(ctx: click.Context, group_id: str) -> Facts:
+    """The group's members as its instance plugin describes them, with their properties,
+    for ``-o wide``: asked of that plugin's socket on this machine."""
+    from infrakit.cli.group_tables import guarded, no_facts
+
+    _, timeout, remote = ctx.obj
+    if remote is not None:
+        return no_facts("ADDRESS, PORTS, PID and TAGS are read from the instance plugin's "
+                        "socket on this machine, which --url does not reach")
+
+    def read() -> tuple[dict[str, Description], str]:
+        from infrakit.rpc.typed import InstanceClient
+        from infrakit.spi.instance import GROUP_TAG
+
+        spec = _find(ctx, group_id)
+        block = (spec.properties or {}).get("Instance") if isinstance(spec.properties,
+                                                                       dict) else None
+        plugin = block.get("Plugin") if isinstance(block, dict) else None
+        if not isinstance(plugin, str) or not plugin:
+            return {}, "the group's spec names no instance plugin (Instance.Plugin)"
+        with plugin_client(plugin, timeout) as (rpc, type_name):
+            found = InstanceClient(rpc, type_name).describe_instances({GROUP_TAG: group_id},
+                                                                      True)
+        return {d.id: d for d in found}, ""
+
+    return guarded(read)
 
 
-def _describe_status(client: GroupAPI, group_id: str, output: str) -> None:
+def _describe_status(client: GroupAPI, group_id: str, output: str, described: Facts) -> None:
+    from infrakit.cli.group_tables import (
+        event_rows,
+        member_details,
+        member_table,
+        print_status_footer,
+    )
+
     st = client.describe_status(group_id)
-    recent: list[GroupEvent] = []
-    if output == "table":
-        with contextlib.suppress(PluginError):  # a plugin that keeps no events
-            recent = client.events(group_id, None, None, 5)
-    if output != "table":
+    if output not in TABLES:
         click.echo(dump(st, output))
         return
-    click.echo(table(["ID", "LOGICAL", "HEALTH", "AGE", "CONFIG", "RESTARTS"], [
-        [m.id, m.logical_id or "-", m.health, f"{m.age:.0f}s",
-         "current" if m.current else "outdated", str(m.restarts)] for m in st.members]))
-    _member_details(st)
+    recent: list[GroupEvent] = []
+    with contextlib.suppress(PluginError):  # a plugin that keeps no events
+        recent = client.events(group_id, None, None, 5)
+    member_table(st.members, output, described)
+    member_details(st)
     if st.in_flight:
         click.echo("\nin flight:")
         click.echo(table(["OP", "INSTANCE", "LOGICAL", "AGE", "EXPIRES IN"], [
-            [o.op, o.instance or "(pending)", o.logical_id or "-", f"{o.age:.0f}s",
-             f"{o.expires_in:.0f}s"] for o in st.in_flight]))
-    click.echo(f"\nconverged: {'yes' if st.converged else 'no'}; "
-               f"{len(st.members)} of {st.target} members; {st.passes} passes")
-    if st.outdated:
-        if st.update_halted:
-            state = (f" (halted: {printable(st.update_halted)}; commit a fixed spec, or "
-                     "'infrakit group resume-update' tries again)")
-        elif st.update_paused:
-            state = " (paused: 'infrakit group resume-update' goes on)"
-        else:
-            state = ""
-        click.echo(f"rolling update: {st.outdated} members still to replace{state}")
-    if st.backoff:
-        click.echo(f"backoff: {printable(st.backoff)}")
-    if st.health_unknown:
-        click.echo(f"health unknown: {printable(st.health_unknown)}")
-    if st.destroying:
-        click.echo(f"being destroyed: run 'infrakit group destroy {st.id}' again to finish")
-    breaker = "OPEN: not replacing unhealthy members" if st.breaker_open else "closed"
-    click.echo(f"unhealthy: {st.unhealthy} (breaker at more than {st.max_unhealthy}: "
-               f"{breaker})")
-    for err in st.errors:
-        click.echo(f"error: {printable(err)}")
-    if st.failures:
-        click.echo(f"failing passes in a row: {st.failures} (backing off)")
+            [o.op, o.instance or "(pending)", o.logical_id or "-", age(o.age),
+             age(o.expires_in)] for o in st.in_flight]))
+    print_status_footer(st)
     if recent:
+        from infrakit.cli.group_tables import EVENT_HEADERS, EVENT_WIDE
+
         click.echo("\nlast events:")
-        click.echo(table(EVENT_HEADERS, _event_rows(recent)))
+        click.echo(table(EVENT_HEADERS + EVENT_WIDE, event_rows(recent, wide=True)))
 
 
-def _member_details(st: GroupStatus) -> None:
-    """Why each member that is not healthy is not, and how the one before it ended."""
-    lines = []
-    for m in st.members:
-        if m.reason:
-            lines.append(printable(f"  {m.id}: {m.health}: {m.reason}"))
-        if m.last_exit:
-            lines.append(printable(f"  {m.id}: after {m.last_exit}"))
-            lines += [f"      | {printable(line)}" for line in m.last_output or []]
-    if lines:
-        click.echo("\n".join(["", "members:", *lines]))
-
-
-EVENT_HEADERS = ["TIME", "MEMBER", "KIND", "REASON"]
 FOLLOW_EVERY = 0.5
 """Seconds between two polls of ``group events --follow`` while it has no event stream
 (it follows the stream, and asks for the events since the last it printed)."""
-
-
-def _event_rows(events: list[GroupEvent]) -> list[list[str]]:
-    import time
-
-    return [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.member or "-",
-             e.kind, e.reason + _caused(e)] for e in events]
-
-
-def _caused(event: GroupEvent) -> str:
-    """`` (commit by alice)``: the call behind an event and who made it, if anyone did."""
-    said = " by ".join(part for part in (event.verb, event.actor) if part)
-    return f" ({said})" if said else ""
 
 
 def parse_since(text: str, now: float) -> float:
@@ -304,7 +308,10 @@ def parse_since(text: str, now: float) -> float:
 @click.pass_context
 def events(ctx: click.Context, group_id: str, since: str | None, follow: bool,
            output: str) -> None:
-    """Show what happened to a group: members provisioned, destroyed and died, and why."""
+    """Show what happened to a group: members provisioned, destroyed and died, and why.
+
+    The table gives each event's age; -o wide adds its time, and -o json or yaml give
+    the time as ISO 8601 (UTC)."""
     import time
 
     start = parse_since(since, time.time()) if since else None
@@ -331,10 +338,14 @@ def events(ctx: click.Context, group_id: str, since: str | None, follow: bool,
 
 
 def _print_events(found: list[GroupEvent], output: str, header: bool) -> None:
-    if output != "table":
-        click.echo(dump(found, output))
+    from infrakit.cli.group_tables import EVENT_HEADERS, EVENT_WIDE, event_rows, events_data
+
+    if output not in TABLES:
+        click.echo(dump(events_data(found), output))
     elif found or header:
-        click.echo(table(EVENT_HEADERS, _event_rows(found), header=header))
+        wide = output == "wide"
+        click.echo(table(EVENT_HEADERS + (EVENT_WIDE if wide else []),
+                         event_rows(found, wide), header=header))
 
 
 @command.command(epilog="""\b

@@ -8,10 +8,19 @@ import sys
 import click
 
 from infrakit.cli.connect import plugin_client, timeout_option
-from infrakit.cli.output import emit, format_tags, output_option, printable
+from infrakit.cli.output import (
+    emit,
+    emit_ids,
+    format_tags,
+    output_option,
+    printable,
+    readable,
+)
 from infrakit.cli.specfile import parse_pairs, read_as, read_document
 from infrakit.rpc.typed import InstanceClient
-from infrakit.spi.types import Spec
+from infrakit.spi import facts
+from infrakit.spi.order import natural
+from infrakit.spi.types import Description, Spec
 
 
 @click.group("instance", params=[timeout_option()])
@@ -55,26 +64,39 @@ def provision(ctx: click.Context, file: str) -> None:
 @command.command()
 @click.option("--tags", "tags", multiple=True, metavar="K=V",
               help="Only instances with this tag; repeat to require several.")
-@click.option("--properties", is_flag=True, help="Also show each instance's properties.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the IDs.")
+@click.option("--properties", is_flag=True, help="Also show each instance's properties (in "
+              "the table, times in them as ISO 8601).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the IDs (a list with -o json "
+              "or yaml).")
 @output_option()
 @click.pass_context
 def describe(ctx: click.Context, tags: tuple[str, ...], properties: bool, quiet: bool,
              output: str) -> None:
-    """List the instances that carry every given tag."""
+    """List the instances that carry every given tag. -o wide adds ADDRESS, PORTS and PID
+    where the plugin's properties name them (Address, Ports, PID: see the README's "What
+    a plugin's properties may say")."""
     wanted = parse_pairs(tags, "--tags")
+    wide = output == "wide"
     name, timeout = _client(ctx)
     with plugin_client(name, timeout) as (rpc, type_name):
-        found = InstanceClient(rpc, type_name).describe_instances(wanted, properties)
+        found = InstanceClient(rpc, type_name).describe_instances(wanted, properties or wide)
+    found.sort(key=lambda d: natural(d.id))
     if quiet:
-        for d in found:
-            click.echo(printable(d.id))
+        emit_ids([d.id for d in found], output)
         return
-    headers = ["ID", "LOGICAL", "TAGS", *(["PROPERTIES"] if properties else [])]
-    emit(found, output, headers, lambda: [
-        [d.id, d.logical_id or "-", format_tags(d.tags),
-         *([json.dumps(d.properties, separators=(",", ":"))] if properties else [])]
-        for d in found])
+    headers = ["ID", "LOGICAL", "TAGS", *(["ADDRESS", "PORTS", "PID"] if wide else []),
+               *(["PROPERTIES"] if properties else [])]
+    emit(found, output, headers, lambda: [_row(d, wide, properties) for d in found])
+
+
+def _row(d: Description, wide: bool, properties: bool) -> list[str]:
+    row = [d.id, d.logical_id or "-", format_tags(d.tags)]
+    if wide:
+        row += [facts.address(d.properties) or "-", facts.ports(d.properties) or "-",
+                facts.pid(d.properties) or "-"]
+    if properties:
+        row.append(json.dumps(readable(d.properties), separators=(",", ":")))
+    return row
 
 
 @command.command()

@@ -172,8 +172,11 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table",
-              show_default=True, help="How to print the versions.")
+@click.option("--output", "-o", type=click.Choice(["table", "wide", "json", "yaml"]),
+              default="table", show_default=True, help="How to print the versions (wide is "
+              "the same as table: there is nothing more to show).")
+@click.option("-y", "--yaml", "output", flag_value="yaml", help="Print YAML (the same as "
+              "-o yaml).")
 def version(output: str) -> None:
     """Print the version of infrakit-py and of the plugin APIs it speaks."""
     from infrakit.spi.event import EVENT_API
@@ -182,7 +185,7 @@ def version(output: str) -> None:
 
     apis = [str(api) for api in (INSTANCE_API, FLAVOR_API, GROUP_API, EVENT_API,
                                  METADATA_API)]
-    if output == "table":
+    if output in ("table", "wide"):
         click.echo(f"infrakit-py {__version__}")
         click.echo(f"APIs: {', '.join(apis)}")
         return

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from infrakit.cli.connect import plugin_client, remote_of, timeout_option
-from infrakit.cli.output import NL, dump, emit, output_option, printable
+from infrakit.cli.group_tables import spec_row
+from infrakit.cli.output import NL, TABLES, age, dump, emit, iso, output_option, printable, to_data
 from infrakit.cli.setting_option import setting_option
 from infrakit.cli.specfile import SpecFileError, read_document
 from infrakit.cli.template import TemplateInput, template_options
@@ -19,7 +20,6 @@ from infrakit.manager.run import Settings, build_manager, current_leader
 from infrakit.rpc.typed import GroupClient
 from infrakit.settings import MANAGER
 from infrakit.spi.errors import CallFailed, PluginError
-from infrakit.spi.group import GroupSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,19 +66,22 @@ def command(ctx: click.Context, /, name: str, timeout: float, url: str, **fields
 @output_option()
 @click.pass_context
 def status(ctx: click.Context, output: str) -> None:
-    """Who leads, since when, which store it uses, and the socket it serves on. Exits 1
-    when no manager leads, so that a script can wait for one."""
+    """Who leads, for how long (AGE; -o wide, json and yaml give since when, as ISO
+    8601), which store it uses, and the socket it serves on. Exits 1 when no manager
+    leads, so that a script can wait for one."""
     import time
 
     leader = current_leader(ctx.meta["manager"])
     if leader is None:
-        if output != "table":
+        if output not in TABLES:
             click.echo(dump(None, output))
         raise click.ClickException("no manager leads (none is running)")
-    emit(leader, output, ["LEADER", "HOST", "SINCE", "STORE", "SERVES"], lambda: [[
-        str(leader.pid), leader.host,
-        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(leader.since)), leader.store,
-        " ".join(filter(None, (leader.address, leader.url))) or "-"]])
+    data = {**to_data(leader), "Since": iso(leader.since)}
+    wide = output == "wide"
+    emit(data, output, ["LEADER", "HOST", "AGE", "STORE", "SERVES", *(["SINCE"] if wide else [])],
+         lambda: [[str(leader.pid), leader.host, age(time.time() - leader.since), leader.store,
+                   " ".join(filter(None, (leader.address, leader.url))) or "-",
+                   *([iso(leader.since) or ""] if wide else [])]])
 
 
 @command.command()
@@ -130,20 +133,7 @@ def inspect(ctx: click.Context, output: str) -> None:
     with plugin_client(*ctx.obj) as (rpc, _):
         specs = GroupClient(rpc).inspect_groups()
     emit(export_document(specs), output, ["ID", "ALLOCATION", "INSTANCE", "FLAVOR"],
-         lambda: [_row(s) for s in specs])
-
-
-def _row(spec: GroupSpec) -> list[str]:
-    """A group's line; a stored spec that no longer parses still gets one, with ``-``."""
-    from infrakit.plugins.group.spec import parse_group
-
-    try:
-        props = parse_group(spec)
-    except PluginError:
-        return [spec.id, "-", "-", "-"]
-    ids = props.allocation.logical_ids
-    size = f"LogicalIDs: {', '.join(ids)}" if ids else f"Size: {props.allocation.size}"
-    return [spec.id, size, props.instance.plugin, props.flavor.plugin]
+         lambda: [spec_row(s) for s in specs])
 
 
 @command.command()

@@ -1,4 +1,12 @@
-"""Printing results as a table, JSON or YAML (``--output``)."""
+"""Printing results as a table, a wide table, JSON or YAML (``--output``), and the
+conventions every read verb follows:
+
+- ``-o table`` (the default), ``-o wide`` (the table with the columns that do not fit a
+  terminal, where the verb has more to show), ``-o json``, ``-o yaml``: every read verb
+  takes all four, ``-q`` included (``-q -o json`` prints a JSON list of the IDs).
+- Times are ages (``5s``, ``5m``, ``2h3m``, ``4d2h``) in tables, and ISO 8601 timestamps in
+  JSON, YAML and the detailed views (``-v``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,8 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-FORMATS = ("table", "json", "yaml")
+FORMATS = ("table", "wide", "json", "yaml")
+TABLES = ("table", "wide")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -18,8 +27,9 @@ def output_option(default: str = "table") -> Callable[[F], F]:
     reference's way to ask for YAML."""
     choice = click.option(
         "--output", "-o", type=click.Choice(FORMATS), default=default, show_default=True,
-        callback=_remember, help="How to print the result (and an error: as JSON or YAML "
-        "it carries the plugin's JSON-RPC code).")
+        callback=_remember, help="How to print the result: table, wide (a table with "
+        "more columns), json or yaml (and an error: as JSON or YAML it carries the plugin's "
+        "JSON-RPC code).")
     yaml = click.option("-y", "--yaml", "output", flag_value="yaml", callback=_remember,
                         help="Print YAML (the same as -o yaml).")
 
@@ -118,14 +128,62 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], header: bool = 
 
 def emit(value: Any, fmt: str, headers: Sequence[str],
          rows: Callable[[], Sequence[Sequence[str]]], quiet: bool = False) -> None:
-    """Print ``value`` as ``fmt``; ``rows`` builds the table form only when it is asked for
-    (without its header when ``quiet``)."""
-    if fmt != "table":
+    """Print ``value`` as ``fmt``; ``rows`` builds the table form (wide or not: the caller
+    chose ``headers`` for ``fmt``) only when it is asked for (without its header when
+    ``quiet``)."""
+    if fmt not in TABLES:
         click.echo(dump(value, fmt))
         return
     text = table(headers, rows(), header=not quiet)
     if text:
         click.echo(text)
+
+
+def emit_ids(ids: Sequence[str], fmt: str) -> None:
+    """What ``-q`` prints: the IDs, one a line in a table, or a list in JSON or YAML."""
+    if fmt not in TABLES:
+        click.echo(dump(list(ids), fmt))
+    elif ids:
+        click.echo("\n".join(printable(i) for i in ids))
+
+
+def age(seconds: float | None) -> str:
+    """A duration as a table shows it, to two units at most: ``45s``, ``5m``, ``5m30s``,
+    ``2h3m``, ``4d2h``; ``-`` when unknown. Negative (a clock that went back) counts as 0."""
+    if seconds is None:
+        return "-"
+    total = max(int(seconds), 0)
+    for unit, size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                          ("m", 60, "s", 1)):
+        if total >= size:
+            big, rest = divmod(total, size)
+            part = rest // small_size
+            return f"{big}{unit}{part}{small}" if part and big < 10 else f"{big}{unit}"
+    return f"{total}s"
+
+
+def iso(t: float | None) -> str | None:
+    """Seconds since the epoch as an ISO 8601 UTC timestamp
+    (``2026-11-29T22:41:05.123Z``), as JSON, YAML and the detailed views show times."""
+    if t is None:
+        return None
+    import datetime
+
+    text = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(
+        timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def readable(value: Any) -> Any:
+    """An instance's properties as a person reads them: the times in them (seconds since
+    the epoch under a time's name, :func:`infrakit.spi.facts.is_time`) as ISO 8601."""
+    from infrakit.spi.facts import is_time
+
+    if isinstance(value, dict):
+        return {k: iso(v) if is_time(str(k), v) else readable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    return value
 
 
 def quiet_option(what: str = "Print rows without column headers.") -> Callable[[F], F]:

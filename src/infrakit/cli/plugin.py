@@ -16,7 +16,7 @@ import click
 from infrakit.cli.complete import PluginKind, PluginName
 from infrakit.cli.exits import WaitTimeout
 from infrakit.cli.main import log_level
-from infrakit.cli.output import emit, output_option, quiet_option
+from infrakit.cli.output import TABLES, emit, emit_ids, output_option, quiet_option
 from infrakit.cli.setting_option import setting_option
 from infrakit.rpc.discovery import PluginInfo, list_plugins, probe
 from infrakit.rpc.lifecycle import ensure_plugin_dir, is_live, read_pid
@@ -45,37 +45,54 @@ def command() -> None:
     """List, start, stop and run plugins."""
 
 
-def _rows(infos: list[PluginInfo]) -> list[list[str]]:
+def _rows(infos: list[PluginInfo], extra: list[list[str]] | None = None) -> list[list[str]]:
+    """A row per interface of each plugin; ``extra``: columns to add to each plugin's rows
+    (``-o wide``), one list per plugin."""
     rows = []
-    for info in infos:
+    for n, info in enumerate(infos):
+        more = extra[n] if extra is not None else []
         if info.state != "running" or not info.apis:
             rows.append([f"({info.state}{': ' + info.error if info.error else ''})",
-                         str(info.path), info.name])
+                         str(info.path), info.name, *more])
             continue
         for api in info.apis:
             types = info.types.get(str(api), ["."])
             for t in types:
                 name = info.name if t == "." else f"{info.name}/{t}"
-                rows.append([str(api), str(info.path), name])
+                rows.append([str(api), str(info.path), name, *more])
     return rows
 
 
 @command.command("ls")
-@quiet_option()
+@quiet_option("Print rows without column headers (as the reference's CLI does); with -o "
+              "json or yaml, only the plugins' names.")
 @output_option()
 def ls(quiet: bool, output: str) -> None:
     """List the plugins in the plugin directory: one row per interface.
 
-    A socket that nothing answers on (left by a killed plugin) is shown as stale. With -o
-    json or yaml, Supervisor is the pid of the process that restarts the plugin if it dies
-    (null if it was started with --no-supervise or by `plugin run`).
+    A socket that nothing answers on (left by a killed plugin) is shown as stale. -o wide
+    adds the plugin's STATE, PID and SUPERVISOR: the pid of the process that restarts it
+    if it dies (- if it was started with --no-supervise or by `plugin run`), as -o json
+    and yaml give them.
     """
     infos = list_plugins()
+    supervisors = [supervisor_pid(i.path) for i in infos]
     data = [{"Name": i.name, "Listen": str(i.path), "State": i.state, "Pid": i.pid,
-             "Supervisor": supervisor_pid(i.path),
-             "Implements": [str(a) for a in i.apis], "Types": i.types,
-             "Error": i.error or None} for i in infos]
-    emit(data, output, ["INTERFACE", "LISTEN", "NAME"], lambda: _rows(infos), quiet)
+             "Supervisor": sup, "Implements": [str(a) for a in i.apis], "Types": i.types,
+             "Error": i.error or None} for i, sup in zip(infos, supervisors, strict=True)]
+    if quiet and output not in TABLES:
+        emit_ids([i.name for i in infos], output)
+        return
+    wide = output == "wide"
+    emit(data, output, ["INTERFACE", "LISTEN", "NAME",
+                        *(["STATE", "PID", "SUPERVISOR"] if wide else [])],
+         lambda: _rows(infos, [[i.state, _pid(i.pid), _pid(sup)]
+                               for i, sup in zip(infos, supervisors, strict=True)]
+                       if wide else None), quiet)
+
+
+def _pid(pid: int | None) -> str:
+    return str(pid) if pid else "-"
 
 
 def _kinds_help() -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from infrakit.cli.output import dump, printable, table
+from infrakit.cli.output import TABLES, dump, printable, table
 from infrakit.cli.prices import PriceTable
 from infrakit.spi.group import UsageRecord
 
@@ -42,7 +42,7 @@ def report(records: list[UsageRecord], prices: PriceTable | None,
 
 
 def print_report(data: dict[str, Any], output: str, prices_file: str | None) -> None:
-    if output != "table":
+    if output not in TABLES:
         click.echo(dump(data, output))
         return
     priced = prices_file is not None

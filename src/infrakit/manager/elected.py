@@ -37,6 +37,7 @@ from infrakit.spi.group import (
     GroupEvent,
     GroupSpec,
     GroupStatus,
+    GroupSummary,
     UsageRecord,
 )
 from infrakit.spi.methods import nonblocking
@@ -192,6 +193,11 @@ class ElectedGroup:
 
     async def metadata(self, path: list[str]) -> Any:
         return await self._metadata.metadata(path)
+
+    async def summaries(self) -> list[GroupSummary]:
+        """From the leader: what its controllers' last passes met."""
+        summaries: list[GroupSummary] = await self._lead_or_forward("summaries")
+        return summaries
 
     async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
         """From the leader: what its controllers have counted and not yet written."""

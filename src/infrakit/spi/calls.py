@@ -18,6 +18,7 @@ from infrakit.spi.group import (
     GroupEvent,
     GroupSpec,
     GroupStatus,
+    GroupSummary,
     UsageRecord,
 )
 from infrakit.spi.instance import EndedInstance, InstanceLogs
@@ -69,6 +70,7 @@ class GroupAPI(Protocol):
     def events(self, id: str, since: float | None, after: int | None,
                limit: int) -> list[GroupEvent]: ...
     def usage(self, id: str, since: float | None) -> list[UsageRecord]: ...
+    def summaries(self) -> list[GroupSummary]: ...
 
 
 class AsyncInstanceAPI(Protocol):
@@ -117,6 +119,7 @@ class AsyncGroupAPI(Protocol):
     async def events(self, id: str, since: float | None, after: int | None,
                      limit: int) -> list[GroupEvent]: ...
     async def usage(self, id: str, since: float | None) -> list[UsageRecord]: ...
+    async def summaries(self) -> list[GroupSummary]: ...
 
 
 class PluginLookup(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -162,6 +163,34 @@ class GroupStatus(Wire, kw_only=True):
     """The group is being destroyed: it provisions nothing; destroy it again to finish."""
 
 
+class GroupSummary(Wire, kw_only=True):
+    """One group in a line (``Group.Summaries``, our extension): what ``infrakit group ls``
+    and the web console show, for every group in one call, from what each group's last
+    pass met (no call to any other plugin).
+
+    ``Status`` is one phrase, the first of these that holds (see
+    :func:`infrakit.plugins.group.summary.summarize`): ``destroying``, ``update halted``,
+    ``failing``, ``breaker open``, ``backing off``, ``paused``, ``updating``,
+    ``converging``, ``converged``."""
+
+    id: str = msgspec.field(name="ID")
+    size: int
+    """Members the committed spec asks for."""
+    members: int | None = None
+    """Members that exist and are not being destroyed; None until the group's first pass."""
+    ready: int | None = None
+    """Healthy members; None until the first pass."""
+    up_to_date: int | None = None
+    """Members on the committed config; None until the first pass."""
+    status: str
+    reason: str = ""
+    """Why the status is what it is, when it is not ``converged`` (the halted update's
+    reason, the backoff, the last error), in words."""
+    created: datetime.datetime | None = None
+    """When the group was first committed (UTC); None for a group stored before this was
+    kept."""
+
+
 class GroupPlugin(Protocol):
     """What a group plugin implements; each method may also be ``async``."""
 
@@ -193,6 +222,8 @@ class GroupPlugin(Protocol):
                limit: int) -> MaybeAwaitable[list[GroupEvent]]: ...
 
     def usage(self, id: str, since: float | None) -> MaybeAwaitable[list[UsageRecord]]: ...
+
+    def summaries(self) -> MaybeAwaitable[list[GroupSummary]]: ...
 
 
 class CommitRequest(Wire, kw_only=True):
@@ -238,6 +269,10 @@ class UsageRequest(Wire, kw_only=True):
 
 class UsageResult(Wire, kw_only=True):
     usage: list[UsageRecord]
+
+
+class SummariesResult(Wire, kw_only=True):
+    groups: list[GroupSummary]
 
 
 class CommitResult(Wire, kw_only=True):
@@ -303,4 +338,6 @@ GROUP = interface(
            lambda r, v: EventsResult(events=list(v)), lambda res: res.events),
     Method("Group.Usage", UsageRequest, UsageResult, "usage", lambda r: (r.id, r.since),
            lambda r, v: UsageResult(usage=list(v)), lambda res: res.usage),
+    Method("Group.Summaries", InspectRequest, SummariesResult, "summaries", lambda r: (),
+           lambda r, v: SummariesResult(groups=list(v)), lambda res: res.groups),
 )

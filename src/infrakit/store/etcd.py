@@ -4,6 +4,7 @@ Keys, under a prefix (default ``/infrakit/``)::
 
     spec/<group>        the committed spec (JSON, as committed)
     previous/<group>    the spec committed before it
+    created/<group>     when the group was first committed (seconds since the epoch)
     paused/<group>      "1" while an operator has paused the rolling update
     destroying/<group>  "1" once the group is being destroyed: it never provisions again
     sequence/<group>    the last member sequence number handed out
@@ -90,13 +91,22 @@ class EtcdStore:
         while True:
             current, revision = self.client.get_value(key)
             success = [put(key, spec)]
-            if current is not None and current != spec:
+            if current is None:
+                success.append(put(f"{self.prefix}created/{group}", repr(time.time())))
+            elif current != spec:
                 success.append(put(f"{self.prefix}previous/{group}", current))
             if self.client.txn(success, [unchanged(key, revision)]):
                 return
 
     def previous_spec(self, group: str) -> bytes | None:
         return self.client.get_value(f"{self.prefix}previous/{group}")[0]
+
+    def created(self, group: str) -> float | None:
+        raw = self.client.get_value(f"{self.prefix}created/{group}")[0]
+        try:
+            return float(raw) if raw is not None else None
+        except ValueError:  # not written by this store: the age is unknown, nothing more
+            return None
 
     def set_paused(self, group: str, paused: bool) -> None:
         self.client.txn([put(f"{self.prefix}paused/{group}", "1" if paused else "0")])
@@ -112,7 +122,8 @@ class EtcdStore:
 
     def delete_group(self, group: str) -> None:
         ops = [delete(f"{self.prefix}{part}/{group}")
-               for part in ("spec", "previous", "paused", "destroying", "sequence", "eventseq")]
+               for part in ("spec", "previous", "created", "paused", "destroying", "sequence",
+                            "eventseq")]
         ops.append(_delete_range(self._event_key(group, 0),
                                  self._event_key(group, 10 ** _SEQ_DIGITS - 1)))
         keys = [op.key for op in self.inflight(group)]

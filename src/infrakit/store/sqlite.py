@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS groups (
     previous BLOB,
     paused INTEGER NOT NULL DEFAULT 0,
     destroying INTEGER NOT NULL DEFAULT 0,
-    sequence INTEGER NOT NULL DEFAULT 0
+    sequence INTEGER NOT NULL DEFAULT 0,
+    created REAL
 );
 CREATE TABLE IF NOT EXISTS inflight (
     key TEXT PRIMARY KEY,
@@ -86,6 +87,8 @@ class SQLiteStore:
             if "destroying" not in columns:  # a store made before groups could be
                 self._db.execute("ALTER TABLE groups ADD COLUMN destroying INTEGER NOT NULL "
                                  "DEFAULT 0")
+            if "created" not in columns:  # its groups' first commits were not kept
+                self._db.execute("ALTER TABLE groups ADD COLUMN created REAL")
         self._mirror: dict[str, dict[str, InFlight]] = {}
         """The in-flight table, read on every pass, kept in memory: what this connection
         committed is applied to it; a commit by another connection (``data_version``
@@ -130,9 +133,15 @@ class SQLiteStore:
     def save_group(self, group: str, spec: bytes) -> None:
         with self._lock, self._named():
             self._db.execute(
-                "INSERT INTO groups (id, spec) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "previous = CASE WHEN spec = excluded.spec THEN previous ELSE spec END, "
-                "spec = excluded.spec", (group, spec))
+                "INSERT INTO groups (id, spec, created) VALUES (?, ?, ?) ON CONFLICT (id) DO "
+                "UPDATE SET previous = CASE WHEN spec = excluded.spec THEN previous ELSE spec "
+                "END, spec = excluded.spec", (group, spec, time.time()))
+
+    def created(self, group: str) -> float | None:
+        with self._lock, self._named():
+            row = self._db.execute("SELECT created FROM groups WHERE id = ?",
+                                   (group,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
 
     def previous_spec(self, group: str) -> bytes | None:
         with self._lock, self._named():

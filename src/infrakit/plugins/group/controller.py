@@ -106,6 +106,8 @@ class GroupController:
         self._stopping = False
         self.destroying = False
         """The group is being destroyed: its loop never runs again."""
+        self.created: float | None = None
+        """When the group was first committed, as its store keeps it (None: not known)."""
         self.sha = ""
         self.last = LastPass(peak=props.target() if resumed else 0)
         """What the last pass met, for the metrics (a resumed group had all its members)."""
@@ -149,8 +151,7 @@ class GroupController:
 
     def start(self) -> None:
         if not self.destroying:
-            # in a context of its own: not as the caller of the commit that started it
-            self._task = contextvars.Context().run(
+            self._task = contextvars.Context().run(  # not as the caller of the commit
                 asyncio.get_running_loop().create_task, self._run(), name=self.group)
             self.usage.open()
 

@@ -97,6 +97,11 @@ class GroupStore(Protocol):
         """Store a committed spec; a different spec stored before becomes the previous one."""
         ...
 
+    def created(self, group: str) -> float | None:
+        """When the group was first committed (seconds since the epoch): kept from its
+        first :meth:`save_group` until :meth:`delete_group`; None when not known."""
+        ...
+
     def previous_spec(self, group: str) -> bytes | None:
         """The spec committed before the current one, to roll back to."""
         ...

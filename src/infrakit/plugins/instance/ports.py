@@ -12,11 +12,15 @@ import socket
 import threading
 from collections.abc import Iterable
 
+LOOPBACK = "127.0.0.1"
+"""Where the ports handed out are: an instance's ``Address`` in its description (see
+:mod:`infrakit.spi.facts`)."""
+
 
 def free_port() -> int:
     """A loopback port nothing listens on now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
 
 
@@ -24,7 +28,7 @@ def port_in_use(port: int) -> bool:
     """Whether something holds ``port`` on loopback (it cannot be bound)."""
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((LOOPBACK, port))
         except OSError:
             return True
     return False

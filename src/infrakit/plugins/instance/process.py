@@ -49,7 +49,7 @@ import msgspec.structs
 
 from infrakit.atomicfile import write_atomic
 from infrakit.plugins.instance import cgroups, logfile, procfs, retention
-from infrakit.plugins.instance.ports import PortReservations
+from infrakit.plugins.instance.ports import LOOPBACK, PortReservations
 from infrakit.plugins.instance.state import highest_id, load_records, state_directory
 from infrakit.rpc.paths import PluginPathError, check_private_dir, make_private_dir
 from infrakit.spi.durations import Duration
@@ -188,7 +188,7 @@ class ProcessRecord(procfs.ProcessRecordBase, rename="pascal", kw_only=True):
 
     def describe(self, properties: bool) -> Description:
         facts = {"PID": self.pid, "Started": self.started, "Log": self.log,
-                 "WorkDir": self.work_dir, "Ports": self.ports}
+                 "WorkDir": self.work_dir, "Address": LOOPBACK, "Ports": self.ports}
         return Description(id=self.id, logical_id=self.logical_id, tags=self.tags,
                            properties=facts if properties else msgspec.UNSET)
 

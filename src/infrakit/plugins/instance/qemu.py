@@ -41,7 +41,7 @@ import msgspec.structs
 
 from infrakit.atomicfile import write_atomic
 from infrakit.plugins.instance import logfile, procfs, qemu_launch, qemu_monitor
-from infrakit.plugins.instance.ports import PortReservations, port_in_use
+from infrakit.plugins.instance.ports import LOOPBACK, PortReservations, port_in_use
 from infrakit.plugins.instance.qemu_launch import VmFiles
 from infrakit.plugins.instance.qemu_props import QemuProperties
 from infrakit.plugins.instance.state import load_records, state_directory
@@ -76,7 +76,8 @@ class QemuRecord(procfs.ProcessRecordBase, rename="pascal", kw_only=True):
         facts: Any = msgspec.UNSET
         if properties:
             facts = {"PID": self.pid, "State": qemu_monitor.status(self.files.qmp),
-                     "Ports": self.ports, "Console": str(self.files.console),
+                     "Address": LOOPBACK, "Ports": self.ports,
+                     "Console": str(self.files.console),
                      "CPUs": self.cpus, "MemoryMB": self.memory_mb, "Accel": self.accel,
                      "Started": self.started}
         return Description(id=self.id, logical_id=self.logical_id, tags=self.tags,
