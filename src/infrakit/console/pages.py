@@ -8,16 +8,15 @@ changed, every :data:`REFRESH` seconds, and when its stream comes back after a d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from infrakit.console.actions import ACTIONS, spec_of
 from infrakit.console.render import page
-from infrakit.console.view import Summary, progress, spec_diff, spec_text, summary
+from infrakit.console.view import progress, spec_diff, spec_text, summary
 from infrakit.rpc.web import Response
 from infrakit.spi.access import Role
 from infrakit.spi.errors import PluginError
-from infrakit.spi.group import GroupStatus
+from infrakit.spi.group import GroupSummary
 
 if TYPE_CHECKING:
     from infrakit.console.app import Caller, Console
@@ -46,20 +45,15 @@ def confirm(caller: Caller, gid: str, action: str, label: str, warning: str,
                 fields=fields, back=back, **_common(caller))
 
 
-async def _rows(console: Console) -> tuple[list[Summary | tuple[str, str]], str]:
-    """Every group's row (or its ID and why it has none), and who leads."""
-    specs = await console.groups.inspect_groups()
-    calls: list[Awaitable[object]] = [console.groups.describe_status(s.id) for s in specs]
-    if console.leadership is not None:
-        calls.append(console.leadership())
-    answers = list(await asyncio.gather(*calls, return_exceptions=True))
-    leader = answers.pop() if console.leadership is not None else ""
-    rows: list[Summary | tuple[str, str]] = [
-        summary(a) if isinstance(a, GroupStatus) else (s.id, str(a))
-        for s, a in zip(specs, answers, strict=True)]
-    if isinstance(leader, BaseException):
-        leader = f"unknown ({leader})"
-    return rows, str(leader)
+async def _rows(console: Console) -> tuple[list[GroupSummary], str]:
+    """Every group's line (one call, whatever the number of members), and who leads."""
+    if console.leadership is None:
+        return await console.groups.summaries(), ""
+    rows, leader = await asyncio.gather(console.groups.summaries(), console.leadership(),
+                                        return_exceptions=True)
+    if isinstance(rows, BaseException):
+        raise rows
+    return rows, f"unknown ({leader})" if isinstance(leader, BaseException) else leader
 
 
 async def overview(console: Console, caller: Caller) -> Response:

@@ -1,5 +1,5 @@
-"""What the console's pages show of a group, from what the group plugin answers: the
-overview's row of a group and the progress of its rolling update."""
+"""What the console's pages show of a group, from what the group plugin answers: its line
+(as the overview shows it), the progress of its rolling update, and its spec."""
 
 from __future__ import annotations
 
@@ -10,47 +10,24 @@ from typing import Any
 
 import msgspec
 
-from infrakit.spi.group import GroupSpec, GroupStatus
+from infrakit.plugins.group.summary import summarize
+from infrakit.spi.group import GroupSpec, GroupStatus, GroupSummary
 
 
-@dataclass(frozen=True)
-class Summary:
-    """A group at a glance: the overview's row."""
-
-    id: str
-    size: int
-    ready: int
-    """Members that are healthy."""
-    current: int
-    """Members on the committed config."""
-    status: str
-    """``converged``, ``converging``, ``updating``, ``update halted``, ``paused``,
-    ``backing off``, ``breaker open`` or ``destroying``: the one word that matters most."""
-
-
-def status_word(status: GroupStatus) -> str:
-    """The state of a group that most needs an operator's eye, first of all: what stops
-    it (a breaker, a backoff, a pause or halt) before what it is doing."""
-    updating = status.outdated > 0
-    if status.destroying:
-        return "destroying"
-    if status.breaker_open:
-        return "breaker open"
-    if status.backoff:
-        return "backing off"
-    if updating and status.update_paused:
-        return "paused"
-    if updating and status.update_halted:
-        return "update halted"
-    if updating:
-        return "updating"
-    return "converged" if status.converged else "converging"
-
-
-def summary(status: GroupStatus) -> Summary:
-    return Summary(status.id, status.target,
-                   sum(1 for m in status.members if m.health == "healthy"),
-                   sum(1 for m in status.members if m.current), status_word(status))
+def summary(status: GroupStatus) -> GroupSummary:
+    """A group's line, as the overview shows it, from its full status (a group's page has
+    that; the overview asks ``Group.Summaries`` for every group at once), its status word
+    decided by the same function."""
+    status_word, reason = summarize(
+        observed=status.passes > 0, converged=status.converged,
+        destroying=status.destroying, halted=status.update_halted,
+        error=status.errors[-1] if status.failures and status.errors else "",
+        breaker_open=status.breaker_open, backoff=status.backoff,
+        paused=status.update_paused, outdated=status.outdated)
+    return GroupSummary(id=status.id, size=status.target, members=len(status.members),
+                        ready=sum(1 for m in status.members if m.health == "healthy"),
+                        up_to_date=sum(1 for m in status.members if m.current),
+                        status=status_word, reason=reason)
 
 
 @dataclass(frozen=True)

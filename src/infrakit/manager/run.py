@@ -230,6 +230,7 @@ def _console(group: Any, tcp: TcpListener, name: str, settings: Settings) -> Con
     calls to the manager's own group plugin object (so that they run as the logged-in
     caller), pages made live by the manager's own event stream."""
     from infrakit.console.app import Console
+    from infrakit.console.inprocess import awaited
 
     async def leadership() -> str:
         leader = await asyncio.to_thread(current_leader, settings)
@@ -239,7 +240,7 @@ def _console(group: Any, tcp: TcpListener, name: str, settings: Settings) -> Con
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(leader.since))}"
                 + (" (this manager)" if leader.is_me() else ""))
 
-    return Console(group, socket_path(name), tcp.tokens.who, leadership)
+    return Console(awaited(group), socket_path(name), tcp.tokens.who, leadership)
 
 
 def served_group(group: object) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httptools
 
 from infrakit.rpc.stream import Stream, StreamWriter
-from infrakit.rpc.web import PREFIX, Request, Response, WebHandler
+from infrakit.rpc.web import PREFIX, Request, WebHandler
 from infrakit.spi.access import ACTOR_HEADER, Principal, Role, acting_as, on_behalf
 
 if TYPE_CHECKING:
@@ -354,16 +354,9 @@ class _Connection(asyncio.Protocol):
             self._proof_deadline = self._loop.time() + self._limits.handshake_timeout
             self.arm(self._limits.handshake_timeout, None)
         if tls is not None:
-            self._start_tls(tls)
+            _start_tls(self, tls)
         else:
             self.local = _peer(self._transport)
-
-    def _start_tls(self, tls: ssl.SSLContext) -> None:
-        """Start the TLS handshake here, before anything can read the connection's bytes;
-        it goes on in a task. It holds a place under the cap like any connection."""
-        handshake = _handshake(self, tls)
-        with contextlib.suppress(StopIteration):
-            self._tls = self._loop.create_task(_resume(handshake, handshake.send(None)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.forget(self)
@@ -497,9 +490,8 @@ class _Connection(asyncio.Protocol):
             if msg.early is not None:
                 self._send(msg, msg.early)
                 continue
-            if msg.web is not None:
-                self.deadline = float("inf")
-                self._pending = self._loop.create_task(self._web(msg, msg.web))
+            if msg.web is not None:  # for the web handler: see infrakit.rpc.web
+                self._pending = self._loop.create_task(_web(self, msg, msg.web))
                 return
             if msg.method == b"GET":
                 page = _page(self.pages, msg.target)
@@ -526,24 +518,6 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._closing:
             self._ignoring, self._stream = True, StreamWriter(self._transport, stream)
             self.arm(0, None)
-
-    async def _web(self, msg: _Message, fields: dict[str, str]) -> None:
-        """Answer a request for the web handler: a page, or a stream."""
-        peer = self._transport.get_extra_info("peername") if self._transport else None
-        request = Request(msg.method.decode("latin-1"), msg.target.decode("latin-1"), fields,
-                          msg.body, str(peer[0]) if peer else "")
-        try:
-            answer = await cast(WebHandler, self._server.web)(request)
-        except Exception:
-            _handler_failed(self)
-            return
-        self._pending = None
-        if isinstance(answer, Stream):
-            self._streams(answer)
-            return
-        self.arm(self._limits.idle_timeout, None)
-        self._send(msg, _web_answer(answer, msg.keep_alive and not self._server.closing))
-        self._answer_queued()
 
     async def _finish(self, msg: _Message, coro: Coroutine[Any, Any, bytes | None],
                       step: Any) -> None:
@@ -593,6 +567,14 @@ def _handler_failed(conn: _Connection) -> None:
     log.exception("request handler failed")
     conn.write(_plain(500, "internal error", "Connection: close\r\n"))
     conn.close()
+
+
+def _start_tls(conn: _Connection, tls: ssl.SSLContext) -> None:
+    """Start ``conn``'s TLS handshake at once, before anything can read the connection's
+    bytes; it goes on in a task. It holds a place under the cap like any connection."""
+    handshake = _handshake(conn, tls)
+    with contextlib.suppress(StopIteration):
+        conn._tls = conn._loop.create_task(_resume(handshake, handshake.send(None)))
 
 
 async def _handshake(conn: _Connection, tls: ssl.SSLContext) -> None:
@@ -657,8 +639,26 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that was answered early."""
 
 
-def _web_answer(answer: Response, keep_alive: bool) -> bytes:
-    return answer.encode(_REASONS.get(answer.status, "OK"), not keep_alive)
+async def _web(conn: _Connection, msg: _Message, fields: dict[str, str]) -> None:
+    """Answer a request for the web handler: with a page, or a stream."""
+    conn.deadline = float("inf")
+    transport = conn._transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    request = Request(msg.method.decode("latin-1"), msg.target.decode("latin-1"), fields,
+                      msg.body, str(peer[0]) if peer else "")
+    try:
+        answer = await cast(WebHandler, conn._server.web)(request)
+    except Exception:
+        _handler_failed(conn)
+        return
+    conn._pending = None
+    if isinstance(answer, Stream):
+        conn._streams(answer)
+        return
+    conn.arm(conn._limits.idle_timeout, None)
+    keep_alive = msg.keep_alive and not conn._server.closing
+    conn._send(msg, answer.encode(_REASONS.get(answer.status, "OK"), not keep_alive))
+    conn._answer_queued()
 
 
 def _ok(answer: bytes | None) -> bytes:
