@@ -74,18 +74,22 @@ class Local:
         return str(re.findall(r'name="csrf" value="([^"]+)"', page)[0])
 
 
+def commit(cli: Cli, tmp_path: Path, size: int) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"ID": PAYLOAD_ID, "Properties": {
+        "Allocation": {"Size": size}, "Instance": {"Plugin": "instance-file"},
+        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {"Tags": {"t": PAYLOAD_TAG}}}}}))
+    done = cli("group", "commit", str(spec))
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.fixture
 def local(procs: Processes, home: Path, start_plugin: StartPlugin, cli: Cli,
           tmp_path: Path) -> Local:
     start_plugin("instance-file")
     start_plugin("flavor-vanilla")
     start_plugin("group")
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"ID": PAYLOAD_ID, "Properties": {
-        "Allocation": {"Size": 2}, "Instance": {"Plugin": "instance-file"},
-        "Flavor": {"Plugin": "flavor-vanilla", "Properties": {"Tags": {"t": PAYLOAD_TAG}}}}}))
-    done = cli("group", "commit", str(spec))
-    assert done.returncode == 0, done.stderr
+    commit(cli, tmp_path, 2)
     return Local(procs, home)
 
 
@@ -141,6 +145,19 @@ def test_destroying_a_member_asks_first(local: Local) -> None:
     status, _, _ = request(local.port, "POST", path, cookie, {**form, "confirm": "yes"})
     assert status == 303
     wait_until(lambda: victim not in _members(local, cookie), 15, what="the member replaced")
+
+
+def test_a_groups_page_shows_its_spec_and_the_change_from_the_one_before(
+        local: Local, cli: Cli, tmp_path: Path) -> None:
+    cookie = local.log_in()
+    path = f"/ui/group/{quote(PAYLOAD_ID, safe='')}"
+    _, _, page = request(local.port, "GET", path, cookie)
+    assert 'id="spec"' in page and 'id="spec-diff"' not in page  # nothing before it
+    commit(cli, tmp_path, 3)
+    _, _, page = request(local.port, "GET", path, cookie)
+    diff = page.split('id="spec-diff">')[1].split("</pre>")[0]
+    assert '<span class="del">-      &#34;Size&#34;: 2</span>' in diff
+    assert '<span class="add">+      &#34;Size&#34;: 3</span>' in diff
 
 
 def test_ids_tags_and_texts_are_escaped(local: Local) -> None:

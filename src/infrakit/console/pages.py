@@ -76,13 +76,14 @@ async def _group(console: Console, gid: str) -> dict[str, Any]:
 
 async def group(console: Console, caller: Caller, gid: str) -> Response:
     live = await _group(console, gid)
-    spec = await spec_of(console.groups, gid)
+    spec, previous = await asyncio.gather(spec_of(console.groups, gid),
+                                          console.groups.previous_spec(gid))
     try:
         usage = await console.groups.usage(gid, None)
     except PluginError as exc:  # a plugin that keeps no usage
         usage, live["usage_error"] = [], str(exc)
     notice = caller.session.take_notice()
-    return page("group.html", spec=spec_text(spec), diff=spec_diff(None, spec),
+    return page("group.html", spec=spec_text(spec), diff=spec_diff(previous, spec),
                 usage=usage, notice=notice, actions=ACTIONS, size=spec_size(spec.properties),
                 **live, **_common(caller))
 

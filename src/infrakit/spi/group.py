@@ -225,6 +225,8 @@ class GroupPlugin(Protocol):
 
     def summaries(self) -> MaybeAwaitable[list[GroupSummary]]: ...
 
+    def previous_spec(self, id: str) -> MaybeAwaitable[GroupSpec | None]: ...
+
 
 class CommitRequest(Wire, kw_only=True):
     spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
@@ -273,6 +275,12 @@ class UsageResult(Wire, kw_only=True):
 
 class SummariesResult(Wire, kw_only=True):
     groups: list[GroupSummary]
+
+
+class PreviousSpecResult(Wire, kw_only=True):
+    spec: GroupSpec | None
+    """The spec committed before the current one (what ``cancel-update`` rolls back to);
+    null when there is none."""
 
 
 class CommitResult(Wire, kw_only=True):
@@ -340,4 +348,6 @@ GROUP = interface(
            lambda r, v: UsageResult(usage=list(v)), lambda res: res.usage),
     Method("Group.Summaries", InspectRequest, SummariesResult, "summaries", lambda r: (),
            lambda r, v: SummariesResult(groups=list(v)), lambda res: res.groups),
+    Method("Group.PreviousSpec", IDRequest, PreviousSpecResult, "previous_spec",
+           lambda r: (r.id,), lambda r, v: PreviousSpecResult(spec=v), lambda res: res.spec),
 )

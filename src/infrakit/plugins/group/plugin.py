@@ -295,6 +295,10 @@ class GroupPlugin:
         now = time.time()
         return [summary_of(self._controllers[gid], now) for gid in sorted(self._controllers)]
 
+    async def previous_spec(self, id: str) -> GroupSpec | None:
+        raw = await asyncio.to_thread(self.store.previous_spec, self._controller(id).group)
+        return None if raw is None else _decode_spec(raw)
+
     async def events(self, id: str, since: float | None, after: int | None,
                      limit: int) -> list[GroupEvent]:
         """The group's history, oldest first (``Group.Events``, our extension)."""
