@@ -59,9 +59,9 @@ class Browser:
         self.part_bytes = 0
         self.stop = threading.Event()
 
-    def conn(self) -> http.client.HTTPSConnection:
+    def conn(self, timeout: float | None = 60) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context,
-                                           timeout=60)
+                                           timeout=timeout)
 
     def request(self, method: str, path: str, body: str | None = None) -> tuple[int, int]:
         """Status and bytes (head and body) of one request, on a new connection."""
@@ -99,7 +99,7 @@ class Browser:
             self.fetches.append(time.perf_counter() - start)
 
     def _stream(self, live: str, changed: threading.Event) -> None:
-        conn = self.conn()
+        conn = self.conn(timeout=None)  # as a browser's: a quiet stream stays open
         conn.request("GET", live, headers={"Cookie": self.cookie})
         resp = conn.getresponse()
         while not self.stop.is_set():

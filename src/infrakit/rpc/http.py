@@ -19,6 +19,10 @@ caller is (a :class:`~infrakit.spi.access.Principal`: a name and a role); each o
 is handled :func:`~infrakit.spi.access.acting_as` it, and the dispatcher refuses a method
 its role does not allow. On a UNIX socket, which its file mode guards, the caller is the
 local user who connected (``local:alice``), as ``admin``.
+
+A server may also be given a web handler (the console): the requests under ``/ui/`` go to
+it whole (:mod:`infrakit.rpc.web`), without a token, for it authenticates them itself (by
+a session cookie); no other request pays for that but a test of its path.
 """
 
 from __future__ import annotations
