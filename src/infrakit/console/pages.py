@@ -15,8 +15,9 @@ from infrakit.console.render import page
 from infrakit.console.view import progress, spec_diff, spec_text, summary
 from infrakit.rpc.web import Response
 from infrakit.spi.access import Role
-from infrakit.spi.errors import PluginError
-from infrakit.spi.group import GroupSummary
+from infrakit.spi.calls import AsyncGroupAPI
+from infrakit.spi.errors import PluginError, Unsupported
+from infrakit.spi.group import GroupSpec, GroupSummary
 
 if TYPE_CHECKING:
     from infrakit.console.app import Caller, Console
@@ -77,7 +78,7 @@ async def _group(console: Console, gid: str) -> dict[str, Any]:
 async def group(console: Console, caller: Caller, gid: str) -> Response:
     live = await _group(console, gid)
     spec, previous = await asyncio.gather(spec_of(console.groups, gid),
-                                          console.groups.previous_spec(gid))
+                                          _previous(console.groups, gid))
     try:
         usage = await console.groups.usage(gid, None)
     except PluginError as exc:  # a plugin that keeps no usage
@@ -90,6 +91,15 @@ async def group(console: Console, caller: Caller, gid: str) -> Response:
 
 async def group_part(console: Console, caller: Caller, gid: str) -> Response:
     return page("group_part.html", **await _group(console, gid), **_common(caller))
+
+
+async def _previous(groups: AsyncGroupAPI, gid: str) -> GroupSpec | None:
+    """The spec committed before the current one; None from a plugin that does not say
+    (one of an earlier version): the page then shows no diff."""
+    try:
+        return await groups.previous_spec(gid)
+    except Unsupported:
+        return None
 
 
 def spec_size(properties: Any) -> int | None:
