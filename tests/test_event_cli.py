@@ -202,7 +202,7 @@ def test_describe_watch_redraws_on_events_not_on_a_poll(
                what=f"the watch to drop {victim}")
     assert watch.interrupt() == 0, watch.err
     # one draw at the start and one per burst of events: not one every fraction of a second
-    assert 2 <= _calls(watch.err, "Group.DescribeGroup") <= 8, watch.err
+    assert 2 <= _calls(watch.err, "Group.DescribeStatus") <= 8, watch.err
 
 
 def test_ls_watch_shows_a_new_group_and_says_when_the_stream_drops(
@@ -259,6 +259,16 @@ def test_watch_falls_back_to_polling_a_plugin_without_events(
     assert watch.interrupt() == 0, watch.err
     assert "the plugin publishes no events on group/cattle/ (invalid topic: group/cattle/); " \
         "refreshing every 2s" in watch.err
+    # its tables: what it can tell, and why the rest is not there
+    listed = cli("group", "ls")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["ID", "SIZE", "READY", "UP-TO-DATE", "AGE", "STATUS"]
+    assert lines[1].strip() == "cattle"
+    assert "does not serve Group.Summaries" in lines[2]
+    assert json.loads(cli("group", "ls", "-o", "json").stdout) == [{"ID": "cattle"}]
+    described = cli("group", "describe", "cattle").stdout
+    assert "converged: " in described and "does not serve Group.DescribeStatus" in described
 
 
 def test_on_a_terminal_the_watch_redraws_in_place(stack: Stack) -> None:

@@ -88,6 +88,11 @@ def test_followers_forward_and_successors_take_over_without_over_provisioning(
     assert [g.id for g in follower.inspect_groups()] == ["web"]
     wait_until(lambda: follower.describe_group("web").converged, 15, what="a to converge")
     assert follower.describe_status("web").target == 3
+    # forwarded to the leader, like the others; as its last pass left the group
+    wait_until(lambda: follower.summaries()[0].status == "converged", 10, what="a pass")
+    [summary] = follower.summaries()
+    assert (summary.id, summary.ready, summary.up_to_date) == ("web", 3, 3)
+    assert summary.created is not None  # in etcd: kept when another manager leads
     assert follower.commit_group(GroupSpec(id="web", properties=props), False) == "Noop"
 
     a.send_signal(signal.SIGKILL)  # killed: b leads within the TTL
@@ -95,6 +100,7 @@ def test_followers_forward_and_successors_take_over_without_over_provisioning(
     wait_until(lambda: leader_pid() == b.pid, 15, interval=0.05, what="b to lead")
     assert time.monotonic() - killed < TTL + 2.5
     assert [g.id for g in follower.inspect_groups()] == ["web"]
+    assert [s.created for s in follower.summaries()] == [summary.created]
 
     c = manager("group-c")
     b.send_signal(signal.SIGSTOP)  # frozen past its TTL: c leads

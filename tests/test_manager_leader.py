@@ -33,12 +33,16 @@ def test_a_second_manager_waits_then_takes_over_with_every_group(
                what="the second manager to wait")
     status = json.loads(cli("manager", "status", "-o", "json").stdout)
     assert status["PID"] == first.pid and status["Store"].startswith("sqlite:")
+    assert status["Since"].endswith("Z")  # ISO 8601, as every time in JSON
+    headers = cli("manager", "status").stdout.split("\n")[0].split()
+    assert headers == ["LEADER", "HOST", "AGE", "STORE", "SERVES"]
     props = {"Allocation": {"Size": 2},
              "Instance": {"Plugin": "instance-file", "Properties": {}},
              "Flavor": {"Plugin": "flavor-vanilla", "Properties": {}}}
     with RPCClient(sock) as conn:
         GroupClient(conn).commit_group(GroupSpec(id="web", properties=props), False)
         wait_until(lambda: GroupClient(conn).describe_group("web").converged, 15)
+    [born] = json.loads(cli("group", "ls", "-o", "json").stdout)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed = time.monotonic()
@@ -51,6 +55,8 @@ def test_a_second_manager_waits_then_takes_over_with_every_group(
         assert [g.id for g in client.inspect_groups()] == ["web"]
         wait_until(lambda: client.describe_group("web").converged, 15)
         assert len(client.describe_group("web").instances or []) == 2
+    [listed] = json.loads(cli("group", "ls", "-o", "json").stdout)
+    assert listed["Created"] == born["Created"]  # the group's age outlives its manager
     second.send_signal(signal.SIGTERM)
     assert second.wait(10) == 0
     none = cli("manager", "status")

@@ -327,12 +327,12 @@ def test_a_killed_member_leaves_a_died_event_then_its_heir_a_provisioned_one(
     assert death.details and death.details["exit"].startswith("killed by signal 9")
     shown = cli("group", "events", "web")
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.startswith("TIME") and "member died" in shown.stdout
+    assert shown.stdout.startswith("AGE") and "member died" in shown.stdout
     assert victim in shown.stdout and "Managing 2 instances (by commit)" in shown.stdout
     data = json.loads(cli("group", "events", "web", "-o", "json", "--since", "10m").stdout)
     assert [e["Kind"] for e in data][:1] == ["committed"]
     assert cli("group", "events", "web", "--since", "2999-01-01T00:00:00").stdout.strip() \
-        == "TIME  MEMBER  KIND  REASON"
+        == "AGE  MEMBER  KIND  REASON"
     assert "last events:" in cli("group", "describe", "-v", "web").stdout
     _follow_sees_a_destroy(stack)
 
@@ -353,10 +353,10 @@ def _follow_sees_a_destroy(stack: Stack) -> None:
                     seen += os.read(fd, 65536).decode()
             return seen
 
-        read_until("TIME", "member died")  # the history is printed first
+        read_until("AGE", "member died")  # the history is printed first
         target = sorted(stack.alive())[0]
         stack.group().destroy_instances("web", [target], False)
-        assert "TIME" not in read_until(target, "by request")
+        assert "AGE" not in read_until(target, "by request")
     finally:
         follow.send_signal(signal.SIGINT)
         assert follow.wait(10) == 0

@@ -164,6 +164,40 @@ def test_previous_spec_and_pause_are_kept(opener: Opener) -> None:
     assert not opener().paused("g")
 
 
+def test_when_a_group_was_first_committed_is_kept_until_it_is_deleted(opener: Opener) -> None:
+    store = opener()
+    assert store.created("g") is None
+    before = time.time()
+    store.save_group("g", b"v1")
+    first = store.created("g")
+    assert first is not None and before <= first <= time.time()
+    store.save_group("g", b"v2")  # a later commit is not the group's birth
+    assert opener().created("g") == first
+    store.delete_group("g")
+    assert store.created("g") is None
+    store.save_group("g", b"v3")  # committed anew: a new group
+    again = store.created("g")
+    assert again is not None and again >= first
+
+
+def test_a_store_made_before_commit_times_were_kept_opens_and_keeps_them_from_then_on(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "groups.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE groups (id TEXT PRIMARY KEY, spec BLOB NOT NULL, previous BLOB, "
+                "paused INTEGER NOT NULL DEFAULT 0, sequence INTEGER NOT NULL DEFAULT 0)")
+    old.execute("INSERT INTO groups (id, spec) VALUES ('old', ?)", (b"v1",))
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    assert store.load_groups() == {"old": b"v1"} and store.created("old") is None
+    store.save_group("new", b"v1")
+    assert store.created("new") is not None
+    store.close()
+
+
 def test_inflight_records_are_seen_by_every_store_on_the_same_data(opener: Opener) -> None:
     """SQLite serves them from memory, and must still see what another connection wrote."""
     mine, other = opener(), opener()

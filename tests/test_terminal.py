@@ -189,9 +189,13 @@ LINES = {"commit", "set-size", "pause-update"}
 
 @pytest.mark.parametrize("args", [
     ["group", "--name", "hostile", "ls"],
+    ["group", "--name", "hostile", "ls", "-o", "wide"],
     ["group", "--name", "hostile", "describe", "g"],
     ["group", "--name", "hostile", "describe", "-q", "g"],
     ["group", "--name", "hostile", "describe", "-v", "g"],
+    ["group", "--name", "hostile", "describe", "-o", "wide", "g"],
+    ["group", "--name", "hostile", "describe", "-v", "-o", "wide", "g"],
+    ["group", "--name", "hostile", "inspect", "-o", "table", "g"],
     ["group", "--name", "hostile", "inspect", "g"],
     ["group", "--name", "hostile", "inspect", "-o", "json", "g"],
     ["group", "--name", "hostile", "destroy-instances", "g", "x"],
@@ -204,6 +208,7 @@ LINES = {"commit", "set-size", "pause-update"}
     ["instance", "--name", "hostile", "describe"],
     ["instance", "--name", "hostile", "describe", "-q"],
     ["instance", "--name", "hostile", "describe", "--properties"],
+    ["instance", "--name", "hostile", "describe", "-o", "wide"],
     ["instance", "--name", "hostile", "provision", "spec.json"],
     ["instance", "--name", "hostile", "destroy", "a", "b"],
     ["--log", "5", "instance", "--name", "hostile", "describe", "-q"],
@@ -233,7 +238,7 @@ def test_a_rows_new_line_shows_escaped_in_describe(hostile: Path, home: Path) ->
     status, out = on_terminal(["group", "--name", "hostile", "describe", "g"], home)
     assert status == 0, out
     lines = out.rstrip("\n").split("\n")
-    assert lines[0].split() == ["ID", "LOGICAL", "TAGS"]
+    assert lines[0].split() == ["ID", "LOGICAL", "HEALTH", "AGE", "CONFIG", "RESTARTS"]
     assert len(lines) == 3, lines  # the header, one member, the summary
     assert lines[1].startswith("web\\x1b]0;pwned\\x07-1\\nfake-row")
 

@@ -42,7 +42,6 @@ from infrakit.spi.group import (
     GroupSummary,
     UsageRecord,
 )
-from infrakit.spi.methods import nonblocking
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
@@ -287,8 +286,7 @@ class GroupPlugin:
     async def inspect_groups(self) -> list[GroupSpec]:
         return [self._specs[gid] for gid in sorted(self._specs)]
 
-    @nonblocking
-    def summaries(self) -> list[GroupSummary]:
+    async def summaries(self) -> list[GroupSummary]:
         """Every group in a line, as its last pass left it (``Group.Summaries``, our
         extension): one call for ``infrakit group ls``, whatever the number of groups, and
         no call to any other plugin."""

@@ -40,12 +40,14 @@ STATUSES = ("destroying", "update halted", "failing", "breaker open", "backing o
 
 def summarize(*, observed: bool, converged: bool, destroying: bool = False, halted: str = "",
               error: str = "", breaker_open: bool = False, backoff: str = "",
-              paused: bool = False, outdated: int = 0) -> tuple[str, str]:
+              paused: bool = False, outdated: int = 0, members: int = 0, ready: int = 0,
+              size: int = 0) -> tuple[str, str]:
     """The status of a group (the first of :data:`STATUSES` that holds) and why, in words
     (empty when converged). ``observed``: a pass has looked at the group; ``halted``,
     ``error`` and ``backoff``: the halted update's reason, the last pass's error, the
     backoff's description, each empty when there is none; ``outdated``: members on another
-    config than the committed one."""
+    config than the committed one; ``members``, ``ready``, ``size``: the members there are,
+    the healthy ones, and how many the spec asks for."""
     if destroying:
         return "destroying", "members are being destroyed"
     if halted:
@@ -63,7 +65,7 @@ def summarize(*, observed: bool, converged: bool, destroying: bool = False, halt
     if not observed:
         return "converging", "not looked at yet"
     if not converged:
-        return "converging", ""
+        return "converging", f"{members} of {size} members, {ready} ready"
     return "converged", ""
 
 
@@ -77,7 +79,9 @@ def summary_of(c: GroupController, now: float) -> GroupSummary:
         error=errors[-1] if c.status.failures and errors else "",
         breaker_open=c.status.breaker_open,
         backoff=c.backoff.describe(now) if c.backoff.held(now) else "",
-        paused=c.rollout.paused, outdated=decision.outdated if decision is not None else 0)
+        paused=c.rollout.paused, outdated=decision.outdated if decision is not None else 0,
+        members=decision.live if decision is not None else 0,
+        ready=decision.healthy if decision is not None else 0, size=c.props.target())
     created = (datetime.datetime.fromtimestamp(c.created, datetime.timezone.utc)
                if c.created is not None else None)
     if decision is None:
