@@ -427,8 +427,15 @@ def test_the_group_keeps_what_it_did_and_why_as_events(tmp_path: Path) -> None:
         with acting_as(Principal("alice", Role.OPERATOR)):  # as the runtime runs a call
             await plugin.pause_update("web")
         history = await plugin.events("web", None, None, 0)
-        assert [(e.kind, e.verb, e.actor) for e in history][-1] == (
+        assert [(e.kind, e.verb, e.actor) for e in history if e.verb][-1] == (
             "update paused", "pause-update", "alice")
+        for _ in range(2):  # back to 3, then to 2: paused the first time only
+            with acting_as(Principal("bob", Role.OPERATOR)):
+                await plugin.cancel_update("web")
+        history = await plugin.events("web", None, None, 0)
+        assert [(e.kind, e.verb, e.actor) for e in history if e.verb][-3:] == [
+            ("committed", "cancel-update", "bob"), ("update resumed", "cancel-update", "bob"),
+            ("committed", "cancel-update", "bob")]
 
         cloud.fault = "refused"
         await plugin.commit_group(spec(3), False)

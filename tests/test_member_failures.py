@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import pwd
 import select
 import signal
 import subprocess
@@ -328,7 +329,9 @@ def test_a_killed_member_leaves_a_died_event_then_its_heir_a_provisioned_one(
     shown = cli("group", "events", "web")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("AGE") and "member died" in shown.stdout
-    assert victim in shown.stdout and "Managing 2 instances (by commit)" in shown.stdout
+    me = pwd.getpwuid(os.geteuid()).pw_name  # committed on the socket: the local user
+    assert victim in shown.stdout and f"Managing 2 instances (commit by local:{me})" in \
+        shown.stdout
     data = json.loads(cli("group", "events", "web", "-o", "json", "--since", "10m").stdout)
     assert [e["Kind"] for e in data][:1] == ["committed"]
     assert cli("group", "events", "web", "--since", "2999-01-01T00:00:00").stdout.strip() \

@@ -19,7 +19,9 @@ import pytest
 
 import infrakit.spi
 from infrakit.rpc import tokens as tokens_module
+from infrakit.rpc.client import Remote, RPCClient
 from infrakit.rpc.tokens import Tokens, hashed
+from infrakit.rpc.typed import GroupClient
 from infrakit.spi.access import (
     Principal,
     Role,
@@ -28,7 +30,7 @@ from infrakit.spi.access import (
     current_actor,
     on_behalf,
 )
-from infrakit.spi.errors import Forbidden, PluginError
+from infrakit.spi.errors import CallFailed, Forbidden, PluginError
 from infrakit.spi.group import GROUP
 from infrakit.spi.methods import Interface
 from tests.conftest import Cli, Processes, StartPlugin
@@ -270,6 +272,11 @@ def test_roles_govern_the_listener_and_the_events_name_who_did_what(
     impostor = _call(port, tls["cert"], held["bob"], "Group.ResumeUpdate",
                      {"Infrakit-Actor": "root"})  # only a forwarding admin names another
     assert "token 'bob' (viewer) may not call" in impostor["error"]["message"]
+    with RPCClient("", remote=Remote(f"https://127.0.0.1:{port}/", ssl.create_default_context(
+            cafile=str(tls["cert"])), held["bob"].read_text().strip())) as rpc, \
+            pytest.raises(CallFailed) as failed:
+        GroupClient(rpc).resume_update("web")
+    assert failed.value.code == -32003  # what the CLI's -o json reports as the Code
     local = cli("group", "resume-update", "web")  # on the UNIX socket: the local user
     assert local.returncode == 0, local.stderr
 
@@ -388,3 +395,45 @@ def test_a_manager_with_named_tokens_calls_its_leader_with_its_peer_token(
                        str(_token_file(tmp_path, "managers", ROOT)))
     remote = Settings.from_env().remote("https://127.0.0.1:1/")
     assert remote is not None and remote.token == ROOT
+
+
+def test_the_dispatcher_checks_the_role_before_it_calls_the_plugin() -> None:
+    import asyncio
+
+    from infrakit.rpc.dispatch import Dispatcher
+
+    class Groups:
+        def __init__(self) -> None:
+            self.destroyed: list[str] = []
+
+        async def destroy_group(self, id: str) -> None:
+            self.destroyed.append(id)
+
+        async def free_group(self, id: str) -> None:
+            raise Forbidden("free: not on a Tuesday")
+
+    def body(method: str) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "method": method, "params": {"ID": "web"},
+                           "id": 1}).encode()
+
+    groups = Groups()
+    dispatcher = Dispatcher({GROUP: groups})
+
+    async def as_(who: Principal | None, method: str) -> Any:
+        with acting_as(who):
+            return json.loads(await dispatcher.handle(body(method)) or b"null")
+
+    async def scenario() -> None:
+        refused = await as_(Principal("op", Role.OPERATOR), "Group.DestroyGroup")
+        assert refused["error"]["code"] == -32003 and groups.destroyed == []
+        assert (await as_(Principal("root", Role.ADMIN), "Group.DestroyGroup"))["result"]
+        assert (await as_(None, "Group.DestroyGroup"))["result"]  # in process: no caller
+        assert groups.destroyed == ["web", "web"]
+        own = await as_(Principal("root", Role.ADMIN), "Group.FreeGroup")
+        assert own["error"] == {"code": -32003, "message": "free: not on a Tuesday",
+                                "data": None}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dispatcher.close()

@@ -220,7 +220,8 @@ class Dispatcher:
             value = await self._invoke(target, mode, bound.method.args(params))
             return bound.method.wrap(params, value)
         except Exception as exc:
-            raise RPCError(jsonrpc.APPLICATION_ERROR, str(_failure(req.method, exc))) from None
+            code = Forbidden.code if isinstance(exc, Forbidden) else jsonrpc.APPLICATION_ERROR
+            raise RPCError(code, str(_failure(req.method, exc))) from None
 
     async def _invoke(self, target: Callable[..., Any], mode: Mode,
                       args: tuple[Any, ...]) -> Any:

@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import stat
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,6 @@ class Tokens:
         self._known = known
         self.path = path
         """The file they were read from; None for a token given in memory."""
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path | str) -> Tokens:
@@ -109,6 +107,7 @@ class Tokens:
 
     @property
     def principals(self) -> list[Principal]:
+        """Who the tokens belong to, as the log names them."""
         return [k.principal for k in self._known]
 
     def who(self, token: str | bytes) -> Principal | None:
@@ -134,13 +133,12 @@ class Tokens:
         and the log says why."""
         if self.path is None:
             return
-        with self._lock:
-            try:
-                known = parse(private_text(self.path, "--token-file"), self.path)
-            except PluginError as exc:
-                log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
-                return
-            self._known = known
+        try:
+            known = parse(private_text(self.path, "--token-file"), self.path)
+        except PluginError as exc:
+            log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
+            return
+        self._known = known  # one assignment: a lookup sees the old list or the new one
         log.info("tokens reloaded from %s: %s", self.path,
                  ", ".join(str(p) for p in self.principals) or "none")
 

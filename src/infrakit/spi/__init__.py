@@ -17,16 +17,19 @@ _HOME = {
     "Allocation": "types", "Attachment": "types", "Description": "types", "Health": "types",
     "HealthReport": "types", "EndedInstance": "instance",
     "Index": "types", "InterfaceSpec": "types", "Spec": "types", "nonblocking": "methods",
+    "Principal": "access", "Role": "access", "current_actor": "access",
 }
 
 __all__ = [
     "FLAVOR_API", "GROUP_API", "INSTANCE_API", "Allocation", "Attachment", "Description",
     "EndedInstance", "FlavorPlugin", "GroupDescription", "GroupPlugin", "GroupSpec", "Health",
     "HealthReport", "Index",
-    "InstancePlugin", "InterfaceSpec", "NotFoundError", "PluginError", "Spec", "nonblocking",
+    "InstancePlugin", "InterfaceSpec", "NotFoundError", "PluginError", "Principal", "Role",
+    "Spec", "current_actor", "nonblocking",
 ]
 
 if TYPE_CHECKING:
+    from infrakit.spi.access import Principal, Role, current_actor
     from infrakit.spi.errors import NotFoundError, PluginError
     from infrakit.spi.flavor import FlavorPlugin
     from infrakit.spi.group import GroupDescription, GroupPlugin, GroupSpec

@@ -242,7 +242,8 @@ class GroupPlugin:
             if raw is None:
                 raise PluginError(f"Group '{id}' has no earlier spec to go back to")
             details = await self._commit(_decode_spec(raw), False, "cancel-update")
-        await _pause(self._controller(id), self.store, False, "cancel-update")
+        if self._controller(id).rollout.paused:  # the rollback is not held back
+            await _pause(self._controller(id), self.store, False, "cancel-update")
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
