@@ -15,6 +15,8 @@ packages=(
     "qemu-system-x86 qemu-system-x86_64" # the hypervisor of the qemu instance plugin's VM tests
     "qemu-utils qemu-img"         # the overlays and extra disks of the qemu plugin
     "linux-image-amd64 /boot/vmlinuz-*" # the guest kernel (and its virtio modules) the VM tests boot
+    "chromium chromium"           # the headless browser of the console's browser tests
+    "chromium-driver chromedriver" # what selenium drives it through
 )
 missing=()
 for entry in "${packages[@]}"; do

@@ -16,9 +16,12 @@ MAY_IMPORT = {
     "rpc": {"spi"},
     "plugins.group": {"spi"},
     "plugins.flavor.combo": {"spi"},
+    # the console: pages over the group plugin's verbs; from the CLI only how text is
+    # made printable, so that a terminal and a page show a value alike
+    "console": {"spi", "rpc", "plugins.group", "cli.output"},
 }
 #: Packages nothing under ``plugins`` may import: they are built on the plugins.
-ABOVE_PLUGINS = ("manager", "cli", "store")
+ABOVE_PLUGINS = ("manager", "cli", "store", "console")
 
 
 def _modules() -> dict[str, ast.Module]:

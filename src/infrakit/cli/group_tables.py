@@ -151,7 +151,8 @@ def event_rows(events: list[GroupEvent], wide: bool) -> list[list[str]]:
     """Events as table rows: their age, and with ``wide`` their time (ISO 8601)."""
     now = time.time()
     return [[age(now - e.time), e.member or "-", e.kind,
-             e.reason + _caused(e), *([iso(e.time) or ""] if wide else [])] for e in events]
+             e.reason + _caused(e),
+             *([iso(e.time) or ""] if wide else [])] for e in events]
 
 
 def _caused(event: GroupEvent) -> str:

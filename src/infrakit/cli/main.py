@@ -51,6 +51,7 @@ class _LazyGroup(click.Group):
         "image": "infrakit.cli.image",
         "explain": "infrakit.cli.explain",
         "template": "infrakit.cli.template",
+        "ui": "infrakit.cli.ui",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -193,6 +193,11 @@ class ElectedGroup:
         summaries: list[GroupSummary] = await self._lead_or_forward("summaries")
         return summaries
 
+    async def previous_spec(self, id: str) -> GroupSpec | None:
+        """From the leader, as ``cancel-update`` would roll back to."""
+        spec: GroupSpec | None = await self._lead_or_forward("previous_spec", id)
+        return spec
+
     async def usage(self, id: str, since: float | None) -> list[UsageRecord]:
         """From the leader: what its controllers have counted and not yet written."""
         usage: list[UsageRecord] = await self._lead_or_forward("usage", id, since)

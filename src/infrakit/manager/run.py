@@ -5,8 +5,10 @@ manager``, from the environment variables those options read (one table of both:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from infrakit.settings import GROUP_POLL, MANAGER
 from infrakit.spi.errors import PluginError
 
 if TYPE_CHECKING:
+    from infrakit.console.app import Console
     from infrakit.manager.alerting import Alerting
     from infrakit.manager.elected import ElectedGroup
     from infrakit.manager.etcd_leader import EtcdLeadership
@@ -260,7 +263,26 @@ def build_manager(settings: Settings, name: str) -> dict[str, Any]:
                        tcp.url(settings.advertise or None) if tcp else "")
     group = kind.serve(kind.store(settings), kind.leadership(settings), me, poll, settings)
     watch_manager(lambda: kind.term(group))
-    return {**served_group(group), "tcp": tcp, "metrics": settings.metrics_listen}
+    web = None if tcp is None else _console(group, tcp, name, settings)
+    return {**served_group(group), "tcp": tcp, "metrics": settings.metrics_listen, "web": web}
+
+
+def _console(group: Any, tcp: TcpListener, name: str, settings: Settings) -> Console:
+    """The web console on the manager's TLS listener: logins by the listener's tokens,
+    calls to the manager's own group plugin object (so that they run as the logged-in
+    caller), pages made live by the manager's own event stream."""
+    from infrakit.console.app import Console
+    from infrakit.console.inprocess import awaited
+
+    async def leadership() -> str:
+        leader = await asyncio.to_thread(current_leader, settings)
+        if leader is None:
+            return "no manager leads"
+        return (f"{leader.host} (pid {leader.pid}) leads since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(leader.since))}"
+                + (" (this manager)" if leader.is_me() else ""))
+
+    return Console(awaited(group), socket_path(name), tcp.tokens.who, leadership)
 
 
 def served_group(group: object) -> dict[str, Any]:

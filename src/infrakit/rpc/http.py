@@ -19,6 +19,10 @@ caller is (a :class:`~infrakit.spi.access.Principal`: a name and a role); each o
 is handled :func:`~infrakit.spi.access.acting_as` it, and the dispatcher refuses a method
 its role does not allow. On a UNIX socket, which its file mode guards, the caller is the
 local user who connected (``local:alice``), as ``admin``.
+
+A server may also be given a web handler (the console): the requests under ``/ui/`` go to
+it whole (:mod:`infrakit.rpc.web`), without a token, for it authenticates them itself (by
+a session cookie); no other request pays for that but a test of its path.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httptools
 
 from infrakit.rpc.stream import Stream, StreamWriter
+from infrakit.rpc.web import PREFIX, Request, WebHandler
 from infrakit.spi.access import ACTOR_HEADER, Principal, Role, acting_as, on_behalf
 
 if TYPE_CHECKING:
@@ -65,10 +70,12 @@ class Page:
 #: (which stays open: see :mod:`infrakit.rpc.stream`).
 Pages = Mapping[bytes, Callable[[bytes], Page | Stream]]
 
-_REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
-            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+_REASONS = {100: "Continue", 200: "OK", 303: "See Other", 304: "Not Modified",
+            400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout",
             413: "Content Too Large", 415: "Unsupported Media Type",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error",
             503: "Service Unavailable"}
 
 
@@ -133,18 +140,22 @@ class _Message:
     drain: bool = False
     """After this answer, read and drop what the client still sends (see
     :meth:`_Connection.refuse`)."""
+    web: dict[str, str] | None = None
+    """The header fields of a request for the web handler (see :mod:`infrakit.rpc.web`)."""
 
 
 class _Reader:
     """The parser's callbacks: what the request being read says, as it arrives."""
 
     def __init__(self, conn: _Connection, limits: Limits, authenticate: Authenticate | None,
-                 pages_only: bool) -> None:
+                 pages_only: bool, web: bool) -> None:
         self._conn = conn
         self._limits = limits
         self._authenticate = authenticate
         self._pages_only = pages_only
         """A port that serves its pages alone: no call reaches the plugin."""
+        self._web = web
+        """Whether paths under :data:`~infrakit.rpc.web.PREFIX` go to a web handler."""
         self.parser = httptools.HttpRequestParser(self)
         self.head = 0
         """Bytes of the request head read so far; -1 while a body is read."""
@@ -172,6 +183,8 @@ class _Reader:
         self._body: list[bytes] = []
         self._size = 0
         self._early: bytes | None = None
+        self._fields: dict[str, str] | None = None
+        """The header fields of a request for the web handler; None for any other."""
 
     def on_message_begin(self) -> None:
         self.reset()
@@ -179,10 +192,14 @@ class _Reader:
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
+        if self._web and b"".join(self._url).startswith(PREFIX):
+            self._fields = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname == b"content-type":
+        if self._fields is not None:  # the web handler authenticates by its own means
+            self._fields[lname.decode("latin-1")] = value.decode("latin-1")
+        elif lname == b"content-type":
             self._ctype = value
         elif lname == b"authorization" and self._authenticate is not None:
             # checked as soon as it has come: a wrong token ends the connection at once
@@ -203,7 +220,8 @@ class _Reader:
 
     def on_headers_complete(self) -> None:
         self.head = -1
-        if not self.authorized:  # nothing else is said to a caller without the token
+        # nothing else is said to a caller without the token (the web handler says itself)
+        if not self.authorized and self._fields is None:
             self._conn.refuse(401, "unauthorized")
             raise _Refused
         if self.parser.should_upgrade():
@@ -229,6 +247,8 @@ class _Reader:
 
     def _early_answer(self) -> bytes | None:
         """The answer to a request that is refused for its head alone, if it is."""
+        if self._fields is not None:
+            return None
         method = self.parser.get_method()
         path = b"".join(self._url).split(b"?", 1)[0]
         if path in self._conn.pages:
@@ -266,7 +286,8 @@ class _Reader:
         if self._behalf and principal is not None:
             principal = on_behalf(principal, self._behalf.decode("utf-8", "replace"))
         msg = _Message(self.parser.get_method(), self.parser.should_keep_alive(),
-                       b"".join(self._body), self._early, b"".join(self._url), principal)
+                       b"".join(self._body), self._early, b"".join(self._url), principal,
+                       web=self._fields)
         self.reset()
         self._conn.queue(msg)
 
@@ -281,7 +302,8 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._limits = server.limits
         self.pages = server.pages
-        self._reader = _Reader(self, server.limits, server.authenticate, server.handler is None)
+        self._reader = _Reader(self, server.limits, server.authenticate,
+                               server.handler is None, server.web is not None)
         self._transport: asyncio.Transport | None = None
         self._queue: collections.deque[_Message] = collections.deque()
         self._pending: asyncio.Task[None] | None = None
@@ -336,16 +358,9 @@ class _Connection(asyncio.Protocol):
             self._proof_deadline = self._loop.time() + self._limits.handshake_timeout
             self.arm(self._limits.handshake_timeout, None)
         if tls is not None:
-            self._start_tls(tls)
+            _start_tls(self, tls)
         else:
             self.local = _peer(self._transport)
-
-    def _start_tls(self, tls: ssl.SSLContext) -> None:
-        """Start the TLS handshake here, before anything can read the connection's bytes;
-        it goes on in a task. It holds a place under the cap like any connection."""
-        handshake = _handshake(self, tls)
-        with contextlib.suppress(StopIteration):
-            self._tls = self._loop.create_task(_resume(handshake, handshake.send(None)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.forget(self)
@@ -479,6 +494,9 @@ class _Connection(asyncio.Protocol):
             if msg.early is not None:
                 self._send(msg, msg.early)
                 continue
+            if msg.web is not None:  # for the web handler: see infrakit.rpc.web
+                self._pending = self._loop.create_task(_web(self, msg, msg.web))
+                return
             if msg.method == b"GET":
                 page = _page(self.pages, msg.target)
                 if isinstance(page, Stream):
@@ -555,6 +573,14 @@ def _handler_failed(conn: _Connection) -> None:
     conn.close()
 
 
+def _start_tls(conn: _Connection, tls: ssl.SSLContext) -> None:
+    """Start ``conn``'s TLS handshake at once, before anything can read the connection's
+    bytes; it goes on in a task. It holds a place under the cap like any connection."""
+    handshake = _handshake(conn, tls)
+    with contextlib.suppress(StopIteration):
+        conn._tls = conn._loop.create_task(_resume(handshake, handshake.send(None)))
+
+
 async def _handshake(conn: _Connection, tls: ssl.SSLContext) -> None:
     """Secure ``conn``'s transport, or drop it."""
     raw = conn._transport
@@ -617,6 +643,28 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that was answered early."""
 
 
+async def _web(conn: _Connection, msg: _Message, fields: dict[str, str]) -> None:
+    """Answer a request for the web handler: with a page, or a stream."""
+    conn.deadline = float("inf")
+    transport = conn._transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    request = Request(msg.method.decode("latin-1"), msg.target.decode("latin-1"), fields,
+                      msg.body, str(peer[0]) if peer else "")
+    try:
+        answer = await cast(WebHandler, conn._server.web)(request)
+    except Exception:
+        _handler_failed(conn)
+        return
+    conn._pending = None
+    if isinstance(answer, Stream):
+        conn._streams(answer)
+        return
+    conn.arm(conn._limits.idle_timeout, None)
+    keep_alive = msg.keep_alive and not conn._server.closing
+    conn._send(msg, answer.encode(_REASONS.get(answer.status, "OK"), not keep_alive))
+    conn._answer_queued()
+
+
 def _ok(answer: bytes | None) -> bytes:
     return _response(200, b"" if answer is None else answer)
 
@@ -646,10 +694,13 @@ class HTTPServer:
     """Owns the listening socket and every connection."""
 
     def __init__(self, handler: BodyHandler | None, pages: Pages,
-                 limits: Limits | None = None, authenticate: Authenticate | None = None) -> None:
+                 limits: Limits | None = None, authenticate: Authenticate | None = None,
+                 web: WebHandler | None = None) -> None:
         self.handler = handler
         """None on a port that serves its pages alone (a metrics port)."""
         self.pages = pages
+        self.web = web
+        """What answers the paths under :data:`~infrakit.rpc.web.PREFIX`, if anything."""
         self.limits = limits or Limits()
         self.authenticate = authenticate
         """Who shows an ``Authorization`` header; when set, every request must carry one

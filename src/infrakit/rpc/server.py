@@ -27,6 +27,7 @@ from infrakit.rpc.lifecycle import SocketClaim, bind_tcp
 from infrakit.rpc.metrics import metrics_page
 from infrakit.rpc.paths import plugin_dir
 from infrakit.rpc.stream import Stream
+from infrakit.rpc.web import WebHandler
 from infrakit.spi.tree import PathServed
 
 if TYPE_CHECKING:
@@ -123,9 +124,11 @@ class PluginServer:
         grace: float = DEFAULT_GRACE,
         tcp: TcpListener | None = None,
         metrics: tuple[str, int] | None = None,
+        web: WebHandler | None = None,
     ) -> PluginServer:
-        """Claim the socket and start answering on it (and on ``tcp``, if given; and
-        ``GET /metrics`` alone, in plain HTTP, on the TCP address ``metrics``, if given)."""
+        """Claim the socket and start answering on it (and on ``tcp``, if given, with
+        ``web`` answering its paths under ``/ui/``; and ``GET /metrics`` alone, in plain
+        HTTP, on the TCP address ``metrics``, if given)."""
         served = _served(instance, flavor, group, event, metadata)
         dispatcher = Dispatcher(served, workers)
         pages = _pages(name, dispatcher, served)
@@ -142,7 +145,8 @@ class PluginServer:
             await _hook(dispatcher.objects, "start")
             await servers[0].start(claim.bind())
             if tcp is not None:
-                servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.tokens.bearer))
+                servers.append(HTTPServer(dispatcher.handle, pages, limits, tcp.tokens.bearer,
+                                          web))
                 await servers[-1].start(listening[0], tls)
                 log.info("plugin %s listening on %s (TLS, token required: %s)", name,
                          tcp.url(), ", ".join(str(p) for p in tcp.tokens.principals))
@@ -217,6 +221,7 @@ def serve(
     grace: float = DEFAULT_GRACE,
     tcp: TcpListener | None = None,
     metrics: tuple[str, int] | None = None,
+    web: WebHandler | None = None,
 ) -> None:
     """Serve plugin objects under ``name`` until SIGINT or SIGTERM.
 
@@ -227,7 +232,8 @@ def serve(
     in-flight calls may take to finish after SIGINT or SIGTERM. ``tcp`` serves the same
     objects on a TCP port too, with TLS and a bearer token. ``metrics`` (host, port) serves
     ``GET /metrics`` alone on a TCP port, in plain HTTP, for a Prometheus server to scrape
-    (the socket serves it too).
+    (the socket serves it too). ``web`` answers the requests under ``/ui/`` of the TCP listener
+(the manager's console), which authenticates them itself.
 
     ``event`` (Event/0.1.0: see :class:`~infrakit.spi.event.EventPlugin`) and ``metadata``
     (Metadata/0.1.0: :class:`~infrakit.spi.metadata.MetadataPlugin`) are one object (the
@@ -237,4 +243,4 @@ def serve(
     eventloop.run(serve_async(name, instance=instance, flavor=flavor, group=group,
                               event=event, metadata=metadata,
                               directory=directory, limits=limits, workers=workers, grace=grace,
-                              tcp=tcp, metrics=metrics))
+                              tcp=tcp, metrics=metrics, web=web))

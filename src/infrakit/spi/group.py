@@ -278,6 +278,8 @@ class GroupPlugin(Protocol):
     def summaries(self) -> MaybeAwaitable[list[GroupSummary]]: ...
     def plan_group(self, spec: GroupSpec) -> MaybeAwaitable[GroupPlan]: ...
 
+    def previous_spec(self, id: str) -> MaybeAwaitable[GroupSpec | None]: ...
+
 
 class CommitRequest(Wire, kw_only=True):
     spec: GroupSpec = msgspec.field(default_factory=GroupSpec)
@@ -334,6 +336,12 @@ class UsageResult(Wire, kw_only=True):
 
 class SummariesResult(Wire, kw_only=True):
     groups: list[GroupSummary]
+
+
+class PreviousSpecResult(Wire, kw_only=True):
+    spec: GroupSpec | None
+    """The spec committed before the current one (what ``cancel-update`` rolls back to);
+    null when there is none."""
 
 
 class CommitResult(Wire, kw_only=True):
@@ -403,4 +411,6 @@ GROUP = interface(
            lambda r, v: SummariesResult(groups=list(v)), lambda res: res.groups),
     Method("Group.PlanGroup", PlanRequest, PlanResult, "plan_group", lambda r: (r.spec,),
            lambda r, v: PlanResult(plan=v), lambda res: res.plan),
+    Method("Group.PreviousSpec", IDRequest, PreviousSpecResult, "previous_spec",
+           lambda r: (r.id,), lambda r, v: PreviousSpecResult(spec=v), lambda res: res.spec),
 )

@@ -143,8 +143,7 @@ class GroupController:
 
     def start(self) -> None:
         if not self.destroying:
-            # in a context of its own: not as the caller of the commit that started it
-            self._task = contextvars.Context().run(
+            self._task = contextvars.Context().run(  # not as the caller of the commit
                 asyncio.get_running_loop().create_task, self._run(), name=self.group)
             self.usage.open()
 

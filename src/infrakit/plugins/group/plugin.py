@@ -23,7 +23,7 @@ from infrakit.plugins.group.metrics import COLLECTOR
 from infrakit.plugins.group.plan import CONFIG_TAG, GROUP_TAG
 from infrakit.plugins.group.preview import commit_summary, plan_change, plan_new
 from infrakit.plugins.group.reach import Reachability
-from infrakit.plugins.group.reads import GroupReads
+from infrakit.plugins.group.reads import GroupReads, decode_spec
 from infrakit.plugins.group.shielded import ToTheEnd
 from infrakit.plugins.group.sizing import size_of, too_large
 from infrakit.plugins.group.spec import GroupProperties, config_sha, parse_group, resized
@@ -40,8 +40,6 @@ from infrakit.spi.group import (
 from infrakit.spi.types import Index, Spec
 
 log = logging.getLogger("infrakit.group")
-
-_decode_spec = msgspec.json.Decoder(GroupSpec).decode
 
 PREPARE_WAIT = 10.0
 """Seconds a commit waits for the flavor to prepare a member's spec, to measure it."""
@@ -106,7 +104,7 @@ class GroupPlugin(GroupReads):
     async def resume(self, gid: str, raw: bytes) -> None:
         """Watch the stored group ``gid`` (spec ``raw``) again, as it was left."""
         try:
-            spec = _decode_spec(raw)
+            spec = decode_spec(raw)
             props = parse_group(spec)
         except (msgspec.DecodeError, PluginError) as exc:  # the others resume
             self._unloaded[gid] = (f"its spec stored in {self.store} cannot be read or "
@@ -217,21 +215,12 @@ class GroupPlugin(GroupReads):
         return f"Destroyed {len(set(instances))} instances, {what}"
 
     async def pause_update(self, id: str) -> str:
-        await self._pause(id, True, "pause-update")
+        await _pause(self._controller(id), self.store, True, "pause-update")
         return f"Paused the rolling update of group '{id}'"
 
     async def resume_update(self, id: str) -> str:
-        await self._pause(id, False, "resume-update")
+        await _pause(self._controller(id), self.store, False, "resume-update")
         return f"Resumed the rolling update of group '{id}'"
-
-    async def _pause(self, gid: str, paused: bool, verb: str) -> None:
-        controller = self._controller(gid)
-        await asyncio.to_thread(self.store.set_paused, gid, paused)
-        controller.set_paused(paused)
-        controller.events.add("update paused" if paused else "update resumed",
-                              "no member is replaced until it is resumed" if paused else
-                              "members with an old config are replaced again", verb=verb)
-        await controller.events.flush()
 
     async def cancel_update(self, id: str) -> str:
         """Roll back: commit again the spec that was committed before the current one."""
@@ -240,9 +229,9 @@ class GroupPlugin(GroupReads):
             raw = await asyncio.to_thread(self.store.previous_spec, id)
             if raw is None:
                 raise PluginError(f"Group '{id}' has no earlier spec to go back to")
-            details = await self._commit(_decode_spec(raw), False, "cancel-update")
+            details = await self._commit(decode_spec(raw), False, "cancel-update")
         if self._controller(id).rollout.paused:  # the rollback is not held back
-            await self._pause(id, False, "cancel-update")
+            await _pause(self._controller(id), self.store, False, "cancel-update")
         return f"Rolled back to the previous spec: {details}"
 
     async def free_group(self, id: str) -> None:
@@ -293,9 +282,20 @@ async def _remember_previous(store: GroupStore, controller: GroupController) -> 
     if raw is None:
         return
     with contextlib.suppress(PluginError, msgspec.DecodeError):
-        old = parse_group(_decode_spec(raw))
+        old = parse_group(decode_spec(raw))
         controller.health.remember(config_sha(old), old.flavor)
         controller.usage.know(config_sha(old), msgspec.json.encode(old.instance))
+
+
+async def _pause(controller: GroupController, store: GroupStore, paused: bool,
+                 verb: str) -> None:
+    """Pause or resume ``controller``'s rolling update, durably, and say so in its events."""
+    await asyncio.to_thread(store.set_paused, controller.group, paused)
+    controller.set_paused(paused)
+    controller.events.add("update paused" if paused else "update resumed",
+                          "no member is replaced until it is resumed" if paused else
+                          "members with an old config are replaced again", verb=verb)
+    await controller.events.flush()
 
 
 async def _members_fit(plugins: PluginLookup, gid: str, props: GroupProperties) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
+
 from infrakit.plugins.group.controller import GroupController
 from infrakit.plugins.group.report import report
 from infrakit.plugins.group.storage import GroupStore, day_of
@@ -24,6 +26,9 @@ from infrakit.spi.group import (
     GroupSummary,
     UsageRecord,
 )
+
+decode_spec = msgspec.json.Decoder(GroupSpec).decode
+"""A spec as the store keeps it (JSON)."""
 
 
 class GroupReads:
@@ -62,6 +67,13 @@ class GroupReads:
         no call to any other plugin."""
         now = time.time()
         return [summary_of(self._controllers[gid], now) for gid in sorted(self._controllers)]
+
+    async def previous_spec(self, id: str) -> GroupSpec | None:
+        """The spec committed before the current one (``Group.PreviousSpec``, our
+        extension): what a cancel of the update would go back to, and what the console
+        shows the current spec's changes against."""
+        raw = await asyncio.to_thread(self.store.previous_spec, self._controller(id).group)
+        return None if raw is None else decode_spec(raw)
 
     async def events(self, id: str, since: float | None, after: int | None,
                      limit: int) -> list[GroupEvent]:
