@@ -4,10 +4,12 @@ Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by selenium."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,6 +84,14 @@ class Stack:
         pid = int(json.loads(record.read_text())["PID"])
         assert pid > 1
         return pid
+
+    def members(self) -> set[str]:
+        """The group's members, as the manager says."""
+        from infrakit.rpc.client import RPCClient
+        from infrakit.rpc.typed import GroupClient
+
+        with RPCClient(self.home / "plugins" / "group") as rpc:
+            return {m.id for m in GroupClient(rpc).describe_status("web").members}
 
     def kill(self, member: str) -> None:
         os.kill(self.member_pid(member), signal.SIGKILL)
@@ -162,3 +172,62 @@ def seen(driver: Any, check: Callable[[], bool], timeout: float, what: str) -> f
     wait_until(check, timeout, interval=0.05, what=what)
     return time.monotonic() - start
 
+
+class Cable:
+    """A TCP relay on loopback between the browser and the console that a test can cut,
+    as a network drop would: every connection through it is closed at once, and new ones
+    are refused until it is joined again."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self._target = port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._up = True
+        self._open: set[Any] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if not self._up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._open |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: Any, sink: Any) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    def cut(self) -> None:
+        import socket
+
+        self._up = False
+        with self._lock:
+            for end in self._open:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                    end.close()
+            self._open.clear()
+
+    def join(self) -> None:
+        self._up = True
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()

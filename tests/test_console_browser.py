@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, Processes, StartPlugin
-from tests.console_browser import Shots, Stack, driven, log_in, seen, start_stack, text_of
+from tests.console_browser import (
+    Cable,
+    Shots,
+    Stack,
+    driven,
+    log_in,
+    seen,
+    start_stack,
+    text_of,
+)
 
 MARK = "window.__notReloaded = 'yes'"
 """Set on the page once: if it is still there later, the page was never reloaded."""
@@ -179,3 +188,34 @@ def _labelled(driver: Any) -> None:
         assert labels or field.get_attribute("aria-label"), \
             f"input {field.get_attribute('name')!r} has no label"
 
+
+def test_a_page_whose_stream_dropped_shows_what_it_missed_once_back(
+        stack: Stack, chrome: tuple[Any, Shots]) -> None:
+    driver, shot = chrome
+    stack.commit(2)
+    cable = Cable(int(stack.url.split(":")[2].split("/")[0]))
+    url = f"https://127.0.0.1:{cable.port}/ui/"
+    try:
+        log_in(driver, Stack(stack.home, stack.cli, url, stack.spec), "vic")
+        driver.get(url + "group/web")
+        seen(driver, lambda: len(_members(driver)) == 2
+             and text_of(driver, "live-state") == "live", 30, "2 members, live")
+        driver.execute_script(MARK)
+        cable.cut()
+        # the stream's failure, or the next periodic refresh's, says so
+        seen(driver, lambda: text_of(driver, "live-state") == "reconnecting…", 15,
+             "the page to see that it is cut off")
+        victim = sorted(_members(driver))[0]
+        stack.kill(victim)
+        seen(driver, lambda: victim not in stack.members() and len(stack.members()) == 2, 30,
+             "the group to replace the member")
+        assert victim in _members(driver)  # the page could not have heard of it
+        shot("cut-off")
+        cable.join()
+        seen(driver, lambda: text_of(driver, "live-state") == "live"
+             and victim not in _members(driver) and len(_members(driver)) == 2, 30,
+             "the page, back, to show the replacement")
+        assert _not_reloaded(driver)
+        shot("back")
+    finally:
+        cable.close()
