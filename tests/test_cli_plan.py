@@ -17,12 +17,9 @@ import yaml
 
 from infrakit.cli.exits import CHANGES
 from tests.conftest import Cli, Processes, StartPlugin
-from tests.helpers import PY, answers_handshake, require_engine, wait_until
+from tests.stacks import reference_binary, start_local_manager, start_reference_group
 from tests.test_cli import ok, one_line_error
 from tests.test_terminal import on_terminal
-
-REFERENCE = Path("/work/orig/src/github.com/docker/infrakit/build")
-"""The reference's binaries, built from its v0.5 tag."""
 
 
 def spec(size: int = 3, image: str = "busybox:1", **extra: Any) -> dict[str, Any]:
@@ -219,11 +216,7 @@ def test_the_help_documents_the_exit_status(cli: Cli) -> None:
 
 def test_the_manager_plans_every_group_as_the_group_plugin_does(
         procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path) -> None:
-    start_plugin("instance-file")
-    start_plugin("flavor-vanilla")
-    procs.spawn([PY, "-m", "infrakit", "manager"], home / "test-logs" / "manager.log")
-    wait_until(lambda: answers_handshake(home / "plugins" / "group"), 15,
-               what="the manager to lead")
+    start_local_manager(procs, start_plugin, home)
     commit(cli, home, spec(2))
     name = write(home, spec(2, "busybox:2", HealthGrace="5s"))
     said = diff(cli, name)  # through the manager
@@ -241,23 +234,10 @@ def test_the_manager_plans_every_group_as_the_group_plugin_does(
     assert "busybox:1" in ok(cli("group", "inspect", "web")).stdout  # nothing committed
 
 
-def _reference(name: str) -> Path:
-    binary = REFERENCE / name
-    require_engine(None if os.access(binary, os.X_OK) else
-                   f"the reference's {name} is not built at {binary}")
-    return binary
-
-
 def test_the_reference_group_plugin_gets_its_own_pretend_commit(
         procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path,
         plugins_dir: Path) -> None:
-    group = _reference("infrakit-group-default")
-    start_plugin("instance-file")
-    start_plugin("flavor-vanilla")
-    log = home / "test-logs" / "group.log"
-    proc = procs.spawn([str(group), "--poll-interval", "200ms"], log,
-                       env={**os.environ, "INFRAKIT_PLUGINS_DIR": str(plugins_dir)})
-    procs.wait_ready("group", plugins_dir / "group", proc, log)
+    start_reference_group(procs, start_plugin, home, plugins_dir)
     name = write(home, spec(3))
     said = ok(cli("group", "commit", name, "--pretend")).stdout
     assert said == "Committing web would involve: Managing 3 instances\n"
@@ -270,7 +250,7 @@ def test_the_reference_group_plugin_gets_its_own_pretend_commit(
 @pytest.mark.usefixtures("stack")
 def test_the_reference_cli_hears_the_change_of_a_tunable(cli: Cli, home: Path,
                                                          plugins_dir: Path) -> None:
-    binary = _reference("infrakit")
+    binary = reference_binary("infrakit")
     commit(cli, home, spec(2))
     (home / "tuned.json").write_text(json.dumps(spec(2, HealthGrace=5)))
     done = subprocess.run([str(binary), "group", "commit", "tuned.json", "--pretend"],

@@ -17,14 +17,11 @@ import pytest
 
 from tests.conftest import Cli, Plugin, Processes, StartPlugin
 from tests.helpers import PY, rpc, stop_process, wait_until
+from tests.stacks import reference_binary, start_reference_group
 
 DEADLINE = 30.0
 """Seconds a change may take to show: a bound, generous for a busy machine (each wait ends
 as soon as the change shows)."""
-REFERENCE = Path("/work/orig/src/github.com/docker/infrakit/build")
-"""The reference's binaries, built from its v0.5 tag."""
-
-
 def _spec(gid: str, size: int) -> dict[str, object]:
     return {"ID": gid, "Properties": {
         "Allocation": {"Size": size},
@@ -77,15 +74,6 @@ def _says(log: Path, text: str) -> bool:
     return text in log.read_text()
 
 
-def _reference_cli() -> Path:
-    from tests.helpers import require_engine
-
-    binary = REFERENCE / "infrakit"
-    require_engine(None if os.access(binary, os.X_OK) else
-                   f"the reference's CLI is not built at {binary}")
-    return binary
-
-
 @pytest.fixture
 def spawned(procs: Processes, home: Path) -> Iterator[list[subprocess.Popen[str]]]:
     """Commands a test runs in the background, reading their output; stopped at the end."""
@@ -135,7 +123,7 @@ class Running:
 
 def test_the_reference_event_tail_prints_our_events_as_they_happen(
         stack: Stack, spawned: list[subprocess.Popen[str]]) -> None:
-    ik = _reference_cli()
+    ik = reference_binary("infrakit")
     tail = Running(spawned, [str(ik), "event", "tail", "--url", "str://{{ jsonEncode . }}",
                              "group/group/cattle/"])
     stack.subscribed("group/cattle/")
@@ -150,7 +138,7 @@ def test_the_reference_event_tail_prints_our_events_as_they_happen(
 
 
 def test_the_reference_metadata_reads_our_state(stack: Stack) -> None:
-    ik = str(_reference_cli())
+    ik = str(reference_binary("infrakit"))
 
     def run(*args: str) -> str:
         done = subprocess.run([ik, *args], capture_output=True, text=True, timeout=30)
@@ -240,14 +228,8 @@ def test_watch_falls_back_to_polling_a_plugin_without_events(
         home: Path, start_plugin: StartPlugin, cli: Cli) -> None:
     """The reference's group plugin publishes no events (its stream knows no topic): the
     watch says so, and polls."""
-    group = REFERENCE / "infrakit-group-default"
-    _reference_cli()
-    start_plugin("instance-file")
-    start_plugin("flavor-vanilla")
-    log = home / "test-logs" / "group.log"
-    proc = procs.spawn([str(group), "--poll-interval", "200ms"], log,
-                       env={**os.environ, "INFRAKIT_PLUGINS_DIR": str(plugins_dir)})
-    procs.wait_ready("group", plugins_dir / "group", proc, log)
+    reference_binary("infrakit")
+    start_reference_group(procs, start_plugin, home, plugins_dir)
     spec = home / "cattle.json"
     spec.write_text(json.dumps(_spec("cattle", 1)))
     assert cli("group", "commit", str(spec)).returncode == 0

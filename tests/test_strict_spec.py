@@ -20,7 +20,7 @@ from infrakit.spi.durations import format_duration, parse_duration
 from infrakit.spi.errors import PluginError
 from infrakit.spi.group import GroupSpec
 from tests.conftest import Cli, Processes, StartPlugin
-from tests.helpers import PY, answers_handshake, wait_until
+from tests.stacks import start_local_manager
 from tests.test_cli import ok, one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,11 +101,7 @@ def test_an_unknown_top_level_key_is_refused_before_anything_is_sent(cli: Cli,
 
 def test_the_manager_refuses_what_the_group_plugin_refuses(
         procs: Processes, start_plugin: StartPlugin, cli: Cli, home: Path) -> None:
-    start_plugin("instance-file")
-    start_plugin("flavor-vanilla")
-    procs.spawn([PY, "-m", "infrakit", "manager"], home / "test-logs" / "manager.log")
-    wait_until(lambda: answers_handshake(home / "plugins" / "group"), 15,
-               what="the manager to lead")
+    start_local_manager(procs, start_plugin, home)
     spec = yaml.safe_load(SPEC)
     spec["Properties"]["Alocation"] = spec["Properties"].pop("Allocation")
     good = {**yaml.safe_load(SPEC), "ID": "db"}
