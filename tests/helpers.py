@@ -181,24 +181,35 @@ def supervisors_of(home: Path) -> list[int]:
 def builtin_plugins(*kinds: str) -> Iterator[dict[str, Path]]:
     """Run built-in plugins in a private, short INFRAKIT_HOME for as long as the context
     lasts (for fixtures wider than one test); yields each kind's socket."""
-    home = Path(tempfile.mkdtemp(prefix="ik", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFRAKIT_")}
-    env["INFRAKIT_HOME"] = str(home)
+    with private_plugins(lambda home: {kind: [PY, "-m", "infrakit", "plugin", "run", kind]
+                                       for kind in kinds}, env) as paths:
+        yield paths
+
+
+@contextlib.contextmanager
+def private_plugins(commands: Callable[[Path], dict[str, list[str]]],
+                    env: dict[str, str] | None = None) -> Iterator[dict[str, Path]]:
+    """Run plugin processes, the commands that ``commands`` gives for a private, short
+    INFRAKIT_HOME, until each answers on ``<home>/plugins/<name>``, for as long as the
+    context lasts; yields each name's socket, and stops them and removes the home after."""
+    home = Path(tempfile.mkdtemp(prefix="ik", dir="/tmp"))
+    env = {**(os.environ if env is None else env), "INFRAKIT_HOME": str(home)}
     children: list[subprocess.Popen[bytes]] = []
     try:
         paths = {}
-        for kind in kinds:
-            with open(home / f"{kind}.log", "wb") as log:
+        for name, argv in commands(home).items():
+            with open(home / f"{name}.log", "wb") as log:
                 children.append(subprocess.Popen(
-                    [PY, "-m", "infrakit", "plugin", "run", kind], env=env,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
-            paths[kind] = home / "plugins" / kind
-        for (kind, path), proc in zip(paths.items(), children, strict=True):
+                    argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT))
+            paths[name] = home / "plugins" / name
+        for (name, path), proc in zip(paths.items(), children, strict=True):
             def ready(path: Path = path, proc: subprocess.Popen[bytes] = proc) -> bool:
                 assert proc.poll() is None, f"plugin exited with {proc.returncode}"
                 return path.exists() and answers_handshake(path)
 
-            wait_until(ready, 15.0, what=f"{kind} to answer")
+            wait_until(ready, 15.0, what=f"{name} to answer")
         yield paths
     finally:
         for proc in children:

@@ -15,11 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,11 +30,10 @@ from infrakit.spi.event import Event
 from tests.conftest import Cli, Plugin, StartPlugin, StartScript
 from tests.helpers import (
     PY,
-    answers_handshake,
     assert_same_shape,
     http_request,
+    private_plugins,
     rpc,
-    stop_process,
     wait_until,
 )
 
@@ -135,30 +131,20 @@ def tracker(start_script: StartScript) -> Plugin:
     return start_script(PLUGIN.format(mode="tracker"), "tracker")
 
 
+MODES = ("event-time", "tracker")
+
+
 @pytest.fixture(scope="module")
 def replayed_to() -> Iterator[dict[str, Path]]:
     """Both programs, run once for the replays (which change nothing): socket by name."""
-    home = Path(tempfile.mkdtemp(prefix="ik", dir="/tmp"))
-    (home / "plugins").mkdir()
-    children = []
-    try:
-        for mode in ("event-time", "tracker"):
+    def commands(home: Path) -> dict[str, list[str]]:
+        (home / "plugins").mkdir()
+        for mode in MODES:
             (home / f"{mode}.py").write_text(PLUGIN.format(mode=mode))
-            with open(home / f"{mode}.log", "wb") as log:
-                children.append(subprocess.Popen([PY, str(home / f"{mode}.py"),
-                                                  str(home / "plugins")], stdout=log,
-                                                 stderr=subprocess.STDOUT))
-        socks = {mode: home / "plugins" / mode for mode in ("event-time", "tracker")}
-        for sock in socks.values():
-            def ready(sock: Path = sock) -> bool:
-                return sock.exists() and answers_handshake(sock)
+        return {mode: [PY, str(home / f"{mode}.py"), str(home / "plugins")] for mode in MODES}
 
-            wait_until(ready, 15.0, what=f"{sock.name} to answer")
+    with private_plugins(commands) as socks:
         yield socks
-    finally:
-        for proc in children:
-            stop_process(proc)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _replayed(entry: dict[str, Any], sock: Path) -> dict[str, Any]:
