@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ import msgspec
 from infrakit.manager.etcd_leader import EtcdLeadership
 from infrakit.manager.forward import Forwarder
 from infrakit.manager.leader_info import LeaderInfo
+from infrakit.manager.terms import Terms
 from infrakit.plugins.group.plugin import GroupPlugin, Watcher
 from infrakit.plugins.group.views import MetadataView
 from infrakit.rpc.client import Remote
@@ -66,9 +66,7 @@ class ElectedGroup:
         """Seconds a follower waits for a leader before it answers that there is none:
         long enough for an election after a leader died."""
         self._leading: GroupPlugin | None = None
-        self._stopping = threading.Event()
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._terms = Terms()
         self._forwarder = Forwarder(remote)
         """The connection to the leader that calls are forwarded to (kept alive)."""
         self._publish: Publish | None = None
@@ -83,29 +81,18 @@ class ElectedGroup:
     # -- the server's hooks ---------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def lost() -> None:  # called from the lease's thread
-            loop.call_soon_threadsafe(self._lost.set)
-
-        self.election.on_lost = lost
-        self._task = loop.create_task(self._serve_terms(), name="leadership")
+        self._terms.start(self.election, self._serve_terms, "leadership")
 
     async def stop(self) -> None:
-        self._stopping.set()
-        self._lost.set()
-        if self._task is not None:
-            await self._task
+        await self._terms.stop()
         await self._forwarder.close()
 
     async def _serve_terms(self) -> None:
         """Campaign, lead until the term ends, and again, until the manager stops."""
-        while not self._stopping.is_set():
-            if not await asyncio.to_thread(self.election.acquire, self.me, self._stopping):
+        while not self._terms.stopping.is_set():
+            if not await asyncio.to_thread(self.election.acquire, self.me, self._terms.stopping):
                 return
-            self._lost.clear()
-            if self._stopping.is_set():  # stopped while the campaign was being won
-                self._lost.set()
+            self._terms.begin()
             self.store.client.fence_on(self.election.key, self.election.term)
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
                                  fence=self.election.fence, watcher=self.watcher)
@@ -115,11 +102,11 @@ class ElectedGroup:
                 await plugin.start()
             except PluginError as exc:  # etcd failed us between the election and now
                 log.warning("cannot resume the groups: %s", exc)
-                self._lost.set()
+                self._terms.lost.set()
             else:
                 self._leading = plugin
                 log.info("leading (term %d); store %s", self.election.term, self.me.store)
-            await self._lost.wait()
+            await self._terms.lost.wait()
             self._leading = None
             # its controllers are fenced already: this only waits for their passes to end
             await plugin.stop(wait=self.election.ttl)

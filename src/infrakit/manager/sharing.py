@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from infrakit.manager.holdings import Holdings
 from infrakit.manager.leader_info import LeaderInfo
 from infrakit.manager.shards import Snapshot, plan_round, preferred, read_snapshot
+from infrakit.manager.terms import Terms
 from infrakit.plugins.group.plugin import GroupPlugin, Watcher
 from infrakit.rpc.lookup import SocketPlugins
 from infrakit.spi.errors import PluginError
@@ -64,9 +64,7 @@ class Sharing:
         """Called after each round, with what etcd said."""
         self.committing: set[str] = set()
         """Groups being committed here: one that is new has no spec yet, and stays led."""
-        self._stopping = threading.Event()
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._terms = Terms()
         self._locks: dict[str, asyncio.Lock] = {}
         self._said = ""
         self._threads = ThreadPoolExecutor(2, thread_name_prefix="sharing")
@@ -80,28 +78,19 @@ class Sharing:
         return self._locks.setdefault(gid, asyncio.Lock())
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def lost() -> None:  # called from the lease's thread
-            loop.call_soon_threadsafe(self._lost.set)
-
-        self.holdings.lease.on_lost = lost
-        self._task = loop.create_task(self._serve_terms(), name="sharing")
+        self._terms.start(self.holdings.lease, self._serve_terms, "sharing")
 
     async def stop(self) -> None:
-        self._stopping.set()
-        self._lost.set()
-        if self._task is not None:
-            await self._task
+        await self._terms.stop()
         self._threads.shutdown(wait=False)
 
     async def _serve_terms(self) -> None:
         """Register, lead groups until the lease ends, and again, until the manager stops."""
-        while not self._stopping.is_set():
+        while not self._terms.stopping.is_set():
             if not await asyncio.to_thread(self.holdings.lease.acquire, self.me,
-                                           self._stopping):
+                                           self._terms.stopping):
                 return
-            self._lost.clear()
+            self._terms.begin()
             plugin = GroupPlugin(self.store, SocketPlugins(), poll=self.poll,
                                  watcher=self.watcher, group_fence=self.holdings.fence)
             if self.publish is not None:
@@ -119,7 +108,7 @@ class Sharing:
 
     async def _rounds(self, plugin: GroupPlugin) -> None:
         unowned: dict[str, float] = {}
-        while not self._lost.is_set():
+        while not self._terms.lost.is_set():
             taken = time.monotonic()
             try:
                 snap = await self._io(read_snapshot, self.store.client, self.store.prefix)
@@ -128,7 +117,7 @@ class Sharing:
             else:
                 await self._round(plugin, snap, taken, unowned)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self.interval)
+                await asyncio.wait_for(self._terms.lost.wait(), self.interval)
 
     async def _round(self, plugin: GroupPlugin, snap: Snapshot, taken: float,
                      unowned: dict[str, float]) -> None:
